@@ -1,0 +1,77 @@
+//! Typed storage errors: one enum per operation family, mapped to Kafka error codes at the broker edge.
+
+use std::path::PathBuf;
+
+/// A failure of the storage layer itself (I/O, full disk, offline directory, corrupt files).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O error on `path`.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory that failed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A write failed with ENOSPC on `path`.
+    #[error("disk full writing {path}")]
+    DiskFull {
+        /// The file that could not be written.
+        path: PathBuf,
+    },
+    /// The log directory `dir` is offline after an earlier I/O error.
+    #[error("log directory {dir} is offline")]
+    Offline {
+        /// The offline log directory.
+        dir: PathBuf,
+    },
+    /// On-disk data is corrupt beyond what recovery repairs.
+    #[error("corrupt log data: {0}")]
+    Corrupt(String),
+    /// An argument is out of range (for example a truncation above the log end offset).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Why an append was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Framing or CRC is wrong (`CORRUPT_MESSAGE`).
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// Well-framed but not acceptable (`INVALID_RECORD`).
+    #[error("invalid record batch: {0}")]
+    InvalidRecord(String),
+    /// A batch exceeds `max.message.bytes` (`MESSAGE_TOO_LARGE`).
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge {
+        /// Size of the offending batch in bytes.
+        size: usize,
+        /// The configured limit.
+        max: u64,
+    },
+    /// The batch is not magic v2 (`UNSUPPORTED_FOR_MESSAGE_FORMAT`).
+    #[error("unsupported record batch magic {0}")]
+    UnsupportedMagic(i8),
+    /// The storage layer failed (`KAFKA_STORAGE_ERROR`).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a read was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// `offset` lies outside `[log_start_offset, log_end_offset]` (`OFFSET_OUT_OF_RANGE`).
+    #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: i64,
+        /// The current log start offset.
+        log_start_offset: i64,
+        /// The current log end offset.
+        log_end_offset: i64,
+    },
+    /// The storage layer failed (`KAFKA_STORAGE_ERROR`).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
