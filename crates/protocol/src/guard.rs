@@ -1,0 +1,351 @@
+//! The request guard: walks a request's bytes against Kafka's message schema, without allocating, before
+//! `kafka-protocol` decodes them.
+//!
+//! Why: `kafka-protocol` 0.18 sizes vectors from the array count read off the wire
+//! (`Vec::with_capacity(count)`), so a few-byte request claiming 2^31 elements aborts the process on the
+//! failed allocation. The guard walks every field the schema defines at the request's version and refuses
+//! any length or count that the remaining bytes cannot hold (an array of `n` elements whose smallest
+//! encoding is `m` bytes needs `n * m` bytes, and `n` may never exceed the remaining bytes even when `m` is
+//! zero). A request the guard accepts decodes with every vector bounded by the frame size, and the walk
+//! and the decoder agree on where each field starts: known tagged fields must fill exactly their declared
+//! size, and the body must end exactly at the end of the frame.
+//!
+//! The per-API walkers live in `guard_generated.rs`, generated from Kafka's JSON message schemas by
+//! `crates/protocol/gen/` (see `docs/protocol.md`); this file holds the primitive readers they call.
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::guard_generated;
+
+/// Where and why the guard refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} at byte {offset} (field {field})")]
+pub struct GuardError {
+    /// Offset in the frame (after the size prefix) where the offending field starts.
+    pub offset: usize,
+    /// The schema name of the field being read.
+    pub field: &'static str,
+    /// What was wrong.
+    pub kind: GuardErrorKind,
+}
+
+/// The kinds of defect the guard finds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardErrorKind {
+    /// The field needs more bytes than remain.
+    #[error("truncated: needs {needed_bytes} bytes, {remaining_bytes} remain")]
+    Truncated {
+        /// Bytes the field needs.
+        needed_bytes: u64,
+        /// Bytes left in the frame (or in the enclosing tagged field).
+        remaining_bytes: usize,
+    },
+    /// A length or count below -1, or -1 where the field is not nullable at this version.
+    #[error("invalid length {len}")]
+    InvalidLength {
+        /// The length or count as read (compact forms are shown minus one, as the wire means them).
+        len: i64,
+    },
+    /// An array count larger than the remaining bytes can hold.
+    #[error("array count {count} cannot fit: elements take at least {min_element_bytes} bytes, {remaining_bytes} remain")]
+    CountTooLarge {
+        /// The element count read.
+        count: u64,
+        /// Smallest encoding of one element at this version.
+        min_element_bytes: usize,
+        /// Bytes left.
+        remaining_bytes: usize,
+    },
+    /// An unsigned varint longer than 5 bytes or larger than `u32::MAX`.
+    #[error("invalid unsigned varint")]
+    InvalidVarint,
+    /// A known tagged field whose content does not fill exactly its declared size.
+    #[error(
+        "tagged field {tag} declares {size_bytes} bytes but its content takes {consumed_bytes}"
+    )]
+    TaggedFieldSize {
+        /// The tag.
+        tag: u32,
+        /// The declared size.
+        size_bytes: usize,
+        /// The bytes its content used.
+        consumed_bytes: usize,
+    },
+    /// Bytes left over after the last field.
+    #[error("{count} trailing bytes")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// No walker exists for this API key and version.
+    #[error("no schema for api key {api_key} version {api_version}")]
+    UnknownSchema {
+        /// The API key.
+        api_key: i16,
+        /// The version.
+        api_version: i16,
+    },
+}
+
+/// Checks a whole request frame (header and body, without the size prefix) for `api_key` at
+/// `api_version`. The header version is the one `kafka-protocol` uses for that API and version.
+pub fn check_request(api_key: ApiKey, api_version: i16, frame: &[u8]) -> Result<(), GuardError> {
+    let header_version = api_key.request_header_version(api_version);
+    let mut w = Walker::new(frame);
+    guard_generated::walk_request_header(&mut w, header_version)?;
+    guard_generated::walk_request_body(&mut w, api_key as i16, api_version)?;
+    w.finish("request")
+}
+
+/// A cursor over the bytes being checked. It only moves forward and never allocates.
+///
+/// `buf` ends where the enclosing scope ends (the frame, or a tagged field's declared size), so every
+/// bound check is against the innermost limit, while `pos` stays an offset into the frame.
+#[derive(Debug)]
+pub(crate) struct Walker<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Walker<'a> {
+    /// A walker over a whole frame.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Walker { buf, pos: 0 }
+    }
+
+    /// Bytes left before the end of the current scope.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    fn err(&self, field: &'static str, kind: GuardErrorKind) -> GuardError {
+        GuardError {
+            offset: self.pos,
+            field,
+            kind,
+        }
+    }
+
+    /// Fails unless the scope has been consumed exactly.
+    pub(crate) fn finish(&self, field: &'static str) -> Result<(), GuardError> {
+        match self.remaining() {
+            0 => Ok(()),
+            count => Err(self.err(field, GuardErrorKind::TrailingBytes { count })),
+        }
+    }
+
+    /// Skips a fixed-width field (int8..int64, float64, bool, uuid) or `n_bytes` of content.
+    pub(crate) fn skip(&mut self, field: &'static str, n_bytes: u64) -> Result<(), GuardError> {
+        let remaining = self.remaining();
+        match usize::try_from(n_bytes) {
+            Ok(n) if n <= remaining => {
+                self.pos += n;
+                Ok(())
+            }
+            _ => Err(self.err(
+                field,
+                GuardErrorKind::Truncated {
+                    needed_bytes: n_bytes,
+                    remaining_bytes: remaining,
+                },
+            )),
+        }
+    }
+
+    fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], GuardError> {
+        let start = self.pos;
+        self.skip(field, N as u64)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[start..start + N]);
+        Ok(out)
+    }
+
+    fn read_i16(&mut self, field: &'static str) -> Result<i16, GuardError> {
+        self.take::<2>(field).map(i16::from_be_bytes)
+    }
+
+    fn read_i32(&mut self, field: &'static str) -> Result<i32, GuardError> {
+        self.take::<4>(field).map(i32::from_be_bytes)
+    }
+
+    /// Reads an unsigned varint as Kafka writes it: at most 5 bytes, value at most `u32::MAX`.
+    pub(crate) fn uvarint(&mut self, field: &'static str) -> Result<u32, GuardError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        for i in 0..5 {
+            let [b] = self.take::<1>(field)?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return u32::try_from(value).map_err(|_| GuardError {
+                    offset: start,
+                    field,
+                    kind: GuardErrorKind::InvalidVarint,
+                });
+            }
+        }
+        Err(GuardError {
+            offset: start,
+            field,
+            kind: GuardErrorKind::InvalidVarint,
+        })
+    }
+
+    /// Checks a length-prefixed content of `len` bytes (`-1` = null) and skips it.
+    fn content(
+        &mut self,
+        field: &'static str,
+        start: usize,
+        len: i64,
+        nullable: bool,
+    ) -> Result<(), GuardError> {
+        if len == -1 && nullable {
+            return Ok(());
+        }
+        if len < 0 {
+            return Err(GuardError {
+                offset: start,
+                field,
+                kind: GuardErrorKind::InvalidLength { len },
+            });
+        }
+        // `len` is non-negative here, so the conversion is lossless.
+        self.skip(field, len.unsigned_abs())
+    }
+
+    /// A `string` (int16 length) field.
+    pub(crate) fn string(&mut self, field: &'static str, nullable: bool) -> Result<(), GuardError> {
+        let start = self.pos;
+        let len = self.read_i16(field)?;
+        self.content(field, start, i64::from(len), nullable)
+    }
+
+    /// A compact string (unsigned varint length + 1) field.
+    pub(crate) fn compact_string(
+        &mut self,
+        field: &'static str,
+        nullable: bool,
+    ) -> Result<(), GuardError> {
+        let start = self.pos;
+        let len = i64::from(self.uvarint(field)?) - 1;
+        self.content(field, start, len, nullable)
+    }
+
+    /// A `bytes` or `records` (int32 length) field.
+    pub(crate) fn bytes(&mut self, field: &'static str, nullable: bool) -> Result<(), GuardError> {
+        let start = self.pos;
+        let len = self.read_i32(field)?;
+        self.content(field, start, i64::from(len), nullable)
+    }
+
+    /// A compact `bytes` or `records` (unsigned varint length + 1) field.
+    pub(crate) fn compact_bytes(
+        &mut self,
+        field: &'static str,
+        nullable: bool,
+    ) -> Result<(), GuardError> {
+        let start = self.pos;
+        let len = i64::from(self.uvarint(field)?) - 1;
+        self.content(field, start, len, nullable)
+    }
+
+    /// Checks an element count against the remaining bytes and returns it (0 for null).
+    fn count(
+        &mut self,
+        field: &'static str,
+        start: usize,
+        count: i64,
+        nullable: bool,
+        min_element_bytes: usize,
+    ) -> Result<usize, GuardError> {
+        if count == -1 && nullable {
+            return Ok(0);
+        }
+        if count < 0 {
+            return Err(GuardError {
+                offset: start,
+                field,
+                kind: GuardErrorKind::InvalidLength { len: count },
+            });
+        }
+        let remaining_bytes = self.remaining();
+        let fits = usize::try_from(count).ok().filter(|&n| {
+            n <= remaining_bytes
+                && n.checked_mul(min_element_bytes)
+                    .is_some_and(|total| total <= remaining_bytes)
+        });
+        fits.ok_or(GuardError {
+            offset: start,
+            field,
+            kind: GuardErrorKind::CountTooLarge {
+                count: count.unsigned_abs(),
+                min_element_bytes,
+                remaining_bytes,
+            },
+        })
+    }
+
+    /// An array (int32 count) header; returns the element count the caller then walks.
+    pub(crate) fn array(
+        &mut self,
+        field: &'static str,
+        nullable: bool,
+        min_element_bytes: usize,
+    ) -> Result<usize, GuardError> {
+        let start = self.pos;
+        let count = self.read_i32(field)?;
+        self.count(field, start, i64::from(count), nullable, min_element_bytes)
+    }
+
+    /// A compact array (unsigned varint count + 1) header; returns the element count.
+    pub(crate) fn compact_array(
+        &mut self,
+        field: &'static str,
+        nullable: bool,
+        min_element_bytes: usize,
+    ) -> Result<usize, GuardError> {
+        let start = self.pos;
+        let count = i64::from(self.uvarint(field)?) - 1;
+        self.count(field, start, count, nullable, min_element_bytes)
+    }
+
+    /// The tagged-field section of a flexible struct. `known` walks the content of a tag this schema
+    /// defines at this version and returns `Ok(true)`, or returns `Ok(false)` for a tag to skip. A known
+    /// field must fill exactly its declared size, so that a decoder reading it from the stream (as
+    /// `kafka-protocol` does) lands where the walk did.
+    pub(crate) fn tagged_fields<F>(
+        &mut self,
+        field: &'static str,
+        mut known: F,
+    ) -> Result<(), GuardError>
+    where
+        F: FnMut(&mut Walker<'a>, u32) -> Result<bool, GuardError>,
+    {
+        let start = self.pos;
+        let n_fields = self.uvarint(field)?;
+        // Each tagged field takes at least two bytes (tag and size).
+        self.count(field, start, i64::from(n_fields), false, 2)?;
+        for _ in 0..n_fields {
+            let tag = self.uvarint(field)?;
+            let size_bytes = self.uvarint(field)? as usize;
+            let content_start = self.pos;
+            self.skip(field, size_bytes as u64)?;
+            let content_end = self.pos;
+            let mut inner = Walker {
+                buf: &self.buf[..content_end],
+                pos: content_start,
+            };
+            if known(&mut inner, tag)? && inner.pos != content_end {
+                return Err(GuardError {
+                    offset: content_start,
+                    field,
+                    kind: GuardErrorKind::TaggedFieldSize {
+                        tag,
+                        size_bytes,
+                        consumed_bytes: inner.pos - content_start,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+}
