@@ -1,1 +1,25 @@
-//! Cluster metadata: records, image, controller logic.
+//! Cluster metadata for Sluice: metadata records, the immutable [`MetadataImage`] and the [`MetadataDelta`]
+//! that replays records onto it, pure controller logic returning `(records, response)`, the topic-level
+//! config catalogue, and the durable metadata log (`__cluster_metadata`) with snapshots.
+//!
+//! Nothing here uses tokio: the broker's controller driver serializes operations, appends the records
+//! through [`log::MetadataLog`] and publishes each new image.
+
+pub mod codec;
+pub mod controller;
+pub mod error;
+pub mod image;
+pub mod record;
+pub mod topic_config;
+
+pub use controller::{
+    validate_topic_name, ControllerDefaults, ControllerResult, CreatePartitions,
+    CreatePartitionsOutcome, CreateTopicOutcome, DeleteTopicOutcome, DeleteTopicTarget, NewTopic,
+};
+pub use error::ApiError;
+pub use image::{
+    BrokerRegistration, MetadataDelta, MetadataImage, PartitionRegistration, ReplayError,
+    TopicImage,
+};
+pub use record::{ConfigResourceType, MetadataRecord};
+pub use uuid::Uuid;
