@@ -9,6 +9,7 @@ pub mod codec;
 pub mod controller;
 pub mod error;
 pub mod image;
+pub mod log;
 pub mod record;
 pub mod topic_config;
 

@@ -319,8 +319,14 @@ pub struct BrokerValue {
     pub is_default: bool,
 }
 
-/// Looks up a broker config key (`log.retention.ms`).
-pub type BrokerLookup<'a> = dyn Fn(&str) -> Option<BrokerValue> + 'a;
+/// What topic-config descriptions need from the broker's configuration.
+pub trait BrokerConfigView {
+    /// The raw value of a broker key (`log.retention.hours`) and whether it was set explicitly.
+    fn broker_value(&self, key: &str) -> Option<BrokerValue>;
+    /// The broker-level default of a topic key in the topic key's units (`retention.ms` from
+    /// `log.retention.hours`), if the broker defines one.
+    fn topic_default(&self, topic_key: &str) -> Option<String>;
+}
 
 /// One synonym in a DescribeConfigs answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,58 +360,63 @@ pub struct DescribedConfig {
     pub synonyms: Vec<ConfigSynonym>,
 }
 
-/// The effective value of `def` for a topic with `overrides`, with its source and synonyms.
+/// The effective value of `def` for a topic with `overrides`, with its source and synonyms (Kafka lists the
+/// topic override, then each broker synonym that has a value: set ones as STATIC_BROKER_CONFIG, defaults as
+/// DEFAULT_CONFIG).
 pub fn describe_one(
     def: &TopicConfigDef,
     overrides: &BTreeMap<String, String>,
-    broker: &BrokerLookup<'_>,
+    broker: &dyn BrokerConfigView,
 ) -> DescribedConfig {
     let mut synonyms = Vec::new();
-    if let Some(v) = overrides.get(def.name) {
+    let topic_override = overrides.get(def.name);
+    if let Some(v) = topic_override {
         synonyms.push(ConfigSynonym {
             name: def.name.into(),
             value: Some(v.clone()),
             source: ConfigSource::TopicConfig,
         });
     }
-    let mut default_synonym = None;
+    let mut broker_set = false;
     for key in def.broker_synonyms {
-        if let Some(bv) = broker(key) {
-            if bv.is_default {
-                default_synonym.get_or_insert(ConfigSynonym {
-                    name: (*key).into(),
-                    value: Some(bv.value),
-                    source: ConfigSource::DefaultConfig,
-                });
+        if let Some(bv) = broker.broker_value(key) {
+            let source = if bv.is_default {
+                ConfigSource::DefaultConfig
             } else {
-                synonyms.push(ConfigSynonym {
-                    name: (*key).into(),
-                    value: Some(bv.value),
-                    source: ConfigSource::StaticBrokerConfig,
-                });
-                // The first explicitly set synonym wins; less specific ones are shadowed and not listed.
-                break;
-            }
+                ConfigSource::StaticBrokerConfig
+            };
+            broker_set |= !bv.is_default;
+            synonyms.push(ConfigSynonym {
+                name: (*key).into(),
+                value: Some(bv.value),
+                source,
+            });
         }
     }
-    let default_synonym = default_synonym.unwrap_or_else(|| ConfigSynonym {
-        name: def
-            .broker_synonyms
-            .first()
-            .copied()
-            .unwrap_or(def.name)
-            .into(),
-        value: Some(def.default.into()),
-        source: ConfigSource::DefaultConfig,
-    });
-    synonyms.push(default_synonym);
-    let (value, source) = synonyms
-        .first()
-        .map(|s| (s.value.clone(), s.source))
-        .unwrap_or((Some(def.default.into()), ConfigSource::DefaultConfig));
+    let (value, source) = match topic_override {
+        Some(v) => (v.clone(), ConfigSource::TopicConfig),
+        None => {
+            let value = broker.topic_default(def.name).unwrap_or_else(|| {
+                // Without a unit conversion from the broker, only the primary synonym (same units) applies.
+                def.broker_synonyms
+                    .first()
+                    .and_then(|k| broker.broker_value(k))
+                    .map(|bv| bv.value)
+                    .unwrap_or_else(|| def.default.to_string())
+            });
+            (
+                value,
+                if broker_set {
+                    ConfigSource::StaticBrokerConfig
+                } else {
+                    ConfigSource::DefaultConfig
+                },
+            )
+        }
+    };
     DescribedConfig {
         name: def.name.into(),
-        value,
+        value: Some(value),
         source,
         read_only: false,
         sensitive: false,
@@ -418,7 +429,7 @@ pub fn describe_one(
 /// Every topic config with its effective value for a topic with `overrides`, sorted by name.
 pub fn describe_topic(
     overrides: &BTreeMap<String, String>,
-    broker: &BrokerLookup<'_>,
+    broker: &dyn BrokerConfigView,
 ) -> Vec<DescribedConfig> {
     DEFS.iter()
         .map(|def| describe_one(def, overrides, broker))
@@ -478,21 +489,31 @@ mod tests {
         );
     }
 
+    struct Broker;
+    impl BrokerConfigView for Broker {
+        fn broker_value(&self, key: &str) -> Option<BrokerValue> {
+            match key {
+                "log.retention.hours" => Some(BrokerValue {
+                    value: "168".into(),
+                    is_default: true,
+                }),
+                "log.segment.bytes" => Some(BrokerValue {
+                    value: "1048576".into(),
+                    is_default: false,
+                }),
+                _ => None,
+            }
+        }
+        fn topic_default(&self, topic_key: &str) -> Option<String> {
+            (topic_key == "retention.ms").then(|| "604800000".to_string())
+        }
+    }
+
     #[test]
     fn describe_reports_override_then_static_broker_then_default() {
-        let broker = |key: &str| match key {
-            "log.retention.hours" => Some(BrokerValue {
-                value: "168".into(),
-                is_default: true,
-            }),
-            "log.segment.bytes" => Some(BrokerValue {
-                value: "1048576".into(),
-                is_default: false,
-            }),
-            _ => None,
-        };
         let overrides = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
-        let all = describe_topic(&overrides, &broker);
+        let all = describe_topic(&overrides, &Broker);
+        assert_eq!(all.len(), DEFS.len());
         let retention = all.iter().find(|c| c.name == "retention.ms").unwrap();
         assert_eq!(
             (retention.value.as_deref(), retention.source),
@@ -500,6 +521,7 @@ mod tests {
         );
         assert_eq!(retention.synonyms.len(), 2);
         assert_eq!(retention.synonyms[1].name, "log.retention.hours");
+        assert_eq!(retention.synonyms[1].source, ConfigSource::DefaultConfig);
         let segment = all.iter().find(|c| c.name == "segment.bytes").unwrap();
         assert_eq!(
             (segment.value.as_deref(), segment.source),
@@ -509,6 +531,13 @@ mod tests {
         assert_eq!(
             (flush.value.as_deref(), flush.source),
             (Some(LONG_MAX), ConfigSource::DefaultConfig)
+        );
+
+        let all = describe_topic(&BTreeMap::new(), &Broker);
+        let retention = all.iter().find(|c| c.name == "retention.ms").unwrap();
+        assert_eq!(
+            (retention.value.as_deref(), retention.source),
+            (Some("604800000"), ConfigSource::DefaultConfig)
         );
     }
 }
