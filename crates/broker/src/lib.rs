@@ -1,1 +1,17 @@
-//! The Sluice broker.
+//! The Sluice broker: the tokio server that speaks Kafka's wire protocol, one module per API under `apis/`,
+//! the replica manager over the storage engine, and the controller driver over the metadata log.
+//!
+//! Start one with [`server::Server::start`]; `sluice server` is a thin shell around it.
+
+pub mod apis;
+pub mod broker;
+pub mod config;
+pub mod controller;
+pub mod fetch_session;
+pub mod network;
+pub mod replica_manager;
+pub mod server;
+
+pub use broker::{Broker, BrokerError};
+pub use config::{BrokerConfig, ConfigError, ConfigKey, CONFIG_KEYS};
+pub use server::{Server, ServerError};

@@ -1,1 +1,114 @@
-fn main() {}
+//! The `sluice` binary: `sluice server` runs a broker; further subcommands (topic, produce, consume, ...) plug in
+//! as more variants of [`Command`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use sluice_broker::{BrokerConfig, Server, CONFIG_KEYS};
+
+/// Sluice: a Kafka-compatible streaming platform.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker (with no arguments: node 0 as controller and broker on 127.0.0.1:9092, data in ./data).
+    Server(ServerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// A Kafka `server.properties` file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set one configuration key, after the file (repeatable), e.g. `--override log.dirs=/var/lib/sluice`.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+/// The `--help` epilogue of `sluice server`: every configuration key with its default.
+fn config_keys_help() -> String {
+    let width = CONFIG_KEYS.iter().map(|k| k.name.len()).max().unwrap_or(0);
+    let mut text =
+        String::from("Configuration keys (Kafka server.properties names; default in brackets):\n");
+    for key in CONFIG_KEYS {
+        let default = key.default.unwrap_or("unset");
+        text.push_str(&format!("  {:width$}  [{default}] {}\n", key.name, key.doc));
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    let command = Cli::command().mut_subcommand("server", |s| s.after_help(config_keys_help()));
+    let matches = command.get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging();
+    match cli.command {
+        Command::Server(args) => run_server(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_server(args: ServerArgs) -> ExitCode {
+    let config = match BrokerConfig::load(args.config.as_deref(), &args.overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sluice server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-worker")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sluice server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "sluice server failed");
+            eprintln!("sluice server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts it down cleanly.
+async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    wait_for_signal().await?;
+    server.shutdown().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

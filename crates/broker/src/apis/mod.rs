@@ -1,0 +1,157 @@
+//! The Kafka APIs this broker serves: one module per API, and the registry that lists each API key with the
+//! version range we advertise and dispatches a decoded request to its handler.
+//!
+//! Every handler has the same shape:
+//! `pub(crate) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: XxxRequest) -> XxxResponse`.
+//! ApiVersions is derived from the registry, so an API is advertised exactly when it has an entry here. Adding
+//! an API is one `mod` line and one registry line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sluice_protocol::{ApiKey, RequestKind, ResponseKind};
+
+use crate::broker::Broker;
+
+pub(crate) mod api_versions;
+pub(crate) mod delete_records;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod offset_for_leader_epoch;
+pub(crate) mod produce;
+
+/// What a handler knows about the request besides its body.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The API key of the request.
+    pub api_key: ApiKey,
+    /// The request's API version (within our advertised range).
+    pub api_version: i16,
+    /// The correlation id the response echoes.
+    pub correlation_id: i32,
+    /// The client id from the request header.
+    pub client_id: Option<String>,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// One API we serve and the versions we advertise for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SupportedApi {
+    /// The API key.
+    pub api_key: ApiKey,
+    /// Lowest advertised version.
+    pub min_version: i16,
+    /// Highest advertised version.
+    pub max_version: i16,
+}
+
+/// Why a decoded request was not dispatched.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The API is not in the registry.
+    #[error("api key {0:?} is not served by this broker")]
+    NotServed(ApiKey),
+}
+
+macro_rules! api_registry {
+    ($( $variant:ident => $module:ident, $min:literal ..= $max:literal; )+) => {
+        /// Every API this broker serves, with the version range advertised in ApiVersions.
+        pub const SUPPORTED_APIS: &[SupportedApi] = &[
+            $( SupportedApi { api_key: ApiKey::$variant, min_version: $min, max_version: $max }, )+
+        ];
+
+        /// Runs the handler of `request`'s API. The version was checked against [`SUPPORTED_APIS`] by the caller.
+        pub(crate) async fn dispatch(
+            broker: &Arc<Broker>,
+            ctx: &RequestContext,
+            request: RequestKind,
+        ) -> Result<ResponseKind, DispatchError> {
+            match request {
+                $( RequestKind::$variant(r) => Ok(ResponseKind::$variant($module::handle(broker, ctx, r).await)), )+
+                _ => Err(DispatchError::NotServed(ctx.api_key)),
+            }
+        }
+    };
+}
+
+// The registry: `RequestKind variant => handler module, advertised versions;`.
+api_registry! {
+    Produce => produce, 3..=11;
+    ListOffsets => list_offsets, 1..=8;
+    Metadata => metadata, 0..=12;
+    ApiVersions => api_versions, 0..=4;
+    DeleteRecords => delete_records, 0..=2;
+    OffsetForLeaderEpoch => offset_for_leader_epoch, 2..=4;
+}
+
+/// The advertised range of `api_key`, if we serve it.
+pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|a| a.api_key == api_key)
+        .map(|a| (a.min_version, a.max_version))
+}
+
+/// Milliseconds since the Unix epoch (the clock Kafka timestamps use).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Checks a request's `current_leader_epoch` against the partition's (KIP-320): -1 skips the check; an older
+/// epoch is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
+pub(crate) fn check_leader_epoch(
+    current_leader_epoch: i32,
+    partition_epoch: i32,
+) -> Result<(), i16> {
+    use sluice_protocol::ErrorCode;
+    if current_leader_epoch < 0 || current_leader_epoch == partition_epoch {
+        Ok(())
+    } else if current_leader_epoch < partition_epoch {
+        Err(ErrorCode::FencedLeaderEpoch.code())
+    } else {
+        Err(ErrorCode::UnknownLeaderEpoch.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_has_no_duplicates_and_valid_ranges() {
+        for (i, a) in SUPPORTED_APIS.iter().enumerate() {
+            assert!(a.min_version <= a.max_version, "{:?}", a.api_key);
+            let decodable = a.api_key.valid_versions();
+            assert!(
+                decodable.min <= a.min_version && a.max_version <= decodable.max,
+                "{:?} advertises versions kafka-protocol cannot decode",
+                a.api_key
+            );
+            assert!(
+                SUPPORTED_APIS[i + 1..]
+                    .iter()
+                    .all(|b| b.api_key != a.api_key),
+                "{:?} twice",
+                a.api_key
+            );
+        }
+    }
+
+    #[test]
+    fn leader_epoch_fencing() {
+        assert_eq!(check_leader_epoch(-1, 5), Ok(()));
+        assert_eq!(check_leader_epoch(5, 5), Ok(()));
+        assert_eq!(
+            check_leader_epoch(4, 5),
+            Err(sluice_protocol::ErrorCode::FencedLeaderEpoch.code())
+        );
+        assert_eq!(
+            check_leader_epoch(6, 5),
+            Err(sluice_protocol::ErrorCode::UnknownLeaderEpoch.code())
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Produce (key 0), v3-v11: appends each partition's record batch to its log as the leader.
+//!
+//! A batch is moved as bytes: its framing, magic and count are checked here from the header alone, the record
+//! bytes are copied once into a mutable buffer (the request frame is shared and immutable) and handed to
+//! `Log::append_as_leader`, which validates the CRC and rewrites base offset and leader epoch in place. No record
+//! is decoded. acks=0 gets no response at all (the network layer drops it); acks=1 and acks=-1 answer after the
+//! append: with this broker as the only in-sync replica the high watermark moves with the append. acks=-1 on a
+//! partition whose ISR is smaller than `min.insync.replicas` is refused with NOT_ENOUGH_REPLICAS before appending.
+//!
+//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or CRC),
+//! INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
+//! KAFKA_STORAGE_ERROR. Transactions are not supported: a request with a transactional id gets INVALID_TXN_STATE
+//! for every partition (clients cannot get a transactional producer id from this broker anyway: InitProducerId is
+//! not advertised).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::batch;
+use sluice_protocol::ErrorCode;
+use sluice_storage::{AppendError, AppendInfo};
+
+use super::{now_ms, RequestContext};
+use crate::broker::Broker;
+use crate::replica_manager::Partition;
+
+/// The outcome of one partition's append, before it is shaped for the response version.
+struct Outcome {
+    error_code: i16,
+    error_message: Option<String>,
+    info: Option<AppendInfo>,
+}
+
+impl Outcome {
+    fn error(error_code: i16, message: impl Into<Option<String>>) -> Outcome {
+        Outcome {
+            error_code,
+            error_message: message.into(),
+            info: None,
+        }
+    }
+}
+
+/// Appends every partition's batch and reports per-partition results.
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: ProduceRequest,
+) -> ProduceResponse {
+    let version = ctx.api_version;
+    let acks = request.acks;
+    let request_error: Option<(i16, String)> = if !matches!(acks, -1..=1) {
+        Some((
+            ErrorCode::InvalidRequiredAcks.code(),
+            format!("acks must be -1, 0 or 1, not {acks}"),
+        ))
+    } else if request.transactional_id.is_some() {
+        Some((
+            ErrorCode::InvalidTxnState.code(),
+            "transactions are not supported by this broker".to_string(),
+        ))
+    } else {
+        None
+    };
+
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let outcome = match &request_error {
+                Some((code, message)) => Outcome::error(*code, message.clone()),
+                None => {
+                    produce_partition(broker, &name, data.index, data.records.as_deref(), acks)
+                        .await
+                }
+            };
+            if outcome.error_code != 0 {
+                tracing::debug!(topic = %name, partition = data.index, error_code = outcome.error_code,
+                    message = ?outcome.error_message, peer = %ctx.peer, "produce refused");
+            }
+            partition_responses.push(partition_response(version, data.index, outcome));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn partition_response(version: i16, index: i32, outcome: Outcome) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(outcome.error_code);
+    match outcome.info {
+        Some(info) => {
+            response = response
+                .with_base_offset(info.base_offset)
+                .with_log_append_time_ms(info.log_append_time_ms);
+            if version >= 5 {
+                response = response.with_log_start_offset(info.log_start_offset);
+            }
+        }
+        None => {
+            response = response.with_base_offset(-1).with_log_append_time_ms(-1);
+        }
+    }
+    if version >= 8 {
+        response = response.with_error_message(outcome.error_message.map(StrBytes::from_string));
+    }
+    response
+}
+
+/// Checks that `records` is exactly one magic-v2 batch, framed consistently, from its header alone (Kafka's
+/// `ProduceRequest.validateRecords`). The CRC and record count are checked by the log.
+fn check_single_batch(records: &[u8]) -> Result<(), Outcome> {
+    if records.is_empty() {
+        return Err(Outcome::error(
+            ErrorCode::InvalidRecord.code(),
+            "produce requests v3+ must carry exactly one record batch per partition".to_string(),
+        ));
+    }
+    let Some(size) = batch::batch_size(records) else {
+        return Err(Outcome::error(
+            ErrorCode::CorruptMessage.code(),
+            "record batch header is truncated or its length invalid".to_string(),
+        ));
+    };
+    if let Some(&magic) = records.get(batch::MAGIC_OFFSET) {
+        if magic as i8 != batch::MAGIC_V2 {
+            return Err(Outcome::error(
+                ErrorCode::InvalidRecord.code(),
+                format!(
+                    "produce requests v3+ must use record batch magic 2, not {}",
+                    magic as i8
+                ),
+            ));
+        }
+    }
+    if size > records.len() {
+        return Err(Outcome::error(
+            ErrorCode::CorruptMessage.code(),
+            format!(
+                "record batch of {size} bytes truncated to {}",
+                records.len()
+            ),
+        ));
+    }
+    if size < records.len() {
+        return Err(Outcome::error(
+            ErrorCode::InvalidRecord.code(),
+            "produce requests v3+ must carry exactly one record batch per partition".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Maps a refused append to its Kafka error code.
+fn append_error(error: AppendError) -> Outcome {
+    let message = error.to_string();
+    let code = match &error {
+        AppendError::Corrupt(_) => ErrorCode::CorruptMessage,
+        AppendError::InvalidRecord(_) | AppendError::UnsupportedMagic(_) => {
+            ErrorCode::InvalidRecord
+        }
+        AppendError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        AppendError::Storage(e) => {
+            tracing::error!(error = %e, "append failed in storage");
+            ErrorCode::KafkaStorageError
+        }
+    };
+    Outcome::error(code.code(), message)
+}
+
+async fn produce_partition(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    records: Option<&[u8]>,
+    acks: i16,
+) -> Outcome {
+    let partition: Arc<Partition> = match broker.replicas.partition(topic, index) {
+        Ok(p) => p,
+        Err(code) => return Outcome::error(code, None),
+    };
+    let records = records.unwrap_or_default();
+    if let Err(outcome) = check_single_batch(records) {
+        return outcome;
+    }
+    if acks == -1 && partition.isr_size() < partition.min_insync_replicas() {
+        return Outcome::error(
+            ErrorCode::NotEnoughReplicas.code(),
+            format!(
+                "ISR size {} is below min.insync.replicas {}",
+                partition.isr_size(),
+                partition.min_insync_replicas()
+            ),
+        );
+    }
+    // The one copy: the request frame is shared and immutable, the log rewrites header fields in place.
+    let mut buf = records.to_vec();
+    let now = now_ms();
+    let result = if partition.append_may_block() {
+        // flush.messages may fsync inside the append: keep it off the async workers.
+        let p = partition.clone();
+        match tokio::task::spawn_blocking(move || p.append_as_leader(&mut buf, now)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "append task failed");
+                return Outcome::error(
+                    ErrorCode::KafkaStorageError.code(),
+                    "append task failed".to_string(),
+                );
+            }
+        }
+    } else {
+        partition.append_as_leader(&mut buf, now)
+    };
+    match result {
+        Ok(info) => Outcome {
+            error_code: 0,
+            error_message: None,
+            info: Some(info),
+        },
+        Err(e) => append_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(len_after: i32, magic: i8) -> Vec<u8> {
+        let mut b = vec![0u8; 61];
+        b[8..12].copy_from_slice(&len_after.to_be_bytes());
+        b[16] = magic as u8;
+        b
+    }
+
+    #[test]
+    fn single_batch_rule() {
+        assert_eq!(
+            check_single_batch(&[]).unwrap_err().error_code,
+            ErrorCode::InvalidRecord.code()
+        );
+        assert_eq!(
+            check_single_batch(&[0; 5]).unwrap_err().error_code,
+            ErrorCode::CorruptMessage.code()
+        );
+        // A whole header-only batch of the right magic passes the framing check.
+        assert!(check_single_batch(&header(49, 2)).is_ok());
+        assert_eq!(
+            check_single_batch(&header(49, 1)).unwrap_err().error_code,
+            ErrorCode::InvalidRecord.code()
+        );
+        // Length says more than is present.
+        assert_eq!(
+            check_single_batch(&header(100, 2)).unwrap_err().error_code,
+            ErrorCode::CorruptMessage.code()
+        );
+        // Two batches.
+        let mut two = header(49, 2);
+        two.extend(header(49, 2));
+        assert_eq!(
+            check_single_batch(&two).unwrap_err().error_code,
+            ErrorCode::InvalidRecord.code()
+        );
+    }
+}

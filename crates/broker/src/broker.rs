@@ -1,0 +1,97 @@
+//! `Broker`: the state every connection task shares (config, controller, logs, replica manager), and its
+//! start-up and shutdown sequence.
+
+use std::sync::Arc;
+
+use sluice_storage::{LogManager, StorageError};
+
+use crate::config::BrokerConfig;
+use crate::controller::{Controller, ControllerConfig, ControllerError};
+use crate::replica_manager::ReplicaManager;
+
+/// Why the broker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The partition logs could not be opened or closed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The metadata log or controller failed.
+    #[error("controller: {0}")]
+    Controller(#[from] ControllerError),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// Shared broker state; every connection task holds an `Arc<Broker>`.
+pub struct Broker {
+    /// The broker configuration (advertised port resolved after binding).
+    pub config: Arc<BrokerConfig>,
+    /// The controller: metadata log, image and admin operations.
+    pub controller: Controller,
+    /// Every partition log on this broker's disks.
+    pub logs: Arc<LogManager>,
+    /// The partitions this broker hosts, reconciled with the controller's image.
+    pub replicas: ReplicaManager,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the logs (recovering them if needed) and the metadata log, registers this node with the controller
+    /// and brings the hosted partitions in line with the metadata image.
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let config = Arc::new(config);
+        let log_dirs = config.log_dirs.clone();
+        let default_log_config = config.log_config(&Default::default());
+        // Opening runs recovery (file reads, maybe truncation): keep it off the async workers.
+        let logs =
+            tokio::task::spawn_blocking(move || LogManager::open(log_dirs, default_log_config))
+                .await
+                .map_err(|e| BrokerError::Task(e.to_string()))??;
+        let logs = Arc::new(logs);
+
+        let controller_config = ControllerConfig {
+            node_id: config.node_id,
+            metadata_dir: config.metadata_log_dir.clone(),
+            num_partitions: config.num_partitions,
+            default_replication_factor: config.default_replication_factor,
+            cluster_id: config.cluster_id.clone(),
+        };
+        let controller = tokio::task::spawn_blocking(move || Controller::open(controller_config))
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
+        controller
+            .register_broker(sluice_metadata::BrokerRegistration {
+                node_id: config.node_id,
+                host: config.advertised_host.clone(),
+                port: i32::from(config.advertised_port),
+                rack: None,
+            })
+            .await?;
+
+        let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
+        replicas.reconcile(&controller.image(), true);
+        Ok(Arc::new(Broker {
+            config,
+            controller,
+            logs,
+            replicas,
+        }))
+    }
+
+    /// Flushes every log and writes the clean-shutdown marker. Called once, after the last request finished.
+    pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        let logs = self.logs.clone();
+        tokio::task::spawn_blocking(move || logs.shutdown())
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! The running server: binds the listeners, opens the [`Broker`], accepts connections, runs the background tasks
+//! (metadata reconciliation, retention, time-based flushes) and shuts all of it down in order.
+//!
+//! Shutdown order: stop accepting; let every connection finish the requests it has already read (bounded by
+//! [`DRAIN_TIMEOUT`]); stop the background tasks; flush every log and write the clean-shutdown marker
+//! (`LogManager::shutdown`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::apis::now_ms;
+use crate::broker::{Broker, BrokerError};
+use crate::config::BrokerConfig;
+
+/// How long shutdown waits for connections to finish their in-flight requests before dropping them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often logs are checked for a due time-based flush (`flush.ms`).
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why the server could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The broker failed to open or close.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// A running broker server.
+pub struct Server {
+    broker: Arc<Broker>,
+    local_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    acceptors: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds every listener, opens the broker and starts serving. A listener with port 0 binds a free port, which
+    /// is also advertised unless `advertised.listeners` is set.
+    pub async fn start(mut config: BrokerConfig) -> Result<Server, ServerError> {
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for listener in &config.listeners {
+            let address = listener.bind_address();
+            let bound = TcpListener::bind(&address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    address: address.clone(),
+                    source,
+                })?;
+            let local = bound
+                .local_addr()
+                .map_err(|source| ServerError::Bind { address, source })?;
+            local_addrs.push(local);
+            listeners.push((listener.name.clone(), bound));
+        }
+        if !config.is_set("advertised.listeners") {
+            if let Some(first) = local_addrs.first() {
+                config.advertised_port = first.port();
+            }
+        }
+        let broker = Broker::open(config).await?;
+        let (shutdown, _) = watch::channel(false);
+
+        let mut acceptors = Vec::new();
+        for (name, listener) in listeners {
+            let addr = listener.local_addr().ok();
+            tracing::info!(listener = %name, address = ?addr, "listening");
+            acceptors.push(tokio::spawn(accept_loop(
+                broker.clone(),
+                listener,
+                shutdown.subscribe(),
+            )));
+        }
+        let background = vec![
+            tokio::spawn(reconcile_loop(broker.clone(), shutdown.subscribe())),
+            tokio::spawn(maintenance_loop(broker.clone(), shutdown.subscribe())),
+        ];
+        tracing::info!(
+            node_id = broker.config.node_id,
+            cluster_id = %broker.controller.image().cluster_id,
+            advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+            "sluice broker started"
+        );
+        Ok(Server {
+            broker,
+            local_addrs,
+            shutdown,
+            acceptors,
+            background,
+        })
+    }
+
+    /// The address of the first listener (the actual port when it was configured as 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs[0]
+    }
+
+    /// Every bound listener address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The shared broker state.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, lets connections finish their in-flight requests, stops the background tasks, then
+    /// flushes every log and writes the clean-shutdown marker.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        tracing::info!("shutting down: no longer accepting connections");
+        self.shutdown.send_replace(true);
+        for acceptor in self.acceptors {
+            if let Err(e) = acceptor.await {
+                tracing::error!(error = %e, "acceptor task failed");
+            }
+        }
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
+        tracing::info!("flushing logs");
+        self.broker.shutdown().await?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Accepts connections until shutdown, then waits (bounded) for them to finish their in-flight requests.
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "accepted connection");
+                    connections.spawn(crate::network::serve_connection(broker.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connections so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            "waiting for connections to finish in-flight requests"
+        );
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "connections still busy after the drain timeout; dropping them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Reconciles the hosted partitions with every committed metadata change.
+async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut images = broker.replicas.image_receiver();
+    loop {
+        tokio::select! {
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let image = images.borrow_and_update().clone();
+                let b = broker.clone();
+                // Creating and deleting logs touches the file system.
+                if let Err(e) = tokio::task::spawn_blocking(move || b.replicas.reconcile(&image, false)).await {
+                    tracing::error!(error = %e, "metadata reconciliation failed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs retention every `log.retention.check.interval.ms` and time-based flushes every [`FLUSH_CHECK_INTERVAL`].
+async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let retention_every =
+        Duration::from_millis(broker.config.log_retention_check_interval_ms.max(1));
+    let mut retention = tokio::time::interval(retention_every);
+    let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick of an interval fires at once; retention waits one period after start-up, like Kafka.
+    retention.tick().await;
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let logs = broker.logs.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || logs.run_retention(now_ms())).await {
+                    tracing::error!(error = %e, "retention task failed");
+                }
+            }
+            _ = flush.tick() => {
+                let logs = broker.logs.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || logs.flush_due(now_ms())).await {
+                    tracing::error!(error = %e, "flush task failed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
