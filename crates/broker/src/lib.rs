@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod fetch_session;
 pub mod network;
+pub mod purgatory;
 pub mod replica_manager;
 pub mod server;
 
