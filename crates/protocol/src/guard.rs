@@ -77,12 +77,10 @@ pub enum GuardErrorKind {
         /// How many.
         count: usize,
     },
-    /// No walker exists for this API key and version.
-    #[error("no schema for api key {api_key} version {api_version}")]
+    /// The schema does not define this version (or this API key).
+    #[error("no schema for version {api_version}")]
     UnknownSchema {
-        /// The API key.
-        api_key: i16,
-        /// The version.
+        /// The version asked for.
         api_version: i16,
     },
 }
@@ -95,6 +93,18 @@ pub fn check_request(api_key: ApiKey, api_version: i16, frame: &[u8]) -> Result<
     guard_generated::walk_request_header(&mut w, header_version)?;
     guard_generated::walk_request_body(&mut w, api_key as i16, api_version)?;
     w.finish("request")
+}
+
+/// The request versions of `api_key` that `kafka-protocol`'s decoder accepts, as `(min, max)`; `None`
+/// for an API key it does not know. This is the message type's own range, which for InitProducerId,
+/// OffsetCommit and OffsetFetch is one version narrower than `ApiKey::valid_versions` in 0.18.
+pub fn decodable_request_versions(api_key: i16) -> Option<(i16, i16)> {
+    guard_generated::request_versions(api_key)
+}
+
+/// The response versions of `api_key` that `kafka-protocol`'s encoder accepts, as `(min, max)`.
+pub fn encodable_response_versions(api_key: i16) -> Option<(i16, i16)> {
+    guard_generated::response_versions(api_key)
 }
 
 /// A cursor over the bytes being checked. It only moves forward and never allocates.
@@ -132,6 +142,22 @@ impl<'a> Walker<'a> {
             0 => Ok(()),
             count => Err(self.err(field, GuardErrorKind::TrailingBytes { count })),
         }
+    }
+
+    /// The error for a struct asked to walk a version its schema does not define.
+    pub(crate) fn unknown_schema(&self, field: &'static str, version: i16) -> GuardError {
+        self.err(
+            field,
+            GuardErrorKind::UnknownSchema {
+                api_version: version,
+            },
+        )
+    }
+
+    /// The presence byte of a nullable struct: the struct follows when it is 1 (any other value means
+    /// null, as `kafka-protocol` reads it).
+    pub(crate) fn option_present(&mut self, field: &'static str) -> Result<bool, GuardError> {
+        self.take::<1>(field).map(|[b]| b == 1)
     }
 
     /// Skips a fixed-width field (int8..int64, float64, bool, uuid) or `n_bytes` of content.

@@ -84,8 +84,8 @@ pub fn decode_request(frame: Bytes) -> Result<Request, RequestError> {
         api_key: raw_key,
         correlation_id,
     })?;
-    let range = api_key.valid_versions();
-    if api_version < range.min || api_version > range.max {
+    let supported = guard::decodable_request_versions(raw_key);
+    if !supported.is_some_and(|(min, max)| (min..=max).contains(&api_version)) {
         return Err(RequestError::UnsupportedVersion {
             api_key: raw_key,
             api_version,

@@ -7,6 +7,7 @@ use kafka_protocol::protocol::Encodable;
 
 use crate::error::EncodeError;
 use crate::frame::FRAME_SIZE_PREFIX_BYTES;
+use crate::guard_generated;
 use crate::ErrorCode;
 
 /// Encodes a complete response frame: 4-byte size, response header (v0, or v1 with tagged fields for
@@ -22,12 +23,15 @@ pub fn encode_response(
     body: &ResponseKind,
 ) -> Result<Bytes, EncodeError> {
     let raw_key = api_key as i16;
-    let range = api_key.valid_versions();
-    if api_version < range.min || api_version > range.max {
+    let supported = crate::guard::encodable_response_versions(raw_key);
+    if !supported.is_some_and(|(min, max)| (min..=max).contains(&api_version)) {
         return Err(EncodeError::UnsupportedVersion {
             api_key: raw_key,
             api_version,
         });
+    }
+    if guard_generated::response_api_key(body) != Some(raw_key) {
+        return Err(EncodeError::MismatchedBody { api_key: raw_key });
     }
     let header_version = api_key.response_header_version(api_version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
