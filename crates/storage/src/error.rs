@@ -28,9 +28,38 @@ pub enum StorageError {
     /// On-disk data is corrupt beyond what recovery repairs.
     #[error("corrupt log data: {0}")]
     Corrupt(String),
-    /// An argument is out of range (for example a truncation above the log end offset).
+    /// An argument is out of range (for example a truncation to a negative offset).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// DeleteRecords asked to move the log start offset past the high watermark (`OFFSET_OUT_OF_RANGE`).
+    #[error("offset {offset} is above the high watermark {high_watermark}")]
+    AboveHighWatermark {
+        /// The requested new log start offset.
+        offset: i64,
+        /// The current high watermark.
+        high_watermark: i64,
+    },
+    /// The log was closed (shut down or deleted).
+    #[error("log {dir} is closed")]
+    Closed {
+        /// The partition directory.
+        dir: PathBuf,
+    },
+}
+
+impl StorageError {
+    /// Maps an I/O error on `path`: ENOSPC becomes [`StorageError::DiskFull`], anything else
+    /// [`StorageError::Io`].
+    pub fn from_io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            StorageError::DiskFull { path: path.into() }
+        } else {
+            StorageError::Io {
+                path: path.into(),
+                source,
+            }
+        }
+    }
 }
 
 /// Why an append was refused; nothing was written.

@@ -1,9 +1,45 @@
-//! One partition log (skeleton; bodies land next).
-#![allow(unused_variables)]
+//! One partition's log (Kafka's `UnifiedLog` + `LocalLog`): an ordered set of segments, the active one
+//! last, with append, read, truncation, retention, flush (group commit) and recovery on open.
+//!
+//! Locking: all state sits behind one mutex held only for in-memory work and the append `pwrite`; reads
+//! copy what they need under it and `pread` outside it; fsync runs outside it under a separate flush
+//! mutex, so concurrent appenders waiting for durability share one fsync (group commit).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{AppendError, LogConfig, ReadError, StorageError};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use sluice_protocol::batch::{self, BatchError, BatchHeader, Batches, RECORD_BATCH_OVERHEAD};
+
+use crate::epoch::LeaderEpochCache;
+use crate::index::{
+    encode_offset_entries, encode_time_entries, lookup_position, lookup_time, parse_offset_index,
+    parse_time_index, IndexBuilder, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+};
+use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
+use crate::segment::{
+    parse_base_offset, read_header_at, scan_segment, segment_path, LoadedSegment, ScanParams,
+    SegmentCache, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::{AppendError, LogConfig, ReadError, StorageError, TimestampType};
+
+/// Marker written by a clean close; its presence at open skips the recovery scan.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Checkpoint of the recovery point (everything below it is fsynced and valid).
+pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+/// Checkpoint of the log start offset.
+pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+/// Checkpoint of the high watermark.
+pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
+/// Checkpoint of the leader-epoch cache.
+pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+
+/// Default number of inactive segments a standalone log keeps open.
+pub const DEFAULT_OPEN_SEGMENTS: usize = 256;
 
 /// What an append assigned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +62,7 @@ pub struct AppendInfo {
 #[derive(Clone, Debug)]
 pub struct ReadResult {
     /// Whole batches; empty when nothing is readable.
-    pub data: bytes::Bytes,
+    pub data: Bytes,
     /// Log start offset at the time of the read.
     pub log_start_offset: i64,
     /// Log end offset at the time of the read.
@@ -46,108 +82,1676 @@ pub struct TimestampOffset {
     pub leader_epoch: Option<i32>,
 }
 
-/// One partition's log.
+/// Health of one log directory, shared by every log in it. Any I/O error other than ENOSPC takes the
+/// directory offline: every later operation on its logs fails with [`StorageError::Offline`].
+#[derive(Debug)]
+pub struct DirHealth {
+    dir: PathBuf,
+    offline: AtomicBool,
+}
+
+impl DirHealth {
+    /// Healthy state for `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirHealth {
+            dir: dir.into(),
+            offline: AtomicBool::new(false),
+        }
+    }
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// True once an I/O error took the directory offline.
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+    /// Takes the directory offline.
+    pub fn set_offline(&self) {
+        if !self.offline.swap(true, Ordering::AcqRel) {
+            tracing::error!(dir = %self.dir.display(), "log directory is now offline after an I/O error");
+        }
+    }
+}
+
+/// How to open a log: the file-system seam, the shared segment cache and the directory health.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// File-system access.
+    pub io: Arc<dyn Io>,
+    /// Cache of opened inactive segments.
+    pub cache: Arc<SegmentCache>,
+    /// Health of the log directory; `None` creates one for the partition directory's parent.
+    pub health: Option<Arc<DirHealth>>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            io: Arc::new(RealIo),
+            cache: Arc::new(SegmentCache::new(DEFAULT_OPEN_SEGMENTS)),
+            health: None,
+        }
+    }
+}
+
+/// Files of the active segment and its in-memory indexes.
+#[derive(Debug)]
+struct ActiveFiles {
+    log: Arc<dyn IoFile>,
+    index: Arc<dyn IoFile>,
+    time_index: Arc<dyn IoFile>,
+    builder: IndexBuilder,
+    offsets_written: usize,
+    times_written: usize,
+}
+
+#[derive(Debug)]
+struct Segment {
+    base_offset: i64,
+    /// Bytes of whole batches; readers never see past this.
+    size: u64,
+    next_offset: i64,
+    max_timestamp_ms: i64,
+    offset_of_max_timestamp: i64,
+    rolling_timestamp_ms: Option<i64>,
+    active: Option<ActiveFiles>,
+}
+
+#[derive(Debug)]
+struct State {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    high_watermark: i64,
+    recovery_point: i64,
+    checkpointed_recovery_point: i64,
+    epochs: LeaderEpochCache,
+    last_flush_ms: i64,
+    /// Files of rolled segments not yet fsynced, and whether the directory needs an fsync.
+    unsynced: Vec<Arc<dyn IoFile>>,
+    dir_dirty: bool,
+    pending_deletes: Vec<(PathBuf, i64)>,
+    closed: bool,
+}
+
+impl State {
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("invariant: a log always has an active segment")
+    }
+    fn active_ref(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("invariant: a log always has an active segment")
+    }
+}
+
+/// One partition's log. `Send + Sync`; every method takes `&self`.
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    io: Arc<dyn Io>,
+    cache: Arc<SegmentCache>,
+    health: Arc<DirHealth>,
+    config: RwLock<LogConfig>,
+    state: Mutex<State>,
+    flush_lock: Mutex<()>,
+    fsyncs: AtomicU64,
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_offset_checkpoint(bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "0" || lines.next()?.trim() != "1" {
+        return None;
+    }
+    lines.next()?.trim().parse().ok()
+}
+
+fn encode_offset_checkpoint(offset: i64) -> Vec<u8> {
+    format!("0\n1\n{offset}\n").into_bytes()
+}
+
+/// Summary of a validated producer request.
+struct Validated {
+    batch_count: usize,
+    record_count: u64,
+    max_timestamp_ms: i64,
+}
+
+fn batch_error(e: BatchError) -> AppendError {
+    match e {
+        BatchError::UnsupportedMagic(m) => AppendError::UnsupportedMagic(m),
+        BatchError::CountMismatch { .. } => AppendError::InvalidRecord(e.to_string()),
+        other => AppendError::Corrupt(other.to_string()),
+    }
+}
+
+/// Validates every batch without decoding records and, under LogAppendTime, rewrites max timestamps.
+fn validate_batches(
+    batches: &mut [u8],
+    max_message_bytes: u64,
+    timestamp_type: TimestampType,
+    now_ms: i64,
+) -> Result<Validated, AppendError> {
+    if batches.is_empty() {
+        return Err(AppendError::InvalidRecord("no record batches".into()));
+    }
+    let mut v = Validated {
+        batch_count: 0,
+        record_count: 0,
+        max_timestamp_ms: -1,
+    };
+    let mut pos = 0usize;
+    while pos < batches.len() {
+        let rest = &batches[pos..];
+        if rest.len() > batch::MAGIC_OFFSET {
+            let magic = rest[batch::MAGIC_OFFSET] as i8;
+            if magic != batch::MAGIC_V2 {
+                return Err(AppendError::UnsupportedMagic(magic));
+            }
+        }
+        let header = BatchHeader::new(rest).map_err(batch_error)?;
+        let size = header.size();
+        if size > rest.len() {
+            return Err(AppendError::Corrupt(format!(
+                "batch declares {size} bytes, {} present",
+                rest.len()
+            )));
+        }
+        if size as u64 > max_message_bytes {
+            return Err(AppendError::TooLarge {
+                size,
+                max: max_message_bytes,
+            });
+        }
+        let whole = BatchHeader::new(&rest[..size]).map_err(batch_error)?;
+        whole.validate().map_err(batch_error)?;
+        if whole.is_control() {
+            return Err(AppendError::InvalidRecord(
+                "producers may not write control batches".into(),
+            ));
+        }
+        v.record_count += whole.record_count() as u64;
+        v.batch_count += 1;
+        match timestamp_type {
+            TimestampType::CreateTime => {
+                v.max_timestamp_ms = v.max_timestamp_ms.max(whole.max_timestamp())
+            }
+            TimestampType::LogAppendTime => {
+                batch::set_log_append_time(&mut batches[pos..pos + size], now_ms)
+                    .map_err(batch_error)?;
+                v.max_timestamp_ms = now_ms;
+            }
+        }
+        pos += size;
+    }
+    Ok(v)
 }
 
 impl Log {
-    /// Opens (or creates) the log in `dir`, recovering if the last shutdown was unclean.
+    /// Opens (or creates) the log in `dir` with the real file system, recovering if the last shutdown
+    /// was unclean.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log, StorageError> {
-        todo!()
+        Log::open_with(dir, config, LogOptions::default())
     }
-    /// Appends producer batches as leader.
+
+    /// Opens with an explicit file-system seam, segment cache and directory health.
+    pub fn open_with(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        options: LogOptions,
+    ) -> Result<Log, StorageError> {
+        let dir = dir.into();
+        let health = options.health.clone().unwrap_or_else(|| {
+            Arc::new(DirHealth::new(
+                dir.parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| dir.clone()),
+            ))
+        });
+        if health.is_offline() {
+            return Err(StorageError::Offline {
+                dir: health.dir().to_path_buf(),
+            });
+        }
+        let log = Log {
+            dir: dir.clone(),
+            io: options.io,
+            cache: options.cache,
+            health,
+            config: RwLock::new(config),
+            state: Mutex::new(State {
+                segments: BTreeMap::new(),
+                log_start_offset: 0,
+                log_end_offset: 0,
+                high_watermark: 0,
+                recovery_point: 0,
+                checkpointed_recovery_point: -1,
+                epochs: LeaderEpochCache::default(),
+                last_flush_ms: wall_clock_ms(),
+                unsynced: Vec::new(),
+                dir_dirty: false,
+                pending_deletes: Vec::new(),
+                closed: false,
+            }),
+            flush_lock: Mutex::new(()),
+            fsyncs: AtomicU64::new(0),
+        };
+        log.load()?;
+        Ok(log)
+    }
+
+    /// Maps an I/O error; anything but ENOSPC takes the log directory offline.
+    fn io_err(&self, path: &Path, e: std::io::Error) -> StorageError {
+        let err = StorageError::from_io(path, e);
+        if !matches!(err, StorageError::DiskFull { .. }) {
+            self.health.set_offline();
+        }
+        err
+    }
+
+    fn check_usable(&self, st: &State) -> Result<(), StorageError> {
+        if self.health.is_offline() {
+            return Err(StorageError::Offline {
+                dir: self.health.dir().to_path_buf(),
+            });
+        }
+        if st.closed {
+            return Err(StorageError::Closed {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn read_checkpoint(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.dir.join(name);
+        if !self.io.exists(&path) {
+            return None;
+        }
+        match read_file(&*self.io, &path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read checkpoint; ignoring it");
+                None
+            }
+        }
+    }
+
+    fn write_checkpoint(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
+        let path = self.dir.join(name);
+        write_file_atomic(&*self.io, &path, data).map_err(|e| self.io_err(&path, e))?;
+        self.fsyncs.fetch_add(2, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Opens the three files of an active segment and writes its indexes in full.
+    fn open_active_files(
+        &self,
+        base: i64,
+        builder: IndexBuilder,
+        truncate_log_to: Option<u64>,
+    ) -> Result<ActiveFiles, StorageError> {
+        let log_path = segment_path(&self.dir, base, LOG_SUFFIX);
+        let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+        let log = self
+            .io
+            .open(&log_path, true)
+            .map_err(|e| self.io_err(&log_path, e))?;
+        if let Some(len) = truncate_log_to {
+            log.set_len(len).map_err(|e| self.io_err(&log_path, e))?;
+        }
+        let index = self
+            .io
+            .open(&index_path, true)
+            .map_err(|e| self.io_err(&index_path, e))?;
+        let time_index = self
+            .io
+            .open(&time_path, true)
+            .map_err(|e| self.io_err(&time_path, e))?;
+        let offsets = encode_offset_entries(&builder.offsets);
+        index
+            .set_len(0)
+            .and_then(|_| index.write_all_at(&offsets, 0))
+            .map_err(|e| self.io_err(&index_path, e))?;
+        let times = encode_time_entries(&builder.times);
+        time_index
+            .set_len(0)
+            .and_then(|_| time_index.write_all_at(&times, 0))
+            .map_err(|e| self.io_err(&time_path, e))?;
+        Ok(ActiveFiles {
+            log,
+            index,
+            time_index,
+            offsets_written: builder.offsets.len(),
+            times_written: builder.times.len(),
+            builder,
+        })
+    }
+
+    /// Writes index entries appended since the last write.
+    fn write_index_tail(&self, base: i64, files: &mut ActiveFiles) -> Result<(), StorageError> {
+        if files.builder.offsets.len() > files.offsets_written {
+            let bytes = encode_offset_entries(&files.builder.offsets[files.offsets_written..]);
+            let at = files.offsets_written as u64 * OFFSET_ENTRY_BYTES;
+            files
+                .index
+                .write_all_at(&bytes, at)
+                .map_err(|e| self.io_err(&segment_path(&self.dir, base, INDEX_SUFFIX), e))?;
+            files.offsets_written = files.builder.offsets.len();
+        }
+        if files.builder.times.len() > files.times_written {
+            let bytes = encode_time_entries(&files.builder.times[files.times_written..]);
+            let at = files.times_written as u64 * TIME_ENTRY_BYTES;
+            files
+                .time_index
+                .write_all_at(&bytes, at)
+                .map_err(|e| self.io_err(&segment_path(&self.dir, base, TIME_INDEX_SUFFIX), e))?;
+            files.times_written = files.builder.times.len();
+        }
+        Ok(())
+    }
+
+    fn scan_params(
+        &self,
+        base: i64,
+        file_len: u64,
+        min_offset: i64,
+        verify_crc: bool,
+    ) -> ScanParams {
+        ScanParams {
+            base_offset: base,
+            file_len,
+            min_offset,
+            end_offset_exclusive: i64::MAX,
+            index_interval_bytes: self.config.read().index_interval_bytes,
+            verify_crc,
+        }
+    }
+
+    /// Loads segments from disk: the clean-shutdown fast path or recovery from the recovery point.
+    fn load(&self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        self.io
+            .create_dir_all(&dir)
+            .map_err(|e| self.io_err(&dir, e))?;
+        let names = self.io.list_dir(&dir).map_err(|e| self.io_err(&dir, e))?;
+        let mut bases = Vec::new();
+        for name in &names {
+            if name.ends_with(DELETED_SUFFIX) || name.ends_with(".tmp") {
+                let path = dir.join(name);
+                if let Err(e) = self.io.remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover file");
+                }
+            } else if let Some(base) = name.strip_suffix(LOG_SUFFIX).and_then(parse_base_offset) {
+                bases.push(base);
+            }
+        }
+        for name in &names {
+            let stem = name
+                .strip_suffix(INDEX_SUFFIX)
+                .or_else(|| name.strip_suffix(TIME_INDEX_SUFFIX));
+            if let Some(base) = stem.and_then(parse_base_offset) {
+                if !bases.contains(&base) {
+                    let _ = self.io.remove_file(&dir.join(name));
+                }
+            }
+        }
+        bases.sort_unstable();
+        let clean_path = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = self.io.exists(&clean_path);
+        let lso_ckpt = self
+            .read_checkpoint(LOG_START_OFFSET_CHECKPOINT)
+            .and_then(|b| parse_offset_checkpoint(&b));
+        let rp_ckpt = self
+            .read_checkpoint(RECOVERY_POINT_CHECKPOINT)
+            .and_then(|b| parse_offset_checkpoint(&b));
+        let hw_ckpt = self
+            .read_checkpoint(HIGH_WATERMARK_CHECKPOINT)
+            .and_then(|b| parse_offset_checkpoint(&b));
+        let epochs_ckpt = self.read_checkpoint(LEADER_EPOCH_CHECKPOINT);
+        let mut epochs = match epochs_ckpt {
+            Some(b) => LeaderEpochCache::parse(&b).unwrap_or_else(|| {
+                tracing::warn!(dir = %dir.display(), "invalid leader-epoch checkpoint; starting empty");
+                LeaderEpochCache::default()
+            }),
+            None => LeaderEpochCache::default(),
+        };
+
+        let mut segments = BTreeMap::new();
+        let mut recovered_files: Vec<Arc<dyn IoFile>> = Vec::new();
+        if bases.is_empty() {
+            let start = lso_ckpt.unwrap_or(0).max(0);
+            let files = self.open_active_files(start, IndexBuilder::new(), Some(0))?;
+            segments.insert(
+                start,
+                Segment {
+                    base_offset: start,
+                    size: 0,
+                    next_offset: start,
+                    max_timestamp_ms: -1,
+                    offset_of_max_timestamp: -1,
+                    rolling_timestamp_ms: None,
+                    active: Some(files),
+                },
+            );
+        } else {
+            let recover_from = if clean {
+                None
+            } else {
+                let rp = rp_ckpt.unwrap_or(0);
+                Some(
+                    bases
+                        .iter()
+                        .rev()
+                        .find(|b| **b <= rp)
+                        .copied()
+                        .unwrap_or(bases[0]),
+                )
+            };
+            if let Some(from) = recover_from {
+                tracing::info!(dir = %dir.display(), from_segment = from, "unclean shutdown: recovering log");
+            }
+            let mut expected_next = i64::MIN;
+            let mut cut_after: Option<usize> = None;
+            for (i, &base) in bases.iter().enumerate() {
+                let is_last = i + 1 == bases.len();
+                let next_base = bases.get(i + 1).copied();
+                let log_path = segment_path(&dir, base, LOG_SUFFIX);
+                let file = self
+                    .io
+                    .open(&log_path, false)
+                    .map_err(|e| self.io_err(&log_path, e))?;
+                let len = file.len().map_err(|e| self.io_err(&log_path, e))?;
+                let recover = recover_from.is_some_and(|r| base >= r);
+                if !recover && !is_last {
+                    // Trusted inactive segment: take its max timestamp from the time index.
+                    let seg =
+                        self.load_trusted_inactive(base, len, next_base.unwrap_or(base), &*file)?;
+                    expected_next = seg.next_offset;
+                    segments.insert(base, seg);
+                    continue;
+                }
+                let outcome =
+                    scan_segment(&*file, self.scan_params(base, len, expected_next, recover))
+                        .map_err(|e| self.io_err(&log_path, e))?;
+                let cut = outcome.valid_bytes < len;
+                if cut {
+                    tracing::warn!(
+                        segment = %log_path.display(),
+                        valid_bytes = outcome.valid_bytes,
+                        cut_bytes = len - outcome.valid_bytes,
+                        next_offset = outcome.next_offset,
+                        reason = outcome.stop_reason.as_deref().unwrap_or("unknown"),
+                        "recovery truncated the log at the first torn or corrupt batch"
+                    );
+                }
+                if recover {
+                    for &(e, o) in &outcome.epochs {
+                        epochs.assign(e, o);
+                    }
+                    recovered_files.push(file.clone());
+                }
+                let mut index = outcome.index;
+                let make_active = is_last || cut;
+                let files = if make_active {
+                    Some(self.open_active_files(
+                        base,
+                        index.clone(),
+                        cut.then_some(outcome.valid_bytes),
+                    )?)
+                } else {
+                    index.maybe_append_time(base);
+                    self.write_index_files(base, &index)?;
+                    None
+                };
+                expected_next = outcome.next_offset;
+                segments.insert(
+                    base,
+                    Segment {
+                        base_offset: base,
+                        size: outcome.valid_bytes,
+                        next_offset: if make_active {
+                            outcome.next_offset
+                        } else {
+                            next_base
+                                .unwrap_or(outcome.next_offset)
+                                .max(outcome.next_offset)
+                        },
+                        max_timestamp_ms: index.max_timestamp_ms,
+                        offset_of_max_timestamp: index.offset_of_max_timestamp,
+                        rolling_timestamp_ms: outcome.first_batch_timestamp_ms,
+                        active: files,
+                    },
+                );
+                if cut {
+                    cut_after = Some(i);
+                    break;
+                }
+            }
+            if let Some(i) = cut_after {
+                for &base in &bases[i + 1..] {
+                    tracing::warn!(dir = %dir.display(), segment = base, "recovery removed a segment after the truncation point");
+                    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                        let p = segment_path(&dir, base, suffix);
+                        if let Err(e) = self.io.remove_file(&p) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                return Err(self.io_err(&p, e));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for f in &recovered_files {
+            f.sync_data().map_err(|e| self.io_err(&dir, e))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let mut st = self.state.lock();
+        st.segments = segments;
+        let first_base = *st
+            .segments
+            .keys()
+            .next()
+            .expect("invariant: at least one segment");
+        let leo = st.active_ref().next_offset;
+        st.log_end_offset = leo;
+        st.log_start_offset = lso_ckpt.unwrap_or(first_base).max(first_base).min(leo);
+        st.recovery_point = leo;
+        st.high_watermark = hw_ckpt
+            .unwrap_or(st.log_start_offset)
+            .clamp(st.log_start_offset, leo);
+        let lso = st.log_start_offset;
+        epochs.truncate_from_end(leo);
+        epochs.truncate_from_start(lso);
+        st.epochs = epochs;
+        let epoch_bytes = st.epochs.encode();
+        drop(st);
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epoch_bytes)?;
+        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(leo))?;
+        self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
+        self.state.lock().checkpointed_recovery_point = leo;
+        if clean {
+            // A crash from now on must run recovery again: the marker goes before anything is appended.
+            self.io
+                .remove_file(&clean_path)
+                .map_err(|e| self.io_err(&clean_path, e))?;
+            self.io.sync_dir(&dir).map_err(|e| self.io_err(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn write_index_files(&self, base: i64, index: &IndexBuilder) -> Result<(), StorageError> {
+        for (suffix, bytes) in [
+            (INDEX_SUFFIX, encode_offset_entries(&index.offsets)),
+            (TIME_INDEX_SUFFIX, encode_time_entries(&index.times)),
+        ] {
+            let p = segment_path(&self.dir, base, suffix);
+            let f = self.io.open(&p, true).map_err(|e| self.io_err(&p, e))?;
+            f.set_len(0)
+                .and_then(|_| f.write_all_at(&bytes, 0))
+                .map_err(|e| self.io_err(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// A trusted (below the recovery point or cleanly shut down) inactive segment: the time index gives
+    /// its max timestamp; a missing or invalid time index is rebuilt from the data.
+    fn load_trusted_inactive(
+        &self,
+        base: i64,
+        len: u64,
+        next_base: i64,
+        file: &dyn IoFile,
+    ) -> Result<Segment, StorageError> {
+        let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+        let times = if self.io.exists(&time_path) {
+            read_file(&*self.io, &time_path)
+                .ok()
+                .and_then(|b| parse_time_index(&b, next_base - 1 - base))
+        } else {
+            None
+        };
+        let (max_ts, offset_of_max, rolling) = match times {
+            Some(t) => match t.last() {
+                Some(last) => (
+                    last.timestamp_ms,
+                    base + i64::from(last.relative_offset),
+                    None,
+                ),
+                None => (-1, -1, None),
+            },
+            None => {
+                tracing::warn!(segment = base, dir = %self.dir.display(), "rebuilding a missing or invalid time index");
+                let path = segment_path(&self.dir, base, LOG_SUFFIX);
+                let mut outcome = scan_segment(file, self.scan_params(base, len, i64::MIN, false))
+                    .map_err(|e| self.io_err(&path, e))?;
+                outcome.index.maybe_append_time(base);
+                self.write_index_files(base, &outcome.index)?;
+                (
+                    outcome.index.max_timestamp_ms,
+                    outcome.index.offset_of_max_timestamp,
+                    outcome.first_batch_timestamp_ms,
+                )
+            }
+        };
+        Ok(Segment {
+            base_offset: base,
+            size: len,
+            next_offset: next_base,
+            max_timestamp_ms: max_ts,
+            offset_of_max_timestamp: offset_of_max,
+            rolling_timestamp_ms: rolling,
+            active: None,
+        })
+    }
+
+    /// The opened form of an inactive segment, through the shared cache; indexes failing their sanity
+    /// check are rebuilt from the data.
+    fn loaded(&self, seg: &Segment) -> Result<Arc<LoadedSegment>, StorageError> {
+        let log_path = segment_path(&self.dir, seg.base_offset, LOG_SUFFIX);
+        if let Some(l) = self.cache.get(&log_path) {
+            return Ok(l);
+        }
+        let log = self
+            .io
+            .open(&log_path, false)
+            .map_err(|e| self.io_err(&log_path, e))?;
+        let max_rel = seg.next_offset - 1 - seg.base_offset;
+        let index_path = segment_path(&self.dir, seg.base_offset, INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir, seg.base_offset, TIME_INDEX_SUFFIX);
+        let offsets = read_file(&*self.io, &index_path)
+            .ok()
+            .and_then(|b| parse_offset_index(&b, seg.size, max_rel));
+        let times = read_file(&*self.io, &time_path)
+            .ok()
+            .and_then(|b| parse_time_index(&b, max_rel));
+        let loaded = match (offsets, times) {
+            (Some(offsets), Some(times)) => LoadedSegment {
+                log,
+                offsets,
+                times,
+            },
+            _ => {
+                tracing::warn!(segment = %log_path.display(), "rebuilding invalid index files");
+                let mut outcome = scan_segment(
+                    &*log,
+                    self.scan_params(seg.base_offset, seg.size, i64::MIN, false),
+                )
+                .map_err(|e| self.io_err(&log_path, e))?;
+                outcome.index.maybe_append_time(seg.base_offset);
+                self.write_index_files(seg.base_offset, &outcome.index)?;
+                LoadedSegment {
+                    log,
+                    offsets: outcome.index.offsets,
+                    times: outcome.index.times,
+                }
+            }
+        };
+        let loaded = Arc::new(loaded);
+        self.cache.insert(&log_path, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Rolls a new active segment at the log end offset (no-op when the active segment is empty).
+    fn roll_locked(&self, st: &mut State) -> Result<(), StorageError> {
+        let leo = st.log_end_offset;
+        let (active_base, active_size) = {
+            let a = st.active_ref();
+            (a.base_offset, a.size)
+        };
+        if active_size == 0 && active_base == leo {
+            return Ok(());
+        }
+        let new_files = self.open_active_files(leo, IndexBuilder::new(), Some(0))?;
+        let active = st.active();
+        if let Some(mut files) = active.active.take() {
+            files.builder.maybe_append_time(active.base_offset);
+            let base = active.base_offset;
+            let res = self.write_index_tail(base, &mut files);
+            active.max_timestamp_ms = files.builder.max_timestamp_ms;
+            active.offset_of_max_timestamp = files.builder.offset_of_max_timestamp;
+            active.next_offset = leo;
+            let ActiveFiles {
+                log,
+                index,
+                time_index,
+                ..
+            } = files;
+            st.unsynced.extend([log, index, time_index]);
+            res?;
+        }
+        st.dir_dirty = true;
+        st.segments.insert(
+            leo,
+            Segment {
+                base_offset: leo,
+                size: 0,
+                next_offset: leo,
+                max_timestamp_ms: -1,
+                offset_of_max_timestamp: -1,
+                rolling_timestamp_ms: None,
+                active: Some(new_files),
+            },
+        );
+        tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
+        Ok(())
+    }
+
+    /// Rolls a new active segment now (Kafka's `UnifiedLog.roll`); no-op when the active one is empty.
+    pub fn roll(&self) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        self.roll_locked(&mut st)
+    }
+
+    fn should_roll(
+        config: &LogConfig,
+        seg: &Segment,
+        incoming_bytes: u64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> bool {
+        if seg.size == 0 {
+            return false;
+        }
+        let Some(files) = &seg.active else {
+            return true;
+        };
+        let full_size = seg.size + incoming_bytes > config.segment_bytes
+            || seg.size + incoming_bytes > u64::from(u32::MAX);
+        let aged = seg
+            .rolling_timestamp_ms
+            .is_some_and(|ts| now_ms.saturating_sub(ts) > config.segment_ms);
+        let index_full = (files.builder.offsets.len() as u64 + 1) * OFFSET_ENTRY_BYTES
+            > config.segment_index_bytes
+            || (files.builder.times.len() as u64 + 1) * TIME_ENTRY_BYTES
+                > config.segment_index_bytes;
+        let offset_overflow = last_offset - seg.base_offset > i64::from(i32::MAX);
+        full_size || aged || index_full || offset_overflow
+    }
+
+    /// Appends producer batches as leader: validates each (magic, framing, CRC32C, record count, size)
+    /// without decoding records, assigns offsets and `leader_epoch` in place (and LogAppendTime), writes
+    /// them with one `pwrite`. All-or-nothing: on error nothing becomes readable.
     pub fn append_as_leader(
         &self,
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        todo!()
+        let config = self.config.read().clone();
+        let v = validate_batches(
+            batches,
+            config.max_message_bytes,
+            config.timestamp_type,
+            now_ms,
+        )?;
+        let (info, flush_target) = {
+            let mut st = self.state.lock();
+            self.check_usable(&st)?;
+            let base_offset = st.log_end_offset;
+            let last_offset = base_offset + v.record_count as i64 - 1;
+            if Self::should_roll(
+                &config,
+                st.active_ref(),
+                batches.len() as u64,
+                last_offset,
+                now_ms,
+            ) {
+                self.roll_locked(&mut st)?;
+            }
+            // Assign offsets and the leader epoch in place (neither is covered by the CRC).
+            let mut next = base_offset;
+            let mut pos = 0usize;
+            while pos < batches.len() {
+                let size = batch::batch_size(&batches[pos..])
+                    .ok_or_else(|| AppendError::Corrupt("batch framing changed".into()))?;
+                let chunk = &mut batches[pos..pos + size];
+                batch::set_base_offset(chunk, next);
+                batch::set_partition_leader_epoch(chunk, leader_epoch);
+                let delta = BatchHeader::new(chunk)
+                    .map_err(batch_error)?
+                    .last_offset_delta();
+                next += i64::from(delta) + 1;
+                pos += size;
+            }
+            self.write_batches(&mut st, batches, config.index_interval_bytes)?;
+            if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
+                let bytes = st.epochs.encode();
+                self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes)?;
+            }
+            let flush_target = config
+                .flush_messages
+                .filter(|n| (st.log_end_offset - st.recovery_point) as u64 >= (*n).max(1))
+                .map(|_| st.log_end_offset);
+            let info = AppendInfo {
+                base_offset,
+                last_offset: st.log_end_offset - 1,
+                max_timestamp_ms: v.max_timestamp_ms,
+                log_append_time_ms: if config.timestamp_type == TimestampType::LogAppendTime {
+                    now_ms
+                } else {
+                    -1
+                },
+                record_count: v.record_count,
+                log_start_offset: st.log_start_offset,
+            };
+            debug_assert!(v.batch_count > 0);
+            (info, flush_target)
+        };
+        if let Some(target) = flush_target {
+            self.flush_to(target)?;
+        }
+        Ok(info)
     }
-    /// Reads whole batches.
+
+    /// Appends batches that already carry offsets (a follower copying its leader, Kafka's
+    /// `appendAsFollower`): validates framing and CRC, requires offsets to continue from the log end
+    /// offset, and records each batch's partition leader epoch in the epoch cache.
+    pub fn append_as_follower(&self, batches: &mut [u8]) -> Result<AppendInfo, AppendError> {
+        let config = self.config.read().clone();
+        let v = validate_batches(batches, u64::MAX, TimestampType::CreateTime, -1)?;
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        let leo = st.log_end_offset;
+        let mut expected = leo;
+        let mut epochs = Vec::new();
+        let mut last = leo - 1;
+        for item in Batches::new(batches) {
+            let (_, h) = item.map_err(batch_error)?;
+            if h.base_offset() < expected {
+                return Err(AppendError::InvalidRecord(format!(
+                    "follower batch base offset {} is below the expected {expected}",
+                    h.base_offset()
+                )));
+            }
+            epochs.push((h.partition_leader_epoch(), h.base_offset()));
+            expected = h.next_offset();
+            last = h.last_offset();
+        }
+        let first_base = epochs.first().map(|e| e.1).unwrap_or(leo);
+        if Self::should_roll(
+            &config,
+            st.active_ref(),
+            batches.len() as u64,
+            last,
+            wall_clock_ms(),
+        ) || first_base > leo
+        {
+            // A gap (the leader's log start moved past ours) starts a new segment at the batch offset.
+            self.roll_locked(&mut st)?;
+            if first_base > leo {
+                let active_base = st.active_ref().base_offset;
+                if let Some(seg) = st.segments.remove(&active_base) {
+                    drop(seg);
+                    let files = self.open_active_files(first_base, IndexBuilder::new(), Some(0))?;
+                    let _ = self
+                        .io
+                        .remove_file(&segment_path(&self.dir, active_base, LOG_SUFFIX));
+                    let _ =
+                        self.io
+                            .remove_file(&segment_path(&self.dir, active_base, INDEX_SUFFIX));
+                    let _ = self.io.remove_file(&segment_path(
+                        &self.dir,
+                        active_base,
+                        TIME_INDEX_SUFFIX,
+                    ));
+                    st.segments.insert(
+                        first_base,
+                        Segment {
+                            base_offset: first_base,
+                            size: 0,
+                            next_offset: first_base,
+                            max_timestamp_ms: -1,
+                            offset_of_max_timestamp: -1,
+                            rolling_timestamp_ms: None,
+                            active: Some(files),
+                        },
+                    );
+                }
+            }
+        }
+        self.write_batches(&mut st, batches, config.index_interval_bytes)?;
+        let mut changed = false;
+        for (e, o) in epochs {
+            changed |= st.epochs.assign(e, o);
+        }
+        if changed {
+            let bytes = st.epochs.encode();
+            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes)?;
+        }
+        let flush_target = config
+            .flush_messages
+            .filter(|n| (st.log_end_offset - st.recovery_point) as u64 >= (*n).max(1))
+            .map(|_| st.log_end_offset);
+        let info = AppendInfo {
+            base_offset: first_base,
+            last_offset: st.log_end_offset - 1,
+            max_timestamp_ms: v.max_timestamp_ms,
+            log_append_time_ms: -1,
+            record_count: v.record_count,
+            log_start_offset: st.log_start_offset,
+        };
+        drop(st);
+        if let Some(target) = flush_target {
+            self.flush_to(target)?;
+        }
+        Ok(info)
+    }
+
+    /// Writes validated batches (offsets assigned) at the end of the active segment and indexes them. On
+    /// failure the file is cut back so no partial batch remains; if that fails the directory goes offline.
+    fn write_batches(
+        &self,
+        st: &mut State,
+        batches: &[u8],
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        let active = st.active();
+        let base = active.base_offset;
+        let position = active.size;
+        let files = active
+            .active
+            .as_mut()
+            .expect("invariant: the last segment is active");
+        if let Err(e) = files.log.write_all_at(batches, position) {
+            let path = segment_path(&dir, base, LOG_SUFFIX);
+            let err = self.io_err(&path, e);
+            if let Err(e2) = files.log.set_len(position) {
+                tracing::error!(segment = %path.display(), error = %e2, "cannot cut back a failed write");
+                self.health.set_offline();
+            }
+            return Err(err);
+        }
+        let mut pos = position;
+        let mut next = active.next_offset;
+        for item in Batches::new(batches) {
+            let Ok((_, h)) = item else { break };
+            files.builder.on_batch(
+                h.base_offset(),
+                base,
+                h.last_offset(),
+                h.max_timestamp(),
+                pos,
+                h.size() as u64,
+                index_interval_bytes,
+            );
+            if active.rolling_timestamp_ms.is_none() {
+                active.rolling_timestamp_ms = Some(h.max_timestamp());
+            }
+            pos += h.size() as u64;
+            next = h.next_offset();
+        }
+        active.max_timestamp_ms = files.builder.max_timestamp_ms;
+        active.offset_of_max_timestamp = files.builder.offset_of_max_timestamp;
+        active.size = pos;
+        active.next_offset = next;
+        st.log_end_offset = next;
+        Ok(())
+    }
+
+    /// Position to start scanning segment `seg` for `offset`, and its data file.
+    fn locate(&self, seg: &Segment, offset: i64) -> Result<(Arc<dyn IoFile>, u64), StorageError> {
+        let rel = offset - seg.base_offset;
+        match &seg.active {
+            Some(files) => Ok((
+                files.log.clone(),
+                lookup_position(&files.builder.offsets, rel),
+            )),
+            None => {
+                let l = self.loaded(seg)?;
+                Ok((l.log.clone(), lookup_position(&l.offsets, rel)))
+            }
+        }
+    }
+
+    /// Reads whole batches starting with the batch containing `offset`, up to `max_bytes` but at least
+    /// one batch (KIP-74), and never a batch starting at or after `upper_bound` (high watermark or last
+    /// stable offset). One `pread` into one buffer.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         upper_bound: i64,
     ) -> Result<ReadResult, ReadError> {
-        todo!()
+        let (file, mut pos, end_pos, limit, meta) = {
+            let st = self.state.lock();
+            self.check_usable(&st)?;
+            let meta = (st.log_start_offset, st.log_end_offset, st.high_watermark);
+            if offset < st.log_start_offset || offset > st.log_end_offset {
+                return Err(ReadError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: st.log_start_offset,
+                    log_end_offset: st.log_end_offset,
+                });
+            }
+            let limit = upper_bound.min(st.log_end_offset);
+            let empty = ReadResult {
+                data: Bytes::new(),
+                log_start_offset: meta.0,
+                log_end_offset: meta.1,
+                high_watermark: meta.2,
+            };
+            if offset >= limit {
+                return Ok(empty);
+            }
+            let Some(seg) = st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s)
+                .filter(|s| s.next_offset > offset)
+                .or_else(|| {
+                    st.segments
+                        .range(offset..)
+                        .map(|(_, s)| s)
+                        .find(|s| s.size > 0)
+                })
+            else {
+                return Ok(empty);
+            };
+            let (file, pos) = self.locate(seg, offset.max(seg.base_offset))?;
+            (file, pos, seg.size, limit, meta)
+        };
+        let result = |data: Bytes| ReadResult {
+            data,
+            log_start_offset: meta.0,
+            log_end_offset: meta.1,
+            high_watermark: meta.2,
+        };
+        // Skip batches that end before `offset` (at most an index interval's worth).
+        let first_size = loop {
+            let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+            else {
+                return Ok(result(Bytes::new()));
+            };
+            if pos >= end_pos {
+                return Ok(result(Bytes::new()));
+            }
+            let header = BatchHeader::new(&h)
+                .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir.display())))?;
+            if header.base_offset() >= limit {
+                return Ok(result(Bytes::new()));
+            }
+            if header.last_offset() >= offset {
+                break header.size() as u64;
+            }
+            pos += header.size() as u64;
+        };
+        let want = (max_bytes as u64)
+            .min(end_pos - pos)
+            .max(first_size)
+            .min(end_pos - pos);
+        let mut buf = vec![0u8; want as usize];
+        let n = read_full_at(&*file, &mut buf, pos).map_err(|e| self.io_err(&self.dir, e))?;
+        buf.truncate(n);
+        // Keep whole batches below the upper bound.
+        let mut keep = 0usize;
+        for (at, h) in Batches::new(&buf).map_while(Result::ok) {
+            if h.base_offset() >= limit {
+                break;
+            }
+            keep = at + h.size();
+        }
+        buf.truncate(keep);
+        Ok(result(Bytes::from(buf)))
     }
-    /// Log start offset.
+
+    /// The log start offset (first readable offset).
     pub fn log_start_offset(&self) -> i64 {
-        todo!()
+        self.state.lock().log_start_offset
     }
-    /// Log end offset.
+    /// The log end offset (offset the next record gets).
     pub fn log_end_offset(&self) -> i64 {
-        todo!()
+        self.state.lock().log_end_offset
     }
-    /// High watermark.
+    /// The high watermark.
     pub fn high_watermark(&self) -> i64 {
-        todo!()
+        self.state.lock().high_watermark
     }
-    /// Sets the high watermark.
+    /// Moves the high watermark forward; clamped to the log end offset, never backwards.
     pub fn set_high_watermark(&self, offset: i64) {
-        todo!()
+        let mut st = self.state.lock();
+        let hw = offset.min(st.log_end_offset);
+        if hw > st.high_watermark {
+            st.high_watermark = hw;
+        }
     }
-    /// Recovery point.
+    /// Offset below which everything is fsynced (the durable offset).
     pub fn recovery_point(&self) -> i64 {
-        todo!()
+        self.state.lock().recovery_point
     }
-    /// ListOffsets by timestamp.
+    /// Number of fsyncs this log issued (data, directory and checkpoints).
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// ListOffsets by timestamp: the first batch (from the log start) whose max timestamp is at least
+    /// `timestamp_ms`; the offset is that batch's base offset (records are not decoded).
     pub fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
     ) -> Result<Option<TimestampOffset>, StorageError> {
-        todo!()
+        let mut after_base = i64::MIN;
+        loop {
+            let (file, mut pos, end_pos, lso) = {
+                let st = self.state.lock();
+                self.check_usable(&st)?;
+                let lso = st.log_start_offset;
+                let Some(seg) = st.segments.values().find(|s| {
+                    s.base_offset > after_base
+                        && s.next_offset > lso
+                        && s.size > 0
+                        && s.max_timestamp_ms >= timestamp_ms
+                }) else {
+                    return Ok(None);
+                };
+                after_base = seg.base_offset;
+                let (file, offsets, times) = match &seg.active {
+                    Some(f) => (
+                        f.log.clone(),
+                        f.builder.offsets.clone(),
+                        f.builder.times.clone(),
+                    ),
+                    None => {
+                        let l = self.loaded(seg)?;
+                        (l.log.clone(), l.offsets.clone(), l.times.clone())
+                    }
+                };
+                let from_rel = lookup_time(&times, timestamp_ms)
+                    .map(|t| i64::from(t.relative_offset))
+                    .unwrap_or(0);
+                let from_rel = from_rel.max(lso - seg.base_offset);
+                (file, lookup_position(&offsets, from_rel), seg.size, lso)
+            };
+            while pos < end_pos {
+                let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+                else {
+                    break;
+                };
+                let h = BatchHeader::new(&h).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                if h.max_timestamp() >= timestamp_ms && h.last_offset() >= lso {
+                    let epoch = h.partition_leader_epoch();
+                    return Ok(Some(TimestampOffset {
+                        timestamp_ms: h.max_timestamp(),
+                        offset: h.base_offset().max(lso),
+                        leader_epoch: (epoch >= 0).then_some(epoch),
+                    }));
+                }
+                pos += h.size() as u64;
+            }
+        }
     }
-    /// KIP-734.
+
+    /// KIP-734: the largest batch max timestamp in the log and the base offset of the (first) batch
+    /// holding it; `None` for an empty log.
     pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
-        todo!()
+        let st = self.state.lock();
+        self.check_usable(&st)?;
+        let lso = st.log_start_offset;
+        let mut best: Option<(i64, i64)> = None;
+        for s in st
+            .segments
+            .values()
+            .filter(|s| s.size > 0 && s.next_offset > lso)
+        {
+            if s.max_timestamp_ms >= 0 && best.is_none_or(|(ts, _)| s.max_timestamp_ms > ts) {
+                best = Some((s.max_timestamp_ms, s.offset_of_max_timestamp.max(lso)));
+            }
+        }
+        Ok(best.map(|(ts, offset)| TimestampOffset {
+            timestamp_ms: ts,
+            offset,
+            leader_epoch: st.epochs.epoch_for_offset(offset),
+        }))
     }
-    /// Latest leader epoch.
+
+    /// The latest leader epoch in the epoch cache.
     pub fn latest_epoch(&self) -> Option<i32> {
-        todo!()
+        self.state.lock().epochs.latest_epoch()
     }
-    /// OffsetForLeaderEpoch.
+    /// OffsetForLeaderEpoch: (largest epoch <= `epoch`, its end offset); `None` when unknown.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
-        todo!()
+        let st = self.state.lock();
+        st.epochs.end_offset_for(epoch, st.log_end_offset)
     }
-    /// Truncate the tail.
+    /// The leader-epoch cache entries (epoch, start offset).
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.state.lock().epochs.entries().to_vec()
+    }
+
+    /// Renames a segment's files to `.deleted` and schedules their removal.
+    fn delete_segment(&self, st: &mut State, base: i64) -> Result<(), StorageError> {
+        st.segments.remove(&base);
+        let delay = self.config.read().file_delete_delay_ms as i64;
+        self.cache
+            .remove(&segment_path(&self.dir, base, LOG_SUFFIX));
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let path = segment_path(&self.dir, base, suffix);
+            let mut deleted = path.clone().into_os_string();
+            deleted.push(DELETED_SUFFIX);
+            let deleted = PathBuf::from(deleted);
+            match self.io.rename(&path, &deleted) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_err(&path, e)),
+            }
+            if delay <= 0 {
+                let _ = self.io.remove_file(&deleted);
+            } else {
+                st.pending_deletes.push((deleted, wall_clock_ms() + delay));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_due_files(&self, st: &mut State) {
+        let now = wall_clock_ms();
+        let io = &self.io;
+        st.pending_deletes.retain(|(path, due)| {
+            if *due > now {
+                return true;
+            }
+            if let Err(e) = io.remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove deleted segment file");
+                }
+            }
+            false
+        });
+    }
+
+    /// Removes the tail from `offset` (a follower cutting its divergent suffix). The batch containing
+    /// `offset` goes entirely; a no-op when `offset >= LEO`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
-        todo!()
+        if offset < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "cannot truncate to negative offset {offset}"
+            )));
+        }
+        let _flush = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        if offset >= st.log_end_offset {
+            return Ok(());
+        }
+        let first_base = *st
+            .segments
+            .keys()
+            .next()
+            .expect("invariant: at least one segment");
+        if offset < first_base {
+            drop(st);
+            drop(_flush);
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let doomed: Vec<i64> = st.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        for b in doomed {
+            self.delete_segment(&mut st, b)?;
+        }
+        st.unsynced.clear();
+        let seg_base = st.active_ref().base_offset;
+        let log_path = segment_path(&self.dir, seg_base, LOG_SUFFIX);
+        self.cache.remove(&log_path);
+        let file = match &st.active_ref().active {
+            Some(f) => f.log.clone(),
+            None => self
+                .io
+                .open(&log_path, false)
+                .map_err(|e| self.io_err(&log_path, e))?,
+        };
+        let size = st.active_ref().size;
+        let mut params = self.scan_params(seg_base, size, i64::MIN, false);
+        params.end_offset_exclusive = offset;
+        let outcome = scan_segment(&*file, params).map_err(|e| self.io_err(&log_path, e))?;
+        let files =
+            self.open_active_files(seg_base, outcome.index.clone(), Some(outcome.valid_bytes))?;
+        let seg = st.active();
+        seg.size = outcome.valid_bytes;
+        seg.next_offset = outcome.next_offset;
+        seg.max_timestamp_ms = outcome.index.max_timestamp_ms;
+        seg.offset_of_max_timestamp = outcome.index.offset_of_max_timestamp;
+        seg.rolling_timestamp_ms = outcome.first_batch_timestamp_ms;
+        seg.active = Some(files);
+        let leo = outcome.next_offset;
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo, "truncated log");
+        st.log_end_offset = leo;
+        st.recovery_point = st.recovery_point.min(leo);
+        st.high_watermark = st.high_watermark.min(leo);
+        st.log_start_offset = st.log_start_offset.min(leo);
+        st.epochs.truncate_from_end(leo);
+        let epochs = st.epochs.encode();
+        let rp = st.recovery_point;
+        st.checkpointed_recovery_point = rp;
+        drop(st);
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
+        Ok(())
     }
-    /// Empty the log and restart it at `offset`.
+
+    /// Deletes every segment and restarts the log empty at `offset` (log start = LEO = HW = `offset`).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
-        todo!()
+        if offset < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "cannot start at negative offset {offset}"
+            )));
+        }
+        let _flush = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        let all: Vec<i64> = st.segments.keys().copied().collect();
+        for b in all {
+            self.delete_segment(&mut st, b)?;
+        }
+        st.unsynced.clear();
+        let files = self.open_active_files(offset, IndexBuilder::new(), Some(0))?;
+        st.segments.insert(
+            offset,
+            Segment {
+                base_offset: offset,
+                size: 0,
+                next_offset: offset,
+                max_timestamp_ms: -1,
+                offset_of_max_timestamp: -1,
+                rolling_timestamp_ms: None,
+                active: Some(files),
+            },
+        );
+        st.log_start_offset = offset;
+        st.log_end_offset = offset;
+        st.high_watermark = offset;
+        st.recovery_point = offset;
+        st.checkpointed_recovery_point = offset;
+        st.epochs.clear();
+        drop(st);
+        self.write_checkpoint(
+            LEADER_EPOCH_CHECKPOINT,
+            &LeaderEpochCache::default().encode(),
+        )?;
+        self.write_checkpoint(
+            LOG_START_OFFSET_CHECKPOINT,
+            &encode_offset_checkpoint(offset),
+        )?;
+        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(offset))?;
+        Ok(())
     }
-    /// DeleteRecords.
+
+    /// DeleteRecords: moves the log start offset to `offset` (never backwards, never above the high
+    /// watermark), deletes segments wholly below it, and returns the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
-        todo!()
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        if offset > st.high_watermark {
+            return Err(StorageError::AboveHighWatermark {
+                offset,
+                high_watermark: st.high_watermark,
+            });
+        }
+        if offset <= st.log_start_offset {
+            return Ok(st.log_start_offset);
+        }
+        st.log_start_offset = offset;
+        st.epochs.truncate_from_start(offset);
+        self.delete_below_start(&mut st)?;
+        let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
+        drop(st);
+        self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+        Ok(lso)
     }
-    /// Retention.
+
+    /// Deletes non-active segments whose every offset is below the log start offset.
+    fn delete_below_start(&self, st: &mut State) -> Result<usize, StorageError> {
+        let bases: Vec<i64> = st.segments.keys().copied().collect();
+        let mut deleted = 0;
+        for w in bases.windows(2) {
+            if w[1] <= st.log_start_offset {
+                self.delete_segment(st, w[0])?;
+                deleted += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Retention: deletes leading segments wholly below the log start offset, older than `retention.ms`
+    /// (by max timestamp) or beyond `retention.bytes`, only ever below the high watermark (rolling the
+    /// active segment first when it qualifies), and removes `.deleted` files that are due. Returns the
+    /// number of segments deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        todo!()
+        let config = self.config.read().clone();
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        self.remove_due_files(&mut st);
+        let mut deleted = self.delete_below_start(&mut st)?;
+        let mut total: i64 = st.segments.values().map(|s| s.size as i64).sum();
+        loop {
+            let hw = st.high_watermark;
+            let count = st.segments.len();
+            let (base, size, end, max_ts) = {
+                let s = st
+                    .segments
+                    .values()
+                    .next()
+                    .expect("invariant: at least one segment");
+                let end = if count > 1 {
+                    st.segments.keys().nth(1).copied().unwrap_or(s.next_offset)
+                } else {
+                    st.log_end_offset
+                };
+                (s.base_offset, s.size, end, s.max_timestamp_ms)
+            };
+            if size == 0 || end > hw {
+                break;
+            }
+            let by_time =
+                config.retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > config.retention_ms;
+            let by_size =
+                config.retention_bytes >= 0 && total - size as i64 >= config.retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            if count == 1 {
+                self.roll_locked(&mut st)?;
+            }
+            tracing::info!(dir = %self.dir.display(), segment = base, by_time, by_size, "retention deleting segment");
+            self.delete_segment(&mut st, base)?;
+            total -= size as i64;
+            deleted += 1;
+            let first = *st
+                .segments
+                .keys()
+                .next()
+                .expect("invariant: at least one segment");
+            if first > st.log_start_offset {
+                st.log_start_offset = first;
+                st.epochs.truncate_from_start(first);
+            }
+        }
+        if deleted > 0 {
+            let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
+            drop(st);
+            self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
+            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+        }
+        Ok(deleted)
     }
-    /// Fsync everything.
+
+    /// Makes everything below `target` durable (group commit: an appender that finds its offset already
+    /// fsynced by another returns at once). Returns the recovery point.
+    fn flush_to(&self, target: i64) -> Result<i64, StorageError> {
+        let _flush = self.flush_lock.lock();
+        let (files, upto, dir_dirty) = {
+            let mut st = self.state.lock();
+            if self.health.is_offline() {
+                return Err(StorageError::Offline {
+                    dir: self.health.dir().to_path_buf(),
+                });
+            }
+            if st.recovery_point >= target.min(st.log_end_offset) && st.unsynced.is_empty() {
+                return Ok(st.recovery_point);
+            }
+            let upto = st.log_end_offset;
+            let mut files = std::mem::take(&mut st.unsynced);
+            let dir_dirty = std::mem::take(&mut st.dir_dirty);
+            let seg = st.active();
+            if let Some(f) = &seg.active {
+                files.push(f.log.clone());
+            }
+            (files, upto, dir_dirty)
+        };
+        for f in &files {
+            f.sync_data().map_err(|e| self.io_err(&self.dir, e))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if dir_dirty {
+            self.io
+                .sync_dir(&self.dir)
+                .map_err(|e| self.io_err(&self.dir, e))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut st = self.state.lock();
+        let durable = upto.min(st.log_end_offset);
+        if durable > st.recovery_point {
+            st.recovery_point = durable;
+        }
+        st.last_flush_ms = wall_clock_ms();
+        let rp = st.recovery_point;
+        // Checkpoint when the recovery point crossed into a later segment, bounding the next recovery scan.
+        let seg_of = |o: i64| st.segments.range(..=o).next_back().map(|(b, _)| *b);
+        let crossed = seg_of(rp) != seg_of(st.checkpointed_recovery_point);
+        if crossed {
+            st.checkpointed_recovery_point = rp;
+            drop(st);
+            self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
+        }
+        Ok(rp)
+    }
+
+    /// Fsyncs everything appended so far; returns the durable offset (the new recovery point).
     pub fn flush(&self) -> Result<i64, StorageError> {
-        todo!()
+        self.flush_to(i64::MAX)
     }
-    /// Current config.
+
+    /// Flushes when `flush.ms` has elapsed since the last flush, or when rolled segments await their
+    /// fsync (as Kafka flushes a segment when it rolls). Called periodically by the `LogManager`.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<(), StorageError> {
+        let due = {
+            let st = self.state.lock();
+            if st.closed {
+                return Ok(());
+            }
+            let by_time = self.config.read().flush_ms.is_some_and(|ms| {
+                st.log_end_offset > st.recovery_point && now_ms - st.last_flush_ms >= ms as i64
+            });
+            by_time || !st.unsynced.is_empty()
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A copy of the configuration.
     pub fn config(&self) -> LogConfig {
-        todo!()
+        self.config.read().clone()
     }
-    /// Replace config.
+    /// Replaces the configuration (applies from the next append, roll, flush or retention pass).
     pub fn update_config(&self, config: LogConfig) {
-        todo!()
+        *self.config.write() = config;
     }
-    /// Total size.
+    /// Total bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
-        todo!()
+        self.state.lock().segments.values().map(|s| s.size).sum()
     }
-    /// Clean close.
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.state.lock().segments.len()
+    }
+
+    /// Clean close: fsyncs data and indexes, writes every checkpoint, then the clean-shutdown marker. Later
+    /// operations fail with [`StorageError::Closed`].
     pub fn close(&self) -> Result<(), StorageError> {
-        todo!()
+        {
+            let st = self.state.lock();
+            if st.closed {
+                return Ok(());
+            }
+        }
+        self.flush()?;
+        let _flush = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        let dir = self.dir.clone();
+        let active = st.active();
+        let base = active.base_offset;
+        if let Some(files) = active.active.as_mut() {
+            files.builder.maybe_append_time(base);
+            self.write_index_tail(base, files)?;
+            for f in [&files.index, &files.time_index] {
+                f.sync_data().map_err(|e| self.io_err(&dir, e))?;
+            }
+        }
+        st.closed = true;
+        self.remove_due_files(&mut st);
+        let leo = st.log_end_offset;
+        let (lso, hw, epochs) = (st.log_start_offset, st.high_watermark, st.epochs.encode());
+        drop(st);
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+        self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
+        self.write_checkpoint(HIGH_WATERMARK_CHECKPOINT, &encode_offset_checkpoint(hw))?;
+        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(leo))?;
+        self.write_checkpoint(CLEAN_SHUTDOWN_FILE, b"")?;
+        Ok(())
+    }
+
+    /// Marks the log closed without writing anything (used before its directory is deleted).
+    pub(crate) fn close_for_delete(&self) {
+        self.state.lock().closed = true;
+        let paths: Vec<PathBuf> = self
+            .state
+            .lock()
+            .segments
+            .keys()
+            .map(|b| segment_path(&self.dir, *b, LOG_SUFFIX))
+            .collect();
+        for p in paths {
+            self.cache.remove(&p);
+        }
     }
 }
+
+/// Reads a whole segment's batches from `position` (used by tests and tools).
+pub fn read_segment_bytes(
+    file: &dyn IoFile,
+    position: u64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = read_full_at(file, &mut buf, position)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+const _: () = assert!(RECORD_BATCH_OVERHEAD == 61);

@@ -1,0 +1,394 @@
+//! Behaviour of one partition log: append validation, reads (KIP-74, upper bound), offsets by timestamp,
+//! leader epochs, truncation, delete-records, retention, rolling, reopen and flush.
+
+mod common;
+
+use common::{batch, read_all, sized_batch};
+use sluice_protocol::batch::{Batches, CRC_OFFSET, MAGIC_OFFSET};
+use sluice_storage::{AppendError, Log, LogConfig, ReadError, StorageError, TimestampType};
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 512,
+        index_interval_bytes: 128,
+        file_delete_delay_ms: 0,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn append_assigns_offsets_and_epoch_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
+    let mut b = batch(3, 1, 1_000);
+    let info = log.append_as_leader(&mut b, 5, 2_000).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.record_count),
+        (0, 2, 3)
+    );
+    assert_eq!(info.log_append_time_ms, -1);
+    assert_eq!(info.max_timestamp_ms, 1_000);
+    let mut two = batch(2, 2, 1_500);
+    two.extend(batch(4, 3, 1_600));
+    let info = log.append_as_leader(&mut two, 5, 2_000).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.record_count),
+        (3, 8, 6)
+    );
+    assert_eq!(log.log_end_offset(), 9);
+    let all = read_all(&log);
+    assert_eq!(
+        all.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+        vec![(0, 2), (3, 4), (5, 8)]
+    );
+    for (_, _, bytes) in &all {
+        assert_eq!(common::header(bytes).partition_leader_epoch(), 5);
+    }
+    assert_eq!(log.latest_epoch(), Some(5));
+}
+
+#[test]
+fn invalid_batches_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path().join("t-0"),
+        LogConfig {
+            max_message_bytes: 2000,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    let mut bad_crc = batch(2, 1, 0);
+    bad_crc[CRC_OFFSET] ^= 1;
+    assert!(matches!(
+        log.append_as_leader(&mut bad_crc, 0, 0),
+        Err(AppendError::Corrupt(_))
+    ));
+    let mut magic1 = batch(2, 1, 0);
+    magic1[MAGIC_OFFSET] = 1;
+    assert!(matches!(
+        log.append_as_leader(&mut magic1, 0, 0),
+        Err(AppendError::UnsupportedMagic(1))
+    ));
+    let mut big = sized_batch(3, 1000, 0);
+    assert!(matches!(
+        log.append_as_leader(&mut big, 0, 0),
+        Err(AppendError::TooLarge { max: 2000, .. })
+    ));
+    // A good batch followed by a cut one: all-or-nothing.
+    let mut mixed = batch(2, 1, 0);
+    let cut = batch(2, 2, 0);
+    mixed.extend_from_slice(&cut[..cut.len() - 3]);
+    assert!(matches!(
+        log.append_as_leader(&mut mixed, 0, 0),
+        Err(AppendError::Corrupt(_))
+    ));
+    assert!(matches!(
+        log.append_as_leader(&mut [], 0, 0),
+        Err(AppendError::InvalidRecord(_))
+    ));
+    // Record count that disagrees with lastOffsetDelta.
+    let mut wrong = batch(3, 1, 0);
+    wrong[57..61].copy_from_slice(&2i32.to_be_bytes());
+    let crc = crc32c::crc32c(&wrong[21..]);
+    wrong[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        log.append_as_leader(&mut wrong, 0, 0),
+        Err(AppendError::InvalidRecord(_))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+}
+
+#[test]
+fn log_append_time_rewrites_timestamp_and_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path().join("t-0"), cfg).unwrap();
+    let mut b = batch(2, 1, 10);
+    let info = log.append_as_leader(&mut b, 0, 77_000).unwrap();
+    assert_eq!(info.log_append_time_ms, 77_000);
+    let all = read_all(&log);
+    let h = common::header(&all[0].2);
+    assert!(h.is_log_append_time());
+    assert_eq!(h.max_timestamp(), 77_000);
+}
+
+#[test]
+fn read_respects_upper_bound_max_bytes_and_kip74() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), small_config()).unwrap();
+    let mut sizes = Vec::new();
+    for i in 0..20u64 {
+        let mut b = batch(3, i, 1000 + i as i64);
+        sizes.push(b.len());
+        log.append_as_leader(&mut b, 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 1, "small segments roll");
+    // Offset in the middle of a batch returns that whole batch first.
+    let r = log.read(4, 1 << 20, i64::MAX).unwrap();
+    let first = Batches::new(&r.data).next().unwrap().unwrap().1;
+    assert_eq!(first.base_offset(), 3);
+    // max_bytes smaller than one batch still returns one whole batch (KIP-74).
+    let r = log.read(0, 1, i64::MAX).unwrap();
+    assert_eq!(r.data.len(), sizes[0]);
+    // max_bytes covering 2.5 batches returns 2.
+    let r = log
+        .read(0, sizes[0] + sizes[1] + sizes[2] / 2, i64::MAX)
+        .unwrap();
+    assert_eq!(Batches::new(&r.data).count(), 2);
+    // Upper bound (high watermark) cuts at a batch boundary.
+    let r = log.read(0, 1 << 20, 6).unwrap();
+    let batches: Vec<_> = Batches::new(&r.data)
+        .map(|b| b.unwrap().1.base_offset())
+        .collect();
+    assert_eq!(batches, vec![0, 3]);
+    assert!(log.read(6, 1 << 20, 6).unwrap().data.is_empty());
+    // Out of range.
+    assert!(matches!(
+        log.read(61, 100, i64::MAX),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.read(60, 100, i64::MAX).unwrap().data.is_empty());
+    assert_eq!(read_all(&log).len(), 20);
+}
+
+#[test]
+fn high_watermark_is_clamped_and_monotonic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
+    log.append_as_leader(&mut batch(5, 0, 0), 0, 0).unwrap();
+    log.set_high_watermark(100);
+    assert_eq!(log.high_watermark(), 5);
+    log.set_high_watermark(2);
+    assert_eq!(log.high_watermark(), 5);
+}
+
+#[test]
+fn offset_for_timestamp_and_max_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), small_config()).unwrap();
+    for i in 0..30i64 {
+        // Timestamps rise with a dip at batch 10.
+        let ts = if i == 10 { 50 } else { 1000 + i * 10 };
+        log.append_as_leader(&mut batch(2, i as u64, ts), 1, 0)
+            .unwrap();
+    }
+    let found = log.offset_for_timestamp(1125).unwrap().unwrap();
+    assert_eq!(found.offset, 26); // batch 13 (ts 1130) starts at 26
+    assert_eq!(found.timestamp_ms, 1130);
+    assert_eq!(found.leader_epoch, Some(1));
+    assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().offset, 0);
+    assert_eq!(log.offset_for_timestamp(10_000).unwrap(), None);
+    let max = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!((max.timestamp_ms, max.offset), (1290, 58));
+}
+
+#[test]
+fn epochs_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), small_config()).unwrap();
+    for i in 0..10i64 {
+        let epoch = if i < 4 { 1 } else { 3 };
+        log.append_as_leader(&mut batch(3, i as u64, 100 + i), epoch, 0)
+            .unwrap();
+    }
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 12)));
+    assert_eq!(log.end_offset_for_epoch(2), Some((1, 12)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 30)));
+    assert_eq!(log.end_offset_for_epoch(4), None);
+    log.set_high_watermark(30);
+    log.truncate_to(13).unwrap(); // inside batch 12..=14: that batch goes
+    assert_eq!(log.log_end_offset(), 12);
+    assert_eq!(log.high_watermark(), 12);
+    assert_eq!(log.latest_epoch(), Some(1));
+    assert_eq!(read_all(&log).len(), 4);
+    log.append_as_leader(&mut batch(1, 99, 0), 4, 0).unwrap();
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 12)));
+    assert_eq!(log.end_offset_for_epoch(4), Some((4, 13)));
+    // Reopen keeps everything.
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path().join("t-0"), small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), 13);
+    assert_eq!(log.end_offset_for_epoch(3), Some((1, 12)));
+    assert_eq!(read_all(&log).len(), 5);
+    log.truncate_fully_and_start_at(500).unwrap();
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (500, 500, 500)
+    );
+    assert_eq!(log.latest_epoch(), None);
+    let info = log.append_as_leader(&mut batch(2, 1, 0), 7, 0).unwrap();
+    assert_eq!(info.base_offset, 500);
+}
+
+#[test]
+fn delete_records_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), small_config()).unwrap();
+    for i in 0..40i64 {
+        log.append_as_leader(&mut batch(2, i as u64, 1_000 + i), 0, 0)
+            .unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments >= 3);
+    assert!(matches!(
+        log.delete_records_before(10),
+        Err(StorageError::AboveHighWatermark { .. })
+    ));
+    log.set_high_watermark(80);
+    assert_eq!(log.delete_records_before(11).unwrap(), 11);
+    assert_eq!(log.delete_records_before(5).unwrap(), 11, "never backwards");
+    assert!(matches!(
+        log.read(10, 100, i64::MAX),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    // Offset 11 is inside batch 10..=11; the whole batch comes back.
+    let r = log.read(11, 100, i64::MAX).unwrap();
+    assert_eq!(
+        Batches::new(&r.data)
+            .next()
+            .unwrap()
+            .unwrap()
+            .1
+            .base_offset(),
+        10
+    );
+    // Retention by size keeps at most ~retention_bytes.
+    let mut cfg = small_config();
+    cfg.retention_bytes = 1000;
+    log.update_config(cfg.clone());
+    let deleted = log.apply_retention(2_000).unwrap();
+    assert!(deleted > 0);
+    assert!(log.size_bytes() <= 1000 + 512, "size {}", log.size_bytes());
+    let lso = log.log_start_offset();
+    assert!(lso > 11);
+    assert_eq!(read_all(&log).first().map(|b| b.0), Some(lso));
+    // Retention by time deletes everything old, rolling the active segment.
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 1000;
+    log.update_config(cfg);
+    log.apply_retention(1_000_000).unwrap();
+    assert_eq!(log.log_start_offset(), 80);
+    assert_eq!(log.log_end_offset(), 80);
+    assert_eq!(log.size_bytes(), 0);
+    let info = log.append_as_leader(&mut batch(1, 0, 0), 0, 0).unwrap();
+    assert_eq!(info.base_offset, 80);
+}
+
+#[test]
+fn retention_never_passes_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config();
+    cfg.retention_ms = 1;
+    let log = Log::open(dir.path().join("t-0"), cfg).unwrap();
+    for i in 0..40i64 {
+        log.append_as_leader(&mut batch(2, i as u64, 1_000), 0, 0)
+            .unwrap();
+    }
+    log.apply_retention(1_000_000).unwrap();
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "high watermark 0 keeps everything"
+    );
+    log.set_high_watermark(40);
+    log.apply_retention(1_000_000).unwrap();
+    assert!(log.log_start_offset() <= 40 && log.log_start_offset() > 0);
+}
+
+#[test]
+fn reopen_after_clean_close_and_after_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    {
+        let log = Log::open(&path, small_config()).unwrap();
+        for i in 0..25 {
+            log.append_as_leader(&mut batch(2, i, 1_000), 2, 0).unwrap();
+        }
+        log.set_high_watermark(40);
+        log.close().unwrap();
+        assert!(matches!(
+            log.append_as_leader(&mut batch(1, 0, 0), 0, 0),
+            Err(AppendError::Storage(StorageError::Closed { .. }))
+        ));
+    }
+    assert!(path.join(".clean-shutdown").exists());
+    let before;
+    {
+        let log = Log::open(&path, small_config()).unwrap();
+        assert!(
+            !path.join(".clean-shutdown").exists(),
+            "marker removed at open"
+        );
+        assert_eq!(log.log_end_offset(), 50);
+        assert_eq!(log.high_watermark(), 40);
+        before = read_all(&log);
+        log.append_as_leader(&mut batch(2, 99, 1_000), 2, 0)
+            .unwrap();
+        // Dropped without close: unclean.
+    }
+    let log = Log::open(&path, small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), 52);
+    let after = read_all(&log);
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert_eq!(log.latest_epoch(), Some(2));
+}
+
+#[test]
+fn flush_returns_durable_offset_and_flush_messages_forces() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
+    log.append_as_leader(&mut batch(3, 0, 0), 0, 0).unwrap();
+    assert_eq!(log.recovery_point(), 0);
+    assert_eq!(log.flush().unwrap(), 3);
+    assert_eq!(log.recovery_point(), 3);
+    log.update_config(LogConfig {
+        flush_messages: Some(1),
+        ..LogConfig::default()
+    });
+    log.append_as_leader(&mut batch(2, 0, 0), 0, 0).unwrap();
+    assert_eq!(
+        log.recovery_point(),
+        5,
+        "flush.messages=1 makes the append durable before returning"
+    );
+    log.update_config(LogConfig {
+        flush_messages: Some(10),
+        ..LogConfig::default()
+    });
+    log.append_as_leader(&mut batch(2, 0, 0), 0, 0).unwrap();
+    assert_eq!(log.recovery_point(), 5);
+    log.update_config(LogConfig {
+        flush_ms: Some(0),
+        ..LogConfig::default()
+    });
+    log.flush_if_due(i64::MAX).unwrap();
+    assert_eq!(log.recovery_point(), 7);
+}
+
+#[test]
+fn follower_append_keeps_offsets_and_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Log::open(dir.path().join("l-0"), LogConfig::default()).unwrap();
+    leader.append_as_leader(&mut batch(2, 0, 0), 1, 0).unwrap();
+    leader.append_as_leader(&mut batch(3, 1, 0), 2, 0).unwrap();
+    let mut data = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
+    let follower = Log::open(dir.path().join("f-0"), LogConfig::default()).unwrap();
+    let info = follower.append_as_follower(&mut data).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 4));
+    assert_eq!(follower.epoch_entries(), vec![(1, 0), (2, 2)]);
+    let mut again = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
+    assert!(
+        follower.append_as_follower(&mut again).is_err(),
+        "offsets below LEO are refused"
+    );
+}
