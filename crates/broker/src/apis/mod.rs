@@ -13,8 +13,15 @@ use sluice_protocol::{ApiKey, RequestKind, ResponseKind};
 
 use crate::broker::Broker;
 
+pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
+pub(crate) mod create_partitions;
+pub(crate) mod create_topics;
 pub(crate) mod delete_records;
+pub(crate) mod delete_topics;
+pub(crate) mod describe_cluster;
+pub(crate) mod describe_configs;
+pub(crate) mod incremental_alter_configs;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offset_for_leader_epoch;
@@ -83,6 +90,13 @@ api_registry! {
     ApiVersions => api_versions, 0..=4;
     DeleteRecords => delete_records, 0..=2;
     OffsetForLeaderEpoch => offset_for_leader_epoch, 2..=4;
+    CreateTopics => create_topics, 2..=7;
+    DeleteTopics => delete_topics, 1..=6;
+    CreatePartitions => create_partitions, 0..=3;
+    DescribeConfigs => describe_configs, 1..=4;
+    AlterConfigs => alter_configs, 0..=2;
+    IncrementalAlterConfigs => incremental_alter_configs, 0..=1;
+    DescribeCluster => describe_cluster, 0..=1;
 }
 
 /// The advertised range of `api_key`, if we serve it.
