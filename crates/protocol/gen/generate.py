@@ -198,6 +198,21 @@ class Ctx:
     def min_name(self, struct):
         return "min_%s_%s" % (self.module, snake(struct))
 
+    def rust_path(self, t):
+        """A path to the Rust element type, usable from the sluice-protocol crate (for size_of)."""
+        t = t.strip()
+        if t.startswith("super::"):
+            return "kafka_protocol::messages::" + t[len("super::"):]
+        if t == "StrBytes":
+            return "kafka_protocol::protocol::StrBytes"
+        if t == "Uuid":
+            return "[u8; 16]"
+        if t in ("i8", "i16", "i32", "i64", "u16", "u32", "f64", "bool"):
+            return t
+        if t in self.structs:
+            return "kafka_protocol::messages::%s::%s" % (self.module, t)
+        raise GenError("no Rust path for element type " + t)
+
     def field_type(self, struct, field):
         for f, t in self.structs[struct]:
             if f == field:
@@ -236,17 +251,18 @@ def leaf_walk(ctx, leaf, field, rust_type):
     if m:
         kind = "compact_array" if m.group(1) else "array"
         elem = m.group(2).strip()
+        size = "core::mem::size_of::<%s>()" % ctx.rust_path(element_struct(rust_type))
         if elem == STRUCT:
             st = element_struct(rust_type)
-            return '{ let n = w.%s("%s", %s, %s(version))?; for _ in 0..n { %s(w, version)?; } }' % (
-                kind, field, null, ctx.min_name(st), ctx.fn_name(st))
+            return '{ let n = w.%s("%s", %s, %s(version), %s)?; for _ in 0..n { %s(w, version)?; } }' % (
+                kind, field, null, ctx.min_name(st), size, ctx.fn_name(st))
         if elem in FIXED:
-            return '{ let n = w.%s("%s", %s, %d)?; w.skip("%s", (n as u64) * %d)?; }' % (
-                kind, field, null, FIXED[elem], field, FIXED[elem])
+            return '{ let n = w.%s("%s", %s, %d, %s)?; w.skip("%s", (n as u64) * %d)?; }' % (
+                kind, field, null, FIXED[elem], size, field, FIXED[elem])
         if elem in VAR:
             fn, mn = VAR[elem]
-            return '{ let n = w.%s("%s", %s, %d)?; for _ in 0..n { w.%s("%s", false)?; } }' % (
-                kind, field, null, mn, fn, field)
+            return '{ let n = w.%s("%s", %s, %d, %s)?; for _ in 0..n { w.%s("%s", false)?; } }' % (
+                kind, field, null, mn, size, fn, field)
         raise GenError("unknown array element " + elem)
     raise GenError("unknown leaf decoder " + leaf)
 
@@ -306,7 +322,7 @@ def parse_tag_stmts(body):
             cond, then, els = parse_if(st)
             out.append(("if", cond, parse_tag_stmts(block_inner(then)), parse_tag_stmts(block_inner(els)) if els else []))
         else:
-            m = re.fullmatch(r"(\w+) = (.*)", st, re.S)
+            m = re.fullmatch(r"(\w+)\s*=\s*(.*)", st, re.S)
             if not m:
                 raise GenError("unknown tagged-field statement: " + st[:80])
             out.append(("assign", m.group(1), parse_expr(m.group(2))))
@@ -425,7 +441,7 @@ def parse_struct_decoder(ctx, name, body):
         elif st.startswith("Ok(Self"):
             pass
         else:
-            m = re.fullmatch(r"let (mut )?(\w+) = (.*)", st, re.S)
+            m = re.fullmatch(r"let (mut )?(\w+)\s*=\s*(.*)", st, re.S)
             if not m:
                 raise GenError("unknown statement in %s::%s: %s" % (ctx.module, name, st[:100]))
             node = parse_expr(m.group(3))
@@ -497,20 +513,21 @@ def sample_value(ctx, rust_type, depth):
     if t in simple:
         return simple[t]
     if t in ctx.structs:
-        return "sample_%s_%s(version)" % (ctx.module, snake(t))
+        return "sample_%s_%s(version, tagged)" % (ctx.module, snake(t))
     raise GenError("no sample for type " + t)
 
 
 def emit_sample(ctx, s, out):
     out.append("#[allow(clippy::all, unused_mut, unused_variables)]")
-    out.append("pub fn sample_%s_%s(version: i16) -> %s::%s {" % (ctx.module, snake(s.name), ctx.module, s.name))
+    out.append("/// `%s::%s` with every field present at `version` set; tagged fields only when `tagged`." % (ctx.module, s.name))
+    out.append("pub fn sample_%s_%s(version: i16, tagged: bool) -> %s::%s {" % (ctx.module, snake(s.name), ctx.module, s.name))
     out.append("    let mut x = %s::%s::default();" % (ctx.module, s.name))
     entries = [(f, [c for c in node_conditions(node)]) for f, node in s.fields]
     if s.tagged:
         tcond, arms = s.tagged
         for _, stmts in arms:
             for f, node, acc in tag_assignments(stmts):
-                entries.append((f, [(tcond,) + acc + c for c in node_conditions(node)]))
+                entries.append((f, [("tagged", tcond) + acc + c for c in node_conditions(node)]))
     for f, conds in entries:
         v = sample_value(ctx, ctx.field_type(s.name, f), 0)
         cond = " || ".join("(%s)" % (" && ".join(c) if c else "true") for c in conds) or "false"
@@ -532,10 +549,11 @@ def main():
         src_dir = cands[0]
     messages_rs = open(os.path.join(os.path.dirname(src_dir), "messages.rs")).read()
     keys = {m.group(1): int(m.group(2)) for m in re.finditer(r"impl Request for (\w+) \{\s*const KEY: i16 = (\d+);", messages_rs)}
-    files = sorted(glob.glob(os.path.join(src_dir, "*_request.rs"))) + [os.path.join(src_dir, "request_header.rs")]
+    files = (sorted(glob.glob(os.path.join(src_dir, "*_request.rs"))) + sorted(glob.glob(os.path.join(src_dir, "*_response.rs")))
+             + [os.path.join(src_dir, "request_header.rs"), os.path.join(src_dir, "response_header.rs")])
 
     guard = [
-        "//! Request-guard walkers, one per request struct of every API, GENERATED by",
+        "//! Guard walkers, one per request and response struct of every API, GENERATED by",
         "//! `crates/protocol/gen/generate.py` from kafka-protocol %s's message definitions (Kafka 4.1's schemas)." % KAFKA_PROTOCOL_VERSION,
         "//! Do not edit by hand: re-run the generator (see docs/protocol.md).",
         "",
@@ -546,7 +564,7 @@ def main():
         "",
     ]
     samples = [
-        "//! Populated sample requests for every API, GENERATED by `crates/protocol/gen/generate.py`: every",
+        "//! Populated sample requests and responses for every API, GENERATED by `crates/protocol/gen/generate.py`: every",
         "//! field present at the version gets a non-default value and every array two elements.",
         "//! Do not edit by hand.",
         "",
@@ -571,11 +589,12 @@ def main():
         top = "".join(p.capitalize() for p in module.split("_"))
         if top not in decoders:
             raise GenError("no top-level struct %s in %s" % (top, module))
-        if top != "RequestHeader":
+        if top.endswith("Request") and top != "RequestHeader":
             if top not in keys:
                 raise GenError("no api key for " + top)
             tops.append((keys[top], module, top))
     tops.sort()
+    resp_tops = [(key, module[: -len("request")] + "response", top[: -len("Request")] + "Response") for key, module, top in tops]
 
     def versions_of(module, top):
         src = open(os.path.join(src_dir, module + ".rs")).read()
@@ -587,6 +606,20 @@ def main():
     guard.append("/// Walks a request header at `header_version`.")
     guard.append("pub(crate) fn walk_request_header(w: &mut Walker<'_>, header_version: i16) -> Result<(), GuardError> {")
     guard.append("    walk_request_header_request_header(w, header_version)")
+    guard.append("}")
+    guard.append("")
+    guard.append("/// Walks a response header at `header_version`.")
+    guard.append("pub(crate) fn walk_response_header(w: &mut Walker<'_>, header_version: i16) -> Result<(), GuardError> {")
+    guard.append("    walk_response_header_response_header(w, header_version)")
+    guard.append("}")
+    guard.append("")
+    guard.append("/// Walks the body of a response of `api_key` at `version`.")
+    guard.append("pub(crate) fn walk_response_body(w: &mut Walker<'_>, api_key: i16, version: i16) -> Result<(), GuardError> {")
+    guard.append("    match api_key {")
+    for key, module, top in resp_tops:
+        guard.append("        %d => walk_%s_%s(w, version)," % (key, module, snake(top)))
+    guard.append('        _ => Err(w.unknown_schema("response", version)),')
+    guard.append("    }")
     guard.append("}")
     guard.append("")
     guard.append("/// Walks the body of a request of `api_key` at `version`.")
@@ -633,7 +666,7 @@ def main():
     samples.append("pub fn sample_request(api_key: i16, version: i16) -> Option<RequestKind> {")
     samples.append("    Some(match api_key {")
     for key, module, top in tops:
-        samples.append("        %d => RequestKind::%s(sample_%s_%s(version))," % (key, top[: -len("Request")], module, snake(top)))
+        samples.append("        %d => RequestKind::%s(sample_%s_%s(version, true))," % (key, top[: -len("Request")], module, snake(top)))
     samples.append("        _ => return None,")
     samples.append("    })")
     samples.append("}")
@@ -643,6 +676,25 @@ def main():
     samples.append("    Some(match api_key {")
     for key, module, top in tops:
         samples.append("        %d => RequestKind::%s(%s::default())," % (key, top[: -len("Request")], top))
+    samples.append("        _ => return None,")
+    samples.append("    })")
+    samples.append("}")
+
+    samples.append("")
+    samples.append("/// A populated response of `api_key` at `version`; tagged fields set only when `tagged`.")
+    samples.append("pub fn sample_response(api_key: i16, version: i16, tagged: bool) -> Option<ResponseKind> {")
+    samples.append("    Some(match api_key {")
+    for key, module, top in resp_tops:
+        samples.append("        %d => ResponseKind::%s(sample_%s_%s(version, tagged))," % (key, top[: -len("Response")], module, snake(top)))
+    samples.append("        _ => return None,")
+    samples.append("    })")
+    samples.append("}")
+    samples.append("")
+    samples.append("/// A default response of `api_key`.")
+    samples.append("pub fn default_response(api_key: i16) -> Option<ResponseKind> {")
+    samples.append("    Some(match api_key {")
+    for key, module, top in resp_tops:
+        samples.append("        %d => ResponseKind::%s(%s::default())," % (key, top[: -len("Response")], top))
     samples.append("        _ => return None,")
     samples.append("    })")
     samples.append("}")

@@ -71,6 +71,17 @@ pub enum GuardErrorKind {
         /// The bytes its content used.
         consumed_bytes: usize,
     },
+    /// The collections the decoder would allocate exceed the decode budget
+    /// ([`DECODE_BUDGET_BASE_BYTES`] plus [`DECODE_BUDGET_PER_FRAME_BYTE`] per frame byte).
+    #[error("decoding {count} elements of {element_size_bytes} bytes would exceed the remaining decode budget of {budget_bytes} bytes")]
+    DecodeBudgetExceeded {
+        /// Elements in the collection.
+        count: usize,
+        /// In-memory size of one element.
+        element_size_bytes: usize,
+        /// Budget left when the collection was met.
+        budget_bytes: usize,
+    },
     /// Bytes left over after the last field.
     #[error("{count} trailing bytes")]
     TrailingBytes {
@@ -95,6 +106,32 @@ pub fn check_request(api_key: ApiKey, api_version: i16, frame: &[u8]) -> Result<
     w.finish("request")
 }
 
+/// What [`check_response`] found in a well-formed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseCheck {
+    /// Tagged fields present anywhere in the response (header and body, nested structs included).
+    pub tagged_fields: usize,
+}
+
+/// Checks a whole response frame (header and body, without the size prefix) of `api_key` at
+/// `api_version` the same way [`check_request`] checks requests. Sluice uses it in tests to prove that
+/// no tagged field holding its default value is ever emitted; a client decoding responses from
+/// another broker can use it as its pre-decode guard.
+pub fn check_response(
+    api_key: ApiKey,
+    api_version: i16,
+    frame: &[u8],
+) -> Result<ResponseCheck, GuardError> {
+    let header_version = api_key.response_header_version(api_version);
+    let mut w = Walker::new(frame);
+    guard_generated::walk_response_header(&mut w, header_version)?;
+    guard_generated::walk_response_body(&mut w, api_key as i16, api_version)?;
+    w.finish("response")?;
+    Ok(ResponseCheck {
+        tagged_fields: w.tagged_fields_seen,
+    })
+}
+
 /// The request versions of `api_key` that `kafka-protocol`'s decoder accepts, as `(min, max)`; `None`
 /// for an API key it does not know. This is the message type's own range, which for InitProducerId,
 /// OffsetCommit and OffsetFetch is one version narrower than `ApiKey::valid_versions` in 0.18.
@@ -115,12 +152,60 @@ pub fn encodable_response_versions(api_key: i16) -> Option<(i16, i16)> {
 pub(crate) struct Walker<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Heap bytes the decoder may still allocate for collections before the request is refused.
+    budget_bytes: usize,
+    /// Tagged fields met so far (known and unknown).
+    tagged_fields_seen: usize,
 }
+
+/// Collection memory every request may decode into, on top of [`DECODE_BUDGET_PER_FRAME_BYTE`] per
+/// frame byte. The largest legitimate requests (a follower Fetch or an OffsetCommit over 100k
+/// partitions) decode to a few MiB of vectors.
+pub const DECODE_BUDGET_BASE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Collection memory allowed per byte of frame, on top of [`DECODE_BUDGET_BASE_BYTES`].
+pub const DECODE_BUDGET_PER_FRAME_BYTE: usize = 2;
+
+/// Heap charged for each unknown tagged field, which `kafka-protocol` keeps in a `BTreeMap<i32, Bytes>`
+/// (a 40-byte entry plus its share of a B-tree node).
+const UNKNOWN_TAGGED_FIELD_COST_BYTES: usize = 64;
 
 impl<'a> Walker<'a> {
     /// A walker over a whole frame.
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Walker { buf, pos: 0 }
+        let budget_bytes = DECODE_BUDGET_BASE_BYTES
+            .saturating_add(buf.len().saturating_mul(DECODE_BUDGET_PER_FRAME_BYTE));
+        Walker {
+            buf,
+            pos: 0,
+            budget_bytes,
+            tagged_fields_seen: 0,
+        }
+    }
+
+    /// Charges `count` elements of `element_size_bytes` each against the decode budget.
+    fn charge(
+        &mut self,
+        field: &'static str,
+        start: usize,
+        count: usize,
+        element_size_bytes: usize,
+    ) -> Result<(), GuardError> {
+        match count.checked_mul(element_size_bytes) {
+            Some(bytes) if bytes <= self.budget_bytes => {
+                self.budget_bytes -= bytes;
+                Ok(())
+            }
+            _ => Err(GuardError {
+                offset: start,
+                field,
+                kind: GuardErrorKind::DecodeBudgetExceeded {
+                    count,
+                    element_size_bytes,
+                    budget_bytes: self.budget_bytes,
+                },
+            }),
+        }
     }
 
     /// Bytes left before the end of the current scope.
@@ -310,16 +395,20 @@ impl<'a> Walker<'a> {
         })
     }
 
-    /// An array (int32 count) header; returns the element count the caller then walks.
+    /// An array (int32 count) header; returns the element count the caller then walks. The decoder
+    /// will allocate `count * element_size_bytes`, which is charged against the decode budget.
     pub(crate) fn array(
         &mut self,
         field: &'static str,
         nullable: bool,
         min_element_bytes: usize,
+        element_size_bytes: usize,
     ) -> Result<usize, GuardError> {
         let start = self.pos;
         let count = self.read_i32(field)?;
-        self.count(field, start, i64::from(count), nullable, min_element_bytes)
+        let n = self.count(field, start, i64::from(count), nullable, min_element_bytes)?;
+        self.charge(field, start, n, element_size_bytes)?;
+        Ok(n)
     }
 
     /// A compact array (unsigned varint count + 1) header; returns the element count.
@@ -328,10 +417,13 @@ impl<'a> Walker<'a> {
         field: &'static str,
         nullable: bool,
         min_element_bytes: usize,
+        element_size_bytes: usize,
     ) -> Result<usize, GuardError> {
         let start = self.pos;
         let count = i64::from(self.uvarint(field)?) - 1;
-        self.count(field, start, count, nullable, min_element_bytes)
+        let n = self.count(field, start, count, nullable, min_element_bytes)?;
+        self.charge(field, start, n, element_size_bytes)?;
+        Ok(n)
     }
 
     /// The tagged-field section of a flexible struct. `known` walks the content of a tag this schema
@@ -359,8 +451,16 @@ impl<'a> Walker<'a> {
             let mut inner = Walker {
                 buf: &self.buf[..content_end],
                 pos: content_start,
+                budget_bytes: self.budget_bytes,
+                tagged_fields_seen: 0,
             };
-            if known(&mut inner, tag)? && inner.pos != content_end {
+            self.tagged_fields_seen += 1;
+            let is_known = known(&mut inner, tag)?;
+            self.budget_bytes = inner.budget_bytes;
+            self.tagged_fields_seen += inner.tagged_fields_seen;
+            if !is_known {
+                self.charge(field, content_start, 1, UNKNOWN_TAGGED_FIELD_COST_BYTES)?;
+            } else if inner.pos != content_end {
                 return Err(GuardError {
                     offset: content_start,
                     field,
