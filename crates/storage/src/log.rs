@@ -833,7 +833,10 @@ impl Log {
                 ..
             } = files;
             st.unsynced.extend([log, index, time_index]);
-            res?;
+            if let Err(e) = res {
+                // The data is intact; a short index is still a valid sparse index and is rebuilt if needed.
+                tracing::warn!(dir = %self.dir.display(), segment = base, error = %e, "cannot complete the index of a rolled segment");
+            }
         }
         st.dir_dirty = true;
         st.segments.insert(
