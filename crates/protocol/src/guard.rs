@@ -475,3 +475,168 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(r: Result<impl std::fmt::Debug, GuardError>) -> GuardErrorKind {
+        r.expect_err("must be refused").kind
+    }
+
+    #[test]
+    fn varints_follow_kafkas_limits() {
+        assert_eq!(Walker::new(&[0x00]).uvarint("f"), Ok(0));
+        assert_eq!(Walker::new(&[0x7f]).uvarint("f"), Ok(127));
+        assert_eq!(Walker::new(&[0x80, 0x01]).uvarint("f"), Ok(128));
+        assert_eq!(
+            Walker::new(&[0xff, 0xff, 0xff, 0xff, 0x0f]).uvarint("f"),
+            Ok(u32::MAX)
+        );
+        // Above u32::MAX, and longer than five bytes.
+        assert_eq!(
+            kind(Walker::new(&[0xff, 0xff, 0xff, 0xff, 0x1f]).uvarint("f")),
+            GuardErrorKind::InvalidVarint
+        );
+        assert_eq!(
+            kind(Walker::new(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).uvarint("f")),
+            GuardErrorKind::InvalidVarint
+        );
+        assert!(matches!(
+            kind(Walker::new(&[0x80]).uvarint("f")),
+            GuardErrorKind::Truncated { .. }
+        ));
+    }
+
+    #[test]
+    fn lengths_are_checked_against_remaining_bytes_and_nullability() {
+        // int16 string: -1 only when nullable, never below -1, never longer than what remains.
+        assert_eq!(Walker::new(&[0xff, 0xff]).string("s", true), Ok(()));
+        assert_eq!(
+            kind(Walker::new(&[0xff, 0xff]).string("s", false)),
+            GuardErrorKind::InvalidLength { len: -1 }
+        );
+        assert_eq!(
+            kind(Walker::new(&[0xff, 0xfe]).string("s", true)),
+            GuardErrorKind::InvalidLength { len: -2 }
+        );
+        assert!(matches!(
+            kind(Walker::new(&[0x00, 0x03, b'a']).string("s", false)),
+            GuardErrorKind::Truncated {
+                needed_bytes: 3,
+                remaining_bytes: 1
+            }
+        ));
+        // Compact forms: 0 is null, n is n - 1 bytes.
+        assert_eq!(Walker::new(&[0x00]).compact_string("s", true), Ok(()));
+        assert_eq!(
+            kind(Walker::new(&[0x00]).compact_bytes("s", false)),
+            GuardErrorKind::InvalidLength { len: -1 }
+        );
+        assert_eq!(Walker::new(&[0x03, 1, 2]).compact_bytes("s", false), Ok(()));
+        assert_eq!(
+            kind(Walker::new(&[0x80, 0x80, 0x80, 0x80, 0x08]).compact_bytes("s", false)),
+            GuardErrorKind::Truncated {
+                needed_bytes: (1u64 << 31) - 1,
+                remaining_bytes: 0
+            }
+        );
+        // int32 bytes, i32::MIN.
+        assert_eq!(
+            kind(Walker::new(&[0x80, 0, 0, 0]).bytes("b", true)),
+            GuardErrorKind::InvalidLength {
+                len: i64::from(i32::MIN)
+            }
+        );
+    }
+
+    #[test]
+    fn array_counts_need_room_for_their_smallest_elements() {
+        let huge = [0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        assert!(matches!(
+            kind(Walker::new(&huge).array("a", false, 0, 8)),
+            GuardErrorKind::CountTooLarge {
+                count: 2_147_483_647,
+                ..
+            }
+        ));
+        // Two elements of at least 4 bytes need 8 bytes; 7 are not enough.
+        let two = [0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7];
+        assert!(matches!(
+            kind(Walker::new(&two).array("a", false, 4, 4)),
+            GuardErrorKind::CountTooLarge {
+                count: 2,
+                min_element_bytes: 4,
+                remaining_bytes: 7
+            }
+        ));
+        assert_eq!(Walker::new(&two).array("a", false, 3, 4), Ok(2));
+        assert_eq!(
+            Walker::new(&[0xff, 0xff, 0xff, 0xff]).array("a", true, 4, 4),
+            Ok(0)
+        );
+        assert_eq!(
+            kind(Walker::new(&[0xff, 0xff, 0xff, 0xff]).array("a", false, 4, 4)),
+            GuardErrorKind::InvalidLength { len: -1 }
+        );
+        // Zero-sized elements still may not outnumber the remaining bytes.
+        assert!(matches!(
+            kind(Walker::new(&[0, 0, 0, 5, 0, 0]).array("a", false, 0, 8)),
+            GuardErrorKind::CountTooLarge { .. }
+        ));
+    }
+
+    #[test]
+    fn collections_are_charged_against_the_decode_budget() {
+        let mut w = Walker::new(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        w.budget_bytes = 100;
+        assert!(matches!(
+            kind(w.array("a", false, 4, 64)),
+            GuardErrorKind::DecodeBudgetExceeded {
+                count: 2,
+                element_size_bytes: 64,
+                budget_bytes: 100
+            }
+        ));
+        let mut w = Walker::new(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        w.budget_bytes = 128;
+        assert_eq!(w.array("a", false, 4, 64), Ok(2));
+        assert_eq!(w.budget_bytes, 0);
+    }
+
+    #[test]
+    fn known_tagged_fields_must_fill_their_declared_size() {
+        // One tagged field, tag 0, size 3, holding a compact string of 1 byte ("a") plus a stray byte.
+        let frame = [1, 0, 3, 2, b'a', 0xee];
+        let mut w = Walker::new(&frame);
+        let r = w.tagged_fields("t", |w, tag| {
+            assert_eq!(tag, 0);
+            w.compact_string("s", false)?;
+            Ok(true)
+        });
+        assert_eq!(
+            kind(r),
+            GuardErrorKind::TaggedFieldSize {
+                tag: 0,
+                size_bytes: 3,
+                consumed_bytes: 2
+            }
+        );
+        // The same bytes as an unknown tag are skipped whole.
+        let mut w = Walker::new(&frame);
+        assert_eq!(w.tagged_fields("t", |_, _| Ok(false)), Ok(()));
+        assert_eq!(w.remaining(), 0);
+        // A known field cannot read past its declared size into the next field.
+        let frame = [1, 0, 1, 5, b'a', b'b', b'c', b'd'];
+        let r = Walker::new(&frame).tagged_fields("t", |w, _| {
+            w.compact_string("s", false)?;
+            Ok(true)
+        });
+        assert!(matches!(kind(r), GuardErrorKind::Truncated { .. }));
+        // More fields announced than bytes can hold.
+        assert!(matches!(
+            kind(Walker::new(&[0x7f, 0, 0]).tagged_fields("t", |_, _| Ok(false))),
+            GuardErrorKind::CountTooLarge { .. }
+        ));
+    }
+}

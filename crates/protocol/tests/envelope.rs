@@ -126,3 +126,85 @@ fn api_versions_unsupported_response_is_kafkas_v0_answer() {
     ];
     assert_eq!(&frame[..], expected);
 }
+
+/// The kafka-protocol 0.18 hazard from DESIGN.md: a Metadata request of a few bytes whose topic count is
+/// 2^31 - 1. kafka-protocol alone calls `Vec::with_capacity(2^31 - 1)` and aborts the process.
+#[test]
+fn huge_array_count_is_refused_before_the_decoder() {
+    let mut frame = BytesMut::new();
+    frame.put_i16(3); // Metadata
+    frame.put_i16(1);
+    frame.put_i32(77);
+    frame.put_i16(-1); // null client id
+    frame.put_i32(i32::MAX); // topic count
+    match decode_request(frame.freeze()) {
+        Err(RequestError::Malformed {
+            correlation_id: Some(77),
+            reason: MalformedReason::Guard(e),
+            ..
+        }) => assert!(
+            matches!(
+                e.kind,
+                sluice_protocol::guard::GuardErrorKind::CountTooLarge { .. }
+            ),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Many small elements that fit the frame but would decode to far more memory than the frame: each
+/// Metadata topic is 2 bytes on the wire (an empty name) and about 50 in memory.
+#[test]
+fn memory_amplification_is_bounded_by_the_decode_budget() {
+    let topics = 40 * 1024 * 1024 / 2;
+    let mut frame = BytesMut::with_capacity(14 + 2 * topics);
+    frame.put_i16(3);
+    frame.put_i16(1);
+    frame.put_i32(78);
+    frame.put_i16(-1);
+    frame.put_i32(topics as i32);
+    frame.put_bytes(0, 2 * topics);
+    match decode_request(frame.freeze()) {
+        Err(RequestError::Malformed {
+            reason: MalformedReason::Guard(e),
+            ..
+        }) => assert!(
+            matches!(
+                e.kind,
+                sluice_protocol::guard::GuardErrorKind::DecodeBudgetExceeded { .. }
+            ),
+            "{e}"
+        ),
+        other => panic!("{:?}", other.map(|r| r.api_key)),
+    }
+}
+
+#[test]
+fn negative_and_null_lengths_follow_the_schema() {
+    // Metadata v1: topics is nullable (null = all topics), a topic name is not.
+    let mut frame = BytesMut::new();
+    frame.put_i16(3);
+    frame.put_i16(1);
+    frame.put_i32(5);
+    frame.put_i16(-1);
+    frame.put_i32(-1);
+    assert!(decode_request(frame.clone().freeze()).is_ok());
+    frame.truncate(10);
+    frame.put_i32(-2);
+    assert!(decode_request(frame.clone().freeze()).is_err());
+    // A topic name of length -2 is never valid.
+    frame.truncate(10);
+    frame.put_i32(1);
+    frame.put_i16(-2);
+    assert!(decode_request(frame.clone().freeze()).is_err());
+    // kafka-protocol types the name as nullable in every version (Kafka's schema: from v10), so a null
+    // name at v1 reaches the handler as `None`, as it does from kafka-protocol alone.
+    frame.truncate(14);
+    frame.put_i16(-1);
+    let request = decode_request(frame.freeze()).expect("decodes");
+    match request.body {
+        RequestKind::Metadata(m) => assert_eq!(m.topics.expect("topics")[0].name, None),
+        other => panic!("{other:?}"),
+    }
+}
