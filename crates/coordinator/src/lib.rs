@@ -1,0 +1,1 @@
+//! Group coordinator as a pure state machine over `__consumer_offsets`.
