@@ -33,6 +33,10 @@ pub struct Broker {
     pub logs: Arc<LogManager>,
     /// The partitions this broker hosts, reconciled with the controller's image.
     pub replicas: ReplicaManager,
+    /// Incremental fetch sessions (KIP-227); locked only for synchronous calls, never across an `.await`.
+    pub fetch_sessions: parking_lot::Mutex<crate::fetch_session::FetchSessionCache>,
+    /// Fetches waiting for `min_bytes` (long polling).
+    pub fetch_purgatory: crate::purgatory::FetchPurgatory,
 }
 
 impl std::fmt::Debug for Broker {
@@ -78,11 +82,16 @@ impl Broker {
 
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
         replicas.reconcile(&controller.image(), true);
+        let fetch_sessions = parking_lot::Mutex::new(
+            crate::fetch_session::FetchSessionCache::from_config(&config),
+        );
         Ok(Arc::new(Broker {
             config,
             controller,
             logs,
             replicas,
+            fetch_sessions,
+            fetch_purgatory: crate::purgatory::FetchPurgatory::default(),
         }))
     }
 

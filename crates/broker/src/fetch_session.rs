@@ -357,6 +357,16 @@ impl FetchSessionCache {
         Self::with_seed(max_slots, eviction_ms, seed)
     }
 
+    /// A cache sized by `max.incremental.fetch.session.cache.slots` when the broker config has that key
+    /// (Kafka's default, 1000, otherwise).
+    pub fn from_config(config: &crate::config::BrokerConfig) -> FetchSessionCache {
+        let max_slots = config
+            .value_of("max.incremental.fetch.session.cache.slots")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MAX_SLOTS);
+        Self::new(max_slots, DEFAULT_EVICTION_MS)
+    }
+
     /// As [`FetchSessionCache::new`], with session ids drawn from a generator seeded by `seed` (tests).
     pub fn with_seed(max_slots: usize, eviction_ms: i64, seed: u64) -> FetchSessionCache {
         FetchSessionCache {

@@ -21,6 +21,7 @@ pub(crate) mod delete_records;
 pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
+pub(crate) mod fetch;
 pub(crate) mod incremental_alter_configs;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
@@ -85,6 +86,7 @@ macro_rules! api_registry {
 // The registry: `RequestKind variant => handler module, advertised versions;`.
 api_registry! {
     Produce => produce, 3..=11;
+    Fetch => fetch, 4..=16;
     ListOffsets => list_offsets, 1..=8;
     Metadata => metadata, 0..=12;
     ApiVersions => api_versions, 0..=4;
