@@ -3,10 +3,10 @@
 //!
 //! Layout under the metadata dir:
 //! - `meta.properties`: `cluster.id` and `node.id` (as Kafka's), written once.
-//! - `__cluster_metadata-0/<base offset, 20 digits>.log`: segments. Each batch is one frame:
+//! - `__cluster_metadata/<base offset, 20 digits>.log`: segments. Each batch is one frame:
 //!   `[length u32][crc32c u32][body]` with body `[version u8][base offset u64][count u32][records...]`;
 //!   the CRC covers the body. One controller operation is one batch, so it is applied wholly or not at all.
-//! - `__cluster_metadata-0/<last offset, 20 digits>.checkpoint`: a snapshot, `[magic 8][length u32][crc32c u32][image]`,
+//! - `__cluster_metadata/<last offset, 20 digits>.checkpoint`: a snapshot, `[magic 8][length u32][crc32c u32][image]`,
 //!   written to a `.tmp` file, fsynced and renamed, so a snapshot is either whole or absent.
 //!
 //! Recovery loads the newest valid snapshot, replays the batches after it, and cuts a torn or corrupt tail
@@ -23,8 +23,10 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::image::{MetadataDelta, MetadataImage, ReplayError};
 use crate::record::MetadataRecord;
 
-/// The directory holding segments and snapshots, inside the metadata dir.
-pub const LOG_DIR_NAME: &str = "__cluster_metadata-0";
+/// The directory holding segments and snapshots, inside the metadata dir. Not Kafka's `__cluster_metadata-0`:
+/// the metadata dir defaults to the first of `log.dirs`, and a `<topic>-<partition>` name would make the
+/// storage `LogManager` open it as a partition log and "recover" (truncate) our differently framed segments.
+pub const LOG_DIR_NAME: &str = "__cluster_metadata";
 const FRAME_HEADER_BYTES: usize = 8;
 const BATCH_VERSION: u8 = 1;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SLCSNAP1";

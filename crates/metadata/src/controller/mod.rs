@@ -14,7 +14,8 @@ pub use configs::{
 pub use topics::{
     create_partitions, create_topics, delete_topics, is_internal_topic, validate_topic_name,
     CreatePartitions, CreatePartitionsOutcome, CreateTopicOutcome, DeleteTopicOutcome,
-    DeleteTopicTarget, NewTopic, MAX_RECORDS_PER_USER_OP, MAX_TOPIC_NAME_LENGTH,
+    DeleteTopicTarget, NewTopic, CLUSTER_METADATA_TOPIC, MAX_RECORDS_PER_USER_OP,
+    MAX_TOPIC_NAME_LENGTH,
 };
 
 use crate::record::MetadataRecord;

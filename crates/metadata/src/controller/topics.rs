@@ -18,6 +18,9 @@ pub const MAX_RECORDS_PER_USER_OP: usize = 10_000;
 /// The longest legal topic name.
 pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
 
+/// The metadata log's topic name; clients may not create it.
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+
 /// Checks a topic name by Kafka's rules (`Topic.validate`): 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
 /// The error text is Kafka's.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
@@ -323,6 +326,12 @@ pub fn create_topics(
         let result = (|| {
             validate_topic_name(name)
                 .map_err(|m| ApiError::new(code::INVALID_TOPIC_EXCEPTION, m))?;
+            if name == CLUSTER_METADATA_TOPIC {
+                return Err(ApiError::new(
+                    code::INVALID_REQUEST,
+                    format!("Creation of internal topic {CLUSTER_METADATA_TOPIC} is prohibited."),
+                ));
+            }
             if image.topic(name).is_some() {
                 return Err(ApiError::new(
                     code::TOPIC_ALREADY_EXISTS,
