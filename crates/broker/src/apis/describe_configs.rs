@@ -47,8 +47,10 @@ pub(crate) async fn handle(
         .resources
         .into_iter()
         .map(|resource| {
+            // Null or empty: every key (Kafka's `ConfigHelper`).
             let keys: Option<Vec<String>> = resource
                 .configuration_keys
+                .filter(|ks| !ks.is_empty())
                 .map(|ks| ks.into_iter().map(|k| k.to_string()).collect());
             let name = resource.resource_name.to_string();
             let described = match ConfigResourceType::from_code(resource.resource_type) {
