@@ -289,6 +289,30 @@ impl PartitionRead {
         }
     }
 
+    /// A successful read. Without transactions the last stable offset is the high watermark.
+    fn records(
+        params: &FetchParams,
+        partition: i32,
+        high_watermark: i64,
+        log_start_offset: i64,
+        records: Bytes,
+    ) -> PartitionRead {
+        let records_bytes = records.len();
+        PartitionRead {
+            stage: ReadStage::Read,
+            data: PartitionData::default()
+                .with_partition_index(partition)
+                .with_error_code(0)
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(log_start_offset)
+                .with_aborted_transactions(params.read_committed.then(Vec::new))
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_records(Some(records)),
+            records_bytes,
+        }
+    }
+
     fn outcome(&self) -> PartitionFetchOutcome {
         PartitionFetchOutcome {
             error_code: self.data.error_code,
@@ -413,6 +437,25 @@ fn read_partition(
     };
     let partition_max_bytes = usize::try_from(cp.data.partition_max_bytes).unwrap_or(0);
     let max_bytes = partition_max_bytes.min(limit_bytes);
+    if max_bytes == 0 && !min_one_batch {
+        // The budget is spent: skip the read (which would return one batch to discard), but still answer
+        // OFFSET_OUT_OF_RANGE and the offsets as a read would.
+        let log_start_offset = log.log_start_offset();
+        if cp.data.fetch_offset < log_start_offset || cp.data.fetch_offset > log.log_end_offset() {
+            return PartitionRead::error(
+                ReadStage::Read,
+                index,
+                ErrorCode::OffsetOutOfRange.code(),
+            );
+        }
+        return PartitionRead::records(
+            params,
+            index,
+            high_watermark,
+            log_start_offset,
+            Bytes::new(),
+        );
+    }
     let result = match log.read(cp.data.fetch_offset, max_bytes, upper_bound) {
         Ok(r) => r,
         Err(ReadError::OffsetOutOfRange { .. }) => {
@@ -429,20 +472,13 @@ fn read_partition(
     } else {
         whole_batches_within(result.data, max_bytes)
     };
-    let records_bytes = records.len();
-    PartitionRead {
-        stage: ReadStage::Read,
-        data: PartitionData::default()
-            .with_partition_index(index)
-            .with_error_code(0)
-            .with_high_watermark(high_watermark)
-            .with_last_stable_offset(last_stable_offset)
-            .with_log_start_offset(result.log_start_offset)
-            .with_aborted_transactions(params.read_committed.then(Vec::new))
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(records)),
-        records_bytes,
-    }
+    PartitionRead::records(
+        params,
+        index,
+        high_watermark,
+        result.log_start_offset,
+        records,
+    )
 }
 
 /// KAFKA_STORAGE_ERROR is NOT_LEADER_OR_FOLLOWER for Fetch v4-v5 clients, which do not know it (Kafka's
