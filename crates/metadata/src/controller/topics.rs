@@ -268,6 +268,12 @@ fn plan_partitions(
     } else {
         topic.replication_factor
     };
+    if replication_factor <= 0 {
+        return Err(ApiError::new(
+            code::INVALID_REPLICATION_FACTOR,
+            "Replication factor must be larger than 0, or -1 to use the default value.",
+        ));
+    }
     if num_partitions <= 0 {
         return Err(ApiError::new(
             code::INVALID_PARTITIONS,
