@@ -92,6 +92,10 @@ enum Check {
     LevelOrDefault(i64, i64),
     Ratio,
     OneOf(&'static [&'static str]),
+    /// Empty, `*`, or a list of `partition:broker` pairs.
+    ThrottledReplicas,
+    /// A tiered-storage switch: only `false`, as Sluice has no remote storage.
+    NoTieredStorage,
     ListOf(&'static [&'static str]),
 }
 
@@ -147,8 +151,12 @@ static DEFS: &[TopicConfigDef] = &[
         "Force an fsync after this many messages are appended."),
     def!("flush.ms", Long, LONG_MAX, ["log.flush.interval.ms"], Check::AtLeast(0),
         "Force an fsync after this much time since the last one."),
+    def!("follower.replication.throttled.replicas", List, "", [], Check::ThrottledReplicas,
+        "Replicas whose log replication is throttled on the follower side: partition:broker pairs or *."),
     def!("index.interval.bytes", Int, "4096", ["log.index.interval.bytes"], Check::AtLeast(0),
         "How frequently an entry is added to the offset index."),
+    def!("leader.replication.throttled.replicas", List, "", [], Check::ThrottledReplicas,
+        "Replicas whose log replication is throttled on the leader side: partition:broker pairs or *."),
     def!("local.retention.bytes", Long, "-2", ["log.local.retention.bytes"], Check::AtLeast(-2),
         "The maximum size of local log segments before deletion (tiered storage); -2 means retention.bytes."),
     def!("local.retention.ms", Long, "-2", ["log.local.retention.ms"], Check::AtLeast(-2),
@@ -174,12 +182,19 @@ static DEFS: &[TopicConfigDef] = &[
         "The minimum number of in-sync replicas that must acknowledge a write with acks=all."),
     def!("preallocate", Boolean, "false", ["log.preallocate"], Check::None,
         "Whether to preallocate the file on disk when creating a new log segment."),
+    def!("remote.log.copy.disable", Boolean, "false", [], Check::NoTieredStorage,
+        "Stop copying log segments to remote storage (tiered storage)."),
+    def!("remote.log.delete.on.disable", Boolean, "false", [], Check::NoTieredStorage,
+        "Delete remote segments when tiered storage is disabled for the topic."),
+    def!("remote.storage.enable", Boolean, "false", [], Check::NoTieredStorage,
+        "Enable tiered storage for the topic (not supported by Sluice: only false is accepted)."),
     def!("retention.bytes", Long, "-1", ["log.retention.bytes"], Check::None,
         "The maximum size a partition can grow to before old segments are discarded; -1 means no limit."),
     def!("retention.ms", Long, "604800000", ["log.retention.ms", "log.retention.minutes", "log.retention.hours"],
         Check::AtLeast(-1),
         "The maximum time a log segment is retained before it is discarded; -1 means no limit."),
-    def!("segment.bytes", Int, "1073741824", ["log.segment.bytes"], Check::AtLeast(14),
+    // Kafka 4.0 raised the minimum from 14 bytes to 1 MiB (KIP-1030).
+    def!("segment.bytes", Int, "1073741824", ["log.segment.bytes"], Check::AtLeast(1_048_576),
         "The segment file size for the log."),
     def!("segment.index.bytes", Int, "10485760", ["log.index.size.max.bytes"], Check::AtLeast(4),
         "The size of the index that maps offsets to file positions."),
@@ -272,6 +287,30 @@ impl TopicConfigDef {
                 value,
                 self.name,
                 format!("String must be one of: {}", allowed.join(", ")),
+            )),
+            (Check::ThrottledReplicas, _) => {
+                let valid = trimmed.is_empty()
+                    || trimmed == "*"
+                    || trimmed.split(',').map(str::trim).all(|pair| {
+                        pair.split_once(':').is_some_and(|(p, b)| {
+                            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                        })
+                    });
+                if valid {
+                    Ok(())
+                } else {
+                    Err(invalid(
+                        value,
+                        self.name,
+                        "must be the literal '*' or a list of replicas in the following format: \
+                         [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                    ))
+                }
+            }
+            (Check::NoTieredStorage, _) if trimmed.eq_ignore_ascii_case("true") => Err(ApiError::new(
+                code::INVALID_CONFIG,
+                "Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote \
+                 log storage.",
             )),
             (Check::ListOf(allowed), _) => {
                 for item in trimmed.split(',').map(str::trim) {
@@ -393,6 +432,13 @@ pub fn describe_one(
             });
         }
     }
+    if def.broker_synonyms.is_empty() {
+        synonyms.push(ConfigSynonym {
+            name: def.name.into(),
+            value: Some(def.default.into()),
+            source: ConfigSource::DefaultConfig,
+        });
+    }
     let (value, source) = match topic_override {
         Some(v) => (v.clone(), ConfigSource::TopicConfig),
         None => {
@@ -479,6 +525,20 @@ mod tests {
         assert!(validate("min.cleanable.dirty.ratio", Some("1.5")).is_err());
         assert!(validate("compression.gzip.level", Some("-1")).is_ok());
         assert!(validate("compression.gzip.level", Some("0")).is_err());
+        assert!(
+            validate("segment.bytes", Some("1048575")).is_err(),
+            "Kafka 4.0 minimum"
+        );
+        assert!(validate("follower.replication.throttled.replicas", Some("0:1, 1:2")).is_ok());
+        assert!(validate("leader.replication.throttled.replicas", Some("*")).is_ok());
+        assert!(validate("leader.replication.throttled.replicas", Some("0-1")).is_err());
+        assert!(validate("remote.storage.enable", Some("false")).is_ok());
+        assert_eq!(
+            validate("remote.storage.enable", Some("true"))
+                .unwrap_err()
+                .code,
+            code::INVALID_CONFIG
+        );
         assert_eq!(
             validate("no.such.key", Some("1")).unwrap_err().code,
             code::INVALID_CONFIG

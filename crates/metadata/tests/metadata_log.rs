@@ -231,11 +231,8 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         (0..6u8).prop_map(Op::Delete),
         (0..6u8, 0..6i32).prop_map(|(name, count)| Op::AddPartitions { name, count }),
-        (0..6u8, 0..KEYS.len(), 0..100_000i64).prop_map(|(name, key, value)| Op::SetConfig {
-            name,
-            key,
-            value
-        }),
+        (0..6u8, 0..KEYS.len(), 1_048_576..1_100_000i64)
+            .prop_map(|(name, key, value)| Op::SetConfig { name, key, value }),
         (0..6u8, 0..KEYS.len()).prop_map(|(name, key)| Op::DeleteConfig { name, key }),
     ]
 }
