@@ -600,8 +600,11 @@ impl Log {
                     );
                 }
                 if recover {
+                    // As Kafka's LogSegment.recover: only epochs newer than the cache's latest.
                     for &(e, o) in &outcome.epochs {
-                        epochs.assign(e, o);
+                        if epochs.latest_epoch().is_none_or(|latest| e > latest) {
+                            epochs.assign(e, o);
+                        }
                     }
                     recovered_files.push(file.clone());
                 }
@@ -676,8 +679,8 @@ impl Log {
             .unwrap_or(st.log_start_offset)
             .clamp(st.log_start_offset, leo);
         let lso = st.log_start_offset;
-        epochs.truncate_from_end(leo);
         epochs.truncate_from_start(lso);
+        epochs.truncate_from_end(leo);
         st.epochs = epochs;
         let epoch_bytes = st.epochs.encode();
         drop(st);
@@ -1441,6 +1444,7 @@ impl Log {
         st.log_end_offset = leo;
         st.recovery_point = st.recovery_point.min(leo);
         st.high_watermark = st.high_watermark.min(leo);
+        let lso_moved = leo < st.log_start_offset;
         st.log_start_offset = st.log_start_offset.min(leo);
         st.epochs.truncate_from_end(leo);
         let epochs = st.epochs.encode();
@@ -1449,6 +1453,9 @@ impl Log {
         drop(st);
         self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
         self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
+        if lso_moved {
+            self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(leo))?;
+        }
         Ok(())
     }
 
