@@ -12,6 +12,7 @@ const { Kafka, CompressionTypes, logLevel } = require('kafkajs')
 const Cluster = require('kafkajs/src/cluster')
 const { createLogger } = require('kafkajs/src/loggers')
 const LoggerConsole = require('kafkajs/src/loggers/console')
+const defaultSocketFactory = require('kafkajs/src/network/socketFactory')
 const { startBroker } = require('./broker')
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1'
@@ -62,6 +63,10 @@ async function fetchAll(topic, partition, count) {
     logger: createLogger({ level: logLevel.ERROR, logCreator: LoggerConsole }),
     brokers: [broker.bootstrap],
     clientId: 'sluice-kafkajs-fetch',
+    socketFactory: defaultSocketFactory(),
+    connectionTimeout: 3000,
+    requestTimeout: 30000,
+    enforceRequestTimeout: true,
   })
   await cluster.connect()
   try {

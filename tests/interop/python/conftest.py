@@ -155,6 +155,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
         log = open(self.log_path, "ab")
         log.write(f"\n==== start #{self.starts + 1}: {' '.join(self.command())}\n".encode())
         log.flush()

@@ -115,10 +115,9 @@ def test_acks(broker, topic_name, acks):
     log = DeliveryLog()
     produce_all(producer, topic_name, records, log)
     if acks == "0":
-        # No response: librdkafka reports success with no offset (OFFSET_INVALID).
+        # No response, so no offsets to check (librdkafka reports made-up ones); the read-back below is the test.
         assert not log.errors, f"delivery errors with acks=0: {log.errors[:3]}"
         assert len(log.acked) == n
-        assert all(offset < 0 for _, offset in log.acked.values())
     else:
         assert_acks_dense(log, records)
     want = expected_by_partition(records, PARTITIONS)

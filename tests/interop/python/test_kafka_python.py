@@ -38,7 +38,10 @@ def test_produce_and_consume_with_assign(broker, topic_name):
     finally:
         admin.close()
 
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", compression_type="gzip", linger_ms=5)
+    # kafka-python 3 enables idempotence by default, which needs InitProducerId (see the xfail test below).
+    producer = KafkaProducer(
+        bootstrap_servers=broker.bootstrap, acks="all", compression_type="gzip", linger_ms=5, enable_idempotence=False
+    )
     n = 2_000
     base_ts = 1_763_000_000_000
     futures = []
@@ -91,6 +94,20 @@ def test_produce_and_consume_with_assign(broker, topic_name):
             assert m.timestamp == base_ts + i
 
 
+@pytest.mark.xfail(
+    reason="idempotent producer not implemented in the broker yet (InitProducerId, API key 22, is not advertised)",
+    strict=False,
+)
+def test_default_idempotent_producer(broker, topic_name):
+    """kafka-python 3 (like the Java client since 3.0) produces idempotently by default."""
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=10_000)
+    try:
+        md = producer.send(topic_name, b"idempotent").get(timeout=15)
+        assert md.offset == 0
+    finally:
+        producer.close(timeout=5)
+
+
 def test_admin_create_describe_delete_topics(broker, topic_name):
     admin = admin_client(broker.bootstrap)
     try:
@@ -104,7 +121,7 @@ def test_admin_create_describe_delete_topics(broker, topic_name):
         assert desc["name"] == topic_name
         assert desc["error_code"] == 0
         assert sorted(p["partition_index"] for p in desc["partitions"]) == [0, 1, 2, 3]
-        node_ids = {b["node_id"] for b in admin.describe_cluster()["brokers"]}
+        node_ids = {b["broker_id"] for b in admin.describe_cluster()["brokers"]}
         assert len(node_ids) == 1
         for p in desc["partitions"]:
             assert p["leader_id"] in node_ids
@@ -159,7 +176,7 @@ def test_admin_describe_and_alter_topic_configs(broker, topic_name):
 def test_admin_describe_broker_configs(broker):
     admin = admin_client(broker.bootstrap)
     try:
-        [node_id] = [b["node_id"] for b in admin.describe_cluster()["brokers"]]
+        [node_id] = [b["broker_id"] for b in admin.describe_cluster()["brokers"]]
         resource = ConfigResource(ConfigResourceType.BROKER, str(node_id))
         configs = admin.describe_configs([resource], config_filter="all")["broker"][str(node_id)]
         for key in ("num.partitions", "log.dirs", "auto.create.topics.enable", "message.max.bytes"):

@@ -33,7 +33,7 @@ def test_metadata_list(broker, topic_name):
     md = json.loads(kcat(broker, "-L", "-J"))
     brokers = md["brokers"]
     assert len(brokers) == 1
-    assert brokers[0]["name"] == f"127.0.0.1:{broker.port}/{brokers[0]['id']}"
+    assert brokers[0]["name"] == f"127.0.0.1:{broker.port}"
     [topic] = [t for t in md["topics"] if t["topic"] == topic_name]
     assert "error" not in topic or not topic["error"]
     assert sorted(p["partition"] for p in topic["partitions"]) == [0, 1, 2]
@@ -87,3 +87,15 @@ def test_offsets_for_times(broker, topic_name):
     assert query(base + 9001) == -1  # past the last timestamp: no offset (Kafka answers -1)
     assert query(-2) == 0  # earliest
     assert query(-1) == 10  # latest
+
+
+def test_produce_auto_creates_topic(broker, topic_name):
+    """auto.create.topics.enable defaults to true: producing to an unknown topic creates it with
+    num.partitions (default 1) partitions."""
+    kcat(broker, "-P", "-t", topic_name, stdin=b"one\ntwo\nthree\n")
+    md = json.loads(kcat(broker, "-L", "-J", "-t", topic_name))
+    [topic] = md["topics"]
+    assert topic["topic"] == topic_name
+    assert [p["partition"] for p in topic["partitions"]] == [0]
+    out = kcat(broker, "-C", "-t", topic_name, "-p", "0", "-o", "beginning", "-e", "-f", "%o:%s\n")
+    assert out.splitlines() == ["0:one", "1:two", "2:three"]
