@@ -18,7 +18,9 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT="$PWD"
-LOG_DIR="$ROOT/target/test-logs"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+LOG_DIR="$TARGET_DIR/test-logs"
+export PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$LOG_DIR"
 
 ALL_SUITES=(rust python js librdkafka fuzz)
@@ -51,7 +53,7 @@ scripts/install-test-deps.sh
 # ---------------------------------------------------------------------------------------------------
 section "build (release, whole workspace, all targets)"
 cargo build --release --workspace --all-targets
-export SLUICE_BIN="$ROOT/target/release/sluice"
+export SLUICE_BIN="$TARGET_DIR/release/sluice"
 [[ -x "$SLUICE_BIN" ]] || { echo "build did not produce $SLUICE_BIN" >&2; exit 1; }
 echo "SLUICE_BIN=$SLUICE_BIN"
 
