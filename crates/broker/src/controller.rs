@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// A snapshot is written after this many records since the previous one.
 pub const SNAPSHOT_INTERVAL_RECORDS: u64 = 1000;
+/// How long opening waits for another instance to release the metadata log.
+const LOCK_WAIT_MS: u64 = 5_000;
 /// Operations waiting for the controller thread beyond this make callers wait (back-pressure).
 const QUEUE_DEPTH: usize = 256;
 
@@ -101,9 +103,28 @@ impl State {
 /// The controller handle; cheap to clone, shared by every connection task.
 #[derive(Clone)]
 pub struct Controller {
-    jobs: mpsc::Sender<Job>,
+    thread: Arc<ControllerThread>,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
     defaults: ControllerDefaults,
+}
+
+/// The queue to the controller thread. Dropping the last handle closes the queue and joins the thread, so the
+/// metadata log (and its lock) is closed once the last `Controller` is gone: a restart in the same process can
+/// open it again at once.
+struct ControllerThread {
+    jobs: Option<mpsc::Sender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ControllerThread {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("the controller thread panicked");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Controller {
@@ -135,6 +156,7 @@ impl Controller {
             dir: config.metadata_dir.clone(),
             node_id: config.node_id,
             snapshot_interval_records: SNAPSHOT_INTERVAL_RECORDS,
+            lock_wait_ms: LOCK_WAIT_MS,
         };
         let (log, image, report) =
             FileMetadataLog::open(&options, MetadataImage::empty(stored, config.node_id))?;
@@ -167,7 +189,7 @@ impl Controller {
             image,
             publisher: publisher.clone(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("sluice-controller".into())
             .spawn(move || {
                 // Ends when every Controller handle is dropped.
@@ -177,7 +199,10 @@ impl Controller {
             })
             .map_err(|e| ControllerError::Stopped(e.to_string()))?;
         Ok(Controller {
-            jobs,
+            thread: Arc::new(ControllerThread {
+                jobs: Some(jobs),
+                handle: Some(handle),
+            }),
             publisher,
             defaults,
         })
@@ -194,8 +219,12 @@ impl Controller {
             let result = op(&state.image);
             let _ = tx.send(state.commit(result));
         });
-        self.jobs
-            .send(job)
+        let jobs = self
+            .thread
+            .jobs
+            .as_ref()
+            .ok_or_else(|| ControllerError::Stopped("controller closed".into()))?;
+        jobs.send(job)
             .await
             .map_err(|_| ControllerError::Stopped("controller thread exited".into()))?;
         rx.await.map_err(|_| {

@@ -65,6 +65,9 @@ pub enum LogError {
     /// `meta.properties` belongs to another node or is unreadable.
     #[error("invalid meta.properties: {0}")]
     MetaProperties(String),
+    /// Another broker (process or instance) holds the metadata log.
+    #[error("{0} is locked by another broker using the same metadata dir")]
+    Locked(PathBuf),
     /// An earlier append failed half-way and could not be undone; the process must restart to recover.
     #[error("the metadata log failed earlier and accepts no more appends")]
     Failed,
@@ -105,11 +108,47 @@ pub struct FileLogOptions {
     pub node_id: i32,
     /// Write a snapshot after this many records since the last one (0 = never).
     pub snapshot_interval_records: u64,
+    /// How long to wait for another instance to release the log's lock before failing (an in-process restart
+    /// may briefly overlap the old instance's shutdown).
+    pub lock_wait_ms: u64,
+}
+
+/// Takes an exclusive, non-blocking `flock` on `<dir>/.lock`, retrying for up to `wait_ms`. Two writers on one
+/// metadata log would fork it; the lock is released when the file is closed, including by a crash.
+fn lock_dir(dir: &Path, wait_ms: u64) -> Result<File, LogError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(LogError::Locked(path));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(LogError::Io {
+                    context: format!("lock {}", path.display()),
+                    source: e.into(),
+                })
+            }
+        }
+    }
 }
 
 /// The file-backed metadata log.
 #[derive(Debug)]
 pub struct FileMetadataLog {
+    /// Holds an exclusive `flock` on `.lock` for as long as the log is open.
+    _lock: File,
     log_dir: PathBuf,
     active: File,
     active_path: PathBuf,
@@ -269,6 +308,7 @@ impl FileMetadataLog {
     ) -> Result<(FileMetadataLog, MetadataImage, RecoveryReport), LogError> {
         let log_dir = options.dir.join(LOG_DIR_NAME);
         fs::create_dir_all(&log_dir).map_err(io_err(format!("create {}", log_dir.display())))?;
+        let lock = lock_dir(&log_dir, options.lock_wait_ms)?;
         let mut segments = Vec::new();
         let mut snapshots = Vec::new();
         for entry in
@@ -362,6 +402,7 @@ impl FileMetadataLog {
             sync_dir(&log_dir)?;
         }
         let log = FileMetadataLog {
+            _lock: lock,
             log_dir,
             active,
             active_path,

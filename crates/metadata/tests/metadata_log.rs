@@ -20,6 +20,7 @@ fn options(dir: &Path, snapshot_interval_records: u64) -> FileLogOptions {
         dir: dir.to_path_buf(),
         node_id: 0,
         snapshot_interval_records,
+        lock_wait_ms: 0,
     }
 }
 
@@ -90,6 +91,19 @@ fn reopen_replays_every_batch() {
     assert_eq!(reopened, image);
     assert_eq!(report.records_replayed as i64, image.offset + 1);
     assert_eq!(log.next_offset(), image.offset + 1);
+}
+
+#[test]
+fn a_second_writer_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, _) = FileMetadataLog::open(&options(dir.path(), 0), base()).unwrap();
+    let second = FileMetadataLog::open(&options(dir.path(), 0), base());
+    assert!(
+        matches!(second, Err(sluice_metadata::log::LogError::Locked(_))),
+        "{second:?}"
+    );
+    drop(first);
+    assert!(FileMetadataLog::open(&options(dir.path(), 0), base()).is_ok());
 }
 
 #[test]
