@@ -456,7 +456,7 @@ impl FetchSessionCache {
         let before = session.partitions.len();
         session.update(&partitions, &forgotten);
         let after = session.partitions.len();
-        self.total_partitions = self.total_partitions + after - before;
+        self.total_partitions = (self.total_partitions + after).saturating_sub(before);
         if after == 0 {
             // Nothing left to fetch: the session closes and this request is answered sessionlessly.
             self.remove(metadata.session_id);
@@ -582,7 +582,9 @@ impl FetchSessionCache {
     pub fn remove(&mut self, session_id: i32) -> bool {
         match self.sessions.remove(&session_id) {
             Some(session) => {
-                self.total_partitions -= session.partitions.len();
+                self.total_partitions = self
+                    .total_partitions
+                    .saturating_sub(session.partitions.len());
                 true
             }
             None => false,

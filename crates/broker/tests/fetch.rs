@@ -480,6 +480,15 @@ async fn kip74_oversize_batches_and_byte_limits() {
     assert_eq!((p1.error_code, p1.high_watermark), (NONE, 1));
     assert_eq!(p1.records, Some(Bytes::new()));
 
+    // The first partition *with data* gets the oversize batch, even when it is not the first partition.
+    let mut request = fetch_request(12, ("big", id), &[(0, 1), (1, 0)]).with_max_bytes(1000);
+    for p in &mut request.topics[0].partitions {
+        p.partition_max_bytes = 1000;
+    }
+    let response = client.send(12, request).await;
+    assert_eq!(partition(&response, 0).records, Some(Bytes::new()));
+    assert_eq!(values(partition(&response, 1)), vec![big.clone()]);
+
     // partition_max_bytes keeps whole batches only: three small batches, a limit that fits two.
     let small = batch(&[b"0123456789"]);
     let small_len = i32::try_from(small.len()).expect("len");
