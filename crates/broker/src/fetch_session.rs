@@ -1299,4 +1299,146 @@ mod tests {
             assert!(seen.insert(id));
         }
     }
+
+    /// A tiny deterministic generator for the simulation below.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// KIP-227's promise, checked over random runs: a client that applies only the partitions an incremental
+    /// response carries always holds the broker's current high watermark, log start offset and error of every
+    /// partition in its session, and every partition with records is sent.
+    #[test]
+    fn incremental_responses_keep_the_client_view_exact() {
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut cache = FetchSessionCache::with_seed(8, DEFAULT_EVICTION_MS, seed);
+            const N: i32 = 6;
+            // Broker truth per partition: (high watermark, log start offset, error code).
+            let mut truth: Vec<(i64, i64, i16)> = (0..N).map(|_| (0, 0, 0)).collect();
+            // Client view: what it last received, for partitions in its session.
+            let mut view: std::collections::BTreeMap<i32, (i64, i64, i16)> = Default::default();
+            let mut offsets: std::collections::BTreeMap<i32, i64> = Default::default();
+            let outcome_of = |p: i32, fetch_offset: i64, truth: &[(i64, i64, i16)]| {
+                let (hw, lso, err) = truth[p as usize];
+                if err != 0 {
+                    PartitionFetchOutcome {
+                        error_code: err,
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records_bytes: 0,
+                        has_preferred_read_replica: false,
+                    }
+                } else {
+                    PartitionFetchOutcome {
+                        error_code: 0,
+                        high_watermark: hw,
+                        log_start_offset: lso,
+                        records_bytes: usize::try_from((hw - fetch_offset).max(0)).unwrap_or(0)
+                            * 10,
+                        has_preferred_read_replica: false,
+                    }
+                }
+            };
+            // Open with partitions 0..3.
+            let initial: Vec<_> = (0..3).map(|p| part("t", p, 0)).collect();
+            let ctx = cache.new_context(request(0, 0, initial, vec![]), &no_ids, 0);
+            let outs: Vec<_> = ctx
+                .partitions()
+                .iter()
+                .map(|p| outcome_of(p.key.partition, 0, &truth))
+                .collect();
+            let plan = cache.update_and_generate(&ctx, &outs, 0);
+            let id = plan.session_id;
+            assert!(id > 0);
+            for (p, o) in ctx.partitions().iter().zip(&outs) {
+                view.insert(
+                    p.key.partition,
+                    (o.high_watermark, o.log_start_offset, o.error_code),
+                );
+                offsets.insert(p.key.partition, 0);
+            }
+            let mut epoch = 1;
+            for step in 0..60 {
+                // The broker moves on.
+                for _ in 0..rng.below(3) {
+                    let p = rng.below(N as u64) as usize;
+                    match rng.below(4) {
+                        0 => truth[p].2 = if truth[p].2 == 0 { 6 } else { 0 },
+                        1 => truth[p].1 = (truth[p].1 + 1).min(truth[p].0),
+                        _ => truth[p].0 += 1 + rng.below(3) as i64,
+                    }
+                }
+                // The client adds, alters or forgets a partition now and then (never the last one).
+                let mut named = vec![];
+                let mut forgotten = vec![];
+                match rng.below(5) {
+                    0 => {
+                        let p = rng.below(N as u64) as i32;
+                        let o = *offsets.get(&p).unwrap_or(&0);
+                        named.push(part("t", p, o));
+                        offsets.insert(p, o);
+                        view.entry(p).or_insert((i64::MIN, i64::MIN, i16::MIN));
+                    }
+                    1 if view.len() > 1 => {
+                        let p = *view
+                            .keys()
+                            .nth(rng.below(view.len() as u64) as usize)
+                            .expect("key");
+                        forgotten.push(key("t", p));
+                        view.remove(&p);
+                        offsets.remove(&p);
+                    }
+                    _ => {}
+                }
+                let ctx = cache.new_context(request(id, epoch, named, forgotten), &no_ids, step);
+                let FetchContext::Incremental { partitions, .. } = &ctx else {
+                    panic!("seed {seed} step {step}: expected an incremental context, got {ctx:?}");
+                };
+                let outs: Vec<_> = partitions
+                    .iter()
+                    .map(|p| outcome_of(p.key.partition, offsets[&p.key.partition], &truth))
+                    .collect();
+                let plan = cache.update_and_generate(&ctx, &outs, step);
+                assert_eq!(plan.error_code, 0, "seed {seed} step {step}");
+                for ((p, o), sent) in partitions.iter().zip(&outs).zip(&plan.include) {
+                    if o.records_bytes > 0 {
+                        assert!(
+                            sent,
+                            "seed {seed} step {step}: partition {} had records",
+                            p.key.partition
+                        );
+                    }
+                    if *sent {
+                        view.insert(
+                            p.key.partition,
+                            (o.high_watermark, o.log_start_offset, o.error_code),
+                        );
+                        if o.error_code == 0 {
+                            offsets.insert(p.key.partition, o.high_watermark);
+                        }
+                    }
+                }
+                for (p, seen) in &view {
+                    let o = outcome_of(*p, offsets[p], &truth);
+                    assert_eq!(
+                        *seen,
+                        (o.high_watermark, o.log_start_offset, o.error_code),
+                        "seed {seed} step {step}: client view of partition {p} is stale"
+                    );
+                }
+                epoch = next_epoch(epoch);
+            }
+            assert_eq!(cache.total_partitions(), view.len(), "seed {seed}");
+        }
+    }
 }
