@@ -37,6 +37,8 @@ pub struct Broker {
     pub fetch_sessions: parking_lot::Mutex<crate::fetch_session::FetchSessionCache>,
     /// Fetches waiting for `min_bytes` (long polling).
     pub fetch_purgatory: crate::purgatory::FetchPurgatory,
+    /// The group coordinator (consumer groups and committed offsets on `__consumer_offsets`).
+    pub groups: crate::group_coordinator::GroupCoordinator,
 }
 
 impl std::fmt::Debug for Broker {
@@ -85,14 +87,18 @@ impl Broker {
         let fetch_sessions = parking_lot::Mutex::new(
             crate::fetch_session::FetchSessionCache::from_config(&config),
         );
-        Ok(Arc::new(Broker {
+        let groups = crate::group_coordinator::GroupCoordinator::new(&config);
+        let broker = Arc::new(Broker {
             config,
             controller,
             logs,
             replicas,
             fetch_sessions,
             fetch_purgatory: crate::purgatory::FetchPurgatory::default(),
-        }))
+            groups,
+        });
+        crate::group_coordinator::GroupCoordinator::start(&broker);
+        Ok(broker)
     }
 
     /// Flushes every log and writes the clean-shutdown marker. Called once, after the last request finished.
