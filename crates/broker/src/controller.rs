@@ -100,6 +100,18 @@ impl State {
     }
 }
 
+/// A random topic id whose URL-safe base64 form does not start with `-` (Kafka's `Uuid.randomUuid` rule, so the
+/// id can be passed to command-line tools without reading as an option).
+fn new_topic_id() -> Uuid {
+    loop {
+        let id = Uuid::new_v4();
+        // The first base64 character is the top 6 bits of the first byte; '-' is index 62.
+        if id.as_bytes()[0] >> 2 != 62 {
+            return id;
+        }
+    }
+}
+
 /// The controller handle; cheap to clone, shared by every connection task.
 #[derive(Clone)]
 pub struct Controller {
@@ -267,7 +279,7 @@ impl Controller {
         let defaults = self.defaults;
         let result = self
             .run(move |image| {
-                logic::create_topics(image, defaults, &topics, validate_only, &mut Uuid::new_v4)
+                logic::create_topics(image, defaults, &topics, validate_only, &mut new_topic_id)
             })
             .await;
         match result {
@@ -391,6 +403,13 @@ mod tests {
             reopened.offset, image.offset,
             "re-registering the same broker writes nothing"
         );
+    }
+
+    #[test]
+    fn topic_ids_never_start_with_a_dash_in_base64() {
+        for _ in 0..2000 {
+            assert_ne!(new_topic_id().as_bytes()[0] >> 2, 62);
+        }
     }
 
     #[tokio::test]
