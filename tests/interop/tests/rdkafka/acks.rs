@@ -27,17 +27,14 @@ fn produce_with_acks(acks: &str) {
     }
     let reports = flush_reports(&producer, RECORDS);
     if acks == "0" {
-        // No response, so no offset: librdkafka reports success with offset -1 (invalid).
+        // No response, so no offset: librdkafka makes one up (RD_KAFKA_OFFSET_INVALID + index in batch), so only
+        // success is checked here; the records' real positions are checked by consuming below.
         for report in &reports {
             assert!(
                 report.error.is_none(),
                 "record {} failed: {:?}",
                 report.id,
                 report.error
-            );
-            assert_eq!(
-                report.offset, -1,
-                "acks=0 delivery reports cannot know the offset"
             );
         }
     } else {

@@ -95,9 +95,11 @@ pub(crate) fn producer(broker: &Broker, extra: &[(&str, &str)]) -> BaseProducer<
         .expect("create producer")
 }
 
-/// A consumer without a group (used with `assign` only).
+/// A consumer used with `assign` only (no subscribe, no commits). librdkafka refuses `assign` without a
+/// `group.id`, so it has one, but never joins the group.
 pub(crate) fn consumer(broker: &Broker, extra: &[(&str, &str)]) -> BaseConsumer {
     let mut base = vec![
+        ("group.id", "sluice-interop-assign-only"),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("enable.partition.eof", "false"),
@@ -301,12 +303,12 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// `len` bytes: half random, half repetitive text, so that compression has something to do.
+    /// `len` bytes: a quarter random, the rest repetitive text, so that every codec has something to do.
     pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             let word = self.next_u64();
-            if word.is_multiple_of(2) {
+            if word.is_multiple_of(4) {
                 out.extend_from_slice(&word.to_le_bytes());
             } else {
                 out.extend_from_slice(b"sluice--");
