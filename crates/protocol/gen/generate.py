@@ -539,14 +539,26 @@ def emit_sample(ctx, s, out):
 
 # ---------------------------------------------------------------- main
 
+def default_src_dir():
+    cands = glob.glob(os.path.expanduser("~/.cargo/registry/src/*/kafka-protocol-%s/src/messages" % KAFKA_PROTOCOL_VERSION))
+    if not cands:
+        raise GenError("kafka-protocol %s not in ~/.cargo/registry; run `cargo fetch` first" % KAFKA_PROTOCOL_VERSION)
+    return cands[0]
+
+
+def parse_module(path):
+    """Parses one kafka-protocol message file into (ctx, {struct name: Struct}) in file order."""
+    module = os.path.basename(path)[:-3]
+    src = open(path).read()
+    ctx = Ctx(module, parse_structs(src))
+    structs = {}
+    for name, body in parse_decoders(src).items():
+        structs[name] = parse_struct_decoder(ctx, name, body)
+    return ctx, structs
+
+
 def main():
-    if len(sys.argv) > 1:
-        src_dir = sys.argv[1]
-    else:
-        cands = glob.glob(os.path.expanduser("~/.cargo/registry/src/*/kafka-protocol-%s/src/messages" % KAFKA_PROTOCOL_VERSION))
-        if not cands:
-            raise GenError("kafka-protocol %s not in ~/.cargo/registry; run `cargo fetch` first" % KAFKA_PROTOCOL_VERSION)
-        src_dir = cands[0]
+    src_dir = sys.argv[1] if len(sys.argv) > 1 else default_src_dir()
     messages_rs = open(os.path.join(os.path.dirname(src_dir), "messages.rs")).read()
     keys = {m.group(1): int(m.group(2)) for m in re.finditer(r"impl Request for (\w+) \{\s*const KEY: i16 = (\d+);", messages_rs)}
     files = (sorted(glob.glob(os.path.join(src_dir, "*_request.rs"))) + sorted(glob.glob(os.path.join(src_dir, "*_response.rs")))
@@ -578,12 +590,9 @@ def main():
     ]
     tops = []
     for path in files:
-        module = os.path.basename(path)[:-3]
-        src = open(path).read()
-        ctx = Ctx(module, parse_structs(src))
-        decoders = parse_decoders(src)
-        for name, body in decoders.items():
-            s = parse_struct_decoder(ctx, name, body)
+        ctx, decoders = parse_module(path)
+        module = ctx.module
+        for s in decoders.values():
             emit_struct(ctx, s, guard)
             emit_sample(ctx, s, samples)
         top = "".join(p.capitalize() for p in module.split("_"))
