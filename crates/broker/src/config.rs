@@ -1138,6 +1138,24 @@ log.retention.check.interval.ms=300000
     }
 
     #[test]
+    fn configuration_doc_lists_every_key_with_its_default() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for key in CONFIG_KEYS {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", key.name)))
+                .unwrap_or_else(|| panic!("docs/configuration.md has no row for {}", key.name));
+            if let Some(default) = key.default {
+                assert!(
+                    row.contains(&format!("`{default}`")),
+                    "{}: default {default} not documented",
+                    key.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn entries_cover_every_key_and_mark_defaults() {
         let c = BrokerConfig::from_pairs([("num.partitions", "3")]).unwrap();
         let entries = c.entries();
