@@ -8,6 +8,7 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod fetch_session;
+pub mod group_coordinator;
 pub mod network;
 pub mod purgatory;
 pub mod replica_manager;

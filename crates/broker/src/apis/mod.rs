@@ -17,16 +17,27 @@ pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
+pub(crate) mod delete_groups;
 pub(crate) mod delete_records;
 pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
+pub(crate) mod describe_groups;
 pub(crate) mod fetch;
+pub(crate) mod find_coordinator;
+pub(crate) mod heartbeat;
 pub(crate) mod incremental_alter_configs;
+pub(crate) mod join_group;
+pub(crate) mod leave_group;
+pub(crate) mod list_groups;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
+pub(crate) mod offset_commit;
+pub(crate) mod offset_delete;
+pub(crate) mod offset_fetch;
 pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
+pub(crate) mod sync_group;
 
 /// What a handler knows about the request besides its body.
 #[derive(Clone, Debug)]
@@ -99,6 +110,17 @@ api_registry! {
     AlterConfigs => alter_configs, 0..=2;
     IncrementalAlterConfigs => incremental_alter_configs, 0..=1;
     DescribeCluster => describe_cluster, 0..=1;
+    FindCoordinator => find_coordinator, 0..=4;
+    JoinGroup => join_group, 0..=9;
+    SyncGroup => sync_group, 0..=5;
+    Heartbeat => heartbeat, 0..=4;
+    LeaveGroup => leave_group, 0..=5;
+    OffsetCommit => offset_commit, 2..=9;
+    OffsetFetch => offset_fetch, 1..=9;
+    ListGroups => list_groups, 0..=5;
+    DescribeGroups => describe_groups, 0..=5;
+    DeleteGroups => delete_groups, 0..=2;
+    OffsetDelete => offset_delete, 0..=0;
 }
 
 /// The advertised range of `api_key`, if we serve it.

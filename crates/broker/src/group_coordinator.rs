@@ -1,0 +1,672 @@
+//! The group coordinator's tokio shell: owns one [`GroupCoordinatorShard`] per `__consumer_offsets` partition
+//! this broker leads, creates that internal topic through the controller on first use (compacted,
+//! `offsets.topic.num.partitions` partitions), appends the shards' records to the partition logs as magic-v2
+//! record batches before any response of the same step is sent, replays the logs on start-up, runs the timers
+//! (session and rebalance timeouts, the initial rebalance delay, offset expiry) and parks JoinGroup/SyncGroup
+//! responses until their rebalance completes.
+//!
+//! Locking: each shard sits behind a `parking_lot::Mutex` held only for synchronous work (the state machine step
+//! and the local log append), never across an `.await`. A write that fails drops the shard: it is reloaded from
+//! the log (its durable state) on next use, and the waiting requests answer NOT_COORDINATOR so clients retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use parking_lot::Mutex;
+use sluice_coordinator::{
+    partition_for, ClientInfo, CommittedOffset, CoordinatorRecord, CoordinatorResult, Delivery,
+    GroupCoordinatorConfig, GroupCoordinatorShard, Parkable, CONSUMER_OFFSETS_TOPIC,
+};
+use sluice_protocol::ErrorCode;
+use tokio::sync::{oneshot, Notify};
+
+use crate::apis::now_ms;
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+
+/// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB): small segments so compaction has work to do.
+const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
+/// Upper bound of one read while loading a partition.
+const LOAD_READ_BYTES: usize = 1 << 20;
+/// The timer loop wakes at least this often.
+const MAX_TIMER_SLEEP_MS: i64 = 1_000;
+
+/// One shard and the requests parked on it.
+struct ShardState {
+    shard: GroupCoordinatorShard,
+    joins: HashMap<(String, String), oneshot::Sender<JoinGroupResponse>>,
+    syncs: HashMap<(String, String), oneshot::Sender<SyncGroupResponse>>,
+}
+
+/// The shard of one `__consumer_offsets` partition.
+struct Shard {
+    partition: i32,
+    state: Mutex<ShardState>,
+}
+
+/// Why a group request could not reach its shard (mapped to Kafka codes at the wire edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The internal topic could not be created or its partition is not hosted here yet.
+    #[error("the group coordinator is not available")]
+    NotAvailable,
+    /// Another broker leads the group's partition.
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+}
+
+impl CoordinatorError {
+    /// The Kafka error code.
+    pub fn code(self) -> i16 {
+        match self {
+            CoordinatorError::NotAvailable => ErrorCode::CoordinatorNotAvailable.code(),
+            CoordinatorError::NotCoordinator => ErrorCode::NotCoordinator.code(),
+        }
+    }
+}
+
+/// The group coordinator of this broker.
+pub struct GroupCoordinator {
+    config: GroupCoordinatorConfig,
+    num_partitions: i32,
+    replication_factor: i16,
+    shards: Mutex<HashMap<i32, Arc<Shard>>>,
+    /// Serializes topic creation and partition loads (held across `.await`: a tokio mutex).
+    loading: tokio::sync::Mutex<()>,
+    /// Wakes the timer loop after a step changed deadlines.
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCoordinator")
+            .field("num_partitions", &self.num_partitions)
+            .field("loaded", &self.shards.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_i64(config: &BrokerConfig, key: &str, default: i64) -> i64 {
+    config
+        .value_of(key)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(default)
+}
+
+impl GroupCoordinator {
+    /// A coordinator with the broker's group settings (Kafka's defaults where the broker has no such key).
+    pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+        let defaults = GroupCoordinatorConfig::default();
+        let clamp_i32 = |v: i64| i32::try_from(v.max(0)).unwrap_or(i32::MAX);
+        let retention_minutes = config_i64(
+            config,
+            "offsets.retention.minutes",
+            defaults.offsets_retention_ms / 60_000,
+        );
+        let group_config = GroupCoordinatorConfig {
+            min_session_timeout_ms: clamp_i32(config_i64(
+                config,
+                "group.min.session.timeout.ms",
+                i64::from(defaults.min_session_timeout_ms),
+            )),
+            max_session_timeout_ms: clamp_i32(config_i64(
+                config,
+                "group.max.session.timeout.ms",
+                i64::from(defaults.max_session_timeout_ms),
+            )),
+            initial_rebalance_delay_ms: i64::try_from(config.group_initial_rebalance_delay_ms)
+                .unwrap_or(i64::MAX),
+            max_group_size: usize::try_from(config_i64(
+                config,
+                "group.max.size",
+                i64::from(i32::MAX),
+            ))
+            .unwrap_or(usize::MAX),
+            offsets_retention_ms: retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: config_i64(
+                config,
+                "offsets.retention.check.interval.ms",
+                defaults.offsets_retention_check_interval_ms,
+            ),
+            offset_metadata_max_bytes: usize::try_from(config_i64(
+                config,
+                "offset.metadata.max.bytes",
+                4096,
+            ))
+            .unwrap_or(4096),
+        };
+        GroupCoordinator {
+            config: group_config,
+            num_partitions: config.offsets_topic_num_partitions.max(1),
+            replication_factor: config.offsets_topic_replication_factor,
+            shards: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The `__consumer_offsets` partition of a group.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.num_partitions)
+    }
+
+    /// Starts the background work: loads every partition of an existing `__consumer_offsets` (so that groups,
+    /// offsets and their timers come back after a restart) and runs the timer loop until the broker is dropped.
+    pub fn start(broker: &Arc<Broker>) {
+        let weak = Arc::downgrade(broker);
+        tokio::spawn(async move {
+            if let Some(b) = weak.upgrade() {
+                if b.controller.image().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+                    for p in 0..b.groups.num_partitions {
+                        if let Err(e) = b.groups.load_partition(&b, p).await {
+                            tracing::warn!("loading {CONSUMER_OFFSETS_TOPIC}-{p}: {e}");
+                        }
+                    }
+                }
+            }
+            timer_loop(weak).await;
+        });
+    }
+
+    /// Ensures `__consumer_offsets` exists (creating it through the controller) and returns the shard of
+    /// `group_id`'s partition, loading it from its log on first use.
+    async fn shard(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+    ) -> Result<Arc<Shard>, CoordinatorError> {
+        let partition = self.partition_for(group_id);
+        if let Some(s) = self.shards.lock().get(&partition) {
+            return Ok(s.clone());
+        }
+        self.load_partition(broker, partition).await
+    }
+
+    async fn ensure_topic(&self, broker: &Arc<Broker>) -> Result<(), CoordinatorError> {
+        if broker
+            .controller
+            .image()
+            .topic(CONSUMER_OFFSETS_TOPIC)
+            .is_some()
+        {
+            return Ok(());
+        }
+        let brokers = i16::try_from(broker.controller.image().brokers.len().max(1)).unwrap_or(1);
+        let topic = sluice_metadata::NewTopic {
+            name: CONSUMER_OFFSETS_TOPIC.to_string(),
+            num_partitions: self.num_partitions,
+            replication_factor: self.replication_factor.clamp(1, brokers),
+            assignments: Vec::new(),
+            configs: vec![
+                ("cleanup.policy".to_string(), Some("compact".to_string())),
+                (
+                    "segment.bytes".to_string(),
+                    Some(OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
+                ),
+                ("compression.type".to_string(), Some("producer".to_string())),
+            ],
+        };
+        let outcomes = broker.controller.create_topics(vec![topic], false).await;
+        match outcomes.first() {
+            Some(o)
+                if o.error_code == 0 || o.error_code == ErrorCode::TopicAlreadyExists.code() =>
+            {
+                tracing::info!(
+                    "created {CONSUMER_OFFSETS_TOPIC} with {} partitions",
+                    self.num_partitions
+                );
+                Ok(())
+            }
+            Some(o) => {
+                tracing::warn!(
+                    "creating {CONSUMER_OFFSETS_TOPIC} failed: {} {:?}",
+                    o.error_code,
+                    o.error_message
+                );
+                Err(CoordinatorError::NotAvailable)
+            }
+            None => Err(CoordinatorError::NotAvailable),
+        }
+    }
+
+    /// Loads one partition: replays its log into a fresh shard.
+    async fn load_partition(
+        &self,
+        broker: &Arc<Broker>,
+        partition: i32,
+    ) -> Result<Arc<Shard>, CoordinatorError> {
+        let _guard = self.loading.lock().await;
+        if let Some(s) = self.shards.lock().get(&partition) {
+            return Ok(s.clone());
+        }
+        self.ensure_topic(broker).await?;
+        let hosted = broker
+            .replicas
+            .partition(CONSUMER_OFFSETS_TOPIC, partition)
+            .map_err(|code| {
+                if code == ErrorCode::NotLeaderOrFollower.code() {
+                    CoordinatorError::NotCoordinator
+                } else {
+                    CoordinatorError::NotAvailable
+                }
+            })?;
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        let mut shard = GroupCoordinatorShard::new(self.config.clone(), seed);
+        let log = hosted.log.clone();
+        let records = tokio::task::spawn_blocking(move || read_records(&log))
+            .await
+            .map_err(|_| CoordinatorError::NotAvailable)?;
+        let count = records.len();
+        for r in &records {
+            shard.replay(r);
+        }
+        shard.finish_loading(now_ms());
+        tracing::info!(
+            "loaded {CONSUMER_OFFSETS_TOPIC}-{partition}: {count} records, {} groups",
+            shard.group_ids().count()
+        );
+        let s = Arc::new(Shard {
+            partition,
+            state: Mutex::new(ShardState {
+                shard,
+                joins: HashMap::new(),
+                syncs: HashMap::new(),
+            }),
+        });
+        self.shards.lock().insert(partition, s.clone());
+        self.wake.notify_one();
+        Ok(s)
+    }
+
+    /// Appends a step's records to the shard's partition, then completes its deliveries. On a write failure the
+    /// shard is dropped (reloaded from the log on next use) and `Err` is returned.
+    fn commit<T>(
+        &self,
+        broker: &Broker,
+        shard: &Shard,
+        state: &mut ShardState,
+        result: &CoordinatorResult<T>,
+    ) -> Result<(), CoordinatorError> {
+        if !result.records.is_empty() {
+            if let Err(e) = append_records(broker, shard.partition, &result.records) {
+                tracing::error!(
+                    "writing to {CONSUMER_OFFSETS_TOPIC}-{}: {e}; reloading the partition",
+                    shard.partition
+                );
+                state.joins.clear();
+                state.syncs.clear();
+                self.shards.lock().remove(&shard.partition);
+                return Err(CoordinatorError::NotCoordinator);
+            }
+        }
+        for d in &result.deliveries {
+            match d {
+                Delivery::Join {
+                    group_id,
+                    member_id,
+                    response,
+                } => {
+                    if let Some(tx) = state.joins.remove(&(group_id.clone(), member_id.clone())) {
+                        let _ = tx.send(response.clone());
+                    }
+                }
+                Delivery::Sync {
+                    group_id,
+                    member_id,
+                    response,
+                } => {
+                    if let Some(tx) = state.syncs.remove(&(group_id.clone(), member_id.clone())) {
+                        let _ = tx.send(response.clone());
+                    }
+                }
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// JoinGroup: answers at once or parks until the join completes.
+    pub(crate) async fn join_group(
+        &self,
+        broker: &Arc<Broker>,
+        client: ClientInfo,
+        request: JoinGroupRequest,
+    ) -> Result<JoinGroupResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let group_id = request.group_id.0.to_string();
+        let rx = {
+            let mut state = shard.state.lock();
+            let result = state.shard.join_group(now_ms(), &client, &request);
+            let rx = match &result.response {
+                Parkable::Now(r) => {
+                    self.commit(broker, &shard, &mut state, &result)?;
+                    return Ok(r.clone());
+                }
+                Parkable::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    state.joins.insert((group_id, member_id.clone()), tx);
+                    rx
+                }
+            };
+            self.commit(broker, &shard, &mut state, &result)?;
+            rx
+        };
+        rx.await.map_err(|_| CoordinatorError::NotCoordinator)
+    }
+
+    /// SyncGroup: answers at once or parks until the leader's assignment arrives.
+    pub(crate) async fn sync_group(
+        &self,
+        broker: &Arc<Broker>,
+        client: ClientInfo,
+        request: SyncGroupRequest,
+    ) -> Result<SyncGroupResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let group_id = request.group_id.0.to_string();
+        let rx = {
+            let mut state = shard.state.lock();
+            let result = state.shard.sync_group(now_ms(), &client, &request);
+            let rx = match &result.response {
+                Parkable::Now(r) => {
+                    self.commit(broker, &shard, &mut state, &result)?;
+                    return Ok(r.clone());
+                }
+                Parkable::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    state.syncs.insert((group_id, member_id.clone()), tx);
+                    rx
+                }
+            };
+            self.commit(broker, &shard, &mut state, &result)?;
+            rx
+        };
+        rx.await.map_err(|_| CoordinatorError::NotCoordinator)
+    }
+
+    /// Heartbeat.
+    pub(crate) async fn heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let mut state = shard.state.lock();
+        let result = state.shard.heartbeat(now_ms(), &request);
+        self.commit(broker, &shard, &mut state, &result)?;
+        Ok(result.response)
+    }
+
+    /// LeaveGroup.
+    pub(crate) async fn leave_group(
+        &self,
+        broker: &Arc<Broker>,
+        api_version: i16,
+        request: LeaveGroupRequest,
+    ) -> Result<LeaveGroupResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let mut state = shard.state.lock();
+        let result = state.shard.leave_group(now_ms(), api_version, &request);
+        self.commit(broker, &shard, &mut state, &result)?;
+        Ok(result.response)
+    }
+
+    /// OffsetCommit.
+    pub(crate) async fn offset_commit(
+        &self,
+        broker: &Arc<Broker>,
+        api_version: i16,
+        request: OffsetCommitRequest,
+    ) -> Result<OffsetCommitResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let image = broker.controller.image();
+        let known = |topic: &str, partition: i32| {
+            image
+                .topic(topic)
+                .is_some_and(|t| usize::try_from(partition).is_ok_and(|p| p < t.partitions.len()))
+        };
+        let mut state = shard.state.lock();
+        let result = state
+            .shard
+            .offset_commit(now_ms(), api_version, &request, &known);
+        self.commit(broker, &shard, &mut state, &result)?;
+        Ok(result.response)
+    }
+
+    /// OffsetFetch for one group (`None` topics: every committed offset).
+    pub(crate) async fn offset_fetch(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<CommittedOffset>, CoordinatorError> {
+        let shard = self.shard(broker, group_id).await?;
+        let state = shard.state.lock();
+        Ok(state.shard.offset_fetch(group_id, topics.as_deref()))
+    }
+
+    /// OffsetDelete.
+    pub(crate) async fn offset_delete(
+        &self,
+        broker: &Arc<Broker>,
+        request: OffsetDeleteRequest,
+    ) -> Result<OffsetDeleteResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let mut state = shard.state.lock();
+        let result = state.shard.offset_delete(&request);
+        self.commit(broker, &shard, &mut state, &result)?;
+        Ok(result.response)
+    }
+
+    /// DescribeGroups for one group.
+    pub(crate) async fn describe_group(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+    ) -> Result<DescribedGroup, CoordinatorError> {
+        let shard = self.shard(broker, group_id).await?;
+        let state = shard.state.lock();
+        Ok(state.shard.describe_group(group_id))
+    }
+
+    /// DeleteGroups for one group; the Kafka error code.
+    pub(crate) async fn delete_group(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+    ) -> Result<i16, CoordinatorError> {
+        let shard = self.shard(broker, group_id).await?;
+        let mut state = shard.state.lock();
+        let result = state.shard.delete_group(group_id);
+        self.commit(broker, &shard, &mut state, &result)?;
+        Ok(result.response)
+    }
+
+    /// ListGroups over every loaded shard.
+    pub(crate) fn list_groups(&self, states: &[String], types: &[String]) -> Vec<ListedGroup> {
+        let shards: Vec<Arc<Shard>> = self.shards.lock().values().cloned().collect();
+        let mut out = Vec::new();
+        for s in shards {
+            out.extend(s.state.lock().shard.list_groups(states, types));
+        }
+        out.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+        out
+    }
+
+    /// Fires due timers on every shard; returns the next deadline.
+    fn poll_timers(&self, broker: &Broker) -> Option<i64> {
+        let shards: Vec<Arc<Shard>> = self.shards.lock().values().cloned().collect();
+        let mut next: Option<i64> = None;
+        for s in shards {
+            let mut state = s.state.lock();
+            let now = now_ms();
+            if state.shard.next_deadline_ms().is_some_and(|d| d <= now) {
+                let result = state.shard.poll(now);
+                if self.commit(broker, &s, &mut state, &result).is_err() {
+                    continue;
+                }
+            }
+            if let Some(d) = state.shard.next_deadline_ms() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        next
+    }
+}
+
+/// Runs the shards' timers until the broker is gone.
+async fn timer_loop(broker: Weak<Broker>) {
+    loop {
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        let next = b.groups.poll_timers(&b);
+        let sleep_ms = next
+            .map(|d| d - now_ms())
+            .unwrap_or(MAX_TIMER_SLEEP_MS)
+            .clamp(1, MAX_TIMER_SLEEP_MS);
+        let wake = b.groups.wake.clone();
+        drop(b);
+        let notified = wake.notified();
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms as u64)) => {}
+        }
+    }
+}
+
+/// Encodes records as one uncompressed magic-v2 batch and appends it as leader.
+fn append_records(
+    broker: &Broker,
+    partition: i32,
+    records: &[CoordinatorRecord],
+) -> Result<(), String> {
+    let hosted = broker
+        .replicas
+        .partition(CONSUMER_OFFSETS_TOPIC, partition)
+        .map_err(|code| format!("partition unavailable (error {code})"))?;
+    let now = now_ms();
+    let batch: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (key, value) = r.encode();
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        batch.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| format!("encoding: {e}"))?;
+    hosted
+        .append_as_leader(&mut buf, now)
+        .map_err(|e| format!("append: {e:?}"))?;
+    Ok(())
+}
+
+/// Reads every record of a `__consumer_offsets` partition log, in offset order. Unreadable batches are
+/// skipped with a warning (the log's own recovery already dropped torn or corrupt tails).
+fn read_records(log: &sluice_storage::Log) -> Vec<CoordinatorRecord> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let data = match log.read(offset, LOAD_READ_BYTES, end) {
+            Ok(r) => r.data,
+            Err(e) => {
+                tracing::warn!("reading {CONSUMER_OFFSETS_TOPIC} at {offset}: {e:?}");
+                break;
+            }
+        };
+        if data.is_empty() {
+            break;
+        }
+        let before = offset;
+        let mut rest: &[u8] = &data;
+        while rest.len() >= 61 {
+            let batch_len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            let Some(total) = usize::try_from(batch_len).ok().map(|l| l + 12) else {
+                break;
+            };
+            if total < 61 || total > rest.len() {
+                break;
+            }
+            let (batch, tail) = rest.split_at(total);
+            rest = tail;
+            let mut base = [0u8; 8];
+            base.copy_from_slice(&batch[..8]);
+            let base_offset = i64::from_be_bytes(base);
+            let last_delta = i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]]);
+            let next = base_offset + i64::from(last_delta) + 1;
+            let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+            let is_control = attributes & 0x20 != 0;
+            let record_count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
+            // Each record takes at least 7 bytes: a larger count is corrupt (and would make the decoder
+            // allocate for it).
+            let plausible = usize::try_from(record_count).is_ok_and(|c| c <= total / 7);
+            if next > offset {
+                offset = next;
+            }
+            if is_control || !plausible {
+                continue;
+            }
+            let mut bytes = Bytes::copy_from_slice(batch);
+            match RecordBatchDecoder::decode(&mut bytes) {
+                Ok(set) => {
+                    for r in set.records {
+                        match CoordinatorRecord::decode(r.key.as_deref(), r.value.as_deref()) {
+                            Ok(Some(rec)) => out.push(rec),
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(
+                                "skipping unreadable {CONSUMER_OFFSETS_TOPIC} record at {}: {e}",
+                                r.offset
+                            ),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "skipping unreadable {CONSUMER_OFFSETS_TOPIC} batch at {base_offset}: {e}"
+                ),
+            }
+        }
+        if offset == before {
+            break;
+        }
+    }
+    out
+}
+
+/// The client's host as Kafka prints it (`/ip`).
+pub(crate) fn client_host(peer: &std::net::SocketAddr) -> String {
+    format!("/{}", peer.ip())
+}
