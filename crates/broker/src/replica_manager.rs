@@ -28,6 +28,8 @@ pub struct Partition {
     pub index: i32,
     /// The topic's id.
     pub topic_id: Uuid,
+    /// True for internal topics (`__consumer_offsets`, `__transaction_state`), which clients may not produce to.
+    pub internal: bool,
     /// The partition log.
     pub log: Arc<Log>,
     leader_epoch: AtomicI32,
@@ -252,6 +254,7 @@ impl ReplicaManager {
             topic: key.0.clone(),
             index: partition,
             topic_id: topic_image.id,
+            internal: topic_image.internal,
             log,
             leader_epoch: AtomicI32::new(registration.leader_epoch),
             min_insync_replicas: AtomicI32::new(min_isr),

@@ -7,11 +7,11 @@
 //! append: with this broker as the only in-sync replica the high watermark moves with the append. acks=-1 on a
 //! partition whose ISR is smaller than `min.insync.replicas` is refused with NOT_ENOUGH_REPLICAS before appending.
 //!
-//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or CRC),
-//! INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
-//! KAFKA_STORAGE_ERROR. Transactions are not supported: a request with a transactional id gets INVALID_TXN_STATE
-//! for every partition (clients cannot get a transactional producer id from this broker anyway: InitProducerId is
-//! not advertised).
+//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or
+//! CRC), INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
+//! KAFKA_STORAGE_ERROR, INVALID_TOPIC_EXCEPTION (an internal topic), NOT_ENOUGH_REPLICAS. Transactions are not
+//! supported: a request with a transactional id gets INVALID_TXN_STATE for every partition (clients cannot get a
+//! transactional producer id from this broker anyway: InitProducerId is not advertised).
 
 use std::sync::Arc;
 
@@ -187,6 +187,13 @@ async fn produce_partition(
         Ok(p) => p,
         Err(code) => return Outcome::error(code, None),
     };
+    if partition.internal {
+        // Internal topics are written by their coordinators only (Kafka: "Cannot append to internal topic").
+        return Outcome::error(
+            ErrorCode::InvalidTopicException.code(),
+            format!("cannot produce to internal topic {topic}"),
+        );
+    }
     let records = records.unwrap_or_default();
     if let Err(outcome) = check_single_batch(records) {
         return outcome;
