@@ -15,7 +15,7 @@ use crate::ErrorCode;
 /// uses v0), then the body at `api_version`.
 ///
 /// `kafka-protocol` writes no tagged field that holds its default value (older librdkafka mis-skips them,
-/// and Apache Kafka never sends them); `tests` check this.
+/// and Apache Kafka never sends them); `tests/response_tags.rs` checks this for every API and version.
 pub fn encode_response(
     api_key: ApiKey,
     api_version: i16,
@@ -57,14 +57,16 @@ pub fn api_versions_unsupported_response(
     correlation_id: i32,
     api_keys: &[(i16, i16, i16)],
 ) -> Bytes {
-    let body_bytes = 2 + 4 + 6 * api_keys.len();
-    let size_bytes = 4 + body_bytes;
-    let mut buf = BytesMut::with_capacity(FRAME_SIZE_PREFIX_BYTES + size_bytes);
-    // The broker passes its own short list of APIs; a list too long for one frame is truncated rather
-    // than panicking.
-    let max_entries = (i32::MAX as usize - 10) / 6;
+    // Header (4) + error code (2) + array count (4) + 6 bytes per entry. The broker passes its own short
+    // list; a list too long for one frame is cut rather than overflowing the size prefix.
+    const ENTRY_BYTES: usize = 6;
+    const FIXED_BYTES: usize = 4 + 2 + 4;
+    let max_entries = (i32::MAX as usize - FIXED_BYTES) / ENTRY_BYTES;
     let entries = &api_keys[..api_keys.len().min(max_entries)];
-    buf.put_i32((4 + 2 + 4 + 6 * entries.len()) as i32);
+    let size_bytes = FIXED_BYTES + ENTRY_BYTES * entries.len();
+    let mut buf = BytesMut::with_capacity(FRAME_SIZE_PREFIX_BYTES + size_bytes);
+    // Both fit in i32 by the cut above.
+    buf.put_i32(size_bytes as i32);
     buf.put_i32(correlation_id);
     buf.put_i16(ErrorCode::UnsupportedVersion.code());
     buf.put_i32(entries.len() as i32);
@@ -76,7 +78,7 @@ pub fn api_versions_unsupported_response(
     buf.freeze()
 }
 
-/// An [`ApiVersionsResponse`] entry for `(api_key, min_version, max_version)`.
+/// An ApiVersions response entry (`ApiVersionsResponse::api_keys`) for `(api_key, min_version, max_version)`.
 pub fn api_version_entry(api_key: i16, min_version: i16, max_version: i16) -> ApiVersion {
     ApiVersion::default()
         .with_api_key(api_key)
