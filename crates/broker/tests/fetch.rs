@@ -27,6 +27,7 @@ const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const UNKNOWN_TOPIC_ID: i16 = 100;
+const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
 struct Client {
     stream: TcpStream,
@@ -366,6 +367,12 @@ async fn kafka_errors_per_partition() {
         )
         .await;
     assert_eq!(partition(&response, 0).error_code, NOT_LEADER_OR_FOLLOWER);
+    // From v15 the replica id travels in replica_state; with a leader epoch the answer is UNKNOWN_LEADER_EPOCH.
+    let mut request = fetch_request(15, ("t", id), &[(0, 0)])
+        .with_replica_state(fetch_request::ReplicaState::default().with_replica_id(BrokerId(5)));
+    request.topics[0].partitions[0].current_leader_epoch = 0;
+    let response = client.send(15, request).await;
+    assert_eq!(partition(&response, 0).error_code, UNKNOWN_LEADER_EPOCH);
     server.shutdown().await.expect("shutdown");
 }
 
@@ -589,6 +596,9 @@ async fn fetch_sessions_full_incremental_forgotten() {
         .send(13, session_fetch(session.wrapping_add(1), 1, id, &[]))
         .await;
     assert_eq!(response.error_code, FETCH_SESSION_ID_NOT_FOUND);
+    // A v12 request cannot continue a session opened with topic ids (v13+).
+    let response = client.send(12, session_fetch(session, 5, id, &[])).await;
+    assert_eq!(response.error_code, FETCH_SESSION_TOPIC_ID_ERROR);
     // The session survived the errors.
     let response = client.send(13, session_fetch(session, 5, id, &[])).await;
     assert_eq!((response.error_code, response.session_id), (NONE, session));
