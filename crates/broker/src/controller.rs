@@ -405,6 +405,55 @@ mod tests {
         );
     }
 
+    /// A log whose appends fail, as a full disk would make them.
+    struct FailingLog;
+
+    impl MetadataLog for FailingLog {
+        fn append(
+            &mut self,
+            _records: &[sluice_metadata::MetadataRecord],
+        ) -> Result<i64, LogError> {
+            Err(LogError::Io {
+                context: "append".into(),
+                source: std::io::Error::other("disk full"),
+            })
+        }
+        fn next_offset(&self) -> i64 {
+            0
+        }
+        fn maybe_snapshot(&mut self, _image: &MetadataImage) -> Result<bool, LogError> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_changes_nothing_and_is_reported() {
+        let mut image = MetadataImage::empty("c", 1);
+        let mut delta = MetadataDelta::new(&image);
+        delta
+            .replay(
+                0,
+                &sluice_metadata::MetadataRecord::RegisterBroker(registration()),
+            )
+            .unwrap();
+        image = delta.apply();
+        let controller =
+            Controller::start(Box::new(FailingLog), image, ControllerDefaults::default()).unwrap();
+        let mut changes = controller.subscribe();
+        changes.borrow_and_update();
+        let outcomes = controller
+            .create_topics(vec![NewTopic::with_defaults("t")], false)
+            .await;
+        assert_eq!(outcomes[0].error_code, code::UNKNOWN_SERVER_ERROR);
+        assert!(controller.image().topic("t").is_none());
+        assert!(!changes.has_changed().unwrap(), "nothing was published");
+        // validate_only writes nothing, so it still answers.
+        let outcomes = controller
+            .create_topics(vec![NewTopic::with_defaults("t")], true)
+            .await;
+        assert_eq!(outcomes[0].error_code, 0);
+    }
+
     #[test]
     fn topic_ids_never_start_with_a_dash_in_base64() {
         for _ in 0..2000 {
