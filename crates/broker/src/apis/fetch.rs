@@ -7,7 +7,8 @@
 //!    to read.
 //! 2. A read pass reads each partition from its fetch offset up to the high watermark (read_uncommitted) or the
 //!    last stable offset (read_committed; equal to the high watermark until transactions exist). The response
-//!    `max_bytes` is shared across partitions in order; the first partition that has data always gets at least
+//!    `max_bytes` (capped at the broker's `fetch.max.bytes`, 55 MiB by default, KIP-541) is shared across
+//!    partitions in order; the first partition that has data always gets at least
 //!    one whole batch even if larger than the limits (KIP-74), later ones only whole batches that fit.
 //! 3. If fewer than `min_bytes` were read and nothing failed, the fetch waits in the purgatory for an append to one
 //!    of its partitions or `max_wait_ms`, then reads again.
@@ -63,6 +64,8 @@ const FIRST_STORAGE_ERROR_VERSION: i16 = 6;
 const FIRST_CURRENT_LEADER_VERSION: i16 = 16;
 /// Longest wait honoured, whatever the client asks: a fetch never parks for more than this.
 const MAX_WAIT_CAP_MS: u64 = 5 * 60 * 1000;
+/// Kafka's broker `fetch.max.bytes` default (55 MiB, KIP-541): the most a response's `max_bytes` may ask for.
+const DEFAULT_FETCH_MAX_BYTES: usize = 57_671_680;
 
 /// Handles one Fetch request.
 pub(crate) async fn handle(
@@ -80,7 +83,7 @@ pub(crate) async fn handle(
         version,
         is_from_follower: replica_id >= 0,
         read_committed: request.isolation_level == READ_COMMITTED,
-        max_bytes: usize::try_from(request.max_bytes).unwrap_or(0),
+        max_bytes: clamp_max_bytes(request.max_bytes, broker_fetch_max_bytes(broker)),
         min_bytes: usize::try_from(request.min_bytes).unwrap_or(0),
     };
 
@@ -184,6 +187,23 @@ struct FetchParams {
     /// Response-level byte limit (the first partition with data may exceed it by one batch, KIP-74).
     max_bytes: usize,
     min_bytes: usize,
+}
+
+/// The broker's `fetch.max.bytes` when configured, Kafka's default otherwise.
+fn broker_fetch_max_bytes(broker: &Broker) -> usize {
+    broker
+        .config
+        .value_of("fetch.max.bytes")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_FETCH_MAX_BYTES)
+}
+
+/// The response byte budget: the request's `max_bytes` (negative = 0), at most the broker's `fetch.max.bytes`,
+/// as Kafka bounds it (KIP-541), so that one fetch cannot make the broker buffer gigabytes.
+fn clamp_max_bytes(requested: i32, broker_max_bytes: usize) -> usize {
+    usize::try_from(requested)
+        .unwrap_or(0)
+        .min(broker_max_bytes)
 }
 
 /// Builds the session cache's view of the request: partition keys by topic id (v13+) or name, names resolved.
@@ -604,6 +624,16 @@ mod tests {
         let mut data = batch(100);
         data.extend([0u8; 5]); // truncated header
         assert_eq!(whole_batches_within(Bytes::from(data), 104).len(), 100);
+    }
+
+    #[test]
+    fn response_max_bytes_is_bounded_by_the_broker() {
+        assert_eq!(
+            clamp_max_bytes(i32::MAX, DEFAULT_FETCH_MAX_BYTES),
+            DEFAULT_FETCH_MAX_BYTES
+        );
+        assert_eq!(clamp_max_bytes(1000, DEFAULT_FETCH_MAX_BYTES), 1000);
+        assert_eq!(clamp_max_bytes(-1, DEFAULT_FETCH_MAX_BYTES), 0);
     }
 
     #[test]
