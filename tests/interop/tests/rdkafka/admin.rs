@@ -224,3 +224,100 @@ fn describe_topic_configs_shows_overrides_and_defaults() {
     let segment = entries.get("segment.bytes").expect("segment.bytes listed");
     assert!(segment.is_default, "segment.bytes was not set on the topic");
 }
+
+#[test]
+fn delete_records_moves_the_log_start() {
+    let broker = Broker::builder()
+        .config("num.partitions", "1")
+        .start()
+        .expect("start broker");
+    let producer = crate::common::producer(&broker, &[("acks", "all")]);
+    let mut rng = crate::common::Rng::new(3);
+    for i in 0..100 {
+        let record = crate::common::make_record(&mut rng, i, 20, 1_700_000_000_000 + i as i64);
+        crate::common::send(&producer, "trimmed", Some(0), &record, i);
+    }
+    for report in crate::common::flush_reports(&producer, 100) {
+        assert!(
+            report.error.is_none(),
+            "record {}: {:?}",
+            report.id,
+            report.error
+        );
+    }
+    let mut upto = rdkafka::TopicPartitionList::new();
+    upto.add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(40))
+        .expect("offset");
+    let result =
+        block_on(admin(&broker).delete_records(&upto, &options())).expect("DeleteRecords request");
+    let element = result
+        .find_partition("trimmed", 0)
+        .expect("partition in result");
+    element.error().expect("no partition error");
+    assert_eq!(
+        element.offset(),
+        rdkafka::Offset::Offset(40),
+        "low watermark after the deletion"
+    );
+
+    let client = consumer(&broker, &[]);
+    let marks = client
+        .fetch_watermarks("trimmed", 0, Duration::from_millis(WAIT_MS))
+        .expect("watermarks");
+    assert_eq!(marks, (40, 100));
+    // The first readable record is now offset 40.
+    let consumed = crate::common::consume_all(&client, "trimmed", 1, 60);
+    assert_eq!(consumed.first().map(|c| c.offset), Some(40));
+
+    // Beyond the high watermark is OFFSET_OUT_OF_RANGE, as in Kafka.
+    let mut beyond = rdkafka::TopicPartitionList::new();
+    beyond
+        .add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(101))
+        .expect("offset");
+    let result = block_on(admin(&broker).delete_records(&beyond, &options()))
+        .expect("DeleteRecords request");
+    let element = result
+        .find_partition("trimmed", 0)
+        .expect("partition in result");
+    assert!(
+        element.error().is_err(),
+        "deleting past the high watermark must fail"
+    );
+}
+
+#[test]
+fn alter_configs_replaces_topic_overrides() {
+    let broker = Broker::start().expect("start broker");
+    let topic =
+        NewTopic::new("altered", 1, TopicReplication::Fixed(1)).set("retention.ms", "123456");
+    assert_eq!(create(&broker, topic, &options()), Ok("altered".to_owned()));
+    let change = rdkafka::admin::AlterConfig::new(ResourceSpecifier::Topic("altered"))
+        .set("cleanup.policy", "compact");
+    let results = block_on(admin(&broker).alter_configs(&[change], &options()))
+        .expect("AlterConfigs request");
+    assert_eq!(results.len(), 1);
+    assert!(results[0].is_ok(), "AlterConfigs: {:?}", results[0]);
+    let described = block_on(
+        admin(&broker).describe_configs(&[ResourceSpecifier::Topic("altered")], &options()),
+    )
+    .expect("DescribeConfigs request");
+    let resource = described
+        .into_iter()
+        .next()
+        .expect("one")
+        .expect("topic resource");
+    let entries = resource.entry_map();
+    assert_eq!(
+        entries
+            .get("cleanup.policy")
+            .and_then(|e| e.value.as_deref()),
+        Some("compact")
+    );
+    // AlterConfigs (not incremental) replaces the whole override set: retention.ms is back to its default.
+    let retention = entries.get("retention.ms").expect("retention.ms listed");
+    assert!(
+        retention.is_default,
+        "retention.ms should be the default again, is {:?}",
+        retention.value
+    );
+}
