@@ -52,7 +52,11 @@ scripts/install-test-deps.sh
 
 # ---------------------------------------------------------------------------------------------------
 section "build (release, whole workspace, all targets)"
-cargo build --release --workspace --all-targets
+if ! cargo build --release --workspace --all-targets; then
+    echo "build failed: no suite run"
+    echo "suites: 0 passed, 1 failed"
+    exit 1
+fi
 export SLUICE_BIN="$TARGET_DIR/release/sluice"
 [[ -x "$SLUICE_BIN" ]] || { echo "build did not produce $SLUICE_BIN" >&2; exit 1; }
 echo "SLUICE_BIN=$SLUICE_BIN"
