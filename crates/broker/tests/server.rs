@@ -626,3 +626,40 @@ async fn data_survives_a_clean_restart() {
     assert_eq!(latest.topics[0].partitions[0].offset, 7);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn acks_all_below_min_insync_replicas_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::from_pairs([
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dir.path().display().to_string()),
+        ("min.insync.replicas", "2".to_string()),
+    ])
+    .unwrap();
+    let server = Server::start(config).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["isr"], true),
+    )
+    .await;
+    // ISR = {this node} is smaller than min.insync.replicas = 2: acks=-1 gets NOT_ENOUGH_REPLICAS, nothing is
+    // appended; acks=1 does not care.
+    let response: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_request("isr", -1, 3)).await;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 19);
+    let response: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_request("isr", 1, 3)).await;
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // Invalid acks value.
+    let response: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_request("isr", 2, 3)).await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 21,
+        "INVALID_REQUIRED_ACKS"
+    );
+    server.shutdown().await.unwrap();
+}
