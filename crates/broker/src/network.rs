@@ -127,6 +127,8 @@ async fn process(
         client_id: request.header.client_id.as_ref().map(|s| s.to_string()),
         peer,
     };
+    tracing::trace!(%peer, api_key = ?ctx.api_key, api_version = ctx.api_version, correlation_id = ctx.correlation_id,
+        client_id = ?ctx.client_id, "request");
     let acks_zero = matches!(&request.body, RequestKind::Produce(p) if p.acks == 0);
     let response = match apis::dispatch(broker, &ctx, request.body).await {
         Ok(response) => response,
