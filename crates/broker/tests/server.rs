@@ -663,3 +663,88 @@ async fn acks_all_below_min_insync_replicas_is_refused() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// xorshift64*: a tiny seeded generator, so a failing case reproduces from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[tokio::test]
+async fn random_frames_never_take_the_server_down() {
+    let seed = 0x5eed_1234_u64;
+    let (server, _dir) = start().await;
+    let addr = server.local_addr();
+    let mut rng = Rng(seed);
+    // The APIs that answer at once (a random Fetch could long-poll, a random CreateTopics could ask for billions of
+    // partitions: those belong in their own tests).
+    let apis: Vec<_> = sluice_broker::apis::SUPPORTED_APIS
+        .iter()
+        .filter(|a| {
+            [
+                ApiKey::Produce,
+                ApiKey::Metadata,
+                ApiKey::ApiVersions,
+                ApiKey::ListOffsets,
+                ApiKey::DeleteRecords,
+                ApiKey::OffsetForLeaderEpoch,
+            ]
+            .contains(&a.api_key)
+        })
+        .copied()
+        .collect();
+    assert_eq!(apis.len(), 6);
+    for case in 0..300 {
+        let api = apis[(rng.next() as usize) % apis.len()];
+        let span = (api.max_version - api.min_version + 1) as u64;
+        let version = api.min_version + (rng.next() % span) as i16;
+        let body_len = (rng.next() % 200) as usize;
+        let mut f = BytesMut::new();
+        f.put_i32((8 + body_len) as i32);
+        f.put_i16(api.api_key as i16);
+        f.put_i16(version);
+        f.put_i32(case);
+        for _ in 0..body_len {
+            // Mostly 0x00/0xff/0x7f runs, the bytes that make lengths and counts extreme.
+            let b = match rng.next() % 4 {
+                0 => 0x00,
+                1 => 0xff,
+                2 => 0x7f,
+                _ => rng.next() as u8,
+            };
+            f.put_u8(b);
+        }
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&f).await.unwrap();
+        s.shutdown().await.unwrap();
+        // Either a response or a close; drain until EOF.
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut sink))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "seed {seed:#x} case {case}: no answer and no close ({:?} v{version})",
+                    api.api_key
+                )
+            });
+    }
+    // Still serving.
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    let response: ApiVersionsResponse = call(
+        &mut ok,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("x"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    )
+    .await;
+    assert_eq!(response.error_code, 0, "seed {seed:#x}");
+    server.shutdown().await.unwrap();
+}
