@@ -748,3 +748,50 @@ async fn random_frames_never_take_the_server_down() {
     assert_eq!(response.error_code, 0, "seed {seed:#x}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let (server, _dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["quiet"], true),
+    )
+    .await;
+    // A long-polling fetch on an empty partition: in flight for about a second.
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(1000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("quiet")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    s.write_all(&frame(ApiKey::Fetch, 12, 5, &fetch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let shutdown = tokio::spawn(server.shutdown());
+    // The fetch is answered (not dropped), then the connection closes, then shutdown completes.
+    let mut response = read_frame(&mut s)
+        .await
+        .expect("the in-flight fetch is answered");
+    let header = ResponseHeader::decode(&mut response, 1).unwrap();
+    assert_eq!(header.correlation_id, 5);
+    let decoded = FetchResponse::decode(&mut response, 12).unwrap();
+    assert_eq!(decoded.responses[0].partitions[0].error_code, 0);
+    assert!(closed(&mut s).await);
+    shutdown.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nothing listens any more.
+    assert!(TcpStream::connect(s.peer_addr().unwrap()).await.is_err());
+}
