@@ -83,7 +83,6 @@ impl Broker {
             .await?;
 
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
-        replicas.reconcile(&controller.image(), true);
         let fetch_sessions = parking_lot::Mutex::new(
             crate::fetch_session::FetchSessionCache::from_config(&config),
         );
@@ -97,6 +96,12 @@ impl Broker {
             fetch_purgatory: crate::purgatory::FetchPurgatory::default(),
             groups,
         });
+        // Bring the hosted partitions in line with the image (creates and deletes logs: off the async workers)
+        // before anything, the group coordinator included, looks partitions up.
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.replicas.reconcile(&b.controller.image(), true))
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?;
         crate::group_coordinator::GroupCoordinator::start(&broker);
         Ok(broker)
     }
