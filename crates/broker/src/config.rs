@@ -63,6 +63,11 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "Controller quorum voters; accepted for compatibility, the single node is its own quorum.",
     ),
     key(
+        "controller.quorum.bootstrap.servers",
+        None,
+        "Controller quorum bootstrap servers; accepted for compatibility, the single node is its own quorum.",
+    ),
+    key(
         "cluster.id",
         None,
         "Cluster id for a new metadata log (Kafka sets it with `kafka-storage format`); generated when unset.",
@@ -173,6 +178,16 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "transaction.state.log.min.isr",
         Some("1"),
         "min.insync.replicas of `__transaction_state`.",
+    ),
+    key(
+        "share.coordinator.state.topic.replication.factor",
+        Some("1"),
+        "Accepted for compatibility (Kafka's stock file sets it); share groups (KIP-932) are not supported.",
+    ),
+    key(
+        "share.coordinator.state.topic.min.isr",
+        Some("1"),
+        "Accepted for compatibility (Kafka's stock file sets it); share groups (KIP-932) are not supported.",
     ),
 ];
 
@@ -559,13 +574,6 @@ impl BrokerConfig {
                     format!("`{item}` is not NAME:PROTOCOL"),
                 )
             })?;
-            if protocol != "PLAINTEXT" {
-                return Err(invalid(
-                    "listener.security.protocol.map",
-                    &protocol_map,
-                    format!("security protocol {protocol} is not supported (only PLAINTEXT)"),
-                ));
-            }
             protocols.insert(name.to_string(), protocol.to_string());
         }
         let controller_names: Vec<String> = req("controller.listener.names")
@@ -573,18 +581,30 @@ impl BrokerConfig {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
+        // A listener's protocol is its map entry (a listener named PLAINTEXT needs none). Entries for listeners that
+        // are not configured (Kafka's stock file maps SSL, SASL_SSL, ...) are allowed; a configured listener that
+        // is not PLAINTEXT is not.
         let check_protocol = |key: &str, value: &str, l: &Listener| -> Result<(), ConfigError> {
-            if l.name != "PLAINTEXT" && !protocols.contains_key(&l.name) {
-                return Err(invalid(
+            match protocols.get(&l.name).map(String::as_str) {
+                Some("PLAINTEXT") => Ok(()),
+                None if l.name == "PLAINTEXT" => Ok(()),
+                None => Err(invalid(
                     key,
                     value,
                     format!(
                         "listener `{}` has no entry in listener.security.protocol.map",
                         l.name
                     ),
-                ));
+                )),
+                Some(other) => Err(invalid(
+                    key,
+                    value,
+                    format!(
+                        "listener `{}` uses security protocol {other}; only PLAINTEXT is supported",
+                        l.name
+                    ),
+                )),
             }
-            Ok(())
         };
 
         let listeners_value = req("listeners");
@@ -1037,6 +1057,27 @@ mod tests {
     }
 
     #[test]
+    fn only_plaintext_listeners_are_served() {
+        let err = BrokerConfig::from_pairs([
+            ("listeners", "SSL://127.0.0.1:9093"),
+            ("listener.security.protocol.map", "SSL:SSL"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("only PLAINTEXT"), "{err}");
+        let err = BrokerConfig::from_pairs([("listeners", "CLIENT://127.0.0.1:9093")]).unwrap_err();
+        assert!(
+            err.to_string().contains("listener.security.protocol.map"),
+            "{err}"
+        );
+        let c = BrokerConfig::from_pairs([
+            ("listeners", "CLIENT://127.0.0.1:9093"),
+            ("listener.security.protocol.map", "CLIENT:PLAINTEXT"),
+        ])
+        .unwrap();
+        assert_eq!(c.listeners[0].name, "CLIENT");
+    }
+
+    #[test]
     fn retention_precedence_ms_over_minutes_over_hours() {
         let c = BrokerConfig::from_pairs([
             ("log.retention.hours", "1"),
@@ -1058,12 +1099,12 @@ mod tests {
 # comment
 process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@localhost:9093
+controller.quorum.bootstrap.servers=localhost:9093
 listeners=PLAINTEXT://:9092,CONTROLLER://:9093
 inter.broker.listener.name=PLAINTEXT
-advertised.listeners=PLAINTEXT://localhost:9092
+advertised.listeners=PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 num.network.threads=3
 num.io.threads=8
 socket.send.buffer.bytes=102400
@@ -1074,6 +1115,8 @@ num.partitions=1
 num.recovery.threads.per.data.dir=1
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
 transaction.state.log.min.isr=1
 log.retention.hours=168
 log.segment.bytes=1073741824
