@@ -345,11 +345,14 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
     out.push(v as u8);
 }
 
+/// One record's key and value for [`build_batch`] (`None` is a null key or value).
+pub type RecordKeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Encodes an uncompressed magic-v2 batch (base offset 0, CreateTime, no headers). Used by tests, tools
 /// and benchmarks; the broker never re-encodes produced batches.
 pub fn build_batch(
     base_timestamp_ms: i64,
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    records: &[RecordKeyValue<'_>],
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
@@ -405,8 +408,7 @@ mod tests {
     use super::*;
 
     fn sample(n: usize) -> Vec<u8> {
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-            (0..n).map(|_| (None, Some(&b"hello"[..]))).collect();
+        let recs: Vec<RecordKeyValue<'_>> = (0..n).map(|_| (None, Some(&b"hello"[..]))).collect();
         build_batch(1_000, &recs, -1, -1, -1)
     }
 

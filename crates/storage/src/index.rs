@@ -55,7 +55,7 @@ pub fn parse_offset_index(
     log_size: u64,
     max_relative_offset: i64,
 ) -> Option<Vec<OffsetEntry>> {
-    if bytes.len() as u64 % OFFSET_ENTRY_BYTES != 0 {
+    if !(bytes.len() as u64).is_multiple_of(OFFSET_ENTRY_BYTES) {
         return None;
     }
     let mut entries = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_BYTES as usize);
@@ -82,7 +82,7 @@ pub fn parse_offset_index(
 
 /// Parses and sanity-checks a `.timeindex` file. `None` when the file must be rebuilt.
 pub fn parse_time_index(bytes: &[u8], max_relative_offset: i64) -> Option<Vec<TimeEntry>> {
-    if bytes.len() as u64 % TIME_ENTRY_BYTES != 0 {
+    if !(bytes.len() as u64).is_multiple_of(TIME_ENTRY_BYTES) {
         return None;
     }
     let mut entries: Vec<TimeEntry> = Vec::with_capacity(bytes.len() / TIME_ENTRY_BYTES as usize);
@@ -128,6 +128,21 @@ pub fn lookup_time(entries: &[TimeEntry], timestamp_ms: i64) -> Option<TimeEntry
     }
 }
 
+/// One batch as the index builder sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexedBatch {
+    /// First offset of the batch.
+    pub base_offset: i64,
+    /// Last offset of the batch.
+    pub last_offset: i64,
+    /// The batch max timestamp.
+    pub max_timestamp_ms: i64,
+    /// File position of the batch in its segment.
+    pub position: u64,
+    /// Size of the batch in bytes.
+    pub size: u64,
+}
+
 /// Builds index entries while batches are appended or scanned, as Kafka's `LogSegment.append` does.
 #[derive(Clone, Debug, Default)]
 pub struct IndexBuilder {
@@ -155,16 +170,14 @@ impl IndexBuilder {
 
     /// Records one batch at `position` (relative offsets must fit u32, positions u32; the caller rolls
     /// segments before that).
-    pub fn on_batch(
-        &mut self,
-        base_offset: i64,
-        segment_base: i64,
-        last_offset: i64,
-        max_timestamp_ms: i64,
-        position: u64,
-        size: u64,
-        index_interval_bytes: u64,
-    ) {
+    pub fn on_batch(&mut self, segment_base: i64, batch: IndexedBatch, index_interval_bytes: u64) {
+        let IndexedBatch {
+            base_offset,
+            last_offset,
+            max_timestamp_ms,
+            position,
+            size,
+        } = batch;
         if max_timestamp_ms > self.max_timestamp_ms {
             self.max_timestamp_ms = max_timestamp_ms;
             self.offset_of_max_timestamp = base_offset;
@@ -278,7 +291,14 @@ mod tests {
         let mut b = IndexBuilder::new();
         let mut pos = 0;
         for i in 0..10i64 {
-            b.on_batch(100 + i * 2, 100, 101 + i * 2, 1000 + i, pos, 3000, 4096);
+            let batch = IndexedBatch {
+                base_offset: 100 + i * 2,
+                last_offset: 101 + i * 2,
+                max_timestamp_ms: 1000 + i,
+                position: pos,
+                size: 3000,
+            };
+            b.on_batch(100, batch, 4096);
             pos += 3000;
         }
         // An entry every second batch (after > 4096 bytes accumulated).

@@ -18,7 +18,7 @@ use sluice_protocol::batch::{self, BatchError, BatchHeader, Batches, RECORD_BATC
 use crate::epoch::LeaderEpochCache;
 use crate::index::{
     encode_offset_entries, encode_time_entries, lookup_position, lookup_time, parse_offset_index,
-    parse_time_index, IndexBuilder, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    parse_time_index, IndexBuilder, IndexedBatch, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
 use crate::segment::{
@@ -201,6 +201,31 @@ pub struct Log {
     state: Mutex<State>,
     flush_lock: Mutex<()>,
     fsyncs: AtomicU64,
+    /// Appenders currently inside an append call, and the most seen at once since the last fsync
+    /// (drives the group-commit delay).
+    appenders: AtomicU64,
+    recent_concurrency: AtomicU64,
+}
+
+/// How long a flusher waits for concurrent appenders to join its fsync (PostgreSQL's `commit_delay`);
+/// only applied when more than one appender was active since the last fsync.
+const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Counts an appender in and out of `Log::appenders`.
+struct AppenderGuard<'a>(&'a Log);
+
+impl<'a> AppenderGuard<'a> {
+    fn enter(log: &'a Log) -> Self {
+        let n = log.appenders.fetch_add(1, Ordering::AcqRel) + 1;
+        log.recent_concurrency.fetch_max(n, Ordering::AcqRel);
+        AppenderGuard(log)
+    }
+}
+
+impl Drop for AppenderGuard<'_> {
+    fn drop(&mut self) {
+        self.0.appenders.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn wall_clock_ms() -> i64 {
@@ -348,6 +373,8 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             fsyncs: AtomicU64::new(0),
+            appenders: AtomicU64::new(0),
+            recent_concurrency: AtomicU64::new(0),
         };
         log.load()?;
         Ok(log)
@@ -900,6 +927,7 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        let _appender = AppenderGuard::enter(self);
         let config = self.config.read().clone();
         let v = validate_batches(
             batches,
@@ -970,6 +998,7 @@ impl Log {
     /// `appendAsFollower`): validates framing and CRC, requires offsets to continue from the log end
     /// offset, and records each batch's partition leader epoch in the epoch cache.
     pub fn append_as_follower(&self, batches: &mut [u8]) -> Result<AppendInfo, AppendError> {
+        let _appender = AppenderGuard::enter(self);
         let config = self.config.read().clone();
         let v = validate_batches(batches, u64::MAX, TimestampType::CreateTime, -1)?;
         let mut st = self.state.lock();
@@ -1089,15 +1118,14 @@ impl Log {
         let mut next = active.next_offset;
         for item in Batches::new(batches) {
             let Ok((_, h)) = item else { break };
-            files.builder.on_batch(
-                h.base_offset(),
-                base,
-                h.last_offset(),
-                h.max_timestamp(),
-                pos,
-                h.size() as u64,
-                index_interval_bytes,
-            );
+            let indexed = IndexedBatch {
+                base_offset: h.base_offset(),
+                last_offset: h.last_offset(),
+                max_timestamp_ms: h.max_timestamp(),
+                position: pos,
+                size: h.size() as u64,
+            };
+            files.builder.on_batch(base, indexed, index_interval_bytes);
             if active.rolling_timestamp_ms.is_none() {
                 active.rolling_timestamp_ms = Some(h.max_timestamp());
             }
@@ -1521,7 +1549,10 @@ impl Log {
             return Ok(st.log_start_offset);
         }
         st.log_start_offset = offset;
+        let leo = st.log_end_offset;
+        // Same normalisation as at load: no epoch entry starts at or after the log end offset.
         st.epochs.truncate_from_start(offset);
+        st.epochs.truncate_from_end(leo);
         self.delete_below_start(&mut st)?;
         let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
         drop(st);
@@ -1596,7 +1627,9 @@ impl Log {
                 .expect("invariant: at least one segment");
             if first > st.log_start_offset {
                 st.log_start_offset = first;
+                let leo = st.log_end_offset;
                 st.epochs.truncate_from_start(first);
+                st.epochs.truncate_from_end(leo);
             }
         }
         if deleted > 0 {
@@ -1612,6 +1645,20 @@ impl Log {
     /// fsynced by another returns at once). Returns the recovery point.
     fn flush_to(&self, target: i64) -> Result<i64, StorageError> {
         let _flush = self.flush_lock.lock();
+        {
+            let st = self.state.lock();
+            if st.recovery_point >= target.min(st.log_end_offset) && st.unsynced.is_empty() {
+                return Ok(st.recovery_point);
+            }
+        }
+        if self
+            .recent_concurrency
+            .swap(self.appenders.load(Ordering::Acquire), Ordering::AcqRel)
+            > 1
+        {
+            // Other appenders are running: give them a moment to land their batches in this fsync.
+            std::thread::sleep(GROUP_COMMIT_DELAY);
+        }
         let (files, upto, dir_dirty) = {
             let mut st = self.state.lock();
             if self.health.is_offline() {

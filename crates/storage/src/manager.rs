@@ -50,13 +50,16 @@ pub fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
     Some((topic.to_string(), partition.parse().ok()?))
 }
 
+/// Open logs by (topic, partition), each with the index of its log directory.
+type LogMap = HashMap<(String, i32), (Arc<Log>, usize)>;
+
 /// Owns every partition log under `log.dirs`. `Send + Sync`.
 #[derive(Debug)]
 pub struct LogManager {
     dirs: Vec<Arc<DirHealth>>,
     io: Arc<dyn Io>,
     cache: Arc<SegmentCache>,
-    logs: RwLock<HashMap<(String, i32), (Arc<Log>, usize)>>,
+    logs: RwLock<LogMap>,
     pending_dir_deletes: Mutex<Vec<PathBuf>>,
     delete_seq: AtomicU64,
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use sluice_protocol::batch::{BatchHeader, RECORD_BATCH_OVERHEAD};
 
-use crate::index::{IndexBuilder, OffsetEntry, TimeEntry};
+use crate::index::{IndexBuilder, IndexedBatch, OffsetEntry, TimeEntry};
 use crate::io::{read_full_at, IoFile};
 
 /// Suffix of segment data files.
@@ -174,15 +174,15 @@ pub fn scan_segment(file: &dyn IoFile, p: ScanParams) -> io::Result<ScanOutcome>
             out.epochs.push((epoch, base));
             last_epoch = Some(epoch);
         }
-        out.index.on_batch(
-            base,
-            p.base_offset,
-            last,
-            max_ts,
-            pos,
+        let indexed = IndexedBatch {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp_ms: max_ts,
+            position: pos,
             size,
-            p.index_interval_bytes,
-        );
+        };
+        out.index
+            .on_batch(p.base_offset, indexed, p.index_interval_bytes);
         pos += size;
         out.valid_bytes = pos;
         out.next_offset = last + 1;

@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::read_all;
-use sluice_protocol::batch::{build_batch, set_base_offset, set_partition_leader_epoch};
+use sluice_protocol::batch::{
+    build_batch, set_base_offset, set_partition_leader_epoch, RecordKeyValue,
+};
 use sluice_storage::{Log, LogConfig};
 
 const CHILD_DIR_ENV: &str = "SLUICE_CRASH_CHILD_DIR";
@@ -40,8 +42,7 @@ fn expected_batch(base_offset: i64) -> Vec<u8> {
             v
         })
         .collect();
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let recs: Vec<RecordKeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
     build_batch(base_offset, &recs, -1, -1, -1)
 }
 

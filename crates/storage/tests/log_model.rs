@@ -189,6 +189,7 @@ fn run(ops: Vec<Op>, segment_bytes: u64, index_interval_bytes: u64) {
                     m.log_start_offset = lso;
                     m.batches.retain(|b| b.1 >= lso);
                     m.epochs.truncate_from_start(lso);
+                    m.epochs.truncate_from_end(m.log_end_offset);
                 }
             }
             Op::DeleteRecords(sel) => {
@@ -197,6 +198,7 @@ fn run(ops: Vec<Op>, segment_bytes: u64, index_interval_bytes: u64) {
                 if target > m.log_start_offset {
                     m.log_start_offset = target;
                     m.epochs.truncate_from_start(target);
+                    m.epochs.truncate_from_end(m.log_end_offset);
                 }
                 assert_eq!(lso, m.log_start_offset);
                 m.batches.retain(|b| b.1 >= m.log_start_offset);

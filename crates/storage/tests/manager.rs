@@ -1,0 +1,143 @@
+//! `LogManager`: parallel open of many partitions (with recovery), create/get/delete, bounded open
+//! inactive segments, retention and flush passes, clean shutdown.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{batch, read_all};
+use sluice_storage::manager::ManagerOptions;
+use sluice_storage::{LogConfig, LogManager};
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_bytes: 300,
+        file_delete_delay_ms: 0,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn opens_every_partition_in_parallel_and_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = vec![root.path().join("a"), root.path().join("b")];
+    {
+        let mgr = LogManager::open(dirs.clone(), small()).unwrap();
+        for p in 0..12 {
+            let log = mgr.get_or_create("orders", p, small()).unwrap();
+            for i in 0..=(p as u64) {
+                log.append_as_leader(&mut batch(2, i, 0), 0, 0).unwrap();
+            }
+        }
+        let log = mgr.get_or_create("my-topic", 3, small()).unwrap();
+        log.append_as_leader(&mut batch(1, 0, 0), 0, 0).unwrap();
+        // Half clean: shut down only some logs, leave the others to recovery.
+        for p in 0..6 {
+            mgr.get("orders", p).unwrap().close().unwrap();
+        }
+    }
+    let opts = ManagerOptions {
+        recovery_threads: 4,
+        ..ManagerOptions::default()
+    };
+    let mgr = LogManager::open_with(dirs, small(), opts).unwrap();
+    let parts = mgr.partitions();
+    assert_eq!(parts.len(), 13);
+    assert!(parts.contains(&("my-topic".to_string(), 3)));
+    for p in 0..12 {
+        let log = mgr.get("orders", p).unwrap();
+        assert_eq!(log.log_end_offset(), 2 * (p as i64 + 1));
+        assert_eq!(read_all(&log).len(), p as usize + 1);
+    }
+    mgr.shutdown().unwrap();
+}
+
+#[test]
+fn bounds_open_inactive_segments() {
+    let root = tempfile::tempdir().unwrap();
+    let opts = ManagerOptions {
+        max_open_inactive_segments: 3,
+        ..ManagerOptions::default()
+    };
+    let mgr = LogManager::open_with(vec![root.path().to_path_buf()], small(), opts).unwrap();
+    let log = mgr.get_or_create("t", 0, small()).unwrap();
+    for i in 0..60 {
+        log.append_as_leader(&mut batch(3, i, 0), 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 6);
+    for (base, _, _) in read_all(&log) {
+        log.read(base, 1, i64::MAX).unwrap();
+        assert!(mgr.open_inactive_segments() <= 3);
+    }
+    assert_eq!(mgr.open_inactive_segments(), 3);
+}
+
+#[test]
+fn delete_renames_then_removes_and_retention_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let mgr = LogManager::open(vec![root.path().to_path_buf()], small()).unwrap();
+    let log = mgr.get_or_create("gone", 0, small()).unwrap();
+    log.append_as_leader(&mut batch(2, 0, 0), 0, 0).unwrap();
+    let held = log.read(0, 100, i64::MAX).unwrap();
+    mgr.delete("gone", 0).unwrap();
+    assert!(mgr.get("gone", 0).is_none());
+    assert!(!root.path().join("gone-0").exists());
+    let renamed: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(renamed.len(), 1);
+    assert!(renamed[0].to_string_lossy().ends_with("-delete"));
+    assert!(!held.data.is_empty());
+    assert!(
+        log.append_as_leader(&mut batch(1, 0, 0), 0, 0).is_err(),
+        "a deleted log refuses appends"
+    );
+    // Retention removes the renamed directory and applies retention.ms to live logs.
+    let cfg = LogConfig {
+        retention_ms: 10,
+        ..small()
+    };
+    let live = mgr.get_or_create("live", 0, cfg).unwrap();
+    for i in 0..20 {
+        live.append_as_leader(&mut batch(3, i, 1_000), 0, 0)
+            .unwrap();
+    }
+    live.set_high_watermark(60);
+    mgr.run_retention(1_000_000);
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    assert_eq!(live.log_start_offset(), 60);
+    // Re-creating the deleted partition starts empty.
+    let again = mgr.get_or_create("gone", 0, small()).unwrap();
+    assert_eq!(again.log_end_offset(), 0);
+}
+
+#[test]
+fn flush_due_honours_flush_ms_and_shutdown_is_clean() {
+    let root = tempfile::tempdir().unwrap();
+    let mgr =
+        Arc::new(LogManager::open(vec![root.path().to_path_buf()], LogConfig::default()).unwrap());
+    let timed = mgr
+        .get_or_create(
+            "timed",
+            0,
+            LogConfig {
+                flush_ms: Some(1000),
+                ..LogConfig::default()
+            },
+        )
+        .unwrap();
+    let lazy = mgr.get_or_create("lazy", 0, LogConfig::default()).unwrap();
+    timed.append_as_leader(&mut batch(2, 0, 0), 0, 0).unwrap();
+    lazy.append_as_leader(&mut batch(2, 0, 0), 0, 0).unwrap();
+    mgr.flush_due(i64::MAX / 2);
+    assert_eq!(timed.recovery_point(), 2);
+    assert_eq!(
+        lazy.recovery_point(),
+        0,
+        "no flush policy: the OS writes back"
+    );
+    mgr.shutdown().unwrap();
+    assert!(root.path().join("lazy-0/.clean-shutdown").exists());
+    assert!(root.path().join("timed-0/.clean-shutdown").exists());
+}
