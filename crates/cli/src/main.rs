@@ -9,7 +9,7 @@ use sluice_broker::{BrokerConfig, Server, CONFIG_KEYS};
 
 /// Sluice: a Kafka-compatible streaming platform.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about)]
+#[command(name = "sluice", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
