@@ -1,1 +1,28 @@
-//! Async Rust client: producer, consumer, admin.
+//! Async Rust client for Kafka-compatible brokers (Sluice, Apache Kafka, Redpanda): producer, consumer and
+//! admin over `kafka-protocol`'s message types.
+//!
+//! - [`Client`]: bootstrap list, one pipelined [`Connection`] per broker with ApiVersions negotiation (the
+//!   highest version both sides speak), and a metadata cache refreshed on NOT_LEADER_OR_FOLLOWER and
+//!   UNKNOWN_TOPIC_OR_PARTITION.
+//! - [`Producer`]: partitioners (explicit, murmur2 key hash as the Java client and librdkafka's
+//!   `murmur2_random`, sticky, round-robin, random, custom), batching, compression, acks, retries.
+//! - [`Consumer`]: assign, poll, seek, pause/resume, `auto.offset.reset`.
+//! - [`Admin`]: topics, partitions, configs, offsets, cluster.
+
+pub mod admin;
+pub mod client;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod records;
+
+pub use admin::Admin;
+pub use client::{BrokerInfo, Client, ClientConfig, ClusterMetadata, PartitionInfo, TopicInfo};
+pub use connection::Connection;
+pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
+pub use error::{ClientError, Result};
+pub use partitioner::{PartitionStrategy, Partitioner};
+pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use records::{CompressionType, ConsumerRecord, ProducerRecord, RecordMetadata};

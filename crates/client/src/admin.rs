@@ -1,0 +1,665 @@
+//! The admin client: topics, partitions, configs, offsets, groups and the cluster description.
+//!
+//! Requests that change cluster metadata go to the controller (any broker if unknown); offset queries go to
+//! each partition's leader; group requests go to the group's coordinator. Every per-resource error is
+//! reported as a [`ClientError::Broker`] naming the resource.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::client::{BrokerInfo, Client, ClientConfig, TopicInfo};
+use crate::consumer::{commit_offsets, fetch_committed, TopicPartition};
+use crate::error::{check_code, ClientError, Result};
+
+/// Which offset ListOffsets should find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset (timestamp -2).
+    Earliest,
+    /// The log end offset (timestamp -1).
+    Latest,
+    /// The first offset whose timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn timestamp(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(t) => t,
+        }
+    }
+}
+
+/// A ListOffsets answer for one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset (-1 when no record matches a timestamp query).
+    pub offset: i64,
+    /// The timestamp of that record (-1 for earliest/latest).
+    pub timestamp_ms: i64,
+}
+
+/// Looks up offsets, one ListOffsets request per partition leader, retrying partitions whose leader moved.
+pub(crate) async fn list_offsets(
+    client: &Client,
+    queries: &[(String, i32, OffsetSpec)],
+) -> Result<BTreeMap<TopicPartition, Result<ListedOffset>>> {
+    let mut out = BTreeMap::new();
+    let mut todo: Vec<(String, i32, OffsetSpec)> = queries.to_vec();
+    for topic in todo.iter().map(|q| q.0.clone()).collect::<std::collections::BTreeSet<_>>() {
+        client.topic(&topic, false).await?;
+    }
+    for attempt in 0..5 {
+        if todo.is_empty() {
+            break;
+        }
+        let metadata = client.metadata();
+        let mut by_leader: HashMap<i32, Vec<(String, i32, OffsetSpec)>> = HashMap::new();
+        let mut retry = Vec::new();
+        for q in todo {
+            match metadata.leader(&q.0, q.1) {
+                Some(l) => by_leader.entry(l).or_default().push(q),
+                None => {
+                    if !metadata.topics.get(&q.0).is_some_and(|t| t.partitions.iter().any(|p| p.partition == q.1)) {
+                        out.insert(
+                            (q.0.clone(), q.1),
+                            Err(ClientError::UnknownPartition {
+                                topic: q.0.clone(),
+                                partition: q.1,
+                            }),
+                        );
+                    } else {
+                        retry.push(q);
+                    }
+                }
+            }
+        }
+        for (leader, qs) in by_leader {
+            let mut topics: Vec<ListOffsetsTopic> = Vec::new();
+            for (topic, partition, spec) in &qs {
+                let p = ListOffsetsPartition::default()
+                    .with_partition_index(*partition)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(spec.timestamp());
+                match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                    Some(t) => t.partitions.push(p),
+                    None => topics.push(
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                            .with_partitions(vec![p]),
+                    ),
+                }
+            }
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_isolation_level(0)
+                .with_timeout_ms(
+                    i32::try_from(client.config().request_timeout_ms).unwrap_or(i32::MAX),
+                )
+                .with_topics(topics);
+            let response = match client.send_to(leader, &request, None).await {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() && attempt < 4 => {
+                    retry.extend(qs);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for (topic, partition, spec) in qs {
+                let answer = response
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == partition);
+                let tp = (topic.clone(), partition);
+                match answer {
+                    None => {
+                        out.insert(
+                            tp,
+                            Err(ClientError::broker(
+                                format!("offsets of {topic}-{partition}"),
+                                ResponseError::UnknownTopicOrPartition.code(),
+                                None,
+                            )),
+                        );
+                    }
+                    Some(a) if a.error_code == 0 => {
+                        out.insert(
+                            tp,
+                            Ok(ListedOffset {
+                                offset: a.offset,
+                                timestamp_ms: a.timestamp,
+                            }),
+                        );
+                    }
+                    Some(a) => {
+                        let e = ClientError::broker(
+                            format!("offsets of {topic}-{partition}"),
+                            a.error_code,
+                            None,
+                        );
+                        if e.is_retriable() && attempt < 4 {
+                            retry.push((topic, partition, spec));
+                        } else {
+                            out.insert(tp, Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        if !retry.is_empty() {
+            tokio::time::sleep(Duration::from_millis(client.config().retry_backoff_ms)).await;
+            let mut topics: Vec<String> = retry.iter().map(|q| q.0.clone()).collect();
+            topics.sort();
+            topics.dedup();
+            for t in topics {
+                let _ = client.topic_refreshed(&t, false).await;
+            }
+        }
+        todo = retry;
+    }
+    for (topic, partition, _) in todo {
+        out.insert(
+            (topic.clone(), partition),
+            Err(ClientError::broker(
+                format!("offsets of {topic}-{partition}"),
+                ResponseError::LeaderNotAvailable.code(),
+                None,
+            )),
+        );
+    }
+    Ok(out)
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count (-1 = broker default `num.partitions`).
+    pub num_partitions: i32,
+    /// Replication factor (-1 = broker default).
+    pub replication_factor: i16,
+    /// Topic configs.
+    pub configs: Vec<(String, String)>,
+}
+
+/// What kind of resource a config belongs to (Kafka's `ConfigResource.Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigResourceType {
+    /// A topic (2).
+    Topic,
+    /// A broker (4).
+    Broker,
+}
+
+impl ConfigResourceType {
+    fn code(self) -> i8 {
+        match self {
+            ConfigResourceType::Topic => 2,
+            ConfigResourceType::Broker => 4,
+        }
+    }
+}
+
+/// One config entry as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// Key.
+    pub name: String,
+    /// Value (`None` for sensitive or unset values).
+    pub value: Option<String>,
+    /// Where the value comes from (Kafka's `ConfigSource`: 1 topic, 4 static broker, 5 default, ...).
+    pub source: i8,
+    /// Whether the value is the default.
+    pub is_default: bool,
+    /// Read-only.
+    pub read_only: bool,
+    /// Sensitive (value hidden).
+    pub sensitive: bool,
+}
+
+/// A config change for [`Admin::alter_configs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Set `key` to `value`.
+    Set(String, String),
+    /// Remove `key` (back to its default).
+    Delete(String),
+}
+
+/// The cluster as DescribeCluster (or Metadata) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Cluster id.
+    pub cluster_id: Option<String>,
+    /// Controller node id (-1 if unknown).
+    pub controller_id: i32,
+    /// Brokers.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// Protocol type (`consumer` for consumer groups).
+    pub protocol_type: String,
+    /// State (`Stable`, `Empty`, ...), if the broker reports it.
+    pub state: String,
+}
+
+/// A group as DescribeGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group_id: String,
+    /// State.
+    pub state: String,
+    /// Protocol type.
+    pub protocol_type: String,
+    /// The chosen assignor.
+    pub protocol: String,
+    /// Members: (member id, client id, client host).
+    pub members: Vec<(String, String, String)>,
+}
+
+/// The admin client.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    /// Connects to the cluster.
+    pub async fn new(config: ClientConfig) -> Result<Admin> {
+        Ok(Admin {
+            client: Client::connect(config).await?,
+        })
+    }
+
+    /// An admin over an existing client.
+    pub fn from_client(client: Client) -> Admin {
+        Admin { client }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        i32::try_from(self.client.config().request_timeout_ms).unwrap_or(i32::MAX)
+    }
+
+    /// Creates topics; one result per topic, in order.
+    pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<Result<()>>> {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(t.name.clone())))
+                            .with_num_partitions(t.num_partitions)
+                            .with_replication_factor(t.replication_factor)
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(StrBytes::from_string(k.clone()))
+                                            .with_value(Some(StrBytes::from_string(v.clone())))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let response = self.client.send_controller(&request, None).await?;
+        let results = topics
+            .iter()
+            .map(|t| {
+                let r = response
+                    .topics
+                    .iter()
+                    .find(|r| r.name.0.as_str() == t.name)
+                    .ok_or_else(|| ClientError::broker(format!("creating topic {}", t.name), -1, None))?;
+                check_code(
+                    r.error_code,
+                    || format!("creating topic {}", t.name),
+                    r.error_message.as_ref(),
+                )
+            })
+            .collect();
+        Ok(results)
+    }
+
+    /// Creates one topic.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
+        let mut results = self.create_topics(std::slice::from_ref(&topic)).await?;
+        results.pop().unwrap_or(Ok(()))?;
+        // Wait until the metadata shows the topic with leaders, so the next request finds it.
+        let _ = self.client.topic_refreshed(&topic.name, false).await;
+        Ok(())
+    }
+
+    /// Deletes topics by name; one result per topic, in order.
+    pub async fn delete_topics(&self, names: &[String]) -> Result<Vec<Result<()>>> {
+        let conn = self.client.any_connection().await?;
+        let version = conn.version_for::<DeleteTopicsRequest>(None)?;
+        let mut request = DeleteTopicsRequest::default().with_timeout_ms(self.timeout_ms());
+        if version >= 6 {
+            request.topics = names
+                .iter()
+                .map(|n| {
+                    DeleteTopicState::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(n.clone()))))
+                })
+                .collect();
+        } else {
+            request.topic_names = names
+                .iter()
+                .map(|n| TopicName(StrBytes::from_string(n.clone())))
+                .collect();
+        }
+        let response = conn.send_at(&request, version).await?;
+        let results = names
+            .iter()
+            .map(|n| {
+                let r = response
+                    .responses
+                    .iter()
+                    .find(|r| r.name.as_ref().is_some_and(|x| x.0.as_str() == n))
+                    .ok_or_else(|| ClientError::broker(format!("deleting topic {n}"), -1, None))?;
+                check_code(
+                    r.error_code,
+                    || format!("deleting topic {n}"),
+                    r.error_message.as_ref(),
+                )
+            })
+            .collect();
+        Ok(results)
+    }
+
+    /// Deletes one topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut results = self.delete_topics(&[name.to_owned()]).await?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    /// Every topic (internal ones included), from fresh metadata.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.client.refresh_metadata(None, false).await?;
+        Ok(self.client.metadata().topics.values().cloned().collect())
+    }
+
+    /// One topic's partitions, leaders, replicas and ISR, from fresh metadata.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        self.client.topic_refreshed(name, false).await
+    }
+
+    /// Grows `topic` to `total` partitions.
+    pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<()> {
+        let request = CreatePartitionsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_count(total)]);
+        let response = self.client.send_controller(&request, None).await?;
+        let r = response
+            .results
+            .iter()
+            .find(|r| r.name.0.as_str() == topic)
+            .ok_or_else(|| ClientError::broker(format!("adding partitions to {topic}"), -1, None))?;
+        check_code(
+            r.error_code,
+            || format!("adding partitions to {topic}"),
+            r.error_message.as_ref(),
+        )?;
+        let _ = self.client.topic_refreshed(topic, false).await;
+        Ok(())
+    }
+
+    /// The configs of a topic or broker (`name` is the broker id for brokers).
+    pub async fn describe_configs(
+        &self,
+        resource_type: ConfigResourceType,
+        name: &str,
+    ) -> Result<Vec<ConfigEntry>> {
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type.code())
+                .with_resource_name(StrBytes::from_string(name.to_owned()))
+                .with_configuration_keys(None),
+        ]);
+        let response = match resource_type {
+            ConfigResourceType::Broker => match name.parse::<i32>() {
+                Ok(id) => self.client.send_to(id, &request, None).await?,
+                Err(_) => {
+                    return Err(ClientError::Config(format!(
+                        "a broker is named by its node id, not {name:?}"
+                    )))
+                }
+            },
+            ConfigResourceType::Topic => self.client.send_any(&request, None).await?,
+        };
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| ClientError::broker(format!("describing configs of {name}"), -1, None))?;
+        check_code(
+            result.error_code,
+            || format!("describing configs of {name}"),
+            result.error_message.as_ref(),
+        )?;
+        Ok(result
+            .configs
+            .iter()
+            .map(|c| ConfigEntry {
+                name: c.name.as_str().to_owned(),
+                value: c.value.as_ref().map(|v| v.as_str().to_owned()),
+                source: c.config_source,
+                is_default: c.config_source == 5,
+                read_only: c.read_only,
+                sensitive: c.is_sensitive,
+            })
+            .collect())
+    }
+
+    /// Sets or deletes configs of a topic or broker (IncrementalAlterConfigs).
+    pub async fn alter_configs(
+        &self,
+        resource_type: ConfigResourceType,
+        name: &str,
+        changes: &[ConfigChange],
+    ) -> Result<()> {
+        let configs = changes
+            .iter()
+            .map(|c| match c {
+                ConfigChange::Set(k, v) => AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(v.clone()))),
+                ConfigChange::Delete(k) => AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(1)
+                    .with_value(None),
+            })
+            .collect();
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type.code())
+                .with_resource_name(StrBytes::from_string(name.to_owned()))
+                .with_configs(configs),
+        ]);
+        let response = match resource_type {
+            ConfigResourceType::Broker => match name.parse::<i32>() {
+                Ok(id) => self.client.send_to(id, &request, None).await?,
+                Err(_) => {
+                    return Err(ClientError::Config(format!(
+                        "a broker is named by its node id, not {name:?}"
+                    )))
+                }
+            },
+            ConfigResourceType::Topic => self.client.send_controller(&request, None).await?,
+        };
+        let r = response
+            .responses
+            .first()
+            .ok_or_else(|| ClientError::broker(format!("altering configs of {name}"), -1, None))?;
+        check_code(
+            r.error_code,
+            || format!("altering configs of {name}"),
+            r.error_message.as_ref(),
+        )
+    }
+
+    /// Offsets of partitions (earliest, latest or by timestamp).
+    pub async fn list_offsets(
+        &self,
+        queries: &[(String, i32, OffsetSpec)],
+    ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset>>> {
+        list_offsets(&self.client, queries).await
+    }
+
+    /// The cluster id, controller and brokers (DescribeCluster if served, else Metadata).
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let conn = self.client.any_connection().await?;
+        if conn.version_for::<DescribeClusterRequest>(None).is_ok() {
+            let response = conn.send(&DescribeClusterRequest::default(), None).await?;
+            check_code(
+                response.error_code,
+                || "describing the cluster".to_owned(),
+                response.error_message.as_ref(),
+            )?;
+            return Ok(ClusterDescription {
+                cluster_id: Some(response.cluster_id.as_str().to_owned()),
+                controller_id: response.controller_id.0,
+                brokers: response
+                    .brokers
+                    .iter()
+                    .map(|b| BrokerInfo {
+                        node_id: b.broker_id.0,
+                        host: b.host.as_str().to_owned(),
+                        port: b.port,
+                        rack: b.rack.as_ref().map(|r| r.as_str().to_owned()),
+                    })
+                    .collect(),
+            });
+        }
+        self.client.refresh_metadata(Some(&[]), false).await?;
+        let m = self.client.metadata();
+        Ok(ClusterDescription {
+            cluster_id: m.cluster_id.clone(),
+            controller_id: m.controller_id,
+            brokers: m.brokers.values().cloned().collect(),
+        })
+    }
+
+    /// Every group on every broker (ListGroups).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        self.client.refresh_metadata(Some(&[]), false).await?;
+        let brokers: Vec<i32> = self.client.metadata().brokers.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in brokers {
+            let response = self
+                .client
+                .send_to(id, &ListGroupsRequest::default(), None)
+                .await?;
+            check_code(response.error_code, || "listing groups".to_owned(), None)?;
+            out.extend(response.groups.iter().map(|g| GroupListing {
+                group_id: g.group_id.0.as_str().to_owned(),
+                protocol_type: g.protocol_type.as_str().to_owned(),
+                state: g.group_state.as_str().to_owned(),
+            }));
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    /// A group's state and members (DescribeGroups).
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let coordinator = self.client.group_coordinator(group).await?;
+        let request = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+        let response = self.client.send_to(coordinator, &request, None).await?;
+        let g = response
+            .groups
+            .first()
+            .ok_or_else(|| ClientError::broker(format!("describing group {group}"), -1, None))?;
+        check_code(
+            g.error_code,
+            || format!("describing group {group}"),
+            g.error_message.as_ref(),
+        )?;
+        Ok(GroupDescription {
+            group_id: g.group_id.0.as_str().to_owned(),
+            state: g.group_state.as_str().to_owned(),
+            protocol_type: g.protocol_type.as_str().to_owned(),
+            protocol: g.protocol_data.as_str().to_owned(),
+            members: g
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.as_str().to_owned(),
+                        m.client_id.as_str().to_owned(),
+                        m.client_host.as_str().to_owned(),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Deletes a group (it must have no members).
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let coordinator = self.client.group_coordinator(group).await?;
+        let request = DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+        let response = self.client.send_to(coordinator, &request, None).await?;
+        let r = response
+            .results
+            .first()
+            .ok_or_else(|| ClientError::broker(format!("deleting group {group}"), -1, None))?;
+        check_code(r.error_code, || format!("deleting group {group}"), None)
+    }
+
+    /// A group's committed offsets (all partitions it has committed).
+    pub async fn group_offsets(&self, group: &str) -> Result<BTreeMap<TopicPartition, i64>> {
+        Ok(fetch_committed(&self.client, group, None)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// Overwrites a group's committed offsets (the group must have no active members).
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<()> {
+        commit_offsets(&self.client, group, -1, "", offsets).await
+    }
+}

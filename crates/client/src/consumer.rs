@@ -1,0 +1,610 @@
+//! The consumer: manual assignment, poll, seek, pause/resume, `auto.offset.reset`, and committed offsets
+//! (OffsetCommit/OffsetFetch) when a `group.id` is set.
+//!
+//! [`Consumer::poll`] first resolves partitions without a position (the group's committed offset if there is
+//! one, else ListOffsets earliest/latest per `auto.offset.reset`), then sends one Fetch (full fetch, no
+//! session) to each leader of the unpaused partitions, decodes the whole batches (every codec, CRC checked)
+//! and advances positions. NOT_LEADER_OR_FOLLOWER and UNKNOWN_TOPIC_OR_PARTITION refresh the metadata;
+//! OFFSET_OUT_OF_RANGE resets the position per `auto.offset.reset`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::admin::{list_offsets, OffsetSpec};
+use crate::client::{Client, ClientConfig};
+use crate::error::{ClientError, Result};
+use crate::records::{decode_batches, ConsumerRecord};
+
+/// The highest Fetch version this client sends (v13 switches to topic ids).
+const FETCH_MAX_VERSION: i16 = 12;
+/// The highest OffsetCommit version (v10 switches to topic ids).
+pub(crate) const OFFSET_COMMIT_MAX_VERSION: i16 = 9;
+/// The highest OffsetFetch version (v8 batches groups).
+pub(crate) const OFFSET_FETCH_MAX_VERSION: i16 = 7;
+
+/// `auto.offset.reset`: where to start when there is no valid position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The log start offset.
+    Earliest,
+    /// The log end offset (only records produced from now on).
+    #[default]
+    Latest,
+    /// Fail with OFFSET_OUT_OF_RANGE.
+    None,
+}
+
+impl std::str::FromStr for OffsetReset {
+    type Err = ClientError;
+
+    fn from_str(s: &str) -> Result<OffsetReset> {
+        match s {
+            "earliest" => Ok(OffsetReset::Earliest),
+            "latest" => Ok(OffsetReset::Latest),
+            "none" => Ok(OffsetReset::None),
+            _ => Err(ClientError::Config(format!(
+                "auto.offset.reset must be earliest, latest or none, not {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Consumer settings (Kafka's names in the docs of each field).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Connection settings.
+    pub client: ClientConfig,
+    /// `group.id`: where offsets are committed; `None` for a consumer that never commits.
+    pub group_id: Option<String>,
+    /// `auto.offset.reset`.
+    pub auto_offset_reset: OffsetReset,
+    /// `fetch.max.wait.ms`.
+    pub fetch_max_wait_ms: i32,
+    /// `fetch.min.bytes`.
+    pub fetch_min_bytes: i32,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: i32,
+    /// `max.partition.fetch.bytes`.
+    pub max_partition_fetch_bytes: i32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            client: ClientConfig::default(),
+            group_id: None,
+            auto_offset_reset: OffsetReset::Latest,
+            fetch_max_wait_ms: 500,
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            max_partition_fetch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A topic and partition.
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug, Clone, Default)]
+struct PartitionState {
+    /// The next offset to fetch; `None` until resolved.
+    position: Option<i64>,
+    paused: bool,
+    /// The high watermark from the last fetch (-1 before one).
+    high_watermark: i64,
+}
+
+/// An async Kafka consumer with manual assignment.
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+}
+
+impl Consumer {
+    /// Connects to the cluster.
+    pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
+        let client = Client::connect(config.client.clone()).await?;
+        Ok(Consumer {
+            client,
+            config,
+            partitions: BTreeMap::new(),
+        })
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Replaces the assignment. Partitions kept keep their position; new ones start unresolved.
+    pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        for (topic, partition) in &partitions {
+            let info = self.client.topic(topic, false).await?;
+            if !info.partitions.iter().any(|p| p.partition == *partition) {
+                return Err(ClientError::UnknownPartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                });
+            }
+        }
+        let mut next = BTreeMap::new();
+        for tp in partitions {
+            let state = self.partitions.remove(&tp).unwrap_or(PartitionState {
+                high_watermark: -1,
+                ..PartitionState::default()
+            });
+            next.insert(tp, state);
+        }
+        self.partitions = next;
+        Ok(())
+    }
+
+    /// Assigns every partition of `topic`.
+    pub async fn assign_topic(&mut self, topic: &str) -> Result<()> {
+        let info = self.client.topic(topic, false).await?;
+        let mut all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        all.extend(info.partitions.iter().map(|p| (topic.to_owned(), p.partition)));
+        all.sort();
+        all.dedup();
+        self.assign(all).await
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    fn state(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionState> {
+        self.partitions
+            .get_mut(&(topic.to_owned(), partition))
+            .ok_or_else(|| ClientError::Config(format!("{topic}-{partition} is not assigned")))
+    }
+
+    /// Sets the next offset to fetch.
+    pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        self.state(topic, partition)?.position = Some(offset);
+        Ok(())
+    }
+
+    /// Moves to the log start offset of each given partition.
+    pub async fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_to(partitions, OffsetSpec::Earliest).await
+    }
+
+    /// Moves to the log end offset of each given partition.
+    pub async fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_to(partitions, OffsetSpec::Latest).await
+    }
+
+    async fn seek_to(&mut self, partitions: &[TopicPartition], spec: OffsetSpec) -> Result<()> {
+        let queries: Vec<(String, i32, OffsetSpec)> = partitions
+            .iter()
+            .map(|(t, p)| (t.clone(), *p, spec))
+            .collect();
+        let offsets = list_offsets(&self.client, &queries).await?;
+        for ((topic, partition), offset) in offsets {
+            self.seek(&topic, partition, offset?.offset)?;
+        }
+        Ok(())
+    }
+
+    /// The next offset to fetch, resolving it first if needed.
+    pub async fn position(&mut self, topic: &str, partition: i32) -> Result<i64> {
+        self.state(topic, partition)?;
+        self.resolve_positions().await?;
+        self.state(topic, partition)?
+            .position
+            .ok_or_else(|| ClientError::Config(format!("{topic}-{partition} has no position")))
+    }
+
+    /// The high watermark seen in the last fetch of the partition (-1 before the first).
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> i64 {
+        self.partitions
+            .get(&(topic.to_owned(), partition))
+            .map_or(-1, |s| s.high_watermark)
+    }
+
+    /// Stops fetching the given partitions (they stay assigned and keep their position).
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        for (t, p) in partitions {
+            self.state(t, *p)?.paused = true;
+        }
+        Ok(())
+    }
+
+    /// Fetches the given partitions again.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        for (t, p) in partitions {
+            self.state(t, *p)?.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Partitions that are paused.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, s)| s.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Gives positions to partitions without one: the committed offset, else `auto.offset.reset`.
+    async fn resolve_positions(&mut self) -> Result<()> {
+        let missing: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.position.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut unresolved = missing.clone();
+        if self.config.group_id.is_some() {
+            let committed = self.committed(&missing).await?;
+            unresolved.clear();
+            for tp in missing {
+                match committed.get(&tp) {
+                    Some(&offset) if offset >= 0 => {
+                        if let Some(s) = self.partitions.get_mut(&tp) {
+                            s.position = Some(offset);
+                        }
+                    }
+                    _ => unresolved.push(tp),
+                }
+            }
+        }
+        if unresolved.is_empty() {
+            return Ok(());
+        }
+        let spec = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+            OffsetReset::None => {
+                let (t, p) = &unresolved[0];
+                return Err(ClientError::Config(format!(
+                    "{t}-{p} has no committed offset and auto.offset.reset is none"
+                )));
+            }
+        };
+        self.seek_to(&unresolved, spec).await
+    }
+
+    /// Fetches records, waiting up to `timeout` for at least one. Returns an empty vector on timeout.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.resolve_positions().await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let wait_ms = i32::try_from(remaining.as_millis())
+                .unwrap_or(i32::MAX)
+                .min(self.config.fetch_max_wait_ms);
+            let records = self.fetch_once(wait_ms).await?;
+            if !records.is_empty() || Instant::now() >= deadline {
+                return Ok(records);
+            }
+            if self.partitions.values().all(|s| s.paused) {
+                tokio::time::sleep(remaining.min(Duration::from_millis(100))).await;
+            }
+        }
+    }
+
+    async fn fetch_once(&mut self, max_wait_ms: i32) -> Result<Vec<ConsumerRecord>> {
+        let metadata = self.client.metadata();
+        let mut by_leader: HashMap<i32, Vec<(TopicPartition, i64)>> = HashMap::new();
+        let mut refresh: Vec<String> = Vec::new();
+        for (tp, state) in &self.partitions {
+            if state.paused {
+                continue;
+            }
+            let Some(position) = state.position else {
+                continue;
+            };
+            match metadata.leader(&tp.0, tp.1) {
+                Some(leader) => by_leader.entry(leader).or_default().push((tp.clone(), position)),
+                None => refresh.push(tp.0.clone()),
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (leader, partitions) in by_leader {
+            let request = self.fetch_request(&partitions, max_wait_ms);
+            let client = self.client.clone();
+            tasks.spawn(async move {
+                let response = client
+                    .send_to(leader, &request, Some(FETCH_MAX_VERSION))
+                    .await;
+                (partitions, response)
+            });
+        }
+        let mut records = Vec::new();
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((partitions, response)) = joined else {
+                continue;
+            };
+            let response = match response {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    refresh.extend(partitions.iter().map(|((t, _), _)| t.clone()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if response.error_code != 0 {
+                first_error.get_or_insert(ClientError::broker("fetch", response.error_code, None));
+                continue;
+            }
+            for topic in &response.responses {
+                let name = topic.topic.0.as_str();
+                for p in &topic.partitions {
+                    let tp = (name.to_owned(), p.partition_index);
+                    let Some(&(_, position)) = partitions.iter().find(|(x, _)| *x == tp) else {
+                        continue;
+                    };
+                    if let Err(e) =
+                        self.apply_fetched(&tp, position, p, &mut records, &mut refresh)
+                    {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        refresh.sort();
+        refresh.dedup();
+        for topic in refresh {
+            let _ = self.client.topic_refreshed(&topic, false).await;
+        }
+        match first_error {
+            Some(e) if records.is_empty() => Err(e),
+            _ => Ok(records),
+        }
+    }
+
+    fn fetch_request(&self, partitions: &[(TopicPartition, i64)], max_wait_ms: i32) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for ((topic, partition), position) in partitions {
+            let fp = FetchPartition::default()
+                .with_partition(*partition)
+                .with_fetch_offset(*position)
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(self.config.max_partition_fetch_bytes);
+            match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+                Some(t) => t.partitions.push(fp),
+                None => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![fp]),
+                ),
+            }
+        }
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms.max(0))
+            .with_min_bytes(self.config.fetch_min_bytes)
+            .with_max_bytes(self.config.fetch_max_bytes)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(topics)
+    }
+
+    fn apply_fetched(
+        &mut self,
+        tp: &TopicPartition,
+        position: i64,
+        p: &kafka_protocol::messages::fetch_response::PartitionData,
+        records: &mut Vec<ConsumerRecord>,
+        refresh: &mut Vec<String>,
+    ) -> Result<()> {
+        let reset = self.config.auto_offset_reset;
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return Ok(());
+        };
+        // The position may have moved (seek) while the fetch was out: drop stale data.
+        if state.position != Some(position) {
+            return Ok(());
+        }
+        match ResponseError::try_from_code(p.error_code) {
+            None => {}
+            Some(ResponseError::OffsetOutOfRange) if reset != OffsetReset::None => {
+                state.position = None;
+                return Ok(());
+            }
+            Some(
+                ResponseError::NotLeaderOrFollower
+                | ResponseError::UnknownTopicOrPartition
+                | ResponseError::LeaderNotAvailable
+                | ResponseError::FencedLeaderEpoch
+                | ResponseError::UnknownLeaderEpoch,
+            ) => {
+                refresh.push(tp.0.clone());
+                return Ok(());
+            }
+            Some(_) => {
+                return Err(ClientError::broker(
+                    format!("fetching {}-{} at offset {position}", tp.0, tp.1),
+                    p.error_code,
+                    None,
+                ))
+            }
+        }
+        state.high_watermark = p.high_watermark;
+        let Some(data) = p.records.as_ref() else {
+            return Ok(());
+        };
+        let decoded = decode_batches(&tp.0, tp.1, data, position)?;
+        let mut next = decoded.next_offset.unwrap_or(position).max(position);
+        if let Some(last) = decoded.records.last() {
+            next = next.max(last.offset + 1);
+        }
+        state.position = Some(next);
+        records.extend(decoded.records);
+        Ok(())
+    }
+
+    /// Commits the current positions of all assigned partitions that have one.
+    pub async fn commit_sync(&mut self) -> Result<()> {
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
+            .collect();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits the given offsets (the next offset to read, as Kafka commits) for the consumer's group.
+    pub async fn commit_offsets(&self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        let group = self.group()?;
+        commit_offsets(&self.client, group, -1, "", offsets).await
+    }
+
+    /// The group's committed offsets for `partitions` (-1 where none is committed).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>> {
+        let group = self.group()?;
+        fetch_committed(&self.client, group, Some(partitions)).await
+    }
+
+    fn group(&self) -> Result<&str> {
+        self.config
+            .group_id
+            .as_deref()
+            .ok_or_else(|| ClientError::Config("group.id is not set".into()))
+    }
+}
+
+/// Commits `offsets` for `group` (generation -1 and an empty member id for a consumer outside group
+/// membership, as Kafka's standalone consumers commit).
+pub(crate) async fn commit_offsets(
+    client: &Client,
+    group: &str,
+    generation_id: i32,
+    member_id: &str,
+    offsets: &[(TopicPartition, i64)],
+) -> Result<()> {
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for ((topic, partition), offset) in offsets {
+        let p = OffsetCommitRequestPartition::default()
+            .with_partition_index(*partition)
+            .with_committed_offset(*offset)
+            .with_committed_leader_epoch(-1);
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_generation_id_or_member_epoch(generation_id)
+        .with_member_id(StrBytes::from_string(member_id.to_owned()))
+        .with_retention_time_ms(-1)
+        .with_topics(topics);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let coordinator = client.group_coordinator(group).await?;
+        let response = client
+            .send_to(coordinator, &request, Some(OFFSET_COMMIT_MAX_VERSION))
+            .await?;
+        let error = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+            .find(|(_, p)| p.error_code != 0)
+            .map(|(t, p)| {
+                ClientError::broker(
+                    format!(
+                        "committing {}-{} for group {group}",
+                        t.name.0.as_str(),
+                        p.partition_index
+                    ),
+                    p.error_code,
+                    None,
+                )
+            });
+        match error {
+            None => return Ok(()),
+            Some(e) if e.is_retriable() && attempts < 5 => {
+                tokio::time::sleep(Duration::from_millis(client.config().retry_backoff_ms)).await;
+            }
+            Some(e) => return Err(e),
+        }
+    }
+}
+
+/// The committed offsets of `group` (for `partitions`, or all when `None`).
+pub(crate) async fn fetch_committed(
+    client: &Client,
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<HashMap<TopicPartition, i64>> {
+    let topics = partitions.map(|partitions| {
+        let mut topics: Vec<OffsetFetchRequestTopic> = Vec::new();
+        for (topic, partition) in partitions {
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partition_indexes.push(*partition),
+                None => topics.push(
+                    OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partition_indexes(vec![*partition]),
+                ),
+            }
+        }
+        topics
+    });
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_topics(topics);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let coordinator = client.group_coordinator(group).await?;
+        let response = client
+            .send_to(coordinator, &request, Some(OFFSET_FETCH_MAX_VERSION))
+            .await?;
+        if response.error_code != 0 {
+            let e = ClientError::broker(
+                format!("fetching committed offsets of group {group}"),
+                response.error_code,
+                None,
+            );
+            if e.is_retriable() && attempts < 10 {
+                tokio::time::sleep(Duration::from_millis(client.config().retry_backoff_ms)).await;
+                continue;
+            }
+            return Err(e);
+        }
+        let mut out = HashMap::new();
+        for t in &response.topics {
+            for p in &t.partitions {
+                out.insert(
+                    (t.name.0.as_str().to_owned(), p.partition_index),
+                    p.committed_offset,
+                );
+            }
+        }
+        return Ok(out);
+    }
+}
