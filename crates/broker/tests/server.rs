@@ -795,3 +795,35 @@ async fn shutdown_finishes_in_flight_requests() {
     // Nothing listens any more.
     assert!(TcpStream::connect(s.peer_addr().unwrap()).await.is_err());
 }
+
+#[tokio::test]
+async fn metadata_by_topic_id() {
+    let (server, _dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let created: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["by-id"], true),
+    )
+    .await;
+    let id = created.topics[0].topic_id;
+    assert!(!id.is_nil());
+    let unknown = uuid::Uuid::from_u128(0x1234);
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_topic_id(id),
+            MetadataRequestTopic::default().with_topic_id(unknown),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let response: MetadataResponse = call(&mut s, ApiKey::Metadata, 12, &request).await;
+    assert_eq!(response.topics.len(), 2);
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(
+        response.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("by-id")
+    );
+    assert_eq!(response.topics[1].error_code, 100, "UNKNOWN_TOPIC_ID");
+    assert_eq!(response.topics[1].topic_id, unknown);
+    server.shutdown().await.unwrap();
+}

@@ -4,7 +4,7 @@
 //! Unknown topics are created when `auto.create.topics.enable` is set and the request allows it (always before
 //! v4), with the broker's default partition count and replication factor, and returned with their partitions at
 //! once: on a single node the creation is committed before the response, so clients need not retry through
-//! LEADER_NOT_AVAILABLE. Invalid names get INVALID_TOPIC_EXCEPTION; topics asked for by id (v10+) that do not
+//! LEADER_NOT_AVAILABLE. Invalid names get INVALID_TOPIC_EXCEPTION; topics asked for by id (v12) that do not
 //! exist get UNKNOWN_TOPIC_ID.
 
 use std::collections::BTreeSet;
@@ -52,20 +52,25 @@ pub(crate) async fn handle(
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
+    // As Kafka: from v12, a request naming any non-zero topic id is answered by id (names ignored, zero ids
+    // skipped); otherwise by name.
+    let by_id = version >= 12
+        && request
+            .topics
+            .iter()
+            .flatten()
+            .any(|t| !t.topic_id.is_nil());
     let mut wanted = Vec::new();
     let mut seen_names = BTreeSet::new();
     let mut seen_ids = BTreeSet::new();
     for t in request.topics.iter().flatten() {
-        match &t.name {
-            Some(name) => {
-                if seen_names.insert(name.0.to_string()) {
-                    wanted.push(Wanted::Name(name.0.to_string()));
-                }
+        if by_id {
+            if !t.topic_id.is_nil() && seen_ids.insert(t.topic_id) {
+                wanted.push(Wanted::Id(t.topic_id));
             }
-            None => {
-                if seen_ids.insert(t.topic_id) {
-                    wanted.push(Wanted::Id(t.topic_id));
-                }
+        } else if let Some(name) = &t.name {
+            if seen_names.insert(name.0.to_string()) {
+                wanted.push(Wanted::Name(name.0.to_string()));
             }
         }
     }
