@@ -182,6 +182,37 @@ impl ReplicaManager {
     /// UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, KAFKA_STORAGE_ERROR.
     pub(crate) fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, i16> {
         let image = self.image();
+        let (topic_image, _) = self.lookup(&image, topic, partition)?;
+        if let Some(p) = self.partitions.read().get(&(topic.to_string(), partition)) {
+            if p.topic_id == topic_image.id {
+                return Ok(p.clone());
+            }
+        }
+        // Slow path, under the lock and against the latest image: a reconcile may have run since the lookup
+        // above, and a log must never be created from an image older than the one reconciled last.
+        let _guard = self.changes.lock();
+        let image = self.image();
+        let (topic_image, registration) = self.lookup(&image, topic, partition)?;
+        self.ensure_partition(topic_image, partition, registration)
+            .map_err(|e| {
+                tracing::error!(topic, partition, error = %e, "cannot open partition log");
+                ErrorCode::KafkaStorageError.code()
+            })
+    }
+
+    /// The image's topic and partition registration, if this node leads the partition.
+    fn lookup<'a>(
+        &self,
+        image: &'a MetadataImage,
+        topic: &str,
+        partition: i32,
+    ) -> Result<
+        (
+            &'a sluice_metadata::TopicImage,
+            &'a sluice_metadata::PartitionRegistration,
+        ),
+        i16,
+    > {
         let Some(topic_image) = image.topic(topic) else {
             return Err(ErrorCode::UnknownTopicOrPartition.code());
         };
@@ -194,17 +225,7 @@ impl ReplicaManager {
         if registration.leader != self.config.node_id {
             return Err(ErrorCode::NotLeaderOrFollower.code());
         }
-        if let Some(p) = self.partitions.read().get(&(topic.to_string(), partition)) {
-            if p.topic_id == topic_image.id {
-                return Ok(p.clone());
-            }
-        }
-        let _guard = self.changes.lock();
-        self.ensure_partition(topic_image, partition, registration)
-            .map_err(|e| {
-                tracing::error!(topic, partition, error = %e, "cannot open partition log");
-                ErrorCode::KafkaStorageError.code()
-            })
+        Ok((topic_image, registration))
     }
 
     /// Every hosted partition (a snapshot).
@@ -272,6 +293,14 @@ impl ReplicaManager {
     /// `metadata.log.dir` must not wipe the data).
     pub fn reconcile(&self, image: &MetadataImage, startup: bool) {
         let _guard = self.changes.lock();
+        // Never reconcile against an image older than the latest one: a log created on first use from the latest
+        // image must not be deleted by a reconciliation that started from an earlier image.
+        let latest = self.image();
+        let image = if latest.offset > image.offset {
+            &*latest
+        } else {
+            image
+        };
         let node_id = self.config.node_id;
         let mut wanted: BTreeMap<(String, i32), Uuid> = BTreeMap::new();
         for topic in image.topics() {

@@ -827,3 +827,60 @@ async fn metadata_by_topic_id() {
     assert_eq!(response.topics[1].topic_id, unknown);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn deleting_a_topic_deletes_its_log_and_recreating_starts_empty() {
+    let (server, dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["doomed"], true),
+    )
+    .await;
+    let _: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_request("doomed", 1, 4)).await;
+    let partition_dir = dir.path().join("doomed-0");
+    assert!(partition_dir.exists());
+
+    let outcomes = server
+        .broker()
+        .controller
+        .delete_topics(vec![sluice_metadata::DeleteTopicTarget {
+            name: Some("doomed".into()),
+            topic_id: uuid::Uuid::nil(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 1);
+    // The replica manager follows the image: the partition directory goes away (renamed for deletion).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while partition_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log of a deleted topic still in place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_request("doomed", 1, 1)).await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    // Re-created under the same name: a new, empty log.
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["doomed"], true),
+    )
+    .await;
+    let response: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_request("doomed", 1, 2)).await;
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    server.shutdown().await.unwrap();
+}
