@@ -58,14 +58,15 @@ pub(crate) async fn serve_connection(
     let (read_half, write_half) = stream.into_split();
     let (queue, mut requests) = mpsc::channel::<Work>(MAX_QUEUED_REQUESTS);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let reader = tokio::spawn(read_requests(
+    // Aborted however this task ends, a panic in a handler included, so the socket is released at once.
+    let reader = AbortOnDrop(tokio::spawn(read_requests(
         broker.clone(),
         read_half,
         peer,
         queue,
         shutdown,
         in_flight.clone(),
-    ));
+    )));
 
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
     while let Some(work) = requests.recv().await {
@@ -100,7 +101,7 @@ pub(crate) async fn serve_connection(
             }
         }
     }
-    reader.abort();
+    drop(reader);
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     tracing::debug!(%peer, "connection closed");
@@ -334,4 +335,13 @@ fn api_versions_fallback(correlation_id: i32) -> Bytes {
         .map(|a| (a.api_key as i16, a.min_version, a.max_version))
         .collect();
     sluice_protocol::api_versions_unsupported_response(correlation_id, &ranges)
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
