@@ -884,3 +884,51 @@ async fn deleting_a_topic_deletes_its_log_and_recreating_starts_empty() {
     assert_eq!((p.error_code, p.base_offset), (0, 0));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_empty_metadata_log_does_not_wipe_existing_logs() {
+    let data = tempfile::tempdir().unwrap();
+    let other_metadata = tempfile::tempdir().unwrap();
+    let config = |metadata_dir: Option<&std::path::Path>| {
+        let mut pairs = vec![
+            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+            ("log.dirs", data.path().display().to_string()),
+        ];
+        if let Some(dir) = metadata_dir {
+            pairs.push(("metadata.log.dir", dir.display().to_string()));
+        }
+        BrokerConfig::from_pairs(pairs).unwrap()
+    };
+    let server = Server::start(config(None)).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["kept"], true),
+    )
+    .await;
+    let _: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce_request("kept", 1, 3)).await;
+    drop(s);
+    server.shutdown().await.unwrap();
+
+    // A misconfigured metadata.log.dir: the image is empty, the partition logs must be left alone.
+    let server = Server::start(config(Some(other_metadata.path())))
+        .await
+        .unwrap();
+    assert!(data.path().join("kept-0").exists());
+    server.shutdown().await.unwrap();
+
+    // Back on the right metadata log, the data is still there.
+    let server = Server::start(config(None)).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let latest: ListOffsetsResponse = call(
+        &mut s,
+        ApiKey::ListOffsets,
+        8,
+        &list_offsets_request("kept", -1),
+    )
+    .await;
+    assert_eq!(latest.topics[0].partitions[0].offset, 3);
+    server.shutdown().await.unwrap();
+}
