@@ -2,7 +2,8 @@
 //! `write()`/`pread()` of the same bytes on the same disk in the same run, and group commit under
 //! `flush.messages=1` with concurrent appenders.
 //!
-//! Run: `cargo bench -p sluice-storage --bench log_bench` (env: `SLUICE_BENCH_MB`, default 256;
+//! Run: `cargo bench -p sluice-storage --bench log_bench` (env: `SLUICE_BENCH_MB` per trial, default 64;
+//! `SLUICE_BENCH_TRIALS`, default 9;
 //! `SLUICE_BENCH_DIR`, default the system temp dir; `SLUICE_BENCH_SECS` for group commit, default 2).
 
 use std::fs::File;
@@ -19,7 +20,6 @@ use sluice_storage::{Log, LogConfig};
 const RECORDS_PER_BATCH: usize = 16;
 const RECORD_VALUE_BYTES: usize = 1000;
 const READ_CHUNK_BYTES: usize = 1 << 20;
-const ROUNDS: usize = 3;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -36,68 +36,111 @@ fn make_batch(records: usize, value_bytes: usize) -> Vec<u8> {
     build_batch(1_700_000_000_000, &recs, -1, -1, -1)
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64()
 }
 
-fn raw_write(path: &Path, batch: &[u8], count: u64) -> Duration {
-    let mut f = File::create(path).expect("create raw file");
-    let start = Instant::now();
-    for _ in 0..count {
-        f.write_all(batch).expect("raw write");
-    }
-    let d = start.elapsed();
-    f.sync_all().expect("sync raw file (untimed)");
-    d
-}
+/// Batches written or read per timed step; steps of the raw file and the log alternate (and alternate
+/// which goes first), so both see the same machine conditions within milliseconds.
+const STEP_BATCHES: u64 = 64;
 
-fn log_append(dir: &Path, batch: &[u8], count: u64) -> (Log, Duration) {
-    let log = Log::open(dir, LogConfig::default()).expect("open log");
+/// Writes `count` batches to a raw file with `write()` and appends them to a fresh log, interleaved in
+/// steps; returns (raw time, log time, the log).
+fn interleaved_write(
+    raw_path: &Path,
+    log_dir: &Path,
+    batch: &[u8],
+    count: u64,
+) -> (Duration, Duration, Log) {
+    let mut raw = File::create(raw_path).expect("create raw file");
+    let log = Log::open(log_dir, LogConfig::default()).expect("open log");
     let mut buf = batch.to_vec();
-    let start = Instant::now();
-    for _ in 0..count {
-        log.append_as_leader(&mut buf, 0, 0).expect("append");
+    let (mut raw_t, mut log_t) = (Duration::ZERO, Duration::ZERO);
+    let mut done = 0;
+    let mut step = 0u64;
+    while done < count {
+        let n = STEP_BATCHES.min(count - done);
+        let mut raw_step = || {
+            let start = Instant::now();
+            for _ in 0..n {
+                raw.write_all(batch).expect("raw write");
+            }
+            start.elapsed()
+        };
+        let mut log_step = || {
+            let start = Instant::now();
+            for _ in 0..n {
+                log.append_as_leader(&mut buf, 0, 0).expect("append");
+            }
+            start.elapsed()
+        };
+        if step.is_multiple_of(2) {
+            raw_t += raw_step();
+            log_t += log_step();
+        } else {
+            log_t += log_step();
+            raw_t += raw_step();
+        }
+        done += n;
+        step += 1;
     }
-    let d = start.elapsed();
-    log.flush().expect("flush (untimed)");
-    (log, d)
+    raw.sync_all().expect("sync raw file (untimed)");
+    log.flush().expect("flush log (untimed)");
+    (raw_t, log_t, log)
 }
 
-fn raw_pread(path: &Path, len: u64) -> Duration {
-    let f = File::open(path).expect("open raw file");
+/// Reads the raw file with 1 MiB `pread`s into a reused buffer and the log with 1 MiB `Log::read`s,
+/// interleaved; returns (raw time, log time, bytes the log returned).
+fn interleaved_read(raw_path: &Path, log: &Log, len: u64) -> (Duration, Duration, u64) {
+    let f = File::open(raw_path).expect("open raw file");
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
-    let start = Instant::now();
-    let mut pos = 0u64;
-    let mut sum = 0u64;
-    while pos < len {
-        let n = f.read_at(&mut buf, pos).expect("pread");
-        if n == 0 {
-            break;
-        }
-        sum = sum.wrapping_add(u64::from(buf[n - 1]));
-        pos += n as u64;
-    }
-    let d = start.elapsed();
-    assert!(pos == len && sum > 0);
-    d
-}
-
-fn log_read(log: &Log) -> (Duration, u64) {
     let leo = log.log_end_offset();
-    let start = Instant::now();
-    let mut offset = 0i64;
-    let mut bytes = 0u64;
-    while offset < leo {
-        let r = log.read(offset, READ_CHUNK_BYTES, i64::MAX).expect("read");
-        let mut last_next = offset;
-        for item in sluice_protocol::batch::Batches::new(&r.data) {
-            let (_, h) = item.expect("whole batch");
-            last_next = h.next_offset();
+    let (mut raw_t, mut log_t) = (Duration::ZERO, Duration::ZERO);
+    let (mut pos, mut offset, mut log_bytes, mut sum) = (0u64, 0i64, 0u64, 0u64);
+    let mut step = 0u64;
+    while pos < len || offset < leo {
+        let mut raw_step = || {
+            if pos >= len {
+                return Duration::ZERO;
+            }
+            let start = Instant::now();
+            let n = f.read_at(&mut buf, pos).expect("pread");
+            let d = start.elapsed();
+            assert!(n > 0);
+            sum = sum.wrapping_add(u64::from(buf[n - 1]));
+            pos += n as u64;
+            d
+        };
+        let mut log_step = || {
+            if offset >= leo {
+                return Duration::ZERO;
+            }
+            let start = Instant::now();
+            let r = log.read(offset, READ_CHUNK_BYTES, i64::MAX).expect("read");
+            let d = start.elapsed();
+            for item in sluice_protocol::batch::Batches::new(&r.data) {
+                let (_, h) = item.expect("whole batch");
+                offset = h.next_offset();
+            }
+            log_bytes += r.data.len() as u64;
+            d
+        };
+        if step.is_multiple_of(2) {
+            raw_t += raw_step();
+            log_t += log_step();
+        } else {
+            log_t += log_step();
+            raw_t += raw_step();
         }
-        bytes += r.data.len() as u64;
-        offset = last_next;
+        step += 1;
     }
-    (start.elapsed(), bytes)
+    assert!(sum > 0);
+    (raw_t, log_t, log_bytes)
 }
 
 fn group_commit(root: &Path, appenders: usize, secs: u64) -> (f64, f64) {
@@ -141,7 +184,8 @@ fn group_commit(root: &Path, appenders: usize, secs: u64) -> (f64, f64) {
 }
 
 fn main() {
-    let total_mb = env_u64("SLUICE_BENCH_MB", 256);
+    let total_mb = env_u64("SLUICE_BENCH_MB", 64);
+    let trials = env_u64("SLUICE_BENCH_TRIALS", 9) as usize;
     let secs = env_u64("SLUICE_BENCH_SECS", 2);
     let root = match std::env::var("SLUICE_BENCH_DIR") {
         Ok(d) => tempfile::tempdir_in(d).expect("bench dir"),
@@ -157,55 +201,55 @@ fn main() {
         root.path().display()
     );
 
-    let (mut best_raw_w, mut best_log_w) = (Duration::MAX, Duration::MAX);
-    let (mut best_raw_r, mut best_log_r) = (Duration::MAX, Duration::MAX);
-    for round in 0..ROUNDS {
-        let raw_path = root.path().join(format!("raw-{round}.bin"));
-        let log_dir = root.path().join(format!("bench-{round}"));
-        // Alternate the order so that neither side always runs on a warmer page cache.
-        let (rw, (log, lw)) = if round % 2 == 0 {
-            let rw = raw_write(&raw_path, &batch, count);
-            (rw, log_append(&log_dir, &batch, count))
-        } else {
-            let l = log_append(&log_dir, &batch, count);
-            (raw_write(&raw_path, &batch, count), l)
-        };
-        let (rr, (lr, read_bytes)) = if round % 2 == 0 {
-            (raw_pread(&raw_path, total), log_read(&log))
-        } else {
-            let l = log_read(&log);
-            (raw_pread(&raw_path, total), l)
-        };
+    let crc_start = Instant::now();
+    let mut crc = 0u32;
+    for _ in 0..2000 {
+        crc ^= crc32c::crc32c(std::hint::black_box(&batch[21..]));
+    }
+    let crc_ns = crc_start.elapsed().as_nanos() as f64 / 2000.0;
+    println!(
+        "CRC32C of one batch (validation cost): {crc_ns:.0} ns ({:.1} GiB/s) [{crc:08x}]",
+        batch.len() as f64 / crc_ns / 1.073_741_824
+    );
+    let mut write_ratios = Vec::new();
+    let mut read_ratios = Vec::new();
+    let (mut raw_w, mut log_w, mut raw_r, mut log_r) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for trial in 0..trials {
+        let raw_path = root.path().join(format!("raw-{trial}.bin"));
+        let log_dir = root.path().join(format!("bench-{trial}"));
+        let (rw, lw, log) = interleaved_write(&raw_path, &log_dir, &batch, count);
+        let (rr, lr, read_bytes) = interleaved_read(&raw_path, &log, total);
         assert_eq!(read_bytes, total, "the log returned every byte");
         println!(
-            "round {round}: write raw {:.0} MiB/s log {:.0} MiB/s | read raw {:.0} MiB/s log {:.0} MiB/s",
+            "trial {trial}: write raw {:.0} MiB/s log {:.0} MiB/s | read raw {:.0} MiB/s log {:.0} MiB/s",
             mib_per_s(total, rw),
             mib_per_s(total, lw),
             mib_per_s(total, rr),
             mib_per_s(total, lr)
         );
-        best_raw_w = best_raw_w.min(rw);
-        best_log_w = best_log_w.min(lw);
-        best_raw_r = best_raw_r.min(rr);
-        best_log_r = best_log_r.min(lr);
+        write_ratios.push(rw.as_secs_f64() / lw.as_secs_f64());
+        read_ratios.push(rr.as_secs_f64() / lr.as_secs_f64());
+        raw_w.push(mib_per_s(total, rw));
+        log_w.push(mib_per_s(total, lw));
+        raw_r.push(mib_per_s(total, rr));
+        log_r.push(mib_per_s(total, lr));
         drop(log);
         let _ = std::fs::remove_file(&raw_path);
         let _ = std::fs::remove_dir_all(&log_dir);
     }
-    let append_ratio = best_raw_w.as_secs_f64() / best_log_w.as_secs_f64();
-    let read_ratio = best_raw_r.as_secs_f64() / best_log_r.as_secs_f64();
     println!(
-        "append (no fsync): log {:.0} MiB/s ({:.0} batches/s) vs raw write() {:.0} MiB/s -> ratio {:.2} (target >= 0.85)",
-        mib_per_s(total, best_log_w),
-        count as f64 / best_log_w.as_secs_f64(),
-        mib_per_s(total, best_raw_w),
-        append_ratio
+        "append (no fsync), median of {trials}: log {:.0} MiB/s ({:.0} batches/s) vs raw write() {:.0} MiB/s -> ratio {:.2} (target >= 0.85)",
+        median(&mut log_w),
+        median(&mut log_w) * 1024.0 * 1024.0 / batch.len() as f64,
+        median(&mut raw_w),
+        median(&mut write_ratios)
     );
     println!(
-        "read (1 MiB per read): log {:.0} MiB/s vs raw pread {:.0} MiB/s -> ratio {:.2} (target >= 0.85)",
-        mib_per_s(total, best_log_r),
-        mib_per_s(total, best_raw_r),
-        read_ratio
+        "read (1 MiB per read), median of {trials}: log {:.0} MiB/s vs raw pread {:.0} MiB/s -> ratio {:.2} (target >= 0.85)",
+        median(&mut log_r),
+        median(&mut raw_r),
+        median(&mut read_ratios)
     );
     for appenders in [1usize, 4] {
         let (aps, fps) = group_commit(root.path(), appenders, secs);

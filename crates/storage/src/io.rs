@@ -181,6 +181,8 @@ pub struct Faults {
     pub fsyncs: AtomicU64,
     /// Number of `write_all_at` calls on files.
     pub writes: AtomicU64,
+    /// When set, fsyncs are counted but not performed (fast tests that never lose the page cache).
+    pub skip_fsync: std::sync::atomic::AtomicBool,
 }
 
 impl Faults {
@@ -235,6 +237,9 @@ impl IoFile for FaultyFile {
         if self.faults.write_fault() == Some(WriteFault::Eio) {
             return Err(eio());
         }
+        if self.faults.skip_fsync.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         self.inner.sync_data()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -286,6 +291,9 @@ impl Io for FaultyIo {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.faults.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if self.faults.skip_fsync.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         RealIo.sync_dir(path)
     }
 }

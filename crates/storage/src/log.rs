@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use sluice_protocol::batch::{self, BatchError, BatchHeader, Batches, RECORD_BATCH_OVERHEAD};
 
 use crate::epoch::LeaderEpochCache;
@@ -37,6 +37,9 @@ pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
 pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
 /// Checkpoint of the leader-epoch cache.
 pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+
+/// Rolled-but-unsynced segment files (3 per segment) held before a roll syncs them itself.
+const MAX_UNSYNCED_FILES: usize = 24;
 
 /// Default number of inactive segments a standalone log keeps open.
 pub const DEFAULT_OPEN_SEGMENTS: usize = 256;
@@ -199,7 +202,9 @@ pub struct Log {
     health: Arc<DirHealth>,
     config: RwLock<LogConfig>,
     state: Mutex<State>,
-    flush_lock: Mutex<()>,
+    /// True while one thread fsyncs (or truncates); others wait on `flush_done`.
+    flushing: Mutex<bool>,
+    flush_done: Condvar,
     fsyncs: AtomicU64,
     /// Appenders currently inside an append call, and the most seen at once since the last fsync
     /// (drives the group-commit delay).
@@ -210,6 +215,16 @@ pub struct Log {
 /// How long a flusher waits for concurrent appenders to join its fsync (PostgreSQL's `commit_delay`);
 /// only applied when more than one appender was active since the last fsync.
 const GROUP_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The claimed flush slot (see `Log::flushing`); released, waking every waiter, on drop.
+struct FlushSlot<'a>(&'a Log);
+
+impl Drop for FlushSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.flushing.lock() = false;
+        self.0.flush_done.notify_all();
+    }
+}
 
 /// Counts an appender in and out of `Log::appenders`.
 struct AppenderGuard<'a>(&'a Log);
@@ -371,7 +386,8 @@ impl Log {
                 pending_deletes: Vec::new(),
                 closed: false,
             }),
-            flush_lock: Mutex::new(()),
+            flushing: Mutex::new(false),
+            flush_done: Condvar::new(),
             fsyncs: AtomicU64::new(0),
             appenders: AtomicU64::new(0),
             recent_concurrency: AtomicU64::new(0),
@@ -869,6 +885,14 @@ impl Log {
             }
         }
         st.dir_dirty = true;
+        if st.unsynced.len() > MAX_UNSYNCED_FILES {
+            // Nobody ran the periodic flush (`flush_if_due`): sync rolled segments here rather than
+            // holding their file handles without bound.
+            for f in std::mem::take(&mut st.unsynced) {
+                f.sync_data().map_err(|e| self.io_err(&self.dir, e))?;
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         st.segments.insert(
             leo,
             Segment {
@@ -1138,6 +1162,16 @@ impl Log {
         active.next_offset = next;
         st.log_end_offset = next;
         Ok(())
+    }
+
+    /// Waits until no flush runs and claims the slot, excluding flushes (used by truncation and close).
+    fn claim_flush(&self) -> FlushSlot<'_> {
+        let mut flushing = self.flushing.lock();
+        while *flushing {
+            self.flush_done.wait(&mut flushing);
+        }
+        *flushing = true;
+        FlushSlot(self)
     }
 
     /// Position to start scanning segment `seg` for `offset`, and its data file.
@@ -1423,7 +1457,7 @@ impl Log {
                 "cannot truncate to negative offset {offset}"
             )));
         }
-        let _flush = self.flush_lock.lock();
+        let _flush = self.claim_flush();
         let mut st = self.state.lock();
         self.check_usable(&st)?;
         if offset >= st.log_end_offset {
@@ -1494,7 +1528,7 @@ impl Log {
                 "cannot start at negative offset {offset}"
             )));
         }
-        let _flush = self.flush_lock.lock();
+        let _flush = self.claim_flush();
         let mut st = self.state.lock();
         self.check_usable(&st)?;
         let all: Vec<i64> = st.segments.keys().copied().collect();
@@ -1644,13 +1678,26 @@ impl Log {
     /// Makes everything below `target` durable (group commit: an appender that finds its offset already
     /// fsynced by another returns at once). Returns the recovery point.
     fn flush_to(&self, target: i64) -> Result<i64, StorageError> {
-        let _flush = self.flush_lock.lock();
+        // Wait while another thread fsyncs; every waiter re-checks when it finishes, so appends covered
+        // by that fsync return without queueing behind the next flusher.
         {
-            let st = self.state.lock();
-            if st.recovery_point >= target.min(st.log_end_offset) && st.unsynced.is_empty() {
-                return Ok(st.recovery_point);
+            let mut flushing = self.flushing.lock();
+            loop {
+                {
+                    let st = self.state.lock();
+                    if st.recovery_point >= target.min(st.log_end_offset) && st.unsynced.is_empty()
+                    {
+                        return Ok(st.recovery_point);
+                    }
+                }
+                if !*flushing {
+                    *flushing = true;
+                    break;
+                }
+                self.flush_done.wait(&mut flushing);
             }
         }
+        let _flush = FlushSlot(self);
         if self
             .recent_concurrency
             .swap(self.appenders.load(Ordering::Acquire), Ordering::AcqRel)
@@ -1757,7 +1804,7 @@ impl Log {
             }
         }
         self.flush()?;
-        let _flush = self.flush_lock.lock();
+        let _flush = self.claim_flush();
         let mut st = self.state.lock();
         self.check_usable(&st)?;
         let dir = self.dir.clone();
