@@ -64,7 +64,11 @@ pub(crate) async fn list_offsets(
 ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset>>> {
     let mut out = BTreeMap::new();
     let mut todo: Vec<(String, i32, OffsetSpec)> = queries.to_vec();
-    for topic in todo.iter().map(|q| q.0.clone()).collect::<std::collections::BTreeSet<_>>() {
+    for topic in todo
+        .iter()
+        .map(|q| q.0.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         client.topic(&topic, false).await?;
     }
     for attempt in 0..5 {
@@ -78,7 +82,11 @@ pub(crate) async fn list_offsets(
             match metadata.leader(&q.0, q.1) {
                 Some(l) => by_leader.entry(l).or_default().push(q),
                 None => {
-                    if !metadata.topics.get(&q.0).is_some_and(|t| t.partitions.iter().any(|p| p.partition == q.1)) {
+                    if !metadata
+                        .topics
+                        .get(&q.0)
+                        .is_some_and(|t| t.partitions.iter().any(|p| p.partition == q.1))
+                    {
                         out.insert(
                             (q.0.clone(), q.1),
                             Err(ClientError::UnknownPartition {
@@ -345,7 +353,9 @@ impl Admin {
                     .topics
                     .iter()
                     .find(|r| r.name.0.as_str() == t.name)
-                    .ok_or_else(|| ClientError::broker(format!("creating topic {}", t.name), -1, None))?;
+                    .ok_or_else(|| {
+                        ClientError::broker(format!("creating topic {}", t.name), -1, None)
+                    })?;
                 check_code(
                     r.error_code,
                     || format!("creating topic {}", t.name),
@@ -426,13 +436,16 @@ impl Admin {
             .with_timeout_ms(self.timeout_ms())
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_count(total)]);
+                .with_count(total)
+                .with_assignments(None)]);
         let response = self.client.send_controller(&request, None).await?;
         let r = response
             .results
             .iter()
             .find(|r| r.name.0.as_str() == topic)
-            .ok_or_else(|| ClientError::broker(format!("adding partitions to {topic}"), -1, None))?;
+            .ok_or_else(|| {
+                ClientError::broker(format!("adding partitions to {topic}"), -1, None)
+            })?;
         check_code(
             r.error_code,
             || format!("adding partitions to {topic}"),
@@ -465,10 +478,9 @@ impl Admin {
             },
             ConfigResourceType::Topic => self.client.send_any(&request, None).await?,
         };
-        let result = response
-            .results
-            .first()
-            .ok_or_else(|| ClientError::broker(format!("describing configs of {name}"), -1, None))?;
+        let result = response.results.first().ok_or_else(|| {
+            ClientError::broker(format!("describing configs of {name}"), -1, None)
+        })?;
         check_code(
             result.error_code,
             || format!("describing configs of {name}"),

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     BrokerId, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
 };
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use parking_lot::RwLock;
@@ -226,8 +226,12 @@ impl Client {
 
     /// A connection to any reachable broker: known brokers first, then the bootstrap list.
     pub async fn any_connection(&self) -> Result<Arc<Connection>> {
-        let mut candidates: Vec<String> =
-            self.metadata().brokers.values().map(BrokerInfo::addr).collect();
+        let mut candidates: Vec<String> = self
+            .metadata()
+            .brokers
+            .values()
+            .map(BrokerInfo::addr)
+            .collect();
         candidates.extend(self.inner.config.bootstrap_servers.iter().cloned());
         let mut last = String::from("no address");
         for addr in &candidates {
@@ -407,7 +411,11 @@ impl Client {
                 }
                 Some(e) if e.is_retriable() && attempts < 10 => {}
                 Some(_) => {
-                    return Err(ClientError::broker(format!("metadata for topic {topic}"), code, None))
+                    return Err(ClientError::broker(
+                        format!("metadata for topic {topic}"),
+                        code,
+                        None,
+                    ))
                 }
             }
             tokio::time::sleep(Duration::from_millis(self.inner.config.retry_backoff_ms)).await;
@@ -434,7 +442,11 @@ impl Client {
                     None => (ResponseError::CoordinatorNotAvailable.code(), -1, None),
                 }
             } else {
-                (response.error_code, response.node_id.0, response.error_message.clone())
+                (
+                    response.error_code,
+                    response.node_id.0,
+                    response.error_message.clone(),
+                )
             };
             if code == 0 && node >= 0 {
                 // Make sure the coordinator's address is known.

@@ -77,13 +77,20 @@ impl Connection {
         .await
         .map_err(|_| conn_err(format!("connect timed out after {connect_timeout_ms} ms")))?
         .map_err(|e| conn_err(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| conn_err(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| conn_err(e.to_string()))?;
         let (read_half, write_half) = stream.into_split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let (pending_tx, pending_rx) = mpsc::unbounded_channel();
         let dead = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_loop(write_half, rx, pending_tx, dead.clone()));
-        tokio::spawn(read_loop(read_half, pending_rx, dead.clone(), addr.to_owned()));
+        tokio::spawn(read_loop(
+            read_half,
+            pending_rx,
+            dead.clone(),
+            addr.to_owned(),
+        ));
         let mut conn = Connection {
             addr: addr.to_owned(),
             client_id: StrBytes::from_string(client_id.to_owned()),
@@ -102,15 +109,13 @@ impl Connection {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("sluice-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut response: ApiVersionsResponse = match self
-            .send_at(&request, API_VERSIONS_FIRST_VERSION)
-            .await
-        {
-            Ok(r) if r.error_code == 0 => r,
-            // UNSUPPORTED_VERSION answers in v0 (which v3 cannot decode) or with error 35: retry at v0.
-            Ok(_) | Err(ClientError::Malformed { .. }) => self.send_at(&request, 0).await?,
-            Err(e) => return Err(e),
-        };
+        let mut response: ApiVersionsResponse =
+            match self.send_at(&request, API_VERSIONS_FIRST_VERSION).await {
+                Ok(r) if r.error_code == 0 => r,
+                // UNSUPPORTED_VERSION answers in v0 (which v3 cannot decode) or with error 35: retry at v0.
+                Ok(_) | Err(ClientError::Malformed { .. }) => self.send_at(&request, 0).await?,
+                Err(e) => return Err(e),
+            };
         if response.error_code != 0 {
             return Err(ClientError::broker(
                 format!("ApiVersions to {}", self.addr),
@@ -218,31 +223,28 @@ impl Connection {
             })
             .await
             .map_err(|_| self.closed_error())?;
-        let frame = match tokio::time::timeout(
-            Duration::from_millis(self.request_timeout_ms),
-            reply_rx,
-        )
-        .await
-        {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(self.closed_error()),
-            Err(_) => {
-                // Kafka clients drop a connection whose request timed out: later responses are suspect.
-                self.dead.store(true, Ordering::Relaxed);
-                return Err(ClientError::Timeout {
-                    api,
-                    addr: self.addr.clone(),
-                    timeout_ms: self.request_timeout_ms,
-                });
-            }
-        };
+        let frame =
+            match tokio::time::timeout(Duration::from_millis(self.request_timeout_ms), reply_rx)
+                .await
+            {
+                Ok(Ok(result)) => result?,
+                Ok(Err(_)) => return Err(self.closed_error()),
+                Err(_) => {
+                    // Kafka clients drop a connection whose request timed out: later responses are suspect.
+                    self.dead.store(true, Ordering::Relaxed);
+                    return Err(ClientError::Timeout {
+                        api,
+                        addr: self.addr.clone(),
+                        timeout_ms: self.request_timeout_ms,
+                    });
+                }
+            };
         decode_response::<R>(api, version, frame, &self.addr)
     }
 }
 
 fn api_key<R: Request>() -> Result<ApiKey> {
-    ApiKey::try_from(R::KEY)
-        .map_err(|_| ClientError::Config(format!("unknown api key {}", R::KEY)))
+    ApiKey::try_from(R::KEY).map_err(|_| ClientError::Config(format!("unknown api key {}", R::KEY)))
 }
 
 /// Checks the frame with the schema guard, then decodes header and body.
@@ -323,8 +325,7 @@ async fn read_loop(
         };
         let correlation_id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
         if correlation_id != expected {
-            let reason =
-                format!("response correlation id {correlation_id}, expected {expected}");
+            let reason = format!("response correlation id {correlation_id}, expected {expected}");
             let _ = reply.send(Err(ClientError::Connection {
                 addr: addr.clone(),
                 reason: reason.clone(),

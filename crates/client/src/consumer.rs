@@ -101,6 +101,8 @@ struct PartitionState {
     /// The next offset to fetch; `None` until resolved.
     position: Option<i64>,
     paused: bool,
+    /// OFFSET_OUT_OF_RANGE was seen: reset by `auto.offset.reset`, not to the committed offset.
+    reset_pending: bool,
     /// The high watermark from the last fetch (-1 before one).
     high_watermark: i64,
 }
@@ -156,7 +158,11 @@ impl Consumer {
     pub async fn assign_topic(&mut self, topic: &str) -> Result<()> {
         let info = self.client.topic(topic, false).await?;
         let mut all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
-        all.extend(info.partitions.iter().map(|p| (topic.to_owned(), p.partition)));
+        all.extend(
+            info.partitions
+                .iter()
+                .map(|p| (topic.to_owned(), p.partition)),
+        );
         all.sort();
         all.dedup();
         self.assign(all).await
@@ -175,7 +181,9 @@ impl Consumer {
 
     /// Sets the next offset to fetch.
     pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<()> {
-        self.state(topic, partition)?.position = Some(offset);
+        let state = self.state(topic, partition)?;
+        state.position = Some(offset);
+        state.reset_pending = false;
         Ok(())
     }
 
@@ -253,10 +261,13 @@ impl Consumer {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut unresolved = missing.clone();
-        if self.config.group_id.is_some() {
+        let (mut unresolved, missing): (Vec<_>, Vec<_>) = missing
+            .into_iter()
+            .partition(|tp| self.partitions.get(tp).is_some_and(|s| s.reset_pending));
+        if self.config.group_id.is_none() {
+            unresolved.extend(missing);
+        } else if !missing.is_empty() {
             let committed = self.committed(&missing).await?;
-            unresolved.clear();
             for tp in missing {
                 match committed.get(&tp) {
                     Some(&offset) if offset >= 0 => {
@@ -315,7 +326,10 @@ impl Consumer {
                 continue;
             };
             match metadata.leader(&tp.0, tp.1) {
-                Some(leader) => by_leader.entry(leader).or_default().push((tp.clone(), position)),
+                Some(leader) => by_leader
+                    .entry(leader)
+                    .or_default()
+                    .push((tp.clone(), position)),
                 None => refresh.push(tp.0.clone()),
             }
         }
@@ -355,8 +369,7 @@ impl Consumer {
                     let Some(&(_, position)) = partitions.iter().find(|(x, _)| *x == tp) else {
                         continue;
                     };
-                    if let Err(e) =
-                        self.apply_fetched(&tp, position, p, &mut records, &mut refresh)
+                    if let Err(e) = self.apply_fetched(&tp, position, p, &mut records, &mut refresh)
                     {
                         first_error.get_or_insert(e);
                     }
@@ -374,7 +387,11 @@ impl Consumer {
         }
     }
 
-    fn fetch_request(&self, partitions: &[(TopicPartition, i64)], max_wait_ms: i32) -> FetchRequest {
+    fn fetch_request(
+        &self,
+        partitions: &[(TopicPartition, i64)],
+        max_wait_ms: i32,
+    ) -> FetchRequest {
         let mut topics: Vec<FetchTopic> = Vec::new();
         for ((topic, partition), position) in partitions {
             let fp = FetchPartition::default()
@@ -424,6 +441,7 @@ impl Consumer {
             None => {}
             Some(ResponseError::OffsetOutOfRange) if reset != OffsetReset::None => {
                 state.position = None;
+                state.reset_pending = true;
                 return Ok(());
             }
             Some(

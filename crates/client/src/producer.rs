@@ -296,10 +296,9 @@ impl Producer {
                 as i32
         };
         match (&inner.config.partitioner, record.key.as_deref()) {
-            (PartitionStrategy::Custom(p), key) => {
-                p.partition(&record.topic, key, num_partitions)
-                    .rem_euclid(num_partitions)
-            }
+            (PartitionStrategy::Custom(p), key) => p
+                .partition(&record.topic, key, num_partitions)
+                .rem_euclid(num_partitions),
             (PartitionStrategy::RoundRobin, _) => round_robin(),
             (PartitionStrategy::Random, _) => inner.rng.below(num_partitions),
             (PartitionStrategy::Default | PartitionStrategy::Murmur2Random, Some(key)) => {
@@ -588,10 +587,7 @@ async fn produce_to(
             let e = ClientError::Malformed {
                 api: kafka_protocol::messages::ApiKey::Produce,
                 addr: conn.addr().to_owned(),
-                reason: format!(
-                    "no answer for {}-{}",
-                    flight.topic, flight.partition
-                ),
+                reason: format!("no answer for {}-{}", flight.topic, flight.partition),
             };
             flight.fail(inner, e);
             continue;

@@ -54,7 +54,11 @@ impl ProducerRecord {
     }
 
     /// Adds a header.
-    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+    pub fn with_header(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+    ) -> ProducerRecord {
         self.headers.push((key.into(), Some(value.into())));
         self
     }
