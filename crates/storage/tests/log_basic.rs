@@ -392,3 +392,39 @@ fn follower_append_keeps_offsets_and_epochs() {
         "offsets below LEO are refused"
     );
 }
+
+#[test]
+fn rolls_on_segment_ms_and_full_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path().join("t-0"), cfg).unwrap();
+    log.append_as_leader(&mut batch(1, 0, 10_000), 0, 10_000)
+        .unwrap();
+    log.append_as_leader(&mut batch(1, 1, 10_500), 0, 10_500)
+        .unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append_as_leader(&mut batch(1, 2, 11_500), 0, 11_500)
+        .unwrap();
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "first batch of the segment is older than segment.ms"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_index_bytes: 16,
+        index_interval_bytes: 1,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path().join("t-0"), cfg).unwrap();
+    for i in 0..4 {
+        log.append_as_leader(&mut batch(1, i, 0), 0, 0).unwrap();
+    }
+    // Entries are added from the second batch on; two 8-byte entries fill a 16-byte index.
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(read_all(&log).len(), 4);
+}
