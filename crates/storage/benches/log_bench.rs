@@ -45,6 +45,62 @@ fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64()
 }
 
+/// Wall-clock and on-CPU (user + system, this thread) time of some work.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Span {
+    const ZERO: Span = Span {
+        wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+    };
+}
+
+impl std::ops::AddAssign for Span {
+    fn add_assign(&mut self, other: Span) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+}
+
+/// CPU time consumed by the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+#[allow(unsafe_code)]
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; the clock id is a
+    // constant the kernel supports for every thread.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A starting point for a [`Span`].
+struct Stamp {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        Stamp {
+            wall: Instant::now(),
+            cpu: thread_cpu_time(),
+        }
+    }
+    fn elapsed(&self) -> Span {
+        Span {
+            wall: self.wall.elapsed(),
+            cpu: thread_cpu_time().saturating_sub(self.cpu),
+        }
+    }
+}
+
 /// Batches written or read per timed step; steps of the raw file and the log alternate (and alternate
 /// which goes first), so both see the same machine conditions within milliseconds.
 const STEP_BATCHES: u64 = 64;
@@ -56,24 +112,24 @@ fn interleaved_write(
     log_dir: &Path,
     batch: &[u8],
     count: u64,
-) -> (Duration, Duration, Log) {
+) -> (Span, Span, Log) {
     let mut raw = File::create(raw_path).expect("create raw file");
     let log = Log::open(log_dir, LogConfig::default()).expect("open log");
     let mut buf = batch.to_vec();
-    let (mut raw_t, mut log_t) = (Duration::ZERO, Duration::ZERO);
+    let (mut raw_t, mut log_t) = (Span::ZERO, Span::ZERO);
     let mut done = 0;
     let mut step = 0u64;
     while done < count {
         let n = STEP_BATCHES.min(count - done);
         let mut raw_step = || {
-            let start = Instant::now();
+            let start = Stamp::now();
             for _ in 0..n {
                 raw.write_all(batch).expect("raw write");
             }
             start.elapsed()
         };
         let mut log_step = || {
-            let start = Instant::now();
+            let start = Stamp::now();
             for _ in 0..n {
                 log.append_as_leader(&mut buf, 0, 0).expect("append");
             }
@@ -96,19 +152,19 @@ fn interleaved_write(
 
 /// Reads the raw file with 1 MiB `pread`s into a reused buffer and the log with 1 MiB `Log::read`s,
 /// interleaved; returns (raw time, log time, bytes the log returned).
-fn interleaved_read(raw_path: &Path, log: &Log, len: u64) -> (Duration, Duration, u64) {
+fn interleaved_read(raw_path: &Path, log: &Log, len: u64) -> (Span, Span, u64) {
     let f = File::open(raw_path).expect("open raw file");
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let leo = log.log_end_offset();
-    let (mut raw_t, mut log_t) = (Duration::ZERO, Duration::ZERO);
+    let (mut raw_t, mut log_t) = (Span::ZERO, Span::ZERO);
     let (mut pos, mut offset, mut log_bytes, mut sum) = (0u64, 0i64, 0u64, 0u64);
     let mut step = 0u64;
     while pos < len || offset < leo {
         let mut raw_step = || {
             if pos >= len {
-                return Duration::ZERO;
+                return Span::ZERO;
             }
-            let start = Instant::now();
+            let start = Stamp::now();
             let n = f.read_at(&mut buf, pos).expect("pread");
             let d = start.elapsed();
             assert!(n > 0);
@@ -118,9 +174,9 @@ fn interleaved_read(raw_path: &Path, log: &Log, len: u64) -> (Duration, Duration
         };
         let mut log_step = || {
             if offset >= leo {
-                return Duration::ZERO;
+                return Span::ZERO;
             }
-            let start = Instant::now();
+            let start = Stamp::now();
             let r = log.read(offset, READ_CHUNK_BYTES, i64::MAX).expect("read");
             let d = start.elapsed();
             for item in sluice_protocol::batch::Batches::new(&r.data) {
@@ -213,6 +269,7 @@ fn main() {
     );
     let mut write_ratios = Vec::new();
     let mut read_ratios = Vec::new();
+    let (mut write_cpu_ratios, mut read_cpu_ratios) = (Vec::new(), Vec::new());
     let (mut raw_w, mut log_w, mut raw_r, mut log_r) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for trial in 0..trials {
@@ -222,18 +279,22 @@ fn main() {
         let (rr, lr, read_bytes) = interleaved_read(&raw_path, &log, total);
         assert_eq!(read_bytes, total, "the log returned every byte");
         println!(
-            "trial {trial}: write raw {:.0} MiB/s log {:.0} MiB/s | read raw {:.0} MiB/s log {:.0} MiB/s",
-            mib_per_s(total, rw),
-            mib_per_s(total, lw),
-            mib_per_s(total, rr),
-            mib_per_s(total, lr)
+            "trial {trial}: write raw {:.0} MiB/s log {:.0} MiB/s (cpu ratio {:.2}) | read raw {:.0} MiB/s log {:.0} MiB/s (cpu ratio {:.2})",
+            mib_per_s(total, rw.wall),
+            mib_per_s(total, lw.wall),
+            rw.cpu.as_secs_f64() / lw.cpu.as_secs_f64(),
+            mib_per_s(total, rr.wall),
+            mib_per_s(total, lr.wall),
+            rr.cpu.as_secs_f64() / lr.cpu.as_secs_f64()
         );
-        write_ratios.push(rw.as_secs_f64() / lw.as_secs_f64());
-        read_ratios.push(rr.as_secs_f64() / lr.as_secs_f64());
-        raw_w.push(mib_per_s(total, rw));
-        log_w.push(mib_per_s(total, lw));
-        raw_r.push(mib_per_s(total, rr));
-        log_r.push(mib_per_s(total, lr));
+        write_ratios.push(rw.wall.as_secs_f64() / lw.wall.as_secs_f64());
+        read_ratios.push(rr.wall.as_secs_f64() / lr.wall.as_secs_f64());
+        write_cpu_ratios.push(rw.cpu.as_secs_f64() / lw.cpu.as_secs_f64());
+        read_cpu_ratios.push(rr.cpu.as_secs_f64() / lr.cpu.as_secs_f64());
+        raw_w.push(mib_per_s(total, rw.wall));
+        log_w.push(mib_per_s(total, lw.wall));
+        raw_r.push(mib_per_s(total, rr.wall));
+        log_r.push(mib_per_s(total, lr.wall));
         drop(log);
         let _ = std::fs::remove_file(&raw_path);
         let _ = std::fs::remove_dir_all(&log_dir);
@@ -250,6 +311,11 @@ fn main() {
         median(&mut log_r),
         median(&mut raw_r),
         median(&mut read_ratios)
+    );
+    println!(
+        "on-CPU time ratios (raw / log, median; independent of other load on the machine): append {:.2}, read {:.2}",
+        median(&mut write_cpu_ratios),
+        median(&mut read_cpu_ratios)
     );
     for appenders in [1usize, 4] {
         let (aps, fps) = group_commit(root.path(), appenders, secs);

@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -163,7 +164,11 @@ fn crash_sigkill_recover_keeps_every_acknowledged_batch() {
         std::thread::sleep(Duration::from_millis(5 + rng.next() % 40));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
-        assert!(!status.success(), "child must die by the signal");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the child must die by SIGKILL, not fail: {status:?}"
+        );
         let acked = reader.join().unwrap();
         let leo = verify(&path, acked, flush);
         assert!(
