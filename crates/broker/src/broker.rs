@@ -18,6 +18,9 @@ pub enum BrokerError {
     /// The metadata log or controller failed.
     #[error("controller: {0}")]
     Controller(#[from] ControllerError),
+    /// The producer id allocator could not be opened.
+    #[error("producer ids: {0}")]
+    ProducerIds(#[from] crate::producer_ids::ProducerIdError),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
@@ -39,6 +42,8 @@ pub struct Broker {
     pub fetch_purgatory: crate::purgatory::FetchPurgatory,
     /// The group coordinator (consumer groups and committed offsets on `__consumer_offsets`).
     pub groups: crate::group_coordinator::GroupCoordinator,
+    /// Producer ids for idempotent producers (InitProducerId).
+    pub producer_ids: crate::producer_ids::ProducerIdManager,
 }
 
 impl std::fmt::Debug for Broker {
@@ -83,6 +88,7 @@ impl Broker {
             .await?;
 
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
+        let producer_ids = crate::producer_ids::ProducerIdManager::open(&config.metadata_log_dir)?;
         let fetch_sessions = parking_lot::Mutex::new(
             crate::fetch_session::FetchSessionCache::from_config(&config),
         );
@@ -95,6 +101,7 @@ impl Broker {
             fetch_sessions,
             fetch_purgatory: crate::purgatory::FetchPurgatory::default(),
             groups,
+            producer_ids,
         });
         // Bring the hosted partitions in line with the image (creates and deletes logs: off the async workers)
         // before anything, the group coordinator included, looks partitions up.

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod network;
+pub mod producer_ids;
 pub mod purgatory;
 pub mod replica_manager;
 pub mod server;

@@ -175,8 +175,9 @@ async fn api_versions_every_version_and_fallback() {
         assert_eq!(range(ApiKey::ListOffsets), Some((1, 8)));
         assert_eq!(range(ApiKey::DeleteRecords), Some((0, 2)));
         assert_eq!(range(ApiKey::OffsetForLeaderEpoch), Some((2, 4)));
+        assert_eq!(range(ApiKey::InitProducerId), Some((0, 4)));
         // Never advertise what is not implemented.
-        assert_eq!(range(ApiKey::InitProducerId), None);
+        assert_eq!(range(ApiKey::AddPartitionsToTxn), None);
     }
     // ApiVersions v9 (unknown to us): a v0-format UNSUPPORTED_VERSION answer with ApiVersions' range (KIP-511).
     let mut raw = BytesMut::new();
@@ -930,5 +931,119 @@ async fn an_empty_metadata_log_does_not_wipe_existing_logs() {
     )
     .await;
     assert_eq!(latest.topics[0].partitions[0].offset, 3);
+    server.shutdown().await.unwrap();
+}
+
+fn idempotent_produce(
+    topic: &str,
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    records: usize,
+) -> ProduceRequest {
+    let values: Vec<Vec<u8>> = (0..records).map(|i| format!("v{i}").into_bytes()).collect();
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    let recs: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    let batch =
+        sluice_protocol::batch::build_batch(1_700_000_000_000, &recs, producer_id, epoch, sequence);
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])])
+}
+
+#[tokio::test]
+async fn idempotent_producer_retries_are_deduplicated_and_gaps_refused() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let (server, _dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["idem"], true),
+    )
+    .await;
+    let init: InitProducerIdResponse = call(
+        &mut s,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60000),
+    )
+    .await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+    assert_eq!(init.producer_epoch, 0);
+    let init2: InitProducerIdResponse = call(
+        &mut s,
+        ApiKey::InitProducerId,
+        0,
+        &InitProducerIdRequest::default().with_transactional_id(None),
+    )
+    .await;
+    assert_ne!(init2.producer_id.0, pid, "every producer gets its own id");
+
+    let produce = |epoch: i16, seq: i32, n: usize| idempotent_produce("idem", pid, epoch, seq, n);
+    let result = |r: &ProduceResponse| {
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(0, 0, 5)).await;
+    assert_eq!(result(&r), (0, 0));
+    // A retry of the same batch: the original offset, nothing appended (KIP-98).
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(0, 0, 5)).await;
+    assert_eq!(result(&r), (0, 0));
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(0, 5, 3)).await;
+    assert_eq!(result(&r), (0, 5));
+    // A gap in the sequence.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(0, 20, 1)).await;
+    assert_eq!(result(&r).0, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    // A new epoch starts at sequence 0; the old epoch is then fenced.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(1, 3, 1)).await;
+    assert_eq!(result(&r).0, 45, "a new epoch must start at sequence 0");
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(1, 0, 2)).await;
+    assert_eq!(result(&r), (0, 8));
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(0, 8, 1)).await;
+    assert_eq!(result(&r).0, 47, "INVALID_PRODUCER_EPOCH");
+    let latest: ListOffsetsResponse = call(
+        &mut s,
+        ApiKey::ListOffsets,
+        8,
+        &list_offsets_request("idem", -1),
+    )
+    .await;
+    assert_eq!(
+        latest.topics[0].partitions[0].offset, 10,
+        "the retry appended nothing"
+    );
+
+    // Transactions are not supported.
+    let init: InitProducerIdResponse = call(
+        &mut s,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default().with_transactional_id(Some(
+            kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("tx")),
+        )),
+    )
+    .await;
+    assert_eq!(init.error_code, 53);
+    let mut tx = produce(1, 2, 1);
+    let mut bytes = tx.topic_data[0].partition_data[0]
+        .records
+        .take()
+        .unwrap()
+        .to_vec();
+    bytes[22] |= 0x10; // the transactional attribute bit
+    tx.topic_data[0].partition_data[0].records = Some(Bytes::from(bytes));
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &tx).await;
+    assert_eq!(result(&r).0, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
     server.shutdown().await.unwrap();
 }

@@ -27,6 +27,7 @@ pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
 pub(crate) mod heartbeat;
 pub(crate) mod incremental_alter_configs;
+pub(crate) mod init_producer_id;
 pub(crate) mod join_group;
 pub(crate) mod leave_group;
 pub(crate) mod list_groups;
@@ -103,6 +104,7 @@ api_registry! {
     ApiVersions => api_versions, 0..=4;
     DeleteRecords => delete_records, 0..=2;
     OffsetForLeaderEpoch => offset_for_leader_epoch, 2..=4;
+    InitProducerId => init_producer_id, 0..=4;
     CreateTopics => create_topics, 2..=7;
     DeleteTopics => delete_topics, 1..=6;
     CreatePartitions => create_partitions, 0..=3;

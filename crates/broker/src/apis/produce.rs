@@ -9,9 +9,11 @@
 //!
 //! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or
 //! CRC), INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
-//! KAFKA_STORAGE_ERROR, INVALID_TOPIC_EXCEPTION (an internal topic), NOT_ENOUGH_REPLICAS. Transactions are not
-//! supported: a request with a transactional id gets INVALID_TXN_STATE for every partition (clients cannot get a
-//! transactional producer id from this broker anyway: InitProducerId is not advertised).
+//! KAFKA_STORAGE_ERROR, INVALID_TOPIC_EXCEPTION (an internal topic), NOT_ENOUGH_REPLICAS, and for idempotent
+//! producers (KIP-98, producer id from InitProducerId) OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH; a
+//! retried batch is answered with its original offsets (see `Partition::append_producer_batch`). Transactions are
+//! not supported: a request with a transactional id gets INVALID_TXN_STATE for every partition, and transactional
+//! records without one get TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as in Kafka.
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use sluice_storage::{AppendError, AppendInfo};
 
 use super::{now_ms, RequestContext};
 use crate::broker::Broker;
-use crate::replica_manager::Partition;
+use crate::replica_manager::{Partition, ProduceError};
 
 /// The outcome of one partition's append, before it is shaped for the response version.
 struct Outcome {
@@ -159,6 +161,19 @@ fn check_single_batch(records: &[u8]) -> Result<(), Outcome> {
     Ok(())
 }
 
+/// Maps a refused producer batch to its Kafka error code.
+fn produce_error(error: ProduceError) -> Outcome {
+    match error {
+        ProduceError::Append(e) => append_error(e),
+        ProduceError::OutOfOrderSequence(m) => {
+            Outcome::error(ErrorCode::OutOfOrderSequenceNumber.code(), m)
+        }
+        ProduceError::InvalidProducerEpoch(m) => {
+            Outcome::error(ErrorCode::InvalidProducerEpoch.code(), m)
+        }
+    }
+}
+
 /// Maps a refused append to its Kafka error code.
 fn append_error(error: AppendError) -> Outcome {
     let message = error.to_string();
@@ -198,6 +213,17 @@ async fn produce_partition(
     if let Err(outcome) = check_single_batch(records) {
         return outcome;
     }
+    if records
+        .get(batch::ATTRIBUTES_OFFSET..batch::ATTRIBUTES_OFFSET + 2)
+        .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & batch::TRANSACTIONAL_FLAG_MASK != 0)
+    {
+        // Kafka refuses transactional records without an authorized transactional id.
+        return Outcome::error(
+            ErrorCode::TransactionalIdAuthorizationFailed.code(),
+            "transactional records need a transactional id; transactions are not supported"
+                .to_string(),
+        );
+    }
     if acks == -1 && partition.isr_size() < partition.min_insync_replicas() {
         return Outcome::error(
             ErrorCode::NotEnoughReplicas.code(),
@@ -214,7 +240,7 @@ async fn produce_partition(
     let result = if partition.append_may_block() {
         // flush.messages may fsync inside the append: keep it off the async workers.
         let p = partition.clone();
-        match tokio::task::spawn_blocking(move || p.append_as_leader(&mut buf, now)).await {
+        match tokio::task::spawn_blocking(move || p.append_producer_batch(&mut buf, now)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "append task failed");
@@ -225,7 +251,7 @@ async fn produce_partition(
             }
         }
     } else {
-        partition.append_as_leader(&mut buf, now)
+        partition.append_producer_batch(&mut buf, now)
     };
     match result {
         Ok(info) => Outcome {
@@ -233,7 +259,7 @@ async fn produce_partition(
             error_message: None,
             info: Some(info),
         },
-        Err(e) => append_error(e),
+        Err(e) => produce_error(e),
     }
 }
 
