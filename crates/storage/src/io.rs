@@ -27,6 +27,32 @@ pub trait IoFile: Send + Sync + Debug {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// Appends up to `len` bytes read at `offset` to `buf` (fewer only at end of file). The real file
+    /// reads straight into the vector's spare capacity, so a large read does not pay for zeroing it.
+    fn read_at_into(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let n = read_full_at_dyn(self, &mut buf[start..], offset)?;
+        buf.truncate(start + n);
+        Ok(())
+    }
+}
+
+fn read_full_at_dyn<F: IoFile + ?Sized>(
+    file: &F,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// File-system operations the log needs.
@@ -86,15 +112,45 @@ pub fn write_file_atomic(io: &dyn Io, path: &Path, data: &[u8]) -> io::Result<()
 
 /// Reads until `buf` is full or end of file; returns the bytes read.
 pub fn read_full_at(file: &dyn IoFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    read_full_at_dyn(file, buf, offset)
+}
+
+/// `pread` into the spare capacity of `buf` without initialising it first; returns the bytes read.
+#[allow(unsafe_code)]
+fn pread_spare(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(len);
+    let start = buf.len();
+    let mut done = 0usize;
+    while done < len {
+        let pos = i64::try_from(offset + done as u64)
+            .map_err(|_| io::Error::other("offset too large"))?;
+        // SAFETY: `reserve` guarantees capacity for `start + len` bytes, so the pointer and length
+        // describe writable memory owned by `buf`; the kernel only writes into it (no reference to
+        // uninitialised bytes is ever created) and returns how many bytes it wrote.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(start + done).cast::<libc::c_void>(),
+                len - done,
+                pos,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
         }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
     }
+    // SAFETY: the first `start + done` bytes are initialised: `start` were already, and `pread` wrote
+    // the next `done`; `start + done <= capacity`.
+    unsafe { buf.set_len(start + done) };
     Ok(done)
 }
 
@@ -120,6 +176,9 @@ impl IoFile for RealFile {
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn read_at_into(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        pread_spare(&self.0, buf, len, offset).map(|_| ())
     }
 }
 
@@ -220,6 +279,9 @@ impl IoFile for FaultyFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.inner.read_at(buf, offset)
     }
+    fn read_at_into(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        self.inner.read_at_into(buf, len, offset)
+    }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.faults.writes.fetch_add(1, Ordering::Relaxed);
         match self.faults.write_fault() {
@@ -295,5 +357,40 @@ impl Io for FaultyIo {
             return Ok(());
         }
         RealIo.sync_dir(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_at_into_reads_without_zeroing_and_stops_at_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = RealIo.open(&path, true).unwrap();
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        file.write_all_at(&data, 0).unwrap();
+        let mut buf = b"head".to_vec();
+        file.read_at_into(&mut buf, 5000, 100).unwrap();
+        assert_eq!(&buf[..4], b"head");
+        assert_eq!(&buf[4..], &data[100..5100]);
+        let mut tail = Vec::new();
+        file.read_at_into(&mut tail, 5000, 9000).unwrap();
+        assert_eq!(tail, &data[9000..]);
+        let faulty = FaultyIo::default().open(&path, false).unwrap();
+        let mut via_seam = Vec::new();
+        faulty.read_at_into(&mut via_seam, 10, 0).unwrap();
+        assert_eq!(via_seam, &data[..10]);
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        write_file_atomic(&RealIo, &path, b"one").unwrap();
+        write_file_atomic(&RealIo, &path, b"two!").unwrap();
+        assert_eq!(read_file(&RealIo, &path).unwrap(), b"two!");
+        assert!(!dir.path().join("cp.tmp").exists());
     }
 }

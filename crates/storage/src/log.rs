@@ -1266,9 +1266,9 @@ impl Log {
             .min(end_pos - pos)
             .max(first_size)
             .min(end_pos - pos);
-        let mut buf = vec![0u8; want as usize];
-        let n = read_full_at(&*file, &mut buf, pos).map_err(|e| self.io_err(&self.dir, e))?;
-        buf.truncate(n);
+        let mut buf = Vec::new();
+        file.read_at_into(&mut buf, want as usize, pos)
+            .map_err(|e| self.io_err(&self.dir, e))?;
         // Keep whole batches below the upper bound.
         let mut keep = 0usize;
         for (at, h) in Batches::new(&buf).map_while(Result::ok) {
