@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sluice_broker::{BrokerConfig, Server, CONFIG_KEYS};
 
+mod commands;
+
 /// Sluice: a Kafka-compatible streaming platform.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version)]
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run a broker (with no arguments: node 0 as controller and broker on 127.0.0.1:9092, data in ./data).
     Server(ServerArgs),
+    #[command(flatten)]
+    Tools(commands::ToolCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Tools(command) => commands::run(command),
     }
 }
 

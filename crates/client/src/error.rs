@@ -3,6 +3,9 @@
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 
+/// Kafka's error codes as an enum (`kafka-protocol`'s `ResponseError`).
+pub use kafka_protocol::ResponseError as KafkaError;
+
 /// Everything that can go wrong talking to a Kafka-compatible broker.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {

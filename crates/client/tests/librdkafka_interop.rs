@@ -220,6 +220,6 @@ where
     T::Err: std::fmt::Debug,
 {
     let start = line.find(&format!("\"{name}\": ")).unwrap() + name.len() + 4;
-    let end = start + line[start..].find(|c: char| c == ',' || c == '}').unwrap();
+    let end = start + line[start..].find([',', '}']).unwrap();
     line[start..end].trim().parse().unwrap()
 }
