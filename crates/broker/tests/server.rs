@@ -1047,3 +1047,47 @@ async fn idempotent_producer_retries_are_deduplicated_and_gaps_refused() {
     assert_eq!(result(&r).0, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn retention_runs_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::from_pairs([
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dir.path().display().to_string()),
+        ("log.segment.bytes", "1024".to_string()),
+        ("log.retention.ms", "60000".to_string()),
+        ("log.retention.check.interval.ms", "100".to_string()),
+    ])
+    .unwrap();
+    let server = Server::start(config).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["old"], true),
+    )
+    .await;
+    // Batches timestamped in 2023: every closed segment is past a one-minute retention at once.
+    for _ in 0..20 {
+        let r: ProduceResponse =
+            call(&mut s, ApiKey::Produce, 9, &produce_request("old", 1, 10)).await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let earliest: ListOffsetsResponse = call(
+            &mut s,
+            ApiKey::ListOffsets,
+            8,
+            &list_offsets_request("old", -2),
+        )
+        .await;
+        if earliest.topics[0].partitions[0].offset > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown().await.unwrap();
+}
