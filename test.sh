@@ -7,7 +7,8 @@
 #   ./test.sh python js       only the named suites (rust, python, js, librdkafka, fuzz)
 #
 # Suites:
-#   rust        cargo nextest (unit, property, crash and rdkafka interop tests) over the whole workspace
+#   rust        cargo nextest (unit, property, crash and rdkafka interop tests) over the whole workspace,
+#               then the doctests (cargo test --doc)
 #   python      pytest tests/interop/python: confluent-kafka, kafka-python, kcat (parallel, pytest-xdist)
 #   js          node --test tests/interop/js: kafkajs
 #   librdkafka  scripts/librdkafka-suite.sh (librdkafka's own test suite), when present
@@ -67,10 +68,15 @@ if selected rust; then
     set +e
     if cargo nextest --version >/dev/null 2>&1; then
         timeout --kill-after=30 1800 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
+        code=${PIPESTATUS[0]}
+        # nextest does not run doctests.
+        timeout --kill-after=30 600 cargo test --release --workspace --doc 2>&1 | tee -a "$LOG_DIR/rust.log"
+        doc_code=${PIPESTATUS[0]}
+        ((code != 0)) || code=$doc_code
     else
         timeout --kill-after=30 1800 cargo test --release --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
+        code=${PIPESTATUS[0]}
     fi
-    code=${PIPESTATUS[0]}
     set -e
     record rust "$code"
 fi
