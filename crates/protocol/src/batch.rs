@@ -336,6 +336,71 @@ impl<'a> Iterator for Batches<'a> {
     }
 }
 
+/// Reads a zig-zag varint (Kafka's `varint`/`varlong`) at `*pos`, advancing it; `None` when malformed.
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        raw |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Iterates `(offset delta, timestamp)` of each record of an uncompressed batch without decoding keys,
+/// values or headers. Ends early on malformed records.
+#[derive(Clone, Debug)]
+pub struct RecordTimestamps<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    remaining: i32,
+    base_timestamp_ms: i64,
+}
+
+/// The record timestamps of `batch` (a whole batch), or `None` when it is compressed (its records
+/// cannot be read without decompressing) or too short.
+pub fn record_timestamps(batch: &[u8]) -> Option<RecordTimestamps<'_>> {
+    let header = BatchHeader::new(batch).ok()?;
+    if header.compression() != 0 || batch.len() < header.size() {
+        return None;
+    }
+    Some(RecordTimestamps {
+        buf: &batch[..header.size()],
+        pos: RECORD_BATCH_OVERHEAD,
+        remaining: header.record_count(),
+        base_timestamp_ms: header.base_timestamp(),
+    })
+}
+
+impl Iterator for RecordTimestamps<'_> {
+    type Item = (i64, i64);
+
+    fn next(&mut self) -> Option<(i64, i64)> {
+        if self.remaining <= 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let length = get_varint(self.buf, &mut self.pos)?;
+        let body_start = self.pos;
+        let end = body_start.checked_add(usize::try_from(length).ok()?)?;
+        if end > self.buf.len() {
+            self.remaining = 0;
+            return None;
+        }
+        let mut p = body_start + 1; // attributes
+        let timestamp_delta = get_varint(&self.buf[..end], &mut p)?;
+        let offset_delta = get_varint(&self.buf[..end], &mut p)?;
+        self.pos = end;
+        Some((
+            offset_delta,
+            self.base_timestamp_ms.saturating_add(timestamp_delta),
+        ))
+    }
+}
+
 fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut v = ((value << 1) ^ (value >> 63)) as u64;
     while v >= 0x80 {
@@ -347,6 +412,36 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
 
 /// One record's key and value for [`build_batch`] (`None` is a null key or value).
 pub type RecordKeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Encodes an uncompressed magic-v2 batch whose records carry the given timestamps (base timestamp = the
+/// first, max timestamp = the largest), with null keys. Used by tests and tools.
+pub fn build_batch_with_timestamps(records: &[(i64, &[u8])]) -> Vec<u8> {
+    let base = records.first().map_or(0, |r| r.0);
+    let kvs: Vec<RecordKeyValue<'_>> = records.iter().map(|r| (None, Some(r.1))).collect();
+    let mut out = build_batch(base, &kvs, -1, -1, -1);
+    // Rewrite each record's timestamp delta: re-encode the records with their deltas.
+    let mut body = Vec::new();
+    for (i, (ts, value)) in records.iter().enumerate() {
+        let mut rec = vec![0u8];
+        put_varint(&mut rec, ts - base);
+        put_varint(&mut rec, i as i64);
+        put_varint(&mut rec, -1);
+        put_varint(&mut rec, value.len() as i64);
+        rec.extend_from_slice(value);
+        put_varint(&mut rec, 0);
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    out.truncate(RECORD_BATCH_OVERHEAD);
+    out.extend_from_slice(&body);
+    let length = (out.len() - LOG_OVERHEAD) as i32;
+    out[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+    let max = records.iter().map(|r| r.0).max().unwrap_or(base);
+    out[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&max.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
 
 /// Encodes an uncompressed magic-v2 batch (base offset 0, CreateTime, no headers). Used by tests, tools
 /// and benchmarks; the broker never re-encodes produced batches.
@@ -486,6 +581,54 @@ mod tests {
         let (pos, _) = *items[1].as_ref().unwrap();
         assert!(pos < full);
         assert!(BatchHeader::new(&buf[..20]).is_err());
+    }
+
+    #[test]
+    fn record_timestamps_of_uncompressed_batches() {
+        let b = build_batch_with_timestamps(&[(100, b"a"), (90, b"bb"), (130, b"ccc"), (120, b"")]);
+        let h = BatchHeader::new(&b).unwrap();
+        h.validate().unwrap();
+        assert_eq!(
+            (h.base_timestamp(), h.max_timestamp(), h.record_count()),
+            (100, 130, 4)
+        );
+        let ts: Vec<_> = record_timestamps(&b).unwrap().collect();
+        assert_eq!(ts, vec![(0, 100), (1, 90), (2, 130), (3, 120)]);
+        let mut gz = b.clone();
+        gz[ATTRIBUTES_OFFSET + 1] |= 1;
+        assert!(
+            record_timestamps(&gz).is_none(),
+            "compressed records are not readable"
+        );
+        // A cut batch ends the iteration instead of panicking.
+        assert!(record_timestamps(&b[..b.len() - 2]).is_none());
+        let mut bad = b.clone();
+        bad[RECORD_BATCH_OVERHEAD] = 0xff; // record length varint that never ends / is huge
+        let _ = record_timestamps(&bad).unwrap().count();
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            let mut pos = 0;
+            assert_eq!(get_varint(&out, &mut pos), Some(v));
+            assert_eq!(pos, out.len());
+        }
+        assert_eq!(get_varint(&[0x80, 0x80], &mut 0), None);
     }
 
     #[test]

@@ -1360,9 +1360,12 @@ impl Log {
                 let h = BatchHeader::new(&h).map_err(|e| StorageError::Corrupt(e.to_string()))?;
                 if h.max_timestamp() >= timestamp_ms && h.last_offset() >= lso {
                     let epoch = h.partition_leader_epoch();
+                    let (ts, offset) = self
+                        .first_record_at_or_after(&*file, pos, &h, timestamp_ms, lso)?
+                        .unwrap_or((h.max_timestamp(), h.base_offset().max(lso)));
                     return Ok(Some(TimestampOffset {
-                        timestamp_ms: h.max_timestamp(),
-                        offset: h.base_offset().max(lso),
+                        timestamp_ms: ts,
+                        offset,
                         leader_epoch: (epoch >= 0).then_some(epoch),
                     }));
                 }
@@ -1371,26 +1374,78 @@ impl Log {
         }
     }
 
-    /// KIP-734: the largest batch max timestamp in the log and the base offset of the (first) batch
-    /// holding it; `None` for an empty log.
-    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
-        let st = self.state.lock();
-        self.check_usable(&st)?;
-        let lso = st.log_start_offset;
-        let mut best: Option<(i64, i64)> = None;
-        for s in st
-            .segments
-            .values()
-            .filter(|s| s.size > 0 && s.next_offset > lso)
-        {
-            if s.max_timestamp_ms >= 0 && best.is_none_or(|(ts, _)| s.max_timestamp_ms > ts) {
-                best = Some((s.max_timestamp_ms, s.offset_of_max_timestamp.max(lso)));
-            }
+    /// Reads the whole batch at `pos` and returns `(timestamp, offset)` of its first record with a
+    /// timestamp >= `min_timestamp_ms` and an offset >= `min_offset`, when its records are readable
+    /// (uncompressed, CreateTime); `None` otherwise (the caller falls back to the batch).
+    fn first_record_at_or_after(
+        &self,
+        file: &dyn IoFile,
+        pos: u64,
+        header: &BatchHeader<'_>,
+        min_timestamp_ms: i64,
+        min_offset: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        if header.is_log_append_time() || header.compression() != 0 {
+            return Ok(None);
         }
-        Ok(best.map(|(ts, offset)| TimestampOffset {
-            timestamp_ms: ts,
-            offset,
-            leader_epoch: st.epochs.epoch_for_offset(offset),
+        let mut buf = Vec::new();
+        file.read_at_into(&mut buf, header.size(), pos)
+            .map_err(|e| self.io_err(&self.dir, e))?;
+        let base = header.base_offset();
+        Ok(batch::record_timestamps(&buf).and_then(|mut records| {
+            records
+                .find(|&(delta, ts)| ts >= min_timestamp_ms && base + delta >= min_offset)
+                .map(|(delta, ts)| (ts, base + delta))
+        }))
+    }
+
+    /// KIP-734: the largest timestamp in the log and the offset of the first record holding it (the
+    /// batch's first offset when its records are compressed or under LogAppendTime); `None` for an
+    /// empty log.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
+        let (file, mut pos, end_pos, ts, batch_offset, lso) = {
+            let st = self.state.lock();
+            self.check_usable(&st)?;
+            let lso = st.log_start_offset;
+            let mut best: Option<&Segment> = None;
+            for s in st
+                .segments
+                .values()
+                .filter(|s| s.size > 0 && s.next_offset > lso)
+            {
+                if s.max_timestamp_ms >= 0
+                    && best.is_none_or(|b| s.max_timestamp_ms > b.max_timestamp_ms)
+                {
+                    best = Some(s);
+                }
+            }
+            let Some(seg) = best else { return Ok(None) };
+            let batch_offset = seg.offset_of_max_timestamp.max(lso);
+            let (file, pos) = self.locate(seg, batch_offset)?;
+            (file, pos, seg.size, seg.max_timestamp_ms, batch_offset, lso)
+        };
+        let mut found = (ts, batch_offset);
+        while pos < end_pos {
+            let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+            else {
+                break;
+            };
+            let h = BatchHeader::new(&h).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            if h.last_offset() >= batch_offset {
+                if h.max_timestamp() == ts {
+                    if let Some(record) = self.first_record_at_or_after(&*file, pos, &h, ts, lso)? {
+                        found = record;
+                    }
+                }
+                break;
+            }
+            pos += h.size() as u64;
+        }
+        let epoch = self.state.lock().epochs.epoch_for_offset(found.1);
+        Ok(Some(TimestampOffset {
+            timestamp_ms: found.0,
+            offset: found.1,
+            leader_epoch: epoch,
         }))
     }
 

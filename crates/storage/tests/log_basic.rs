@@ -428,3 +428,35 @@ fn rolls_on_segment_ms_and_full_index() {
     assert_eq!(log.segment_count(), 2);
     assert_eq!(read_all(&log).len(), 4);
 }
+
+#[test]
+fn timestamps_resolve_to_the_exact_record_in_uncompressed_batches() {
+    use sluice_protocol::batch::build_batch_with_timestamps;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
+    let mut first = build_batch_with_timestamps(&[(100, b"a"), (300, b"b"), (200, b"c")]);
+    log.append_as_leader(&mut first, 4, 0).unwrap();
+    let mut second = build_batch_with_timestamps(&[(400, b"d"), (500, b"e"), (450, b"f")]);
+    log.append_as_leader(&mut second, 4, 0).unwrap();
+    // ListOffsets: the first record (not batch) with a timestamp >= the target, as Kafka returns.
+    let hit = |ts| {
+        log.offset_for_timestamp(ts)
+            .unwrap()
+            .map(|t| (t.timestamp_ms, t.offset))
+    };
+    assert_eq!(hit(150), Some((300, 1)));
+    assert_eq!(hit(300), Some((300, 1)));
+    assert_eq!(hit(301), Some((400, 3)));
+    assert_eq!(hit(460), Some((500, 4)));
+    assert_eq!(hit(501), None);
+    // KIP-734: the record holding the max timestamp.
+    let max = log.max_timestamp_offset().unwrap().unwrap();
+    assert_eq!(
+        (max.timestamp_ms, max.offset, max.leader_epoch),
+        (500, 4, Some(4))
+    );
+    // After DeleteRecords past that record's batch start, offsets never go below the log start.
+    log.set_high_watermark(6);
+    log.delete_records_before(5).unwrap();
+    assert_eq!(hit(0), Some((450, 5)));
+}
