@@ -288,7 +288,8 @@ def test_static_member_restart_within_session_timeout_does_not_rebalance(broker,
     wait_for(lambda: set(union(workers)) >= expected_offsets(240), 60, "240 records consumed")
     assert len(leader.snapshot("assign")) + len(leader.snapshot("revoke")) == leader_events, \
         "the other member saw a rebalance"
-    desc = AdminClient({"bootstrap.servers": broker.bootstrap}).describe_consumer_groups([group])[group].result()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
     assert desc.state.name == "STABLE"
     assert sorted(m.group_instance_id for m in desc.members) == ["static-0", "static-1"]
 
@@ -364,18 +365,25 @@ def test_groups_and_offsets_through_two_admin_clients_and_restart(broker, topic_
     kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     listed = {g.group_id: g.state.name for g in ck.list_consumer_groups().result().valid}
     assert listed.get(standalone) == "EMPTY" and listed.get(member_group) == "STABLE", listed
-    kp_listed = {g[0] for g in kp.list_consumer_groups()}
+    def gid(g):
+        return g["group_id"] if isinstance(g, dict) else getattr(g, "group_id", None) or g[0]
+
+    kp_listed = {gid(g) for g in kp.list_groups()}
     assert {standalone, member_group} <= kp_listed
+    # KIP-518 state filter.
+    assert {gid(g) for g in kp.list_groups(states_filter=["Empty"])} & {standalone, member_group} == {standalone}
     d = ck.describe_consumer_groups([member_group])[member_group].result()
     assert d.state.name == "STABLE" and d.partition_assignor == "range" and len(d.members) == 1
     assert sorted(tp.partition for tp in d.members[0].assignment.topic_partitions) == [0, 1]
-    kd = kp.describe_consumer_groups([member_group])[0]
-    assert kd.state == "Stable" and len(kd.members) == 1
+    kd = kp.describe_groups([member_group])[member_group]
+    assert kd["group_state"] == "Stable" and len(kd["members"]) == 1, kd
     # Offsets through both clients.
     res = ck.list_consumer_group_offsets([ConsumerGroupTopicPartitions(standalone)])[standalone].result()
-    assert {(tp.partition, tp.offset, tp.metadata) for tp in res.topic_partitions} == {(0, 5, ""), (1, 7, "meta")}
-    koffs = kp.list_consumer_group_offsets(standalone)
-    assert {tp.partition: o.offset for tp, o in koffs.items()} == {0: 5, 1: 7}
+    assert {(tp.partition, tp.offset, tp.metadata or "") for tp in res.topic_partitions} == {(0, 5, ""), (1, 7, "meta")}
+    # Two groups in one OffsetFetch (v8+, KIP-709).
+    koffs = kp.list_group_offsets({standalone: None, member_group: None})
+    assert {tp.partition: o.offset for tp, o in koffs[standalone].items()} == {0: 5, 1: 7}
+    assert koffs[member_group] == {}
     # Deleting a group with a member is refused.
     with pytest.raises(KafkaException) as e:
         ck.delete_consumer_groups([member_group])[member_group].result()
@@ -386,15 +394,17 @@ def test_groups_and_offsets_through_two_admin_clients_and_restart(broker, topic_
     broker.restart(kill=True)
     ck = AdminClient({"bootstrap.servers": broker.bootstrap})
     res = ck.list_consumer_group_offsets([ConsumerGroupTopicPartitions(standalone)])[standalone].result()
-    assert {(tp.partition, tp.offset, tp.metadata) for tp in res.topic_partitions} == {(0, 5, ""), (1, 7, "meta")}
+    assert {(tp.partition, tp.offset, tp.metadata or "") for tp in res.topic_partitions} == {(0, 5, ""), (1, 7, "meta")}
     listed = {g.group_id: g.state.name for g in ck.list_consumer_groups().result().valid}
     assert listed.get(standalone) == "EMPTY" and listed.get(member_group) == "EMPTY", listed
     # Delete the standalone group's offsets for partition 1, then the whole member group.
     kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    kp.delete_consumer_groups([member_group])
-    ck.delete_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(standalone, [TopicPartition(topic_name, 1)])]
-    )[standalone].result()
+    deleted = kp.delete_groups([member_group])
+    errors = list(deleted.values()) if isinstance(deleted, dict) else [x[-1] for x in deleted]
+    assert errors and all(getattr(e, "errno", 0) == 0 for e in errors), deleted
+    # OffsetDelete (KIP-496) through kafka-python.
+    out = kp.delete_group_offsets(standalone, [KTopicPartition(topic_name, 1)])
+    assert all(getattr(e, "errno", 0) == 0 for e in out.values()), out
     # A clean restart keeps the deletions.
     broker.restart()
     ck = AdminClient({"bootstrap.servers": broker.bootstrap})
