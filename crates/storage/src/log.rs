@@ -18,7 +18,8 @@ use sluice_protocol::batch::{self, BatchError, BatchHeader, Batches, RECORD_BATC
 use crate::epoch::LeaderEpochCache;
 use crate::index::{
     encode_offset_entries, encode_time_entries, lookup_position, lookup_time, parse_offset_index,
-    parse_time_index, IndexBuilder, IndexedBatch, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    parse_time_index, IndexBuilder, IndexedBatch, OffsetEntry, TimeEntry, OFFSET_ENTRY_BYTES,
+    TIME_ENTRY_BYTES,
 };
 use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
 use crate::segment::{
@@ -1335,22 +1336,22 @@ impl Log {
                     return Ok(None);
                 };
                 after_base = seg.base_offset;
-                let (file, offsets, times) = match &seg.active {
-                    Some(f) => (
-                        f.log.clone(),
-                        f.builder.offsets.clone(),
-                        f.builder.times.clone(),
-                    ),
+                let min_rel = lso - seg.base_offset;
+                let start = |offsets: &[OffsetEntry], times: &[TimeEntry]| {
+                    let from_rel = lookup_time(times, timestamp_ms)
+                        .map(|t| i64::from(t.relative_offset))
+                        .unwrap_or(0)
+                        .max(min_rel);
+                    lookup_position(offsets, from_rel)
+                };
+                let (file, pos) = match &seg.active {
+                    Some(f) => (f.log.clone(), start(&f.builder.offsets, &f.builder.times)),
                     None => {
                         let l = self.loaded(seg)?;
-                        (l.log.clone(), l.offsets.clone(), l.times.clone())
+                        (l.log.clone(), start(&l.offsets, &l.times))
                     }
                 };
-                let from_rel = lookup_time(&times, timestamp_ms)
-                    .map(|t| i64::from(t.relative_offset))
-                    .unwrap_or(0);
-                let from_rel = from_rel.max(lso - seg.base_offset);
-                (file, lookup_position(&offsets, from_rel), seg.size, lso)
+                (file, pos, seg.size, lso)
             };
             while pos < end_pos {
                 let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
@@ -1914,3 +1915,28 @@ pub fn read_segment_bytes(
 }
 
 const _: () = assert!(RECORD_BATCH_OVERHEAD == 61);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn log_and_manager_are_send_and_sync() {
+        assert_send_sync::<Log>();
+        assert_send_sync::<crate::LogManager>();
+    }
+
+    #[test]
+    fn offset_checkpoints_round_trip_and_reject_garbage() {
+        assert_eq!(
+            parse_offset_checkpoint(&encode_offset_checkpoint(42)),
+            Some(42)
+        );
+        assert_eq!(parse_offset_checkpoint(b"0\n2\n42\n"), None);
+        assert_eq!(parse_offset_checkpoint(b"1\n1\n42\n"), None);
+        assert_eq!(parse_offset_checkpoint(b"0\n1\n"), None);
+        assert_eq!(parse_offset_checkpoint(b"\xff"), None);
+    }
+}
