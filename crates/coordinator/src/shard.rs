@@ -652,8 +652,8 @@ impl GroupCoordinatorShard {
                 Parkable::Now(join_error(v, GroupError::UnknownMemberId, &member_id))
             }
             GroupState::CompletingRebalance if same => {
-                // A retried join of this generation: answer with it again.
-                Parkable::Now(join_success(group, &member_id, v, false))
+                // A retried join of this generation: answer with it again (the leader with the members).
+                Parkable::Now(join_success(group, &member_id, v, is_leader))
             }
             GroupState::Stable if same && !is_leader => {
                 Parkable::Now(join_success(group, &member_id, v, false))

@@ -287,6 +287,17 @@ fn second_member_triggers_rebalance_and_waits_for_everyone() {
         jb.members.is_empty(),
         "only the leader gets member metadata"
     );
+    // A retried JoinGroup during CompletingRebalance gets the same generation again, the leader its members.
+    let r = sh.join_group(350, &client(9), &join_req(&a, None, &range()));
+    let Parkable::Now(again) = r.response else {
+        panic!("expected an immediate answer")
+    };
+    assert_eq!((again.generation_id, again.members.len()), (2, 2));
+    let r = sh.join_group(350, &client(9), &join_req(&b, None, &range()));
+    let Parkable::Now(again) = r.response else {
+        panic!("expected an immediate answer")
+    };
+    assert_eq!((again.generation_id, again.members.len()), (2, 0));
     // b syncs first and waits; a (leader) syncs and both complete.
     let r = sh.sync_group(400, &client(5), &sync_req(&b, 2, &[]));
     assert!(r.deliveries.is_empty());
