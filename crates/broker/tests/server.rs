@@ -1091,3 +1091,111 @@ async fn retention_runs_periodically() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// One batch as a client builds it, with the given record timestamps and keys.
+fn client_batch(
+    compression: kafka_protocol::records::Compression,
+    records: &[(i64, Option<&'static [u8]>)],
+) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (timestamp, key))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: *timestamp,
+            key: key.map(Bytes::from_static),
+            value: Some(Bytes::from_static(b"value")),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce_bytes(topic: &str, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])])
+}
+
+#[tokio::test]
+async fn offsets_for_times_look_inside_batches() {
+    use kafka_protocol::records::Compression;
+    let (server, _dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["times"], true),
+    )
+    .await;
+    let timestamps = [1000i64, 1010, 1040, 1020, 1030];
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let records: Vec<(i64, Option<&'static [u8]>)> =
+            timestamps.iter().map(|t| (*t, None)).collect();
+        let r: ProduceResponse = call(
+            &mut s,
+            ApiKey::Produce,
+            9,
+            &produce_bytes("times", client_batch(compression, &records)),
+        )
+        .await;
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "{compression:?}"
+        );
+    }
+    // The first batch holds offsets 0-4: the first record at or after 1015 is offset 2 (1040), not the batch.
+    let found: ListOffsetsResponse = call(
+        &mut s,
+        ApiKey::ListOffsets,
+        8,
+        &list_offsets_request("times", 1015),
+    )
+    .await;
+    let p = &found.topics[0].partitions[0];
+    assert_eq!((p.offset, p.timestamp), (2, 1040));
+    let found: ListOffsetsResponse = call(
+        &mut s,
+        ApiKey::ListOffsets,
+        8,
+        &list_offsets_request("times", 1005),
+    )
+    .await;
+    assert_eq!(found.topics[0].partitions[0].offset, 1);
+    // KIP-734: the first record holding the largest timestamp.
+    let max: ListOffsetsResponse = call(
+        &mut s,
+        ApiKey::ListOffsets,
+        8,
+        &list_offsets_request("times", -3),
+    )
+    .await;
+    let p = &max.topics[0].partitions[0];
+    assert_eq!((p.offset, p.timestamp), (2, 1040));
+    server.shutdown().await.unwrap();
+}

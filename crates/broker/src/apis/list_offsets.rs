@@ -150,22 +150,64 @@ fn list_offset(
             })
         }
         MAX_TIMESTAMP if version >= 7 => match log.max_timestamp_offset().map_err(storage_error)? {
-            Some(t) if t.offset < last_fetchable => Ok(Found {
-                timestamp: t.timestamp_ms,
-                offset: t.offset,
-                leader_epoch: t.leader_epoch.unwrap_or(-1),
-            }),
+            Some(t) if t.offset < last_fetchable => {
+                // The first record holding the largest timestamp (the log may only know its batch).
+                let (timestamp_ms, offset) =
+                    exact_record(log, t.offset, last_fetchable, |ts| ts == t.timestamp_ms)
+                        .unwrap_or((t.timestamp_ms, t.offset));
+                Ok(Found {
+                    timestamp: timestamp_ms,
+                    offset,
+                    leader_epoch: t.leader_epoch.unwrap_or(-1),
+                })
+            }
             _ => Ok(NOT_FOUND),
         },
         _ => match log.offset_for_timestamp(timestamp).map_err(storage_error)? {
-            Some(t) if t.offset < last_fetchable => Ok(Found {
-                timestamp: t.timestamp_ms,
-                offset: t.offset,
-                leader_epoch: t.leader_epoch.unwrap_or(-1),
-            }),
+            Some(t) if t.offset < last_fetchable => {
+                // Kafka answers the first record whose timestamp reaches the target, not its batch.
+                let (timestamp_ms, offset) =
+                    exact_record(log, t.offset, last_fetchable, |ts| ts >= timestamp)
+                        .unwrap_or((t.timestamp_ms, t.offset));
+                Ok(Found {
+                    timestamp: timestamp_ms,
+                    offset,
+                    leader_epoch: t.leader_epoch.unwrap_or(-1),
+                })
+            }
             _ => Ok(NOT_FOUND),
         },
     }
+}
+
+/// Decompressed bytes read from one batch when looking inside it.
+const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The (timestamp, offset) of the first record at or after `from` and below `upper` in the batch holding `from`
+/// whose timestamp satisfies `wanted` (Kafka's `LogSegment.findOffsetByTimestamp` looks inside the batch).
+/// `None` when the batch cannot be read or has no such record; the caller then answers at batch granularity.
+fn exact_record(
+    log: &sluice_storage::Log,
+    from: i64,
+    upper: i64,
+    wanted: impl Fn(i64) -> bool,
+) -> Option<(i64, i64)> {
+    let read = log.read(from, 1, upper).ok()?;
+    let data: &[u8] = &read.data;
+    let header = sluice_protocol::batch::BatchHeader::new(data).ok()?;
+    let records = crate::records::read_records(data, MAX_DECOMPRESSED_BYTES).ok()?;
+    records.iter().find_map(|r| {
+        let offset = header
+            .base_offset()
+            .checked_add(i64::from(r.offset_delta))?;
+        // Under LogAppendTime every record carries the batch's (max) timestamp.
+        let timestamp_ms = if header.is_log_append_time() {
+            header.max_timestamp()
+        } else {
+            header.base_timestamp().checked_add(r.timestamp_delta)?
+        };
+        (offset >= from && offset < upper && wanted(timestamp_ms)).then_some((timestamp_ms, offset))
+    })
 }
 
 /// The last stable offset: the high watermark while transactions are not supported (no open transaction can hold
