@@ -287,6 +287,13 @@ fn main() {
             mib_per_s(total, lr.wall),
             rr.cpu.as_secs_f64() / lr.cpu.as_secs_f64()
         );
+        println!(
+            "         write off-CPU raw {:.0} ms log {:.0} ms, on-CPU raw {:.0} ms log {:.0} ms",
+            rw.wall.saturating_sub(rw.cpu).as_secs_f64() * 1e3,
+            lw.wall.saturating_sub(lw.cpu).as_secs_f64() * 1e3,
+            rw.cpu.as_secs_f64() * 1e3,
+            lw.cpu.as_secs_f64() * 1e3
+        );
         write_ratios.push(rw.wall.as_secs_f64() / lw.wall.as_secs_f64());
         read_ratios.push(rr.wall.as_secs_f64() / lr.wall.as_secs_f64());
         write_cpu_ratios.push(rw.cpu.as_secs_f64() / lw.cpu.as_secs_f64());
