@@ -10,6 +10,7 @@
 //! the log (its durable state) on next use, and the waiting requests answer NOT_COORDINATOR so clients retry.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
@@ -86,6 +87,8 @@ pub struct GroupCoordinator {
     loading: tokio::sync::Mutex<()>,
     /// Wakes the timer loop after a step changed deadlines.
     wake: Arc<Notify>,
+    /// True while the start-up load of an existing `__consumer_offsets` runs (ListGroups would miss groups).
+    starting: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -153,6 +156,7 @@ impl GroupCoordinator {
             shards: Mutex::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
+            starting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -165,15 +169,22 @@ impl GroupCoordinator {
     /// offsets and their timers come back after a restart) and runs the timer loop until the broker is dropped.
     pub fn start(broker: &Arc<Broker>) {
         let weak = Arc::downgrade(broker);
+        let existing = broker
+            .controller
+            .image()
+            .topic(CONSUMER_OFFSETS_TOPIC)
+            .is_some();
+        broker.groups.starting.store(existing, Ordering::Release);
         tokio::spawn(async move {
             if let Some(b) = weak.upgrade() {
-                if b.controller.image().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+                if existing {
                     for p in 0..b.groups.num_partitions {
                         if let Err(e) = b.groups.load_partition(&b, p).await {
                             tracing::warn!("loading {CONSUMER_OFFSETS_TOPIC}-{p}: {e}");
                         }
                     }
                 }
+                b.groups.starting.store(false, Ordering::Release);
             }
             timer_loop(weak).await;
         });
@@ -492,15 +503,22 @@ impl GroupCoordinator {
         Ok(result.response)
     }
 
-    /// ListGroups over every loaded shard.
-    pub(crate) fn list_groups(&self, states: &[String], types: &[String]) -> Vec<ListedGroup> {
+    /// ListGroups over every loaded shard; COORDINATOR_LOAD_IN_PROGRESS while the start-up load runs.
+    pub(crate) fn list_groups(
+        &self,
+        states: &[String],
+        types: &[String],
+    ) -> Result<Vec<ListedGroup>, i16> {
+        if self.starting.load(Ordering::Acquire) {
+            return Err(ErrorCode::CoordinatorLoadInProgress.code());
+        }
         let shards: Vec<Arc<Shard>> = self.shards.lock().values().cloned().collect();
         let mut out = Vec::new();
         for s in shards {
             out.extend(s.state.lock().shard.list_groups(states, types));
         }
         out.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
-        out
+        Ok(out)
     }
 
     /// Fires due timers on every shard; returns the next deadline.

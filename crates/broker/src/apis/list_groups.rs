@@ -1,5 +1,6 @@
 //! ListGroups (key 16), v0-v5: every group this broker coordinates, filtered by state (v4+, KIP-518) and by
-//! type (v5+, KIP-848; all groups here are `classic`).
+//! type (v5+, KIP-848; all groups here are `classic`). COORDINATOR_LOAD_IN_PROGRESS while the groups of an
+//! existing `__consumer_offsets` are still loading at start-up.
 
 use std::sync::Arc;
 
@@ -28,7 +29,10 @@ pub(crate) async fn handle(
     } else {
         Vec::new()
     };
-    let mut groups = broker.groups.list_groups(&states, &types);
+    let mut groups = match broker.groups.list_groups(&states, &types) {
+        Ok(groups) => groups,
+        Err(code) => return ListGroupsResponse::default().with_error_code(code),
+    };
     if ctx.api_version < 4 {
         for g in &mut groups {
             g.group_state = Default::default();
