@@ -213,6 +213,28 @@ impl Connection {
 
     /// Sends `request` at exactly `version` and decodes the response.
     pub async fn send_at<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
+        self.send_at_timeout(request, version, self.request_timeout_ms)
+            .await
+    }
+
+    /// Like [`send`](Self::send) with its own response timeout, for requests the broker parks for long
+    /// (JoinGroup waits up to the rebalance timeout).
+    pub async fn send_with_timeout<R: Request>(
+        &self,
+        request: &R,
+        cap: Option<i16>,
+        timeout_ms: u64,
+    ) -> Result<R::Response> {
+        let version = self.version_for::<R>(cap)?;
+        self.send_at_timeout(request, version, timeout_ms).await
+    }
+
+    async fn send_at_timeout<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout_ms: u64,
+    ) -> Result<R::Response> {
         let api = api_key::<R>()?;
         let (correlation_id, frame) = self.encode(request, version)?;
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -223,22 +245,19 @@ impl Connection {
             })
             .await
             .map_err(|_| self.closed_error())?;
-        let frame =
-            match tokio::time::timeout(Duration::from_millis(self.request_timeout_ms), reply_rx)
-                .await
-            {
-                Ok(Ok(result)) => result?,
-                Ok(Err(_)) => return Err(self.closed_error()),
-                Err(_) => {
-                    // Kafka clients drop a connection whose request timed out: later responses are suspect.
-                    self.dead.store(true, Ordering::Relaxed);
-                    return Err(ClientError::Timeout {
-                        api,
-                        addr: self.addr.clone(),
-                        timeout_ms: self.request_timeout_ms,
-                    });
-                }
-            };
+        let frame = match tokio::time::timeout(Duration::from_millis(timeout_ms), reply_rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Err(_) => {
+                // Kafka clients drop a connection whose request timed out: later responses are suspect.
+                self.dead.store(true, Ordering::Relaxed);
+                return Err(ClientError::Timeout {
+                    api,
+                    addr: self.addr.clone(),
+                    timeout_ms,
+                });
+            }
+        };
         decode_response::<R>(api, version, frame, &self.addr)
     }
 }

@@ -1,5 +1,10 @@
-//! The consumer: manual assignment, poll, seek, pause/resume, `auto.offset.reset`, and committed offsets
-//! (OffsetCommit/OffsetFetch) when a `group.id` is set.
+//! The consumer: manual assignment or group subscription, poll, seek, pause/resume, `auto.offset.reset`, and
+//! committed offsets (OffsetCommit/OffsetFetch; sync, async and auto-commit) when a `group.id` is set.
+//!
+//! With [`Consumer::subscribe`], `poll` joins the group (JoinGroup/SyncGroup, see [`crate::group`]) before
+//! fetching, a background task heartbeats, and a heartbeat that sees a rebalance makes the next `poll`
+//! rejoin: eagerly (commit and drop every partition first) for range and round-robin, cooperatively
+//! (keep the retained partitions, revoke only what moved, then rejoin) for cooperative-sticky.
 //!
 //! [`Consumer::poll`] first resolves partitions without a position (the group's committed offset if there is
 //! one, else ListOffsets earliest/latest per `auto.offset.reset`), then sends one Fetch (full fetch, no
@@ -8,6 +13,8 @@
 //! OFFSET_OUT_OF_RANGE resets the position per `auto.offset.reset`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -24,7 +31,13 @@ use kafka_protocol::ResponseError;
 use crate::admin::{list_offsets, OffsetSpec};
 use crate::client::{Client, ClientConfig};
 use crate::error::{ClientError, Result};
+use crate::group::{self, Assignor, HeartbeatOutcome, MemberConfig, Membership, Subscription};
 use crate::records::{decode_batches, ConsumerRecord};
+
+/// `rejoin` flag values shared with the heartbeat task.
+const REJOIN_NONE: u8 = 0;
+const REJOIN_SAME_MEMBER: u8 = 1;
+const REJOIN_NEW_MEMBER: u8 = 2;
 
 /// The highest Fetch version this client sends (v13 switches to topic ids).
 const FETCH_MAX_VERSION: i16 = 12;
@@ -77,6 +90,19 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: i32,
     /// `max.partition.fetch.bytes`.
     pub max_partition_fetch_bytes: i32,
+    /// `partition.assignment.strategy` for [`Consumer::subscribe`].
+    pub assignor: Assignor,
+    /// `enable.auto.commit`: commit positions every `auto.commit.interval.ms` from `poll`, before a
+    /// rebalance gives partitions away, and on `close`.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`.
+    pub auto_commit_interval_ms: u64,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: i32,
+    /// `heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `max.poll.interval.ms` (sent as the rebalance timeout).
+    pub rebalance_timeout_ms: i32,
 }
 
 impl Default for ConsumerConfig {
@@ -89,6 +115,12 @@ impl Default for ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_bytes: 50 * 1024 * 1024,
             max_partition_fetch_bytes: 1024 * 1024,
+            assignor: Assignor::Range,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            rebalance_timeout_ms: 300_000,
         }
     }
 }
@@ -107,12 +139,27 @@ struct PartitionState {
     high_watermark: i64,
 }
 
-/// An async Kafka consumer with manual assignment.
+/// An async Kafka consumer: manual assignment ([`assign`](Consumer::assign)) or group membership
+/// ([`subscribe`](Consumer::subscribe)).
 #[derive(Debug)]
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     partitions: BTreeMap<TopicPartition, PartitionState>,
+    /// Topics subscribed to through the group (`None` with manual assignment).
+    subscription: Option<Vec<String>>,
+    membership: Option<Membership>,
+    rejoin: Arc<AtomicU8>,
+    heartbeat_task: Option<tokio::task::JoinHandle<()>>,
+    last_auto_commit: Instant,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(task) = self.heartbeat_task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Consumer {
@@ -123,7 +170,155 @@ impl Consumer {
             client,
             config,
             partitions: BTreeMap::new(),
+            subscription: None,
+            membership: None,
+            rejoin: Arc::new(AtomicU8::new(REJOIN_NONE)),
+            heartbeat_task: None,
+            last_auto_commit: Instant::now(),
         })
+    }
+
+    /// Joins the consumer group (`group.id` required) with a subscription to `topics`; the group's
+    /// assignor decides which partitions this member reads. Partitions start at the group's committed
+    /// offsets (else `auto.offset.reset`). The join itself happens in the next [`poll`](Self::poll).
+    pub fn subscribe(&mut self, topics: Vec<String>) -> Result<()> {
+        self.group()?;
+        if topics.is_empty() {
+            return Err(ClientError::Config(
+                "subscribe needs at least one topic".into(),
+            ));
+        }
+        self.subscription = Some(topics);
+        self.partitions.clear();
+        self.rejoin.store(REJOIN_SAME_MEMBER, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The member id and generation while this consumer is a group member.
+    pub fn group_generation(&self) -> Option<(String, i32)> {
+        self.membership
+            .as_ref()
+            .map(|m| (m.member_id.clone(), m.generation_id))
+    }
+
+    /// Joins or rejoins the group when needed: before the first fetch, after a heartbeat saw a rebalance,
+    /// and (cooperative) after revoking partitions.
+    async fn ensure_membership(&mut self) -> Result<()> {
+        let Some(topics) = self.subscription.clone() else {
+            return Ok(());
+        };
+        let flag = self.rejoin.swap(REJOIN_NONE, Ordering::AcqRel);
+        if self.membership.is_some() && flag == REJOIN_NONE {
+            return Ok(());
+        }
+        if let Some(task) = self.heartbeat_task.take() {
+            task.abort();
+        }
+        let cooperative = self.config.assignor.is_cooperative();
+        if !cooperative {
+            // Eager protocol: give everything up (committing first) before rejoining.
+            if self.config.enable_auto_commit && self.membership.is_some() {
+                let _ = self.commit_sync().await;
+            }
+            self.partitions.clear();
+        }
+        let owned: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        let member_id = match (&self.membership, flag) {
+            (Some(m), f) if f != REJOIN_NEW_MEMBER => m.member_id.clone(),
+            _ => String::new(),
+        };
+        let member_config = MemberConfig {
+            group_id: self.group()?.to_owned(),
+            assignor: self.config.assignor,
+            session_timeout_ms: self.config.session_timeout_ms,
+            rebalance_timeout_ms: self.config.rebalance_timeout_ms,
+        };
+        let subscription = Subscription {
+            topics,
+            owned_partitions: owned.clone(),
+        };
+        let membership =
+            group::join_and_sync(&self.client, &member_config, &member_id, &subscription).await?;
+        let revoked: Vec<TopicPartition> = owned
+            .iter()
+            .filter(|tp| !membership.assignment.contains(tp))
+            .cloned()
+            .collect();
+        self.membership = Some(membership.clone());
+        if !revoked.is_empty() {
+            if self.config.enable_auto_commit {
+                let offsets: Vec<(TopicPartition, i64)> = revoked
+                    .iter()
+                    .filter_map(|tp| {
+                        self.partitions
+                            .get(tp)
+                            .and_then(|s| s.position)
+                            .map(|p| (tp.clone(), p))
+                    })
+                    .collect();
+                let _ = self.commit_offsets(&offsets).await;
+            }
+            for tp in &revoked {
+                self.partitions.remove(tp);
+            }
+            // KIP-429: having revoked, rejoin so the partitions can be assigned elsewhere.
+            self.rejoin.store(REJOIN_SAME_MEMBER, Ordering::Release);
+        }
+        for tp in &membership.assignment {
+            self.partitions.entry(tp.clone()).or_insert(PartitionState {
+                high_watermark: -1,
+                ..PartitionState::default()
+            });
+        }
+        self.partitions
+            .retain(|tp, _| membership.assignment.contains(tp));
+        self.heartbeat_task = Some(tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            member_config.group_id,
+            membership,
+            self.rejoin.clone(),
+            self.config.heartbeat_interval_ms,
+        )));
+        Ok(())
+    }
+
+    /// Commits positions in the background; the handle resolves to the commit's result.
+    pub fn commit_async(&self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        let group = self.group()?.to_owned();
+        let (generation, member) = self.commit_identity();
+        let offsets = self.positions();
+        let client = self.client.clone();
+        Ok(tokio::spawn(async move {
+            commit_offsets(&client, &group, generation, &member, &offsets).await
+        }))
+    }
+
+    /// Commits (if auto-commit is on), leaves the group and stops heartbeating.
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(task) = self.heartbeat_task.take() {
+            task.abort();
+        }
+        if self.config.group_id.is_some() && self.config.enable_auto_commit {
+            self.commit_sync().await?;
+        }
+        if let (Some(m), Some(group)) = (self.membership.take(), self.config.group_id.clone()) {
+            let _ = group::leave(&self.client, &group, &m).await;
+        }
+        Ok(())
+    }
+
+    fn positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
+            .collect()
+    }
+
+    fn commit_identity(&self) -> (i32, String) {
+        match &self.membership {
+            Some(m) => (m.generation_id, m.member_id.clone()),
+            None => (-1, String::new()),
+        }
     }
 
     /// The underlying client.
@@ -133,6 +328,11 @@ impl Consumer {
 
     /// Replaces the assignment. Partitions kept keep their position; new ones start unresolved.
     pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        if self.subscription.is_some() {
+            return Err(ClientError::Config(
+                "assign cannot be mixed with subscribe".into(),
+            ));
+        }
         for (topic, partition) in &partitions {
             let info = self.client.topic(topic, false).await?;
             if !info.partitions.iter().any(|p| p.partition == *partition) {
@@ -299,6 +499,17 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            self.ensure_membership().await?;
+            if self.config.enable_auto_commit
+                && self.config.group_id.is_some()
+                && self.last_auto_commit.elapsed()
+                    >= Duration::from_millis(self.config.auto_commit_interval_ms)
+            {
+                self.last_auto_commit = Instant::now();
+                if let Err(e) = self.commit_sync().await {
+                    tracing::warn!(error = %e, "auto-commit failed");
+                }
+            }
             self.resolve_positions().await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let wait_ms = i32::try_from(remaining.as_millis())
@@ -308,7 +519,7 @@ impl Consumer {
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
-            if self.partitions.values().all(|s| s.paused) {
+            if self.partitions.values().all(|s| s.paused) || self.partitions.is_empty() {
                 tokio::time::sleep(remaining.min(Duration::from_millis(100))).await;
             }
         }
@@ -478,18 +689,18 @@ impl Consumer {
 
     /// Commits the current positions of all assigned partitions that have one.
     pub async fn commit_sync(&mut self) -> Result<()> {
-        let offsets: Vec<(TopicPartition, i64)> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
-            .collect();
+        let offsets = self.positions();
+        if offsets.is_empty() {
+            return Ok(());
+        }
         self.commit_offsets(&offsets).await
     }
 
     /// Commits the given offsets (the next offset to read, as Kafka commits) for the consumer's group.
     pub async fn commit_offsets(&self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
         let group = self.group()?;
-        commit_offsets(&self.client, group, -1, "", offsets).await
+        let (generation, member) = self.commit_identity();
+        commit_offsets(&self.client, group, generation, &member, offsets).await
     }
 
     /// The group's committed offsets for `partitions` (-1 where none is committed).
@@ -624,5 +835,29 @@ pub(crate) async fn fetch_committed(
             }
         }
         return Ok(out);
+    }
+}
+
+async fn heartbeat_loop(
+    client: Client,
+    group_id: String,
+    membership: Membership,
+    rejoin: Arc<AtomicU8>,
+    interval_ms: u64,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(interval_ms.max(10))).await;
+        match group::heartbeat(&client, &group_id, &membership).await {
+            Ok(HeartbeatOutcome::Ok) => {}
+            Ok(HeartbeatOutcome::Rejoin) => {
+                rejoin.store(REJOIN_SAME_MEMBER, Ordering::Release);
+                return;
+            }
+            Ok(HeartbeatOutcome::Reset) => {
+                rejoin.store(REJOIN_NEW_MEMBER, Ordering::Release);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed; retrying"),
+        }
     }
 }

@@ -6,14 +6,16 @@
 //!   UNKNOWN_TOPIC_OR_PARTITION.
 //! - [`Producer`]: partitioners (explicit, murmur2 key hash as the Java client and librdkafka's
 //!   `murmur2_random`, sticky, round-robin, random, custom), batching, compression, acks, retries.
-//! - [`Consumer`]: assign, poll, seek, pause/resume, `auto.offset.reset`.
-//! - [`Admin`]: topics, partitions, configs, offsets, cluster.
+//! - [`Consumer`]: assign or subscribe (consumer groups with the range, round-robin and cooperative-sticky
+//!   assignors), poll, seek, pause/resume, commit sync/async, auto-commit, `auto.offset.reset`.
+//! - [`Admin`]: topics, partitions, configs, offsets, groups, cluster.
 
 pub mod admin;
 pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
@@ -23,6 +25,7 @@ pub use client::{BrokerInfo, Client, ClientConfig, ClusterMetadata, PartitionInf
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
 pub use error::{ClientError, Result};
+pub use group::Assignor;
 pub use partitioner::{PartitionStrategy, Partitioner};
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 pub use records::{CompressionType, ConsumerRecord, ProducerRecord, RecordMetadata};
