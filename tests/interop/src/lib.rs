@@ -301,7 +301,22 @@ impl Broker {
                 }
             }
             match api_versions_round_trip(addr) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Another test's broker may hold the port while ours is still failing to bind: make sure
+                    // ours is alive after answering (a failed bind exits within milliseconds of start-up).
+                    thread::sleep(Duration::from_millis(100));
+                    if let Some(child) = self.child.as_mut() {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            self.child = None;
+                            return Err(FixtureError::Exited {
+                                phase: "start-up (port taken?)",
+                                status,
+                                log_tail: self.log_tail(40),
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
                 Err(err) => last_error = err.to_string(),
             }
             if Instant::now() >= deadline {
