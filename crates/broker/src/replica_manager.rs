@@ -5,7 +5,7 @@
 //! offset after every append. Replication (followers, ISR changes) will live here too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -30,6 +30,8 @@ pub struct Partition {
     pub topic_id: Uuid,
     /// True for internal topics (`__consumer_offsets`, `__transaction_state`), which clients may not produce to.
     pub internal: bool,
+    /// True when the topic's `cleanup.policy` includes `compact` (every record then needs a key).
+    compacted: AtomicBool,
     /// The partition log.
     pub log: Arc<Log>,
     leader_epoch: AtomicI32,
@@ -108,6 +110,11 @@ impl Partition {
     /// The current leader epoch (from the metadata image).
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// True when the topic's `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        self.compacted.load(Ordering::Acquire)
     }
 
     /// `min.insync.replicas` in force for this partition's topic.
@@ -391,6 +398,10 @@ impl ReplicaManager {
         let log_config = self.config.log_config(&topic_image.configs);
         let min_isr = self.config.min_insync_replicas_for(&topic_image.configs);
         let isr_size = i32::try_from(registration.isr.len()).unwrap_or(i32::MAX);
+        let compacted = topic_image
+            .configs
+            .get("cleanup.policy")
+            .is_some_and(|policy| policy.split(',').any(|p| p.trim() == "compact"));
         let existing = self.partitions.read().get(&key).cloned();
         if let Some(p) = existing {
             if p.topic_id == topic_image.id {
@@ -398,6 +409,7 @@ impl ReplicaManager {
                     .store(registration.leader_epoch, Ordering::Release);
                 p.min_insync_replicas.store(min_isr, Ordering::Release);
                 p.isr_size.store(isr_size, Ordering::Release);
+                p.compacted.store(compacted, Ordering::Release);
                 if p.log.config() != log_config {
                     p.log.update_config(log_config);
                 }
@@ -422,6 +434,7 @@ impl ReplicaManager {
             index: partition,
             topic_id: topic_image.id,
             internal: topic_image.internal,
+            compacted: AtomicBool::new(compacted),
             log,
             leader_epoch: AtomicI32::new(registration.leader_epoch),
             min_insync_replicas: AtomicI32::new(min_isr),

@@ -1199,3 +1199,68 @@ async fn offsets_for_times_look_inside_batches() {
     assert_eq!((p.offset, p.timestamp), (2, 1040));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn compacted_topics_refuse_records_without_a_key() {
+    use kafka_protocol::records::Compression;
+    let (server, _dir) = start().await;
+    let outcomes = server
+        .broker()
+        .controller
+        .create_topics(
+            vec![sluice_metadata::NewTopic {
+                name: "compacted".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                assignments: Vec::new(),
+                configs: vec![("cleanup.policy".into(), Some("compact".into()))],
+            }],
+            false,
+        )
+        .await;
+    assert_eq!(outcomes[0].error_code, 0, "{:?}", outcomes[0].error_message);
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    for compression in [Compression::None, Compression::Lz4, Compression::Snappy] {
+        let records = client_batch(
+            compression,
+            &[(1, Some(b"a")), (2, None), (3, Some(b"c")), (4, None)],
+        );
+        let r: ProduceResponse = call(
+            &mut s,
+            ApiKey::Produce,
+            9,
+            &produce_bytes("compacted", records),
+        )
+        .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 87, "{compression:?}: INVALID_RECORD");
+        let indexes: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(indexes, vec![1, 3], "{compression:?}");
+        assert!(p
+            .error_message
+            .as_ref()
+            .is_some_and(|m| m.contains("without key")));
+    }
+    let records = client_batch(Compression::Gzip, &[(1, Some(b"a")), (2, Some(b"b"))]);
+    let r: ProduceResponse = call(
+        &mut s,
+        ApiKey::Produce,
+        9,
+        &produce_bytes("compacted", records),
+    )
+    .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    // Keyless records are fine on a topic that is not compacted.
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["plain"], true),
+    )
+    .await;
+    let records = client_batch(Compression::None, &[(1, None)]);
+    let r: ProduceResponse =
+        call(&mut s, ApiKey::Produce, 9, &produce_bytes("plain", records)).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    server.shutdown().await.unwrap();
+}

@@ -9,7 +9,9 @@
 //!
 //! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or
 //! CRC), INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
-//! KAFKA_STORAGE_ERROR, INVALID_TOPIC_EXCEPTION (an internal topic), NOT_ENOUGH_REPLICAS, and for idempotent
+//! KAFKA_STORAGE_ERROR, INVALID_TOPIC_EXCEPTION (an internal topic), NOT_ENOUGH_REPLICAS, INVALID_RECORD with
+//! per-record `record_errors` for keyless records on a compacted topic (the one case where records are read, as
+//! Kafka's `LogValidator` does), and for idempotent
 //! producers (KIP-98, producer id from InitProducerId) OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH; a
 //! retried batch is answered with its original offsets (see `Partition::append_producer_batch`). Transactions are
 //! not supported: a request with a transactional id gets INVALID_TXN_STATE for every partition, and transactional
@@ -17,7 +19,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::batch;
@@ -33,6 +37,8 @@ struct Outcome {
     error_code: i16,
     error_message: Option<String>,
     info: Option<AppendInfo>,
+    /// Per-record errors (v8+): (index of the record in the batch, message).
+    record_errors: Vec<(i32, String)>,
 }
 
 impl Outcome {
@@ -41,6 +47,7 @@ impl Outcome {
             error_code,
             error_message: message.into(),
             info: None,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -112,9 +119,53 @@ fn partition_response(version: i16, index: i32, outcome: Outcome) -> PartitionPr
         }
     }
     if version >= 8 {
-        response = response.with_error_message(outcome.error_message.map(StrBytes::from_string));
+        let record_errors = outcome
+            .record_errors
+            .into_iter()
+            .map(|(index, message)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(index)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(message)))
+            })
+            .collect();
+        response = response
+            .with_error_message(outcome.error_message.map(StrBytes::from_string))
+            .with_record_errors(record_errors);
     }
     response
+}
+
+/// Decompressed bytes examined per batch for the compacted-topic key check.
+const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Kafka's `LogValidator` rule for compacted topics: every record needs a key. Keyless records are listed in
+/// `record_errors` so the client fails only those (and the rest of the batch with a retriable-looking
+/// "different record" error, as librdkafka does).
+fn check_keys_for_compaction(topic: &str, index: i32, records: &[u8]) -> Result<(), Outcome> {
+    let parsed = match crate::records::read_records(records, MAX_DECOMPRESSED_BYTES) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return Err(Outcome::error(
+                ErrorCode::CorruptMessage.code(),
+                e.to_string(),
+            ))
+        }
+    };
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
+    );
+    let record_errors: Vec<(i32, String)> = parsed
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.has_key)
+        .map(|(i, _)| (i32::try_from(i).unwrap_or(i32::MAX), message.clone()))
+        .collect();
+    if record_errors.is_empty() {
+        return Ok(());
+    }
+    let mut outcome = Outcome::error(ErrorCode::InvalidRecord.code(), message);
+    outcome.record_errors = record_errors;
+    Err(outcome)
 }
 
 /// Checks that `records` is exactly one magic-v2 batch, framed consistently, from its header alone (Kafka's
@@ -213,6 +264,11 @@ async fn produce_partition(
     if let Err(outcome) = check_single_batch(records) {
         return outcome;
     }
+    if partition.is_compacted() {
+        if let Err(outcome) = check_keys_for_compaction(topic, index, records) {
+            return outcome;
+        }
+    }
     if records
         .get(batch::ATTRIBUTES_OFFSET..batch::ATTRIBUTES_OFFSET + 2)
         .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & batch::TRANSACTIONAL_FLAG_MASK != 0)
@@ -258,6 +314,7 @@ async fn produce_partition(
             error_code: 0,
             error_message: None,
             info: Some(info),
+            record_errors: Vec::new(),
         },
         Err(e) => produce_error(e),
     }
