@@ -7,15 +7,15 @@
 //! append: with this broker as the only in-sync replica the high watermark moves with the append. acks=-1 on a
 //! partition whose ISR is smaller than `min.insync.replicas` is refused with NOT_ENOUGH_REPLICAS before appending.
 //!
-//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or
-//! CRC), INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
+//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE (bad framing or CRC),
+//! INVALID_RECORD (not exactly one magic-v2 batch, as Kafka requires from v3), MESSAGE_TOO_LARGE,
 //! KAFKA_STORAGE_ERROR, INVALID_TOPIC_EXCEPTION (an internal topic), NOT_ENOUGH_REPLICAS, INVALID_RECORD with
 //! per-record `record_errors` for keyless records on a compacted topic (the one case where records are read, as
-//! Kafka's `LogValidator` does), and for idempotent
-//! producers (KIP-98, producer id from InitProducerId) OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH; a
-//! retried batch is answered with its original offsets (see `Partition::append_producer_batch`). Transactions are
-//! not supported: a request with a transactional id gets INVALID_TXN_STATE for every partition, and transactional
-//! records without one get TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as in Kafka.
+//! Kafka's `LogValidator` does), and for idempotent producers (KIP-98, producer id from InitProducerId)
+//! OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH; a retried batch is answered with its original offsets
+//! (see `Partition::append_producer_batch`). Transactions are not supported: a request with a transactional id gets
+//! INVALID_TXN_STATE for every partition, and transactional records without one get
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as in Kafka.
 
 use std::sync::Arc;
 
