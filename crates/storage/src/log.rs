@@ -186,6 +186,9 @@ impl State {
             .next_back()
             .expect("invariant: a log always has an active segment")
     }
+    fn log_end_offset_of_active(&self) -> i64 {
+        self.active_ref().next_offset
+    }
     fn active_ref(&self) -> &Segment {
         self.segments
             .values()
@@ -886,14 +889,6 @@ impl Log {
             }
         }
         st.dir_dirty = true;
-        if st.unsynced.len() > MAX_UNSYNCED_FILES {
-            // Nobody ran the periodic flush (`flush_if_due`): sync rolled segments here rather than
-            // holding their file handles without bound.
-            for f in std::mem::take(&mut st.unsynced) {
-                f.sync_data().map_err(|e| self.io_err(&self.dir, e))?;
-                self.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         st.segments.insert(
             leo,
             Segment {
@@ -907,6 +902,14 @@ impl Log {
             },
         );
         tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
+        if st.unsynced.len() > MAX_UNSYNCED_FILES {
+            // Nobody ran the periodic flush (`flush_if_due`): sync rolled segments here rather than
+            // holding their file handles without bound.
+            for f in std::mem::take(&mut st.unsynced) {
+                f.sync_data().map_err(|e| self.io_err(&self.dir, e))?;
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
@@ -1057,9 +1060,10 @@ impl Log {
             self.roll_locked(&mut st)?;
             if first_base > leo {
                 let active_base = st.active_ref().base_offset;
+                // Open the replacement before touching the map, so a failure leaves the log intact.
+                let files = self.open_active_files(first_base, IndexBuilder::new(), Some(0))?;
                 if let Some(seg) = st.segments.remove(&active_base) {
                     drop(seg);
-                    let files = self.open_active_files(first_base, IndexBuilder::new(), Some(0))?;
                     let _ = self
                         .io
                         .remove_file(&segment_path(&self.dir, active_base, LOG_SUFFIX));
@@ -1529,9 +1533,37 @@ impl Log {
             drop(_flush);
             return self.truncate_fully_and_start_at(offset);
         }
+        if let Err(e) = self.cut_tail(&mut st, offset) {
+            // The log may be half cut (segments gone, the new active one not open): never serve it.
+            self.health.set_offline();
+            return Err(e);
+        }
+        let leo = st.log_end_offset_of_active();
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo, "truncated log");
+        st.log_end_offset = leo;
+        st.recovery_point = st.recovery_point.min(leo);
+        st.high_watermark = st.high_watermark.min(leo);
+        let lso_moved = leo < st.log_start_offset;
+        st.log_start_offset = st.log_start_offset.min(leo);
+        st.epochs.truncate_from_end(leo);
+        let epochs = st.epochs.encode();
+        let rp = st.recovery_point;
+        st.checkpointed_recovery_point = rp;
+        drop(st);
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
+        if lso_moved {
+            self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(leo))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments above `offset` and cuts the one containing it before the batch holding
+    /// `offset`, making it the active segment.
+    fn cut_tail(&self, st: &mut State, offset: i64) -> Result<(), StorageError> {
         let doomed: Vec<i64> = st.segments.range(offset + 1..).map(|(b, _)| *b).collect();
         for b in doomed {
-            self.delete_segment(&mut st, b)?;
+            self.delete_segment(st, b)?;
         }
         st.unsynced.clear();
         let seg_base = st.active_ref().base_offset;
@@ -1557,23 +1589,6 @@ impl Log {
         seg.offset_of_max_timestamp = outcome.index.offset_of_max_timestamp;
         seg.rolling_timestamp_ms = outcome.first_batch_timestamp_ms;
         seg.active = Some(files);
-        let leo = outcome.next_offset;
-        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo, "truncated log");
-        st.log_end_offset = leo;
-        st.recovery_point = st.recovery_point.min(leo);
-        st.high_watermark = st.high_watermark.min(leo);
-        let lso_moved = leo < st.log_start_offset;
-        st.log_start_offset = st.log_start_offset.min(leo);
-        st.epochs.truncate_from_end(leo);
-        let epochs = st.epochs.encode();
-        let rp = st.recovery_point;
-        st.checkpointed_recovery_point = rp;
-        drop(st);
-        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
-        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
-        if lso_moved {
-            self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(leo))?;
-        }
         Ok(())
     }
 
@@ -1588,11 +1603,19 @@ impl Log {
         let mut st = self.state.lock();
         self.check_usable(&st)?;
         let all: Vec<i64> = st.segments.keys().copied().collect();
-        for b in all {
-            self.delete_segment(&mut st, b)?;
-        }
+        let restarted = all
+            .into_iter()
+            .try_for_each(|b| self.delete_segment(&mut st, b))
+            .and_then(|()| self.open_active_files(offset, IndexBuilder::new(), Some(0)));
+        let files = match restarted {
+            Ok(files) => files,
+            Err(e) => {
+                // Segments are gone but no new one exists: never serve this log again.
+                self.health.set_offline();
+                return Err(e);
+            }
+        };
         st.unsynced.clear();
-        let files = self.open_active_files(offset, IndexBuilder::new(), Some(0))?;
         st.segments.insert(
             offset,
             Segment {

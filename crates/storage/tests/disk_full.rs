@@ -156,3 +156,38 @@ fn manager_takes_only_the_failing_dir_offline() {
         "the offline log cannot close cleanly"
     );
 }
+
+#[test]
+fn failed_truncation_takes_the_log_offline_instead_of_half_serving_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, io) = open_faulty(
+        &dir.path().join("t-0"),
+        LogConfig {
+            segment_bytes: 200,
+            ..LogConfig::default()
+        },
+    );
+    for i in 0..10 {
+        log.append_as_leader(&mut batch(3, i, 0), 0, 0).unwrap();
+    }
+    io.faults
+        .set_write_fault(Some(WriteFault::DiskFull { written: 0 }));
+    assert!(log.truncate_to(7).is_err());
+    io.faults.set_write_fault(None);
+    assert!(matches!(
+        log.append_as_leader(&mut batch(1, 0, 0), 0, 0),
+        Err(AppendError::Storage(StorageError::Offline { .. }))
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (log, io) = open_faulty(&dir.path().join("t-0"), LogConfig::default());
+    log.append_as_leader(&mut batch(3, 0, 0), 0, 0).unwrap();
+    io.faults
+        .set_write_fault(Some(WriteFault::DiskFull { written: 0 }));
+    assert!(log.truncate_fully_and_start_at(100).is_err());
+    io.faults.set_write_fault(None);
+    assert!(matches!(
+        log.read(100, 10, i64::MAX),
+        Err(ReadError::Storage(StorageError::Offline { .. }))
+    ));
+}
