@@ -560,3 +560,42 @@ sys.exit(1 if p.flush(30) else 0)
     assert!(child.wait().unwrap().success());
     assert_eq!(placed("by-librdkafka"), ours);
 }
+
+#[test]
+fn consume_as_a_group_member_shows_in_describe_and_commits_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let broker = TestBroker::start();
+    broker.ok(&["topic", "create", "live", "--partitions", "2"]);
+    broker.run_with_input(&["produce", "live", "--partition", "0"], "a\nb\nc\n");
+    broker.run_with_input(&["produce", "live", "--partition", "1"], "d\n");
+    let mut child = Command::new(SLUICE)
+        .args(["consume", "live", "--group", "watchers", "--from-beginning"])
+        .env("SLUICE_BOOTSTRAP_SERVER", &broker.bootstrap)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, ["a", "b", "c", "d"]);
+    let described = json(&broker.ok(&["group", "describe", "watchers", "--output", "json"]));
+    assert_eq!(described["state"], "Stable");
+    assert_eq!(described["members"].as_array().unwrap().len(), 1);
+    assert_eq!(described["protocol"], "range");
+
+    // Ctrl-C: a clean exit that commits what was printed and leaves the group.
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on the pid of a child we spawned (not yet reaped) with a valid signal number has no
+    // memory-safety preconditions.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let described = json(&broker.ok(&["group", "describe", "watchers", "--output", "json"]));
+    assert_eq!(described["members"].as_array().unwrap().len(), 0);
+    let parts = described["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert!(parts.iter().all(|p| p["lag"] == 0), "{parts:?}");
+}

@@ -1,5 +1,6 @@
 //! `sluice consume TOPIC`: print records (Kafka's `kafka-console-consumer.sh`) as a template or JSON lines;
-//! with `--group`, start from the group's committed offsets and commit on exit (also on Ctrl-C).
+//! with `--group`, join the consumer group (or, with `--partition`, use its committed offsets for that
+//! partition) and commit what was printed on exit, also on Ctrl-C.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ pub(crate) struct ConsumeArgs {
     /// Start at the earliest offset when there is no committed offset (default: latest).
     #[arg(long)]
     from_beginning: bool,
-    /// Consumer group whose committed offsets are used and updated.
+    /// Join this consumer group (its assignor picks the partitions; offsets are committed on exit).
     #[arg(long)]
     group: Option<String>,
     /// Read only this partition (default: all).
@@ -78,9 +79,18 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         ..ConsumerConfig::default()
     })
     .await?;
-    match args.partition {
-        Some(p) => consumer.assign(vec![(args.topic.clone(), p)]).await?,
-        None => consumer.assign_topic(&args.topic).await?,
+    let subscribed = args.group.is_some() && args.partition.is_none();
+    if subscribed {
+        if start.is_some() {
+            bail!("--offset needs --partition when reading with --group (the group assigns partitions)");
+        }
+        // Group membership: the group's assignor decides the partitions; offsets are committed on exit.
+        consumer.subscribe(vec![args.topic.clone()])?;
+    } else {
+        match args.partition {
+            Some(p) => consumer.assign(vec![(args.topic.clone(), p)]).await?,
+            None => consumer.assign_topic(&args.topic).await?,
+        }
     }
     let assigned = consumer.assignment();
     match start {
@@ -139,6 +149,7 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     if args.group.is_some() {
         consumer.commit_sync().await?;
     }
+    consumer.close().await?;
     Ok(())
 }
 
