@@ -39,12 +39,6 @@ pub enum MalformedReason {
     /// The guard accepted the bytes but `kafka-protocol`'s decoder refused them (e.g. invalid UTF-8).
     #[error("decode failed: {0}")]
     Decode(String),
-    /// The decoder stopped before the end of the frame.
-    #[error("{count} trailing bytes after the request body")]
-    TrailingBytes {
-        /// How many bytes were left over.
-        count: usize,
-    },
 }
 
 /// A request frame that cannot be turned into a [`crate::Request`].

@@ -96,14 +96,19 @@ pub enum GuardErrorKind {
     },
 }
 
-/// Checks a whole request frame (header and body, without the size prefix) for `api_key` at
-/// `api_version`. The header version is the one `kafka-protocol` uses for that API and version.
+/// Checks a request frame (header and body, without the size prefix) for `api_key` at `api_version`.
+/// The header version is the one `kafka-protocol` uses for that API and version.
+///
+/// Bytes after the body are allowed, as Apache Kafka allows them: its request parsers read the fields
+/// they know and never check that the buffer was consumed. librdkafka 2.12.1 depends on it: its
+/// all-topics Metadata request (v9+) leaves a 4-byte array-count placeholder in place after the null
+/// compact array (librdkafka issue #5049), so the body ends 3 bytes before the frame does. The decoder
+/// reads exactly what the walk checked, so what follows cannot reach it.
 pub fn check_request(api_key: ApiKey, api_version: i16, frame: &[u8]) -> Result<(), GuardError> {
     let header_version = api_key.request_header_version(api_version);
     let mut w = Walker::new(frame);
     guard_generated::walk_request_header(&mut w, header_version)?;
-    guard_generated::walk_request_body(&mut w, api_key as i16, api_version)?;
-    w.finish("request")
+    guard_generated::walk_request_body(&mut w, api_key as i16, api_version)
 }
 
 /// What [`check_response`] found in a well-formed response.

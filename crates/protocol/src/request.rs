@@ -1,7 +1,7 @@
 //! Request decoding: a frame body (after the size prefix) to a typed [`Request`], never panicking or
 //! aborting on any input.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
@@ -107,11 +107,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, RequestError> {
         .map_err(|e| malformed(MalformedReason::Decode(format!("{e:#}"))))?;
     let body = RequestKind::decode(api_key, &mut buf, api_version)
         .map_err(|e| malformed(MalformedReason::Decode(format!("{e:#}"))))?;
-    if buf.has_remaining() {
-        return Err(malformed(MalformedReason::TrailingBytes {
-            count: buf.remaining(),
-        }));
-    }
+    // Bytes after the body are ignored, as Kafka ignores them (see `guard::check_request`).
     Ok(Request {
         api_key,
         header,

@@ -9,8 +9,8 @@ mod samples;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use sluice_protocol::guard::{check_request, decodable_request_versions, GuardErrorKind};
-use sluice_protocol::{decode_request, MalformedReason, RequestError};
+use sluice_protocol::decode_request;
+use sluice_protocol::guard::{check_request, decodable_request_versions};
 
 fn frame(api_key: ApiKey, version: i16, body: &RequestKind) -> Bytes {
     let header = RequestHeader::default()
@@ -97,21 +97,16 @@ fn every_truncation_is_refused() {
     }
 }
 
+/// Kafka's parsers ignore bytes after a request body and librdkafka 2.12.1 sends some (its all-topics
+/// Metadata request, librdkafka issue #5049), so a frame with extra bytes decodes to the same request.
 #[test]
-fn trailing_bytes_are_refused() {
+fn trailing_bytes_are_ignored_as_kafka_does() {
     for (api_key, version, _, bytes) in all_sample_frames() {
+        let expected = decode_request(bytes.clone()).expect("sample frame decodes");
         let mut longer = BytesMut::from(&bytes[..]);
-        longer.extend_from_slice(&[0]);
+        longer.extend_from_slice(&[0, 0, 0]);
         match decode_request(longer.freeze()) {
-            Err(RequestError::Malformed {
-                reason: MalformedReason::Guard(e),
-                ..
-            }) => {
-                assert!(
-                    matches!(e.kind, GuardErrorKind::TrailingBytes { count: 1 }),
-                    "{api_key:?} v{version}: {e}"
-                )
-            }
+            Ok(request) => assert_eq!(request, expected, "{api_key:?} v{version}"),
             other => panic!("{api_key:?} v{version}: {other:?}"),
         }
     }
@@ -145,4 +140,28 @@ fn planted_count_bombs_never_panic_or_abort() {
     eprintln!("count bombs: {refused} of {total} mutated frames refused, the rest decoded");
     // Most plants land on a length or count and must be refused; some land in plain integers.
     assert!(refused * 2 > total, "{refused} of {total} refused");
+}
+
+/// The exact all-topics Metadata v12 request librdkafka 2.12.1 sends (librdkafka issue #5049): a null
+/// compact topics array, then the three unused bytes of a 4-byte count placeholder, then the real
+/// fields. Kafka reads the zeros as the remaining fields and ignores the rest; so must we.
+#[test]
+fn librdkafka_all_topics_metadata_v12_decodes() {
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+    frame.extend_from_slice(&12i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    frame.extend_from_slice(&7i16.to_be_bytes());
+    frame.extend_from_slice(b"rdkafka");
+    frame.extend_from_slice(&[0]); // header tagged fields
+    frame.extend_from_slice(&[0, 0, 0, 0]); // null topics + placeholder bytes
+    frame.extend_from_slice(&[1, 0, 0]); // allow_auto_topic_creation, include_topic_authorized_operations, tags
+    let request = decode_request(frame.freeze()).expect("librdkafka's request decodes");
+    match request.body {
+        RequestKind::Metadata(m) => {
+            assert!(m.topics.is_none(), "all topics");
+            assert!(!m.allow_auto_topic_creation);
+        }
+        other => panic!("{other:?}"),
+    }
 }
