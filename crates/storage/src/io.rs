@@ -240,6 +240,8 @@ pub struct Faults {
     pub fsyncs: AtomicU64,
     /// Number of `write_all_at` calls on files.
     pub writes: AtomicU64,
+    /// Bytes returned by reads of files.
+    pub read_bytes: AtomicU64,
     /// When set, fsyncs are counted but not performed (fast tests that never lose the page cache).
     pub skip_fsync: std::sync::atomic::AtomicBool,
 }
@@ -277,10 +279,19 @@ fn eio() -> io::Error {
 
 impl IoFile for FaultyFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
+        let n = self.inner.read_at(buf, offset)?;
+        self.faults
+            .read_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
     fn read_at_into(&self, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
-        self.inner.read_at_into(buf, len, offset)
+        let before = buf.len();
+        self.inner.read_at_into(buf, len, offset)?;
+        self.faults
+            .read_bytes
+            .fetch_add((buf.len() - before) as u64, Ordering::Relaxed);
+        Ok(())
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.faults.writes.fetch_add(1, Ordering::Relaxed);

@@ -23,8 +23,9 @@ use crate::index::{
 };
 use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
 use crate::segment::{
-    parse_base_offset, read_header_at, scan_segment, segment_path, LoadedSegment, ScanParams,
-    SegmentCache, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    parse_base_offset, read_header_at, scan_segment, scan_segment_from, segment_path,
+    LoadedSegment, ScanParams, ScanStart, SegmentCache, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
 };
 use crate::{AppendError, LogConfig, ReadError, StorageError, TimestampType};
 
@@ -632,9 +633,15 @@ impl Log {
                     segments.insert(base, seg);
                     continue;
                 }
-                let outcome =
-                    scan_segment(&*file, self.scan_params(base, len, expected_next, recover))
-                        .map_err(|e| self.io_err(&log_path, e))?;
+                // After a clean shutdown only the tail after the last index entry is walked.
+                let resume = if recover {
+                    None
+                } else {
+                    self.clean_resume_point(base, len, &*file)
+                };
+                let params = self.scan_params(base, len, expected_next, recover);
+                let outcome = scan_segment_from(&*file, params, resume)
+                    .map_err(|e| self.io_err(&log_path, e))?;
                 let cut = outcome.valid_bytes < len;
                 if cut {
                     tracing::warn!(
@@ -743,6 +750,39 @@ impl Log {
             self.io.sync_dir(&dir).map_err(|e| self.io_err(&dir, e))?;
         }
         Ok(())
+    }
+
+    /// For the active segment of a cleanly shut down log: the position of the batch of the last
+    /// offset-index entry and the indexes before it, if the index files are valid and agree with the
+    /// data; `None` makes the caller walk the whole segment.
+    fn clean_resume_point(&self, base: i64, len: u64, file: &dyn IoFile) -> Option<ScanStart> {
+        let max_rel = i64::from(u32::MAX);
+        let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+        let offsets = parse_offset_index(&read_file(&*self.io, &index_path).ok()?, len, max_rel)?;
+        let times = parse_time_index(&read_file(&*self.io, &time_path).ok()?, max_rel)?;
+        let last = *offsets.last()?;
+        let at = read_header_at(file, u64::from(last.position)).ok()??;
+        let header = BatchHeader::new(&at).ok()?;
+        if header.last_offset() != base + i64::from(last.relative_offset) {
+            return None;
+        }
+        let first = read_header_at(file, 0).ok()??;
+        let first_ts = BatchHeader::new(&first).ok()?.max_timestamp();
+        let mut index = IndexBuilder::new();
+        index.offsets = offsets[..offsets.len() - 1].to_vec();
+        if let Some(t) = times.last() {
+            index.max_timestamp_ms = t.timestamp_ms;
+            index.offset_of_max_timestamp = base + i64::from(t.relative_offset);
+        }
+        index.times = times;
+        // Larger than any interval: the batch at `position` re-adds the entry just dropped.
+        index.bytes_since_last_entry = u64::MAX / 2;
+        Some(ScanStart {
+            position: u64::from(last.position),
+            index,
+            first_batch_timestamp_ms: Some(first_ts),
+        })
     }
 
     fn write_index_files(&self, base: i64, index: &IndexBuilder) -> Result<(), StorageError> {

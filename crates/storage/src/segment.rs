@@ -78,14 +78,43 @@ const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// Walks the batches of a segment from position 0, checking framing, offsets and (optionally) CRCs, and
 /// rebuilding the indexes; stops at the first torn or corrupt batch.
 pub fn scan_segment(file: &dyn IoFile, p: ScanParams) -> io::Result<ScanOutcome> {
+    scan_segment_from(file, p, None)
+}
+
+/// Where a scan resumes instead of position 0: a batch start known from a trusted index, and the
+/// indexes for everything before it.
+#[derive(Debug, Clone)]
+pub struct ScanStart {
+    /// File position of a batch start.
+    pub position: u64,
+    /// Indexes covering the data before `position`, set so that the batch at `position` re-adds its
+    /// own index entry.
+    pub index: IndexBuilder,
+    /// Max timestamp of the segment's first batch.
+    pub first_batch_timestamp_ms: Option<i64>,
+}
+
+/// [`scan_segment`] resuming at `start` (used after a clean shutdown, where only the tail after the last
+/// index entry must be walked to find the log end).
+pub fn scan_segment_from(
+    file: &dyn IoFile,
+    p: ScanParams,
+    start: Option<ScanStart>,
+) -> io::Result<ScanOutcome> {
     let mut out = ScanOutcome {
         next_offset: p.base_offset,
         index: IndexBuilder::new(),
         ..Default::default()
     };
+    let mut pos: u64 = 0;
+    if let Some(start) = start {
+        pos = start.position.min(p.file_len);
+        out.valid_bytes = pos;
+        out.index = start.index;
+        out.first_batch_timestamp_ms = start.first_batch_timestamp_ms;
+    }
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start: u64 = 0; // file position of buf[0]
-    let mut pos: u64 = 0;
     let mut expected = p.min_offset.max(p.base_offset);
     let mut last_epoch: Option<i32> = None;
     while pos < p.file_len {
