@@ -1,5 +1,5 @@
-//! The file-access seam: every byte the log reads or writes goes through [`Io`] and [`IoFile`], so tests
-//! can inject ENOSPC, EIO and torn writes ([`FaultyIo`]) and count fsyncs.
+//! The file-access seam: every byte the log reads or writes goes through [`Io`](crate::io::Io) and [`IoFile`](crate::io::IoFile), so tests
+//! can inject ENOSPC, EIO and torn writes ([`FaultyIo`](crate::io::FaultyIo)) and count fsyncs.
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};

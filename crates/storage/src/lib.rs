@@ -3,13 +3,21 @@
 //!
 //! See `docs/storage.md` for the file formats, what each flush setting promises and how recovery works.
 
+/// Per-partition log configuration (Kafka's topic-level log settings and defaults).
 pub mod config;
+/// The leader-epoch cache (epoch -> start offset) and its checkpoint format.
 pub mod epoch;
+/// Typed storage errors.
 pub mod error;
+/// Offset and time index entries, their file formats and the index builder.
 pub mod index;
+/// The file-system seam, the real implementation and a fault-injecting one for tests.
 pub mod io;
+/// One partition's log.
 pub mod log;
+/// Every partition log under `log.dirs`.
 pub mod manager;
+/// Segment file naming, the recovery scan and the cache of opened inactive segments.
 pub mod segment;
 
 pub use config::{LogConfig, TimestampType};
