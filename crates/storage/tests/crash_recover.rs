@@ -26,6 +26,7 @@ fn config(flush_every_append: bool) -> LogConfig {
         segment_bytes: 64 * 1024,
         index_interval_bytes: 1024,
         flush_messages: flush_every_append.then_some(1),
+        retention_bytes: 256 * 1024,
         file_delete_delay_ms: 0,
         ..LogConfig::default()
     }
@@ -66,6 +67,11 @@ fn crash_child_entry() {
         let mut b = expected_batch(base);
         let info = log.append_as_leader(&mut b, 3, base).expect("child append");
         assert_eq!(info.base_offset, base);
+        if base % 64 == 0 {
+            // Exercise retention (segment renames, checkpoints) under the kills too.
+            log.set_high_watermark(info.last_offset + 1);
+            log.apply_retention(0).expect("child retention");
+        }
         let mut out = stdout.lock();
         writeln!(out, "ACK {}", info.last_offset + 1).expect("stdout");
         out.flush().expect("stdout");
@@ -82,9 +88,16 @@ impl Rng {
     }
 }
 
-fn verify(path: &Path, acked: i64, flush: bool) -> i64 {
+fn verify(path: &Path, acked: i64, flush: bool, last_start: &mut i64) -> i64 {
     let log = Log::open(path, config(flush)).expect("reopen after kill");
     let leo = log.log_end_offset();
+    let start = log.log_start_offset();
+    assert!(
+        start >= *last_start,
+        "log start offset moved back: {start} < {last_start}"
+    );
+    assert!(start <= leo);
+    *last_start = start;
     assert!(
         leo >= acked,
         "LEO {leo} below the last acknowledged offset {acked}"
@@ -123,6 +136,7 @@ fn crash_sigkill_recover_keeps_every_acknowledged_batch() {
     let mut rng = Rng(seed);
     let exe = std::env::current_exe().unwrap();
     let mut last_leo = 0;
+    let mut last_start = 0;
     for kill in 0..KILLS {
         let flush = kill % 2 == 0;
         let mut child = Command::new(&exe)
@@ -170,12 +184,12 @@ fn crash_sigkill_recover_keeps_every_acknowledged_batch() {
             "the child must die by SIGKILL, not fail: {status:?}"
         );
         let acked = reader.join().unwrap();
-        let leo = verify(&path, acked, flush);
+        let leo = verify(&path, acked, flush, &mut last_start);
         assert!(
             leo >= last_leo,
             "acknowledged data never shrinks: {leo} < {last_leo}"
         );
-        println!("kill {kill}: flush={flush} acked={acked} leo={leo}");
+        println!("kill {kill}: flush={flush} acked={acked} leo={leo} log_start={last_start}");
         last_leo = leo;
     }
     assert!(
