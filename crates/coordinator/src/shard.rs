@@ -584,12 +584,13 @@ impl GroupCoordinatorShard {
             GroupState::Stable if !protocols_changed => {
                 let was_leader = group.is_leader(&new_id);
                 if was_leader && v < 9 {
-                    // An old leader cannot be told to skip the assignment: rebalance (Kafka does the same).
-                    if let Some(m) = group.member_mut(&new_id) {
-                        m.awaiting_join = Some(v);
-                    }
-                    self.prepare_rebalance(now_ms, group_id, deliveries);
-                    return Parkable::Parked { member_id: new_id };
+                    // A leader that cannot be told to skip the assignment (JoinGroup < v9) is answered with
+                    // the old leader id and no members, so it does not think itself the leader and no
+                    // rebalance is needed (Kafka's GroupCoordinator since KIP-345).
+                    group.pending_sync.remove(&new_id);
+                    let response = join_success(group, &new_id, v, false).with_leader(sb(&old_id));
+                    self.store_group(records, group_id);
+                    return Parkable::Now(response);
                 }
                 group.pending_sync.remove(&new_id);
                 let response = join_success(group, &new_id, v, was_leader);

@@ -800,3 +800,40 @@ fn describe_and_list_groups_with_state_filter() {
     assert_eq!(sh.list_groups(&["Empty".into()], &[]).len(), 0);
     assert_eq!(sh.list_groups(&[], &["consumer".into()]).len(), 0);
 }
+
+#[test]
+fn kip_345_static_leader_rejoin_does_not_rebalance() {
+    // A static leader restarting: JoinGroup < v9 answers with the old leader id and no members (so the
+    // client does not act as leader); v9 (KIP-814) names it leader with the members and skip_assignment.
+    for v in [5i16, 9] {
+        let mut sh = shard();
+        let r = sh.join_group(0, &client(v), &join_req("", Some("ia"), &range()));
+        let Parkable::Parked { member_id: a } = r.response else {
+            panic!()
+        };
+        sh.sync_group(0, &client(3), &sync_req(&a, 1, &[(&a, b"A")]));
+        let r = sh.join_group(1_000, &client(v), &join_req("", Some("ia"), &range()));
+        let Parkable::Now(resp) = r.response else {
+            panic!("v{v}: expected an immediate answer")
+        };
+        let a2 = resp.member_id.to_string();
+        assert_eq!((resp.error_code, resp.generation_id), (0, 1), "v{v}");
+        if v >= 9 {
+            assert_eq!(resp.leader.as_str(), a2);
+            assert!(resp.skip_assignment);
+            assert_eq!(resp.members.len(), 1);
+        } else {
+            assert_eq!(resp.leader.as_str(), a, "the old leader id");
+            assert!(resp.members.is_empty());
+        }
+        let g = sh.group("g").expect("g");
+        assert_eq!(
+            (g.state, g.leader.clone()),
+            (GroupState::Stable, Some(a2.clone()))
+        );
+        let r = sh.sync_group(1_001, &client(3), &sync_req(&a2, 1, &[]));
+        assert!(
+            matches!(r.response, Parkable::Now(ref x) if x.assignment == Bytes::from_static(b"A"))
+        );
+    }
+}
