@@ -15,7 +15,9 @@ pub mod response;
 
 pub use error::{EncodeError, FrameError, MalformedReason, RequestError};
 pub use request::{decode_request, peek_request_prefix, Request, RequestPrefix};
-pub use response::{api_versions_unsupported_response, encode_response};
+pub use response::{
+    api_versions_unsupported_response, encode_response, encode_response_chunks, EncodedResponse,
+};
 
 /// The message types, re-exported so the broker names one crate.
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};

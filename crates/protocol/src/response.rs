@@ -1,8 +1,14 @@
-//! Response encoding: a typed response body to a complete frame (size prefix, response header, body).
+//! Response encoding: a typed response body to a complete frame (size prefix, response header, body), either
+//! as one buffer ([`encode_response`]) or as a list of chunks whose record bytes are the caller's own buffers,
+//! never copied ([`encode_response_chunks`], used for Fetch).
 
+use std::ops::Range;
+
+use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::Encodable;
 
 use crate::error::EncodeError;
@@ -22,20 +28,8 @@ pub fn encode_response(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<Bytes, EncodeError> {
-    let raw_key = api_key as i16;
-    let supported = crate::guard::encodable_response_versions(raw_key);
-    if !supported.is_some_and(|(min, max)| (min..=max).contains(&api_version)) {
-        return Err(EncodeError::UnsupportedVersion {
-            api_key: raw_key,
-            api_version,
-        });
-    }
-    if guard_generated::response_api_key(body) != Some(raw_key) {
-        return Err(EncodeError::MismatchedBody { api_key: raw_key });
-    }
-    let header_version = api_key.response_header_version(api_version);
+    let header_version = check_response_body(api_key, api_version, body)?;
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let encode_err = |e: anyhow::Error| EncodeError::Encode(format!("{e:#}"));
     let header_size = header.compute_size(header_version).map_err(encode_err)?;
     let mut buf = BytesMut::with_capacity(FRAME_SIZE_PREFIX_BYTES + header_size + 64);
     buf.put_i32(0);
@@ -47,6 +41,269 @@ pub fn encode_response(
     let size = i32::try_from(size_bytes).map_err(|_| EncodeError::TooLarge { size_bytes })?;
     buf[..FRAME_SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Records shorter than this are copied into the frame like any other field: a separate chunk (one more
+/// `iovec` to write) costs more than copying a few hundred bytes.
+pub const SPLICE_MIN_BYTES: usize = 1024;
+
+/// Encodes the same frame as [`encode_response`], byte for byte, as a list of chunks: the size prefix, header and
+/// body as `kafka-protocol` encodes them, except that in a Fetch response each partition's records of at least
+/// [`SPLICE_MIN_BYTES`] are not copied: the chunk list holds their length prefix at the end of one chunk and the
+/// records' own `Bytes` (the buffer the log read returned) as the next chunk. Write the chunks in order with one
+/// vectored write and the record bytes go from the read buffer to the socket without another copy.
+///
+/// Other APIs, and Fetch responses without records worth splicing, come back as one chunk.
+pub fn encode_response_chunks(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<EncodedResponse, EncodeError> {
+    let ResponseKind::Fetch(fetch) = body else {
+        return encode_response(api_key, api_version, correlation_id, body)
+            .map(EncodedResponse::from_frame);
+    };
+    let header_version = check_response_body(api_key, api_version, body)?;
+    let splice: Vec<Bytes> = fetch
+        .responses
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .filter_map(|partition| partition.records.as_ref())
+        .filter(|records| records.len() >= SPLICE_MIN_BYTES)
+        .cloned()
+        .collect();
+    if splice.is_empty() {
+        return encode_response(api_key, api_version, correlation_id, body)
+            .map(EncodedResponse::from_frame);
+    }
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = SplicingBuf::new(splice, 256);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(encode_err)?;
+    fetch.encode(&mut buf, api_version).map_err(encode_err)?;
+    match buf.finish()? {
+        Some(encoded) => Ok(encoded),
+        // The encoder reached back into bytes already handed out as chunks (it does not for Fetch): the plain
+        // encoding is always right.
+        None => encode_response(api_key, api_version, correlation_id, body)
+            .map(EncodedResponse::from_frame),
+    }
+}
+
+/// Checks that `body` is the response of `api_key` and that `api_version` can be encoded; returns the response
+/// header version.
+fn check_response_body(
+    api_key: ApiKey,
+    api_version: i16,
+    body: &ResponseKind,
+) -> Result<i16, EncodeError> {
+    let raw_key = api_key as i16;
+    let supported = crate::guard::encodable_response_versions(raw_key);
+    if !supported.is_some_and(|(min, max)| (min..=max).contains(&api_version)) {
+        return Err(EncodeError::UnsupportedVersion {
+            api_key: raw_key,
+            api_version,
+        });
+    }
+    if guard_generated::response_api_key(body) != Some(raw_key) {
+        return Err(EncodeError::MismatchedBody { api_key: raw_key });
+    }
+    Ok(api_key.response_header_version(api_version))
+}
+
+fn encode_err(e: anyhow::Error) -> EncodeError {
+    EncodeError::Encode(format!("{e:#}"))
+}
+
+/// A response frame as chunks to be written in order (see [`encode_response_chunks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedResponse {
+    chunks: Vec<Bytes>,
+    len_bytes: usize,
+}
+
+impl EncodedResponse {
+    /// A frame held in one buffer.
+    pub fn from_frame(frame: Bytes) -> EncodedResponse {
+        EncodedResponse {
+            len_bytes: frame.len(),
+            chunks: if frame.is_empty() {
+                Vec::new()
+            } else {
+                vec![frame]
+            },
+        }
+    }
+
+    /// The chunks, in wire order; none is empty.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// The chunks, in wire order; none is empty.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
+    /// Length of the whole frame, size prefix included.
+    pub fn len(&self) -> usize {
+        self.len_bytes
+    }
+
+    /// True for a frame of no bytes (never produced by the encoders).
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+
+    /// The frame in one buffer (copies unless it is one chunk already).
+    pub fn to_contiguous(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            chunks => {
+                let mut buf = BytesMut::with_capacity(self.len_bytes);
+                for chunk in chunks {
+                    buf.extend_from_slice(chunk);
+                }
+                buf.freeze()
+            }
+        }
+    }
+}
+
+impl From<Bytes> for EncodedResponse {
+    fn from(frame: Bytes) -> EncodedResponse {
+        EncodedResponse::from_frame(frame)
+    }
+}
+
+/// The buffer `kafka-protocol` encodes into for [`encode_response_chunks`]: every byte lands in `head`, except a
+/// `put_slice` of exactly the next expected records `Bytes` (the same memory, not merely equal bytes), which is
+/// remembered as a splice point instead of being copied.
+///
+/// Offsets seen by the encoder (`ByteBufMut::offset`, `seek`, `range`, used by its gap-filling encoders) are
+/// logical frame offsets, spliced bytes included. An access into bytes that were spliced, or before them, cannot
+/// be served; it marks the buffer spoiled and [`SplicingBuf::finish`] reports that, so the caller falls back
+/// to the plain encoding.
+struct SplicingBuf {
+    head: BytesMut,
+    /// Records to splice, in the order the encoder writes them.
+    expected: Vec<Bytes>,
+    next_expected: usize,
+    /// `(offset in head where the records go, records)`, in order.
+    spliced: Vec<(usize, Bytes)>,
+    spliced_bytes: usize,
+    spoiled: bool,
+    /// What `range` hands out once spoiled (its content is never used).
+    scratch: Vec<u8>,
+}
+
+impl SplicingBuf {
+    fn new(expected: Vec<Bytes>, head_capacity: usize) -> SplicingBuf {
+        SplicingBuf {
+            head: BytesMut::with_capacity(head_capacity),
+            expected,
+            next_expected: 0,
+            spliced: Vec::new(),
+            spliced_bytes: 0,
+            spoiled: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The smallest logical offset that maps into `head` after the last splice point.
+    fn writable_from(&self) -> usize {
+        self.spliced
+            .last()
+            .map_or(0, |(at, _)| at + self.spliced_bytes)
+    }
+
+    /// Writes the size prefix and cuts `head` at the splice points. `None` if the buffer was spoiled.
+    fn finish(mut self) -> Result<Option<EncodedResponse>, EncodeError> {
+        if self.spoiled {
+            return Ok(None);
+        }
+        let len_bytes = self.head.len() + self.spliced_bytes;
+        let size_bytes = len_bytes.saturating_sub(FRAME_SIZE_PREFIX_BYTES);
+        let size = i32::try_from(size_bytes).map_err(|_| EncodeError::TooLarge { size_bytes })?;
+        let Some(prefix) = self.head.get_mut(..FRAME_SIZE_PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        prefix.copy_from_slice(&size.to_be_bytes());
+        let head = self.head.freeze();
+        let mut chunks = Vec::with_capacity(2 * self.spliced.len() + 1);
+        let mut from = 0;
+        for (at, records) in self.spliced {
+            if at > from {
+                chunks.push(head.slice(from..at));
+            }
+            chunks.push(records);
+            from = at;
+        }
+        if head.len() > from {
+            chunks.push(head.slice(from..));
+        }
+        Ok(Some(EncodedResponse { chunks, len_bytes }))
+    }
+}
+
+// SAFETY: every method delegates to `BytesMut`'s own `BufMut` implementation on `head`, so `chunk_mut` hands
+// out `head`'s spare capacity and `advance_mut` keeps `BytesMut`'s contract; `put_slice` only adds a safe
+// shortcut that records a `Bytes` instead of writing it.
+#[allow(unsafe_code)]
+unsafe impl BufMut for SplicingBuf {
+    fn remaining_mut(&self) -> usize {
+        self.head.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller initialised `cnt` bytes of the slice `chunk_mut` returned, which is `head`'s.
+        unsafe { self.head.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        self.head.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if let Some(records) = self.expected.get(self.next_expected) {
+            if !src.is_empty() && src.as_ptr() == records.as_ptr() && src.len() == records.len() {
+                self.spliced.push((self.head.len(), records.clone()));
+                self.spliced_bytes += src.len();
+                self.next_expected += 1;
+                return;
+            }
+        }
+        self.head.put_slice(src);
+    }
+}
+
+impl ByteBufMut for SplicingBuf {
+    fn offset(&self) -> usize {
+        self.head.len() + self.spliced_bytes
+    }
+
+    fn seek(&mut self, offset: usize) {
+        if offset < self.writable_from() {
+            self.spoiled = true;
+            return;
+        }
+        self.head.resize(offset - self.spliced_bytes, 0);
+    }
+
+    fn range(&mut self, r: Range<usize>) -> &mut [u8] {
+        let end = self.offset();
+        if r.start < self.writable_from() || r.start > r.end || r.end > end {
+            self.spoiled = true;
+            self.scratch.clear();
+            self.scratch.resize(r.end.saturating_sub(r.start), 0);
+            return &mut self.scratch;
+        }
+        &mut self.head[r.start - self.spliced_bytes..r.end - self.spliced_bytes]
+    }
 }
 
 /// The frame Apache Kafka sends when an ApiVersions request has a version it does not support
@@ -84,4 +341,265 @@ pub fn api_version_entry(api_key: i16, min_version: i16, max_version: i16) -> Ap
         .with_api_key(api_key)
         .with_min_version(min_version)
         .with_max_version(max_version)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_response::{
+        AbortedTransaction, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+        PartitionData,
+    };
+    use kafka_protocol::messages::{BrokerId, ProducerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    /// Records of `len` bytes whose content depends on `seed`, so a misplaced chunk cannot compare equal.
+    fn records(len: usize, seed: u8) -> Bytes {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    fn partition(version: i16, index: i32, records: Option<Bytes>) -> PartitionData {
+        let mut p = PartitionData::default()
+            .with_partition_index(index)
+            .with_high_watermark(1000 + i64::from(index))
+            .with_last_stable_offset(900)
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(records);
+        if version >= 5 {
+            p.log_start_offset = 7;
+        }
+        p
+    }
+
+    /// A Fetch response valid at `version`: topics by name (v4-v12) or id (v13+), `partitions` per topic with the
+    /// given records; `with_tags` sets tagged fields (current leader, node endpoints) where the version has them.
+    fn fetch_response(
+        version: i16,
+        topics: usize,
+        partitions: &[Option<Bytes>],
+        with_tags: bool,
+    ) -> FetchResponse {
+        let mut response = FetchResponse::default().with_throttle_time_ms(3);
+        if version >= 7 {
+            response.error_code = 0;
+            response.session_id = 1234;
+        }
+        for t in 0..topics {
+            let mut topic = FetchableTopicResponse::default();
+            if version >= 13 {
+                topic.topic_id = uuid::Uuid::from_u128(t as u128 + 1);
+            } else {
+                topic.topic = TopicName(StrBytes::from_string(format!("topic-{t}")));
+            }
+            for (i, records) in partitions.iter().enumerate() {
+                let index = i32::try_from(i).expect("index");
+                let mut p = partition(version, index, records.clone());
+                if i % 3 == 1 {
+                    p.aborted_transactions = Some(vec![AbortedTransaction::default()
+                        .with_producer_id(ProducerId(5))
+                        .with_first_offset(42)]);
+                }
+                if with_tags && version >= 12 && i % 2 == 0 {
+                    p.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(1))
+                        .with_leader_epoch(4);
+                }
+                topic.partitions.push(p);
+            }
+            response.responses.push(topic);
+        }
+        if with_tags && version >= 16 {
+            response.node_endpoints = vec![NodeEndpoint::default()
+                .with_node_id(BrokerId(1))
+                .with_host(StrBytes::from_static_str("localhost"))
+                .with_port(9092)];
+        }
+        response
+    }
+
+    fn fetch_versions() -> std::ops::RangeInclusive<i16> {
+        let (min, max) = crate::guard::encodable_response_versions(ApiKey::Fetch as i16)
+            .expect("fetch is encodable");
+        assert!(min <= 4 && max >= 16, "{min}..={max}");
+        4..=max
+    }
+
+    /// Encodes both ways and checks the chunked frame is the plain frame, returning the chunked one.
+    fn both_ways(version: i16, response: FetchResponse) -> EncodedResponse {
+        let body = ResponseKind::Fetch(response);
+        let plain = encode_response(ApiKey::Fetch, version, 77, &body)
+            .unwrap_or_else(|e| panic!("v{version}: {e}"));
+        let chunked = encode_response_chunks(ApiKey::Fetch, version, 77, &body)
+            .unwrap_or_else(|e| panic!("v{version}: {e}"));
+        assert_eq!(chunked.len(), plain.len(), "v{version} length");
+        assert!(chunked.chunks().iter().all(|c| !c.is_empty()), "v{version}");
+        assert_eq!(
+            chunked.to_contiguous(),
+            plain,
+            "v{version}: chunked frame differs from kafka-protocol's"
+        );
+        chunked
+    }
+
+    #[test]
+    fn chunked_fetch_frames_equal_kafka_protocols_at_every_version() {
+        // Lengths around the splice threshold and around varint length-prefix widths (127/16383 bytes).
+        let sizes = [
+            Some(Bytes::new()),
+            None,
+            Some(records(1, 1)),
+            Some(records(SPLICE_MIN_BYTES - 1, 2)),
+            Some(records(SPLICE_MIN_BYTES, 3)),
+            Some(records(16_382, 4)),
+            Some(records(16_383, 5)),
+            Some(records(70_000, 6)),
+            Some(records(2_100_000, 7)),
+        ];
+        for version in fetch_versions() {
+            for with_tags in [false, true] {
+                both_ways(version, fetch_response(version, 2, &sizes, with_tags));
+            }
+        }
+    }
+
+    #[test]
+    fn record_bytes_are_spliced_not_copied() {
+        let big = records(50_000, 9);
+        let small = records(100, 10);
+        for version in fetch_versions() {
+            let parts = [Some(big.clone()), Some(small.clone()), Some(big.clone())];
+            let chunked = both_ways(version, fetch_response(version, 3, &parts, true));
+            let spliced = chunked
+                .chunks()
+                .iter()
+                .filter(|c| c.as_ptr() == big.as_ptr() && c.len() == big.len())
+                .count();
+            assert_eq!(
+                spliced, 6,
+                "v{version}: every large records chunk is the read buffer"
+            );
+            // Records chunks alternate with header chunks (the small records are copied into those); v4-v11 frames
+            // end with the last records, v12+ with tagged fields.
+            let trailer = usize::from(version >= 12);
+            assert_eq!(chunked.chunks().len(), 12 + trailer, "v{version}");
+        }
+    }
+
+    #[test]
+    fn empty_and_null_records_and_no_partitions() {
+        for version in fetch_versions() {
+            for parts in [
+                vec![],
+                vec![Some(Bytes::new())],
+                vec![None],
+                vec![None, Some(Bytes::new())],
+            ] {
+                let chunked = both_ways(version, fetch_response(version, 1, &parts, false));
+                assert_eq!(chunked.chunks().len(), 1, "v{version}: nothing to splice");
+            }
+            let chunked = both_ways(version, fetch_response(version, 0, &[], false));
+            assert_eq!(chunked.chunks().len(), 1);
+        }
+    }
+
+    #[test]
+    fn many_partitions() {
+        let parts: Vec<Option<Bytes>> = (0..200)
+            .map(|i| match i % 4 {
+                0 => Some(records(1024 + i, i as u8)),
+                1 => Some(Bytes::new()),
+                2 => Some(records(300, i as u8)),
+                _ => Some(records(5000, i as u8)),
+            })
+            .collect();
+        for version in fetch_versions() {
+            let chunked = both_ways(version, fetch_response(version, 5, &parts, true));
+            // 100 spliced records chunks per topic, each after a header chunk.
+            let trailer = usize::from(version >= 12);
+            assert_eq!(chunked.chunks().len(), 5 * 100 * 2 + trailer, "v{version}");
+        }
+    }
+
+    #[test]
+    fn the_same_records_twice_are_spliced_twice() {
+        // Two partitions whose records are the same buffer: the splice matches by order, not by content.
+        let shared = records(4096, 1);
+        for version in fetch_versions() {
+            let parts = [
+                Some(shared.clone()),
+                Some(shared.slice(..2048)),
+                Some(shared.clone()),
+            ];
+            let chunked = both_ways(version, fetch_response(version, 1, &parts, false));
+            let trailer = usize::from(version >= 12);
+            assert_eq!(chunked.chunks().len(), 6 + trailer, "v{version}");
+        }
+    }
+
+    #[test]
+    fn no_default_tagged_fields_in_chunked_frames() {
+        let parts = [
+            Some(records(4096, 1)),
+            Some(Bytes::new()),
+            Some(records(2048, 2)),
+        ];
+        for version in fetch_versions() {
+            let chunked = both_ways(version, fetch_response(version, 2, &parts, false));
+            let frame = chunked.to_contiguous();
+            let check = crate::guard::check_response(ApiKey::Fetch, version, &frame[4..])
+                .unwrap_or_else(|e| panic!("v{version}: {e}"));
+            assert_eq!(check.tagged_fields, 0, "v{version}");
+            let chunked = both_ways(version, fetch_response(version, 2, &parts, true));
+            let frame = chunked.to_contiguous();
+            let check = crate::guard::check_response(ApiKey::Fetch, version, &frame[4..])
+                .unwrap_or_else(|e| panic!("v{version}: {e}"));
+            assert_eq!(check.tagged_fields > 0, version >= 12, "v{version}");
+        }
+    }
+
+    #[test]
+    fn other_apis_and_errors_match_the_plain_encoder() {
+        let body = ResponseKind::ApiVersions(Default::default());
+        let plain = encode_response(ApiKey::ApiVersions, 3, 5, &body).expect("plain");
+        let chunked = encode_response_chunks(ApiKey::ApiVersions, 3, 5, &body).expect("chunked");
+        assert_eq!(chunked.chunks(), &[plain][..]);
+        assert!(matches!(
+            encode_response_chunks(ApiKey::Produce, 3, 5, &body),
+            Err(EncodeError::MismatchedBody { .. })
+        ));
+        let fetch = ResponseKind::Fetch(fetch_response(4, 1, &[Some(records(4096, 1))], false));
+        assert!(matches!(
+            encode_response_chunks(ApiKey::Fetch, 3, 5, &fetch),
+            Err(EncodeError::UnsupportedVersion { .. })
+        ));
+        // A field the version cannot carry is refused, as by the plain encoder.
+        let mut bad = fetch_response(6, 1, &[Some(records(4096, 1))], false);
+        bad.session_id = 9;
+        assert!(matches!(
+            encode_response_chunks(ApiKey::Fetch, 6, 5, &ResponseKind::Fetch(bad)),
+            Err(EncodeError::Encode(_))
+        ));
+    }
+
+    #[test]
+    fn gap_access_into_spliced_bytes_spoils_the_buffer() {
+        let spliced = records(2048, 1);
+        let mut buf = SplicingBuf::new(vec![spliced.clone()], 16);
+        buf.put_i32(0);
+        buf.put_slice(&spliced);
+        buf.put_u8(1);
+        assert_eq!(buf.offset(), 4 + 2048 + 1);
+        // After the splice: served from head.
+        buf.range(4 + 2048..4 + 2049)[0] = 2;
+        buf.seek(4 + 2048 + 3);
+        assert!(!buf.spoiled);
+        // Into the spliced bytes or before them: spoiled, no panic.
+        assert_eq!(buf.range(10..20).len(), 10);
+        assert!(buf.spoiled);
+        assert!(buf.finish().expect("finish").is_none());
+    }
 }
