@@ -13,16 +13,28 @@
 //! ApiVersions with an unsupported version, answered in the v0 format with UNSUPPORTED_VERSION (KIP-511). A
 //! connection with no request in flight that stays silent for `connections.max.idle.ms` is closed. On shutdown the
 //! reader stops reading, the processor finishes the requests already read and the connection closes.
+//!
+//! When the peer goes away (the reader sees end of stream or a read error), nobody can receive a response any
+//! more: an in-flight Fetch (which may be parked in the purgatory for `max_wait_ms`; its wait is cancel-safe) is
+//! dropped at once, later Fetches are skipped, and from then on no response is written, so responses never leave
+//! out of order. Other requests already read still run (an acks=0 produce sent just before closing lands).
+//!
+//! Responses are written as chunks ([`sluice_protocol::EncodedResponse`]): a Fetch response's record bytes are the
+//! buffers the log read returned, handed to the socket with vectored writes (`writev`) without another copy;
+//! small chunks (most responses) are copied into a staging buffer so that pipelined responses leave together.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use sluice_protocol::{ApiKey, RequestError, RequestKind, ResponseKind};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedReadHalf;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use sluice_protocol::{ApiKey, EncodedResponse, RequestError, RequestKind, ResponseKind};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -36,6 +48,10 @@ pub const MAX_QUEUED_REQUESTS: usize = 32;
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes of responses buffered before a write.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Response chunks shorter than this are copied into the staging buffer rather than written as their own `iovec`.
+const COPY_CHUNK_MAX_BYTES: usize = 512;
+/// `iovec`s per `writev` call (Linux allows 1024).
+const MAX_IOVECS: usize = 64;
 
 /// Work for the processor, in request order.
 enum Work {
@@ -58,6 +74,7 @@ pub(crate) async fn serve_connection(
     let (read_half, write_half) = stream.into_split();
     let (queue, mut requests) = mpsc::channel::<Work>(MAX_QUEUED_REQUESTS);
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let (peer_gone_tx, mut peer_gone) = watch::channel(false);
     // Aborted however this task ends, a panic in a handler included, so the socket is released at once.
     let reader = AbortOnDrop(tokio::spawn(read_requests(
         broker.clone(),
@@ -66,18 +83,39 @@ pub(crate) async fn serve_connection(
         queue,
         shutdown,
         in_flight.clone(),
+        peer_gone_tx,
     )));
 
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
+    let mut writer = ResponseWriter::new(write_half);
+    // Set once the peer went away and a response was dropped: nothing is written after that.
+    let mut muted = false;
     while let Some(work) = requests.recv().await {
         let outcome = match work {
-            Work::Reply(frame) => Some(frame),
+            Work::Reply(frame) => Some(EncodedResponse::from_frame(frame)),
             Work::Request(request, permit) => {
-                let response = process(&broker, *request, peer).await;
+                // Only a Fetch is dropped when the peer goes: it has no effect but its response, and it may wait.
+                let is_fetch = request.api_key == ApiKey::Fetch;
+                let response = if !is_fetch {
+                    process(&broker, *request, peer).await
+                } else if muted || *peer_gone.borrow() {
+                    Processed::PeerGone
+                } else {
+                    tokio::select! {
+                        response = process(&broker, *request, peer) => response,
+                        () = peer_went_away(&mut peer_gone) => Processed::PeerGone,
+                    }
+                };
                 drop(permit);
                 match response {
                     Processed::Respond(frame) => Some(frame),
                     Processed::NoResponse => None,
+                    Processed::PeerGone => {
+                        if !muted {
+                            tracing::debug!(%peer, "peer closed the connection; in-flight fetch dropped");
+                            muted = true;
+                        }
+                        None
+                    }
                     Processed::Close => {
                         in_flight.fetch_sub(1, Ordering::AcqRel);
                         break;
@@ -85,33 +123,130 @@ pub(crate) async fn serve_connection(
                 }
             }
         };
-        if let Some(frame) = outcome {
-            if let Err(e) = writer.write_all(&frame).await {
-                tracing::debug!(%peer, error = %e, "write failed; closing connection");
-                in_flight.fetch_sub(1, Ordering::AcqRel);
-                break;
-            }
-        }
         in_flight.fetch_sub(1, Ordering::AcqRel);
-        // Coalesce writes while more responses are ready; flush when the queue is empty.
-        if requests.is_empty() {
+        if muted {
+            continue;
+        }
+        if let Some(response) = outcome {
+            writer.push(response);
+        }
+        // Coalesce writes while more responses are ready; write when the queue is empty or enough is staged.
+        if requests.is_empty() || writer.buffered_bytes() >= WRITE_BUFFER_BYTES {
             if let Err(e) = writer.flush().await {
-                tracing::debug!(%peer, error = %e, "flush failed; closing connection");
+                tracing::debug!(%peer, error = %e, "write failed; closing connection");
                 break;
             }
         }
     }
     drop(reader);
-    let _ = writer.flush().await;
+    if !muted {
+        let _ = writer.flush().await;
+    }
     let _ = writer.shutdown().await;
     tracing::debug!(%peer, "connection closed");
 }
 
+/// Completes when the reader reports that the peer went away; never if the reader ended for another reason
+/// (shutdown, idle, a bad frame), so that the requests already read are answered.
+async fn peer_went_away(peer_gone: &mut watch::Receiver<bool>) {
+    if peer_gone.wait_for(|gone| *gone).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The write side of a connection: response chunks queued in order, small ones copied into a staging buffer,
+/// written with vectored writes.
+struct ResponseWriter {
+    socket: OwnedWriteHalf,
+    /// Small chunks copied together; sealed into `queue` before a large chunk or a write.
+    staging: BytesMut,
+    /// Chunks to write, in order; the first may be partly written already (advanced).
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+}
+
+impl ResponseWriter {
+    fn new(socket: OwnedWriteHalf) -> ResponseWriter {
+        ResponseWriter {
+            socket,
+            staging: BytesMut::with_capacity(WRITE_BUFFER_BYTES),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    fn buffered_bytes(&self) -> usize {
+        self.queued_bytes + self.staging.len()
+    }
+
+    /// Queues a response behind the ones already queued.
+    fn push(&mut self, response: EncodedResponse) {
+        for chunk in response.into_chunks() {
+            if chunk.len() < COPY_CHUNK_MAX_BYTES {
+                self.staging.extend_from_slice(&chunk);
+            } else {
+                self.seal_staging();
+                self.queued_bytes += chunk.len();
+                self.queue.push_back(chunk);
+            }
+        }
+    }
+
+    fn seal_staging(&mut self) {
+        if !self.staging.is_empty() {
+            let staged = self.staging.split().freeze();
+            self.queued_bytes += staged.len();
+            self.queue.push_back(staged);
+            if self.staging.capacity() < COPY_CHUNK_MAX_BYTES {
+                self.staging.reserve(WRITE_BUFFER_BYTES);
+            }
+        }
+    }
+
+    /// Writes everything queued.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.seal_staging();
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(self.queue.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            let mut written = self.socket.write_vectored(&slices[..count]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.queued_bytes = self.queued_bytes.saturating_sub(written);
+            while written > 0 {
+                let Some(front) = self.queue.front_mut() else {
+                    break;
+                };
+                if written >= front.len() {
+                    written -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.socket.shutdown().await
+    }
+}
+
 /// What the processor does after a request.
 enum Processed {
-    Respond(Bytes),
+    Respond(EncodedResponse),
     /// acks=0 produce without errors: Kafka sends nothing.
     NoResponse,
+    /// The peer went away before the response was ready: the handler was dropped.
+    PeerGone,
     /// Close the connection (acks=0 produce with an error, or a response that cannot be encoded).
     Close,
 }
@@ -153,7 +288,7 @@ async fn process(
         }
         return Processed::NoResponse;
     }
-    match sluice_protocol::encode_response(
+    match sluice_protocol::encode_response_chunks(
         ctx.api_key,
         ctx.api_version,
         ctx.correlation_id,
@@ -186,8 +321,13 @@ async fn read_requests(
     queue: mpsc::Sender<Work>,
     mut shutdown: watch::Receiver<bool>,
     in_flight: Arc<AtomicUsize>,
+    peer_gone: watch::Sender<bool>,
 ) {
     let end = read_loop(&broker, read_half, peer, &queue, &mut shutdown, &in_flight).await;
+    if matches!(end, ReadEnd::PeerClosed | ReadEnd::Io(_)) {
+        // Nobody will read a response: let the processor drop a fetch waiting for data.
+        peer_gone.send_replace(true);
+    }
     match end {
         ReadEnd::PeerClosed | ReadEnd::ProcessorGone => {
             tracing::debug!(%peer, "peer closed the connection")

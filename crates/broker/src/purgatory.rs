@@ -5,10 +5,9 @@
 //! is an `.await` on the append notifiers of its partitions (the replica manager's per-partition `watch` channel,
 //! bumped after every append) raced against the deadline; the handler then reads again and decides whether the
 //! fetch is now satisfied (see `apis::fetch`). Nothing is locked while waiting, and the wait is cancel-safe:
-//! dropping the handler's future (the connection went away) just drops the receivers and frees the slot. Note:
-//! the connection processor (`network.rs`) currently runs each handler to completion, so the fetch of a closed
-//! connection still waits out its `max_wait_ms` (capped in `apis::fetch`) before its response write fails; racing
-//! the handler against the reader's end of stream there would end it at once.
+//! dropping the handler's future just drops the receivers and frees the slot. The connection processor
+//! (`network.rs`) relies on this: when the peer closes the connection, it drops the in-flight fetch at once rather
+//! than letting it wait out its `max_wait_ms`.
 //!
 //! Bounded: at most `max_parked` fetches wait at once; a fetch beyond that is answered at once with what it has
 //! (a short poll), which is always a correct Fetch response.

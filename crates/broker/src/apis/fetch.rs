@@ -25,7 +25,8 @@
 //! UNKNOWN_LEADER_EPOCH when the request carries a leader epoch, NOT_LEADER_OR_FOLLOWER otherwise.
 //!
 //! Copies: the records of a partition are the `Bytes` the log read returned (a trimmed read is a zero-copy
-//! slice); the one remaining copy is `kafka-protocol`'s encoder writing them into the response frame.
+//! slice); the response is encoded as chunks (`sluice_protocol::encode_response_chunks`) in which those `Bytes`
+//! are their own chunks, written to the socket with `writev`, so record bytes are not copied after the read.
 
 use std::sync::Arc;
 use std::time::Duration;
