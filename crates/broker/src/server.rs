@@ -137,9 +137,13 @@ impl Server {
                 tracing::error!(error = %e, "acceptor task failed");
             }
         }
+        // The background tasks return on the shutdown signal; awaiting them (rather than aborting) waits for a
+        // reconciliation or retention pass already running on a blocking thread, which an abort would leave
+        // deleting partition directories while the logs close.
         for task in self.background {
-            task.abort();
-            let _ = task.await;
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "background task failed");
+            }
         }
         tracing::info!("flushing logs");
         self.broker.shutdown().await?;

@@ -360,7 +360,6 @@ async fn admin_apis_behave_like_kafka() {
 
 /// Admin changes are in the metadata log, so a restarted broker answers from them.
 #[tokio::test]
-#[ignore = "restart fails in LogManager::open (a partition's checkpoint file NotFound, racy); un-ignore once fixed"]
 async fn admin_changes_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;

@@ -39,6 +39,13 @@ pub enum StorageError {
         /// The current high watermark.
         high_watermark: i64,
     },
+    /// Another instance (process or, in tests, another `LogManager` in this process) holds the log
+    /// directory's `.lock`.
+    #[error("failed to acquire lock on {dir}/.lock: another broker instance is using this log directory")]
+    Locked {
+        /// The locked log directory.
+        dir: PathBuf,
+    },
     /// The log was closed (shut down or deleted).
     #[error("log {dir} is closed")]
     Closed {

@@ -92,18 +92,31 @@ pub fn read_file(io: &dyn Io, path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `data` to `path` atomically: write a `.tmp` sibling, fsync it, rename over `path`, fsync the dir.
+/// Distinguishes concurrent temporary files of [`write_file_atomic`] within this process.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `data` to `path` atomically: write a uniquely named `<name>.<pid>-<n>.tmp` sibling, fsync it,
+/// rename over `path`, fsync the dir. The unique name lets two writers of one file (or an old and a new
+/// instance during an in-process restart) never rename each other's temporary file away.
 pub fn write_file_atomic(io: &dyn Io, path: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = PathBuf::from(tmp);
-    {
+    let written = (|| {
         let file = io.open(&tmp, true)?;
         file.set_len(0)?;
         file.write_all_at(data, 0)?;
         file.sync_data()?;
+        io.rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = io.remove_file(&tmp);
+        return Err(e);
     }
-    io.rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         io.sync_dir(dir)?;
     }
@@ -374,6 +387,34 @@ impl Io for FaultyIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_file_atomic(&RealIo, path, &[t; 16]).unwrap();
+                    }
+                });
+            }
+        });
+        let data = read_file(&RealIo, &path).unwrap();
+        assert_eq!(data.len(), 16);
+        assert!(
+            data.iter().all(|b| *b == data[0]),
+            "one writer's whole content"
+        );
+        let names = RealIo.list_dir(dir.path()).unwrap();
+        assert_eq!(
+            names,
+            vec!["checkpoint".to_string()],
+            "no temporary file left"
+        );
+    }
 
     #[test]
     fn read_at_into_reads_without_zeroing_and_stops_at_eof() {

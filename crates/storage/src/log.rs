@@ -215,6 +215,8 @@ pub struct Log {
     /// (drives the group-commit delay).
     appenders: AtomicU64,
     recent_concurrency: AtomicU64,
+    /// Set once the log is being deleted: a late I/O error from its vanished directory is not a disk fault.
+    deleted: AtomicBool,
 }
 
 /// How long a flusher waits for concurrent appenders to join its fsync (PostgreSQL's `commit_delay`);
@@ -396,6 +398,7 @@ impl Log {
             fsyncs: AtomicU64::new(0),
             appenders: AtomicU64::new(0),
             recent_concurrency: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
         };
         log.load()?;
         Ok(log)
@@ -403,6 +406,12 @@ impl Log {
 
     /// Maps an I/O error; anything but ENOSPC takes the log directory offline.
     fn io_err(&self, path: &Path, e: std::io::Error) -> StorageError {
+        if self.deleted.load(Ordering::Acquire) {
+            // The directory was renamed for deletion under a concurrent operation: not a disk fault.
+            return StorageError::Closed {
+                dir: self.dir.clone(),
+            };
+        }
         let err = StorageError::from_io(path, e);
         if !matches!(err, StorageError::DiskFull { .. }) {
             self.health.set_offline();
@@ -1923,8 +1932,13 @@ impl Log {
             }
         }
         self.flush()?;
+        // Holding the flush slot until the marker is written excludes a concurrent delete
+        // (`close_for_delete` claims it too), so the directory is never renamed under this close.
         let _flush = self.claim_flush();
         let mut st = self.state.lock();
+        if st.closed {
+            return Ok(());
+        }
         self.check_usable(&st)?;
         let dir = self.dir.clone();
         let active = st.active();
@@ -1949,8 +1963,11 @@ impl Log {
         Ok(())
     }
 
-    /// Marks the log closed without writing anything (used before its directory is deleted).
+    /// Marks the log closed without writing anything (used before its directory is deleted). Waits for a
+    /// running flush, truncation or clean close to finish, so none of them writes into a renamed directory.
     pub(crate) fn close_for_delete(&self) {
+        let _flush = self.claim_flush();
+        self.deleted.store(true, Ordering::Release);
         self.state.lock().closed = true;
         let paths: Vec<PathBuf> = self
             .state

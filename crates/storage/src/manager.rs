@@ -2,8 +2,9 @@
 //! and delete, periodic retention and `flush.ms` passes, clean shutdown, and offline log directories.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -13,8 +14,37 @@ use crate::log::{DirHealth, LogOptions};
 use crate::segment::SegmentCache;
 use crate::{Log, LogConfig, StorageError};
 
-/// Suffix of a partition directory renamed for deletion.
+/// Suffix of a partition directory renamed for deletion (`<topic>-<partition>.<uniqueId>-delete`, as Kafka).
 pub const DELETE_DIR_SUFFIX: &str = "-delete";
+
+/// The lock file in every log directory (Kafka's `LogManager.LockFileName`).
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes an exclusive, non-blocking `flock` on `<dir>/.lock` (Kafka's `LogManager.lockLogDirs`): two
+/// brokers writing one log directory would corrupt it. The lock belongs to the open file description, so
+/// it is released when the returned file is closed, including by a crash.
+fn lock_log_dir(dir: &Path) -> Result<File, StorageError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::from_io(&path, e))?;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(StorageError::Locked {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(StorageError::from_io(&path, e.into())),
+        }
+    }
+}
 
 /// Options of a [`LogManager`] beyond the contract's `open`.
 #[derive(Debug, Clone)]
@@ -50,6 +80,14 @@ pub fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
     Some((topic.to_string(), partition.parse().ok()?))
 }
 
+/// The name a partition directory `name` is renamed to for deletion: `<name>.<uniqueId>-delete`.
+pub fn delete_dir_name(name: &str) -> String {
+    format!(
+        "{name}.{}{DELETE_DIR_SUFFIX}",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// Open logs by (topic, partition), each with the index of its log directory.
 type LogMap = HashMap<(String, i32), (Arc<Log>, usize)>;
 
@@ -61,7 +99,10 @@ pub struct LogManager {
     cache: Arc<SegmentCache>,
     logs: RwLock<LogMap>,
     pending_dir_deletes: Mutex<Vec<PathBuf>>,
-    delete_seq: AtomicU64,
+    /// Exclusive locks on each log directory's `.lock`, held until [`LogManager::shutdown`] or drop.
+    locks: Mutex<Vec<File>>,
+    /// Set by [`LogManager::shutdown`]: no log is created or deleted afterwards.
+    shut_down: AtomicBool,
 }
 
 impl LogManager {
@@ -85,12 +126,35 @@ impl LogManager {
             return Err(StorageError::InvalidArgument("no log directories".into()));
         }
         let io = options.io.clone();
+        let mut locks = Vec::with_capacity(log_dirs.len());
+        let mut unlocked = Vec::new();
+        for (i, dir) in log_dirs.iter().enumerate() {
+            // A directory another instance holds is fatal; one that cannot be locked goes offline.
+            let locked = io
+                .create_dir_all(dir)
+                .map_err(|e| StorageError::from_io(dir, e))
+                .and_then(|()| lock_log_dir(dir));
+            match locked {
+                Ok(lock) => locks.push(lock),
+                Err(e @ StorageError::Locked { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot lock log directory");
+                    unlocked.push(i);
+                }
+            }
+        }
         let dirs: Vec<Arc<DirHealth>> = log_dirs
             .iter()
             .map(|d| Arc::new(DirHealth::new(d.clone())))
             .collect();
+        for i in unlocked {
+            dirs[i].set_offline();
+        }
         let mut jobs: Vec<(usize, String, i32, PathBuf)> = Vec::new();
         for (i, health) in dirs.iter().enumerate() {
+            if health.is_offline() {
+                continue;
+            }
             let dir = health.dir().to_path_buf();
             let names = match io.create_dir_all(&dir).and_then(|_| io.list_dir(&dir)) {
                 Ok(n) => n,
@@ -155,7 +219,8 @@ impl LogManager {
             cache,
             logs: RwLock::new(logs),
             pending_dir_deletes: Mutex::new(Vec::new()),
-            delete_seq: AtomicU64::new(0),
+            locks: Mutex::new(locks),
+            shut_down: AtomicBool::new(false),
         })
     }
 
@@ -187,6 +252,11 @@ impl LogManager {
         if let Some((l, _)) = logs.get(&(topic.to_string(), partition)) {
             return Ok(l.clone());
         }
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(StorageError::Closed {
+                dir: self.dirs[0].dir().join(format!("{topic}-{partition}")),
+            });
+        }
         let mut counts = vec![0usize; self.dirs.len()];
         for (_, i) in logs.values() {
             counts[*i] += 1;
@@ -211,23 +281,27 @@ impl LogManager {
         Ok(log)
     }
 
-    /// Deletes a partition log: closes it, renames its directory to `<name>.<n>-delete` and removes that
-    /// on the next retention pass (readers holding open files keep working until then).
+    /// Deletes a partition log: closes it, renames its directory to `<topic>-<partition>.<uniqueId>-delete`
+    /// (Kafka's naming; never opened as a live partition) and removes that on the next retention pass
+    /// (readers holding open files keep working until then).
     pub fn delete(&self, topic: &str, partition: i32) -> Result<(), StorageError> {
-        let Some((log, _)) = self.logs.write().remove(&(topic.to_string(), partition)) else {
+        let mut logs = self.logs.write();
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(StorageError::Closed {
+                dir: self.dirs[0].dir().join(format!("{topic}-{partition}")),
+            });
+        }
+        let Some((log, _)) = logs.remove(&(topic.to_string(), partition)) else {
             return Ok(());
         };
+        drop(logs);
         log.close_for_delete();
         let dir = log.dir().to_path_buf();
-        let seq = self.delete_seq.fetch_add(1, Ordering::Relaxed);
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let target = dir.with_file_name(format!(
-            "{name}.{seq}-{}{DELETE_DIR_SUFFIX}",
-            std::process::id()
-        ));
+        let target = dir.with_file_name(delete_dir_name(&name));
         self.io
             .rename(&dir, &target)
             .map_err(|e| StorageError::from_io(&dir, e))?;
@@ -260,7 +334,11 @@ impl LogManager {
     }
 
     fn all_logs(&self) -> Vec<Arc<Log>> {
-        self.logs.read().values().map(|(l, _)| l.clone()).collect()
+        self.all_logs_unlocked(&self.logs.read())
+    }
+
+    fn all_logs_unlocked(&self, logs: &LogMap) -> Vec<Arc<Log>> {
+        logs.values().map(|(l, _)| l.clone()).collect()
     }
 
     /// Retention pass over every log, and removal of deleted partition directories. The broker calls
@@ -292,14 +370,24 @@ impl LogManager {
 
     /// Clean shutdown: closes every log (fsync, checkpoints, clean-shutdown marker). Returns the first
     /// error after trying them all.
+    ///
+    /// Afterwards no log is created or deleted, and the log directories' locks are released, so another
+    /// instance (in this process or another) may open them.
     pub fn shutdown(&self) -> Result<(), StorageError> {
         let mut first = None;
-        for log in self.all_logs() {
+        // Taken under the map's write lock: a concurrent `delete` either finished or sees the flag.
+        self.shut_down.store(true, Ordering::Release);
+        let logs = {
+            let _guard = self.logs.write();
+            self.all_logs_unlocked(&_guard)
+        };
+        for log in logs {
             if let Err(e) = log.close() {
                 tracing::error!(dir = %log.dir().display(), error = %e, "clean close failed");
                 first.get_or_insert(e);
             }
         }
+        self.locks.lock().clear();
         first.map_or(Ok(()), Err)
     }
 

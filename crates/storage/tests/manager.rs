@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{batch, read_all};
 use sluice_storage::manager::ManagerOptions;
-use sluice_storage::{LogConfig, LogManager};
+use sluice_storage::{LogConfig, LogManager, StorageError};
 
 fn small() -> LogConfig {
     LogConfig {
@@ -15,6 +15,59 @@ fn small() -> LogConfig {
         file_delete_delay_ms: 0,
         ..LogConfig::default()
     }
+}
+
+/// Entries of a log directory other than the `.lock` file, sorted.
+fn partition_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_locked_log_directory_refuses_a_second_manager_until_released() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = vec![root.path().join("a"), root.path().join("b")];
+    let first = LogManager::open(dirs.clone(), small()).unwrap();
+    first.get_or_create("orders", 0, small()).unwrap();
+    // flock belongs to the open file description: a second open in this process conflicts too.
+    for locked in [dirs.clone(), vec![dirs[1].clone()]] {
+        let err = LogManager::open(locked.clone(), small()).unwrap_err();
+        match &err {
+            StorageError::Locked { dir } => assert_eq!(dir, locked.first().unwrap()),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&locked[0].display().to_string()));
+    }
+    drop(first);
+    let second = LogManager::open(dirs.clone(), small()).unwrap();
+    assert_eq!(second.partitions(), vec![("orders".to_string(), 0)]);
+    // A clean shutdown releases the locks even while the manager value is still alive.
+    second.shutdown().unwrap();
+    assert!(second.get_or_create("late", 0, small()).is_err());
+    let third = LogManager::open(dirs, small()).unwrap();
+    assert_eq!(third.partitions(), vec![("orders".to_string(), 0)]);
+}
+
+#[test]
+fn a_directory_renamed_for_deletion_is_never_opened_as_a_partition() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let mgr = LogManager::open(vec![root.path().to_path_buf()], small()).unwrap();
+        let log = mgr.get_or_create("orders", 1, small()).unwrap();
+        log.append_as_leader(&mut batch(2, 0, 0), 0, 0).unwrap();
+        mgr.delete("orders", 1).unwrap();
+        // The old instance never ran a retention pass: the renamed directory is still there.
+        assert_eq!(partition_entries(root.path()).len(), 1);
+        mgr.shutdown().unwrap();
+    }
+    let mgr = LogManager::open(vec![root.path().to_path_buf()], small()).unwrap();
+    assert!(mgr.partitions().is_empty());
+    assert!(partition_entries(root.path()).is_empty(), "removed at open");
 }
 
 #[test]
@@ -82,12 +135,17 @@ fn delete_renames_then_removes_and_retention_runs() {
     mgr.delete("gone", 0).unwrap();
     assert!(mgr.get("gone", 0).is_none());
     assert!(!root.path().join("gone-0").exists());
-    let renamed: Vec<_> = std::fs::read_dir(root.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let renamed = partition_entries(root.path());
     assert_eq!(renamed.len(), 1);
-    assert!(renamed[0].to_string_lossy().ends_with("-delete"));
+    // Kafka's naming: `<topic>-<partition>.<uniqueId>-delete` (a 32-hex-digit UUID).
+    let (stem, unique) = renamed[0]
+        .strip_suffix("-delete")
+        .unwrap()
+        .split_once('.')
+        .unwrap();
+    assert_eq!(stem, "gone-0");
+    assert_eq!(unique.len(), 32);
+    assert!(unique.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(!held.data.is_empty());
     assert!(
         log.append_as_leader(&mut batch(1, 0, 0), 0, 0).is_err(),
@@ -105,7 +163,7 @@ fn delete_renames_then_removes_and_retention_runs() {
     }
     live.set_high_watermark(60);
     mgr.run_retention(1_000_000);
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    assert_eq!(partition_entries(root.path()), vec!["live-0".to_string()]);
     assert_eq!(live.log_start_offset(), 60);
     // Re-creating the deleted partition starts empty.
     let again = mgr.get_or_create("gone", 0, small()).unwrap();
