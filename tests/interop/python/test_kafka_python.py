@@ -38,7 +38,8 @@ def test_produce_and_consume_with_assign(broker, topic_name):
     finally:
         admin.close()
 
-    # kafka-python 3 enables idempotence by default, which needs InitProducerId (see the xfail test below).
+    # Idempotence off here (kafka-python 3 enables it by default): the plain producer path; the default
+    # idempotent one is test_default_idempotent_producer.
     producer = KafkaProducer(
         bootstrap_servers=broker.bootstrap, acks="all", compression_type="gzip", linger_ms=5, enable_idempotence=False
     )
@@ -94,18 +95,28 @@ def test_produce_and_consume_with_assign(broker, topic_name):
             assert m.timestamp == base_ts + i
 
 
-@pytest.mark.xfail(
-    reason="idempotent producer not implemented in the broker yet (InitProducerId, API key 22, is not advertised)",
-    strict=False,
-)
 def test_default_idempotent_producer(broker, topic_name):
-    """kafka-python 3 (like the Java client since 3.0) produces idempotently by default."""
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=10_000)
+    """kafka-python 3 (like the Java client since 3.0) produces idempotently by default (InitProducerId,
+    sequence numbers per partition)."""
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=10_000, linger_ms=5)
     try:
-        md = producer.send(topic_name, b"idempotent").get(timeout=15)
-        assert md.offset == 0
+        futures = [producer.send(topic_name, b"idempotent-%d" % i, partition=0) for i in range(500)]
+        producer.flush(timeout=30)
+        assert [f.get(timeout=15).offset for f in futures] == list(range(500))
     finally:
         producer.close(timeout=5)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, auto_offset_reset="earliest")
+    try:
+        tp = TopicPartition(topic_name, 0)
+        consumer.assign([tp])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 500 and time.monotonic() < deadline:
+            for msgs in consumer.poll(timeout_ms=500).values():
+                got.extend(msgs)
+    finally:
+        consumer.close()
+    assert [(m.offset, m.value) for m in got] == [(i, b"idempotent-%d" % i) for i in range(500)]
 
 
 def test_admin_create_describe_delete_topics(broker, topic_name):
