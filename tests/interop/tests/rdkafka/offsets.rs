@@ -129,7 +129,6 @@ fn offsets_for_times_one_record_per_batch() {
 
 /// Several records per batch: Kafka looks inside the batch for the first record at or after the target.
 #[test]
-#[ignore = "broker gap: ListOffsets by timestamp answers the batch's base offset, Kafka the exact record's offset"]
 fn offsets_for_times_inside_batches() {
     check_offsets_for_times(7);
 }
