@@ -4,13 +4,13 @@
 //! Single node: this broker leads every partition and the ISR is itself, so the high watermark is the log end
 //! offset after every append. Replication (followers, ISR changes) will live here too.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use sluice_metadata::MetadataImage;
-use sluice_storage::{AppendError, AppendInfo, Log, LogConfig, LogManager};
+use sluice_storage::{AppendError, AppendInfo, Log, LogConfig, LogManager, ProducerError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -41,36 +41,6 @@ pub struct Partition {
     appended: watch::Sender<i64>,
     /// Broker-wide append counter shared by every partition.
     any_append: Arc<watch::Sender<u64>>,
-    /// Idempotent producers' state (KIP-98): held across check + append so both are atomic per partition.
-    producers: Mutex<HashMap<i64, ProducerEntry>>,
-}
-
-/// Batches remembered per producer for duplicate detection (Kafka's `NUM_BATCHES_TO_RETAIN`, matching the
-/// client's maximum of 5 in-flight requests for idempotence).
-const PRODUCER_BATCHES_KEPT: usize = 5;
-/// A producer silent for this long is forgotten (Kafka's `producer.id.expiration.ms` default).
-const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
-/// Expired producers are swept when a new producer appears and at least this many are tracked.
-const PRODUCER_SWEEP_THRESHOLD: usize = 1024;
-
-/// What a partition remembers about one idempotent producer.
-#[derive(Debug)]
-struct ProducerEntry {
-    epoch: i16,
-    last_sequence: i32,
-    batches: VecDeque<ProducedBatch>,
-    last_append_ms: i64,
-}
-
-/// One appended batch of an idempotent producer, to answer a retry with the original offsets.
-#[derive(Clone, Copy, Debug)]
-struct ProducedBatch {
-    first_sequence: i32,
-    last_sequence: i32,
-    base_offset: i64,
-    last_offset: i64,
-    max_timestamp_ms: i64,
-    record_count: u64,
 }
 
 /// Why a producer's batch was refused.
@@ -85,15 +55,6 @@ pub enum ProduceError {
     /// The batch's producer epoch is older than the producer's current one (`INVALID_PRODUCER_EPOCH`).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
-}
-
-/// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0.
-fn increment_sequence(sequence: i32, increment: i32) -> i32 {
-    if sequence > i32::MAX - increment {
-        increment - (i32::MAX - sequence) - 1
-    } else {
-        sequence + increment
-    }
 }
 
 impl std::fmt::Debug for Partition {
@@ -155,97 +116,40 @@ impl Partition {
         Ok(info)
     }
 
-    /// Appends one producer batch, enforcing idempotence for batches with a producer id (KIP-98, as Kafka's
-    /// `ProducerStateManager`): an older producer epoch is refused, a retry of one of the producer's last
-    /// [`PRODUCER_BATCHES_KEPT`] batches is answered with the original offsets without appending again, and a
-    /// sequence that does not follow the producer's last one is refused. A producer this partition does not know
-    /// (new, expired, or known only before a restart: the state is in memory) is accepted at any sequence, as in
-    /// Kafka. Batches without a producer id go straight to [`Partition::append_as_leader`].
+    /// Appends one producer batch, enforcing idempotence for batches with a producer id (KIP-98): the log's
+    /// producer state (`sluice_storage::producer_state`, rebuilt from snapshots and batch headers on open, so it
+    /// survives a restart) refuses an older producer epoch or a sequence that does not follow the producer's last
+    /// one, and a retry of one of the producer's last 5 batches is answered with the original offsets without
+    /// appending again. A producer the partition does not know (new or expired) may start at any sequence, as in
+    /// Kafka.
     pub fn append_producer_batch(
         &self,
         batch: &mut [u8],
         now_ms: i64,
     ) -> Result<AppendInfo, ProduceError> {
-        let header = match sluice_protocol::batch::BatchHeader::new(batch) {
-            Ok(h) => h,
-            Err(_) => return Ok(self.append_as_leader(batch, now_ms)?),
-        };
-        let producer_id = header.producer_id();
-        if producer_id < 0 {
-            return Ok(self.append_as_leader(batch, now_ms)?);
-        }
-        let epoch = header.producer_epoch();
-        let first_sequence = header.base_sequence();
-        let delta = header.last_offset_delta();
-        if first_sequence < 0 || delta < 0 {
-            return Err(AppendError::InvalidRecord(format!(
-                "idempotent batch of producer {producer_id} has base sequence {first_sequence}, last offset delta {delta}"
-            ))
-            .into());
-        }
-        let last_sequence = increment_sequence(first_sequence, delta);
-        let mut producers = self.producers.lock();
-        if let Some(entry) = producers.get(&producer_id) {
-            if epoch < entry.epoch {
-                return Err(ProduceError::InvalidProducerEpoch(format!(
-                    "producer {producer_id} epoch {epoch} is older than {}",
-                    entry.epoch
-                )));
+        match self.append_as_leader(batch, now_ms) {
+            Ok(info) => Ok(info),
+            Err(AppendError::DuplicateSequence {
+                base_offset,
+                last_offset,
+                max_timestamp_ms,
+                ..
+            }) => Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                max_timestamp_ms,
+                log_append_time_ms: -1,
+                record_count: (last_offset - base_offset + 1).max(0) as u64,
+                log_start_offset: self.log.log_start_offset(),
+            }),
+            Err(AppendError::Producer(e @ ProducerError::OutOfOrderSequence { .. })) => {
+                Err(ProduceError::OutOfOrderSequence(e.to_string()))
             }
-            if epoch == entry.epoch {
-                if let Some(dup) = entry.batches.iter().find(|b| {
-                    b.first_sequence == first_sequence && b.last_sequence == last_sequence
-                }) {
-                    return Ok(AppendInfo {
-                        base_offset: dup.base_offset,
-                        last_offset: dup.last_offset,
-                        max_timestamp_ms: dup.max_timestamp_ms,
-                        log_append_time_ms: -1,
-                        record_count: dup.record_count,
-                        log_start_offset: self.log.log_start_offset(),
-                    });
-                }
+            Err(AppendError::Producer(e @ ProducerError::InvalidProducerEpoch { .. })) => {
+                Err(ProduceError::InvalidProducerEpoch(e.to_string()))
             }
-            let expected = if epoch == entry.epoch {
-                increment_sequence(entry.last_sequence, 1)
-            } else {
-                0
-            };
-            if first_sequence != expected {
-                return Err(ProduceError::OutOfOrderSequence(format!(
-                    "producer {producer_id} epoch {epoch}: expected sequence {expected}, got {first_sequence}"
-                )));
-            }
-        } else if producers.len() >= PRODUCER_SWEEP_THRESHOLD {
-            producers.retain(|_, e| now_ms - e.last_append_ms < PRODUCER_ID_EXPIRATION_MS);
+            Err(e) => Err(e.into()),
         }
-        let info = self.append_as_leader(batch, now_ms)?;
-        let entry = producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                last_sequence,
-                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
-                last_append_ms: now_ms,
-            });
-        if entry.epoch != epoch {
-            entry.batches.clear();
-            entry.epoch = epoch;
-        }
-        entry.last_sequence = last_sequence;
-        entry.last_append_ms = now_ms;
-        if entry.batches.len() == PRODUCER_BATCHES_KEPT {
-            entry.batches.pop_front();
-        }
-        entry.batches.push_back(ProducedBatch {
-            first_sequence,
-            last_sequence,
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            max_timestamp_ms: info.max_timestamp_ms,
-            record_count: info.record_count,
-        });
-        Ok(info)
     }
 
     /// The leader epoch of the batch holding `offset`, from the leader-epoch cache (`None` when the cache has
@@ -441,7 +345,6 @@ impl ReplicaManager {
             isr_size: AtomicI32::new(isr_size),
             appended,
             any_append: self.any_append.clone(),
-            producers: Mutex::new(HashMap::new()),
         });
         self.partitions.write().insert(key, p.clone());
         Ok(p)
@@ -526,17 +429,5 @@ impl ReplicaManager {
     /// The default log config for a topic with these overrides.
     pub fn log_config_for(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
         self.config.log_config(overrides)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::increment_sequence;
-
-    #[test]
-    fn sequences_wrap_like_kafka() {
-        assert_eq!(increment_sequence(0, 4), 4);
-        assert_eq!(increment_sequence(i32::MAX, 1), 0);
-        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
     }
 }

@@ -89,6 +89,23 @@ pub enum AppendError {
     /// The batch is not magic v2 (`UNSUPPORTED_FOR_MESSAGE_FORMAT`).
     #[error("unsupported record batch magic {0}")]
     UnsupportedMagic(i8),
+    /// An idempotent producer's batch has a stale epoch or an out-of-order sequence
+    /// (`INVALID_PRODUCER_EPOCH`, `OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error(transparent)]
+    Producer(#[from] crate::producer_state::ProducerError),
+    /// The batch repeats one of the producer's last batches (a retry): it was appended before at these
+    /// offsets and is not appended again. The producer gets success with the original offsets.
+    #[error("duplicate batch of producer {producer_id}, appended at offsets {base_offset}..={last_offset}")]
+    DuplicateSequence {
+        /// The producer.
+        producer_id: i64,
+        /// Offset of the original batch's first record.
+        base_offset: i64,
+        /// Offset of the original batch's last record.
+        last_offset: i64,
+        /// The original batch's max timestamp.
+        max_timestamp_ms: i64,
+    },
     /// The storage layer failed (`KAFKA_STORAGE_ERROR`).
     #[error(transparent)]
     Storage(#[from] StorageError),

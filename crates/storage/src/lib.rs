@@ -17,6 +17,8 @@ pub mod io;
 pub mod log;
 /// Every partition log under `log.dirs`.
 pub mod manager;
+/// Idempotent-producer state (KIP-98) and its snapshot files.
+pub mod producer_state;
 /// Segment file naming, the recovery scan and the cache of opened inactive segments.
 pub mod segment;
 
@@ -24,3 +26,4 @@ pub use config::{LogConfig, TimestampType};
 pub use error::{AppendError, ReadError, StorageError};
 pub use log::{AppendInfo, DirHealth, Log, LogOptions, ReadResult, TimestampOffset};
 pub use manager::LogManager;
+pub use producer_state::{ProducerBatch, ProducerError, ProducerState};

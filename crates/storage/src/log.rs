@@ -22,6 +22,10 @@ use crate::index::{
     TIME_ENTRY_BYTES,
 };
 use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
+use crate::producer_state::{
+    idempotence_of, snapshot_file_name, ProducerState, DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    SNAPSHOT_SUFFIX,
+};
 use crate::segment::{
     parse_base_offset, read_header_at, scan_segment, scan_segment_from, segment_path,
     LoadedSegment, ScanParams, ScanStart, SegmentCache, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX,
@@ -178,6 +182,8 @@ struct State {
     dir_dirty: bool,
     pending_deletes: Vec<(PathBuf, i64)>,
     closed: bool,
+    /// Idempotent producers seen in batches below the log end offset.
+    producers: ProducerState,
 }
 
 impl State {
@@ -392,6 +398,7 @@ impl Log {
                 dir_dirty: false,
                 pending_deletes: Vec::new(),
                 closed: false,
+                producers: ProducerState::default(),
             }),
             flushing: Mutex::new(false),
             flush_done: Condvar::new(),
@@ -745,6 +752,7 @@ impl Log {
         epochs.truncate_from_start(lso);
         epochs.truncate_from_end(leo);
         st.epochs = epochs;
+        st.producers = self.rebuild_producer_state(&st, leo)?;
         let epoch_bytes = st.epochs.encode();
         drop(st);
         self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epoch_bytes)?;
@@ -917,6 +925,10 @@ impl Log {
             return Ok(());
         }
         let new_files = self.open_active_files(leo, IndexBuilder::new(), Some(0))?;
+        if !st.producers.is_empty() {
+            // As Kafka at roll: a snapshot at the new segment's base bounds the replay at the next open.
+            self.write_checkpoint(&snapshot_file_name(leo), &st.producers.encode())?;
+        }
         let active = st.active();
         if let Some(mut files) = active.active.take() {
             files.builder.maybe_append_time(active.base_offset);
@@ -1015,6 +1027,7 @@ impl Log {
         let (info, flush_target) = {
             let mut st = self.state.lock();
             self.check_usable(&st)?;
+            Self::check_producers(&st.producers, batches)?;
             let base_offset = st.log_end_offset;
             let last_offset = base_offset + v.record_count as i64 - 1;
             if Self::should_roll(
@@ -1042,6 +1055,7 @@ impl Log {
                 pos += size;
             }
             self.write_batches(&mut st, batches, config.index_interval_bytes)?;
+            Self::replay_producers(&mut st, batches);
             if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
                 let bytes = st.epochs.encode();
                 self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes)?;
@@ -1140,6 +1154,7 @@ impl Log {
             }
         }
         self.write_batches(&mut st, batches, config.index_interval_bytes)?;
+        Self::replay_producers(&mut st, batches);
         let mut changed = false;
         for (e, o) in epochs {
             changed |= st.epochs.assign(e, o);
@@ -1595,6 +1610,14 @@ impl Log {
         let lso_moved = leo < st.log_start_offset;
         st.log_start_offset = st.log_start_offset.min(leo);
         st.epochs.truncate_from_end(leo);
+        // As Kafka: reload from the latest snapshot at or below the cut and replay the rest.
+        match self.rebuild_producer_state(&st, leo) {
+            Ok(p) => st.producers = p,
+            Err(e) => {
+                self.health.set_offline();
+                return Err(e);
+            }
+        }
         let epochs = st.epochs.encode();
         let rp = st.recovery_point;
         st.checkpointed_recovery_point = rp;
@@ -1683,6 +1706,8 @@ impl Log {
         st.recovery_point = offset;
         st.checkpointed_recovery_point = offset;
         st.epochs.clear();
+        st.producers = ProducerState::empty_at(offset);
+        self.delete_snapshots(|_| true);
         drop(st);
         self.write_checkpoint(
             LEADER_EPOCH_CHECKPOINT,
@@ -1747,6 +1772,12 @@ impl Log {
         let mut st = self.state.lock();
         self.check_usable(&st)?;
         self.remove_due_files(&mut st);
+        let expired = st
+            .producers
+            .remove_expired(now_ms, DEFAULT_PRODUCER_ID_EXPIRATION_MS);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "expired idempotent producers");
+        }
         let mut deleted = self.delete_below_start(&mut st)?;
         let mut total: i64 = st.segments.values().map(|s| s.size as i64).sum();
         loop {
@@ -1795,6 +1826,13 @@ impl Log {
             }
         }
         if deleted > 0 {
+            // Snapshots below the first segment are never replayed from again.
+            let first = *st
+                .segments
+                .keys()
+                .next()
+                .expect("invariant: at least one segment");
+            self.delete_snapshots(|o| o < first);
             let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
             drop(st);
             self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
@@ -1922,6 +1960,148 @@ impl Log {
         self.state.lock().segments.len()
     }
 
+    /// Checks every idempotent batch of an append against the producer state (in order, so two batches of
+    /// one producer in one call must follow each other). A retry of an appended batch is refused with
+    /// [`AppendError::DuplicateSequence`] carrying its original offsets; nothing is written either way.
+    fn check_producers(producers: &ProducerState, batches: &[u8]) -> Result<(), AppendError> {
+        let mut tentative: Option<ProducerState> = None;
+        let mut next = producers.map_end_offset();
+        for item in Batches::new(batches) {
+            let (_, h) = item.map_err(batch_error)?;
+            let Some((pid, epoch, first, last)) = idempotence_of(&h) else {
+                continue;
+            };
+            let state = tentative.as_ref().unwrap_or(producers);
+            if let Some(dup) = state.check(pid, epoch, first, last)? {
+                return Err(AppendError::DuplicateSequence {
+                    producer_id: pid,
+                    base_offset: dup.base_offset,
+                    last_offset: dup.last_offset,
+                    max_timestamp_ms: dup.max_timestamp_ms,
+                });
+            }
+            // Later batches of this call are checked against the state as if this one were appended.
+            let t = tentative.get_or_insert_with(|| producers.clone());
+            let count = i64::from(h.last_offset_delta()) + 1;
+            t.update(
+                pid,
+                epoch,
+                crate::producer_state::ProducerBatch {
+                    first_sequence: first,
+                    last_sequence: last,
+                    base_offset: next,
+                    last_offset: next + count - 1,
+                    max_timestamp_ms: h.max_timestamp(),
+                },
+            );
+            next += count;
+        }
+        Ok(())
+    }
+
+    /// Applies just-written batches (offsets assigned) to the producer state.
+    fn replay_producers(st: &mut State, batches: &[u8]) {
+        for (_, h) in Batches::new(batches).map_while(Result::ok) {
+            st.producers.replay(&h);
+        }
+        let leo = st.log_end_offset;
+        st.producers.advance_to(leo);
+    }
+
+    /// Offsets of the producer-state snapshots in the partition directory, ascending.
+    fn snapshot_offsets(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self
+            .io
+            .list_dir(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.strip_suffix(SNAPSHOT_SUFFIX).and_then(parse_base_offset))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Removes the snapshots whose offset matches `doomed` (best effort: a stale snapshot is ignored or
+    /// replaced later).
+    fn delete_snapshots(&self, doomed: impl Fn(i64) -> bool) {
+        for o in self.snapshot_offsets().into_iter().filter(|o| doomed(*o)) {
+            let path = self.dir.join(snapshot_file_name(o));
+            if let Err(e) = self.io.remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove producer snapshot");
+                }
+            }
+        }
+    }
+
+    /// Producer state of every batch below `upto` (Kafka's `loadProducerState`): the latest valid snapshot
+    /// at or below `upto` (snapshots above it describe a cut tail and are removed), then the batch headers
+    /// from there to `upto`. Without a snapshot the whole log is replayed. Records are never decoded.
+    fn rebuild_producer_state(&self, st: &State, upto: i64) -> Result<ProducerState, StorageError> {
+        self.delete_snapshots(|o| o > upto);
+        let first_base = *st
+            .segments
+            .keys()
+            .next()
+            .expect("invariant: at least one segment");
+        let mut state = None;
+        for o in self.snapshot_offsets().into_iter().rev() {
+            let path = self.dir.join(snapshot_file_name(o));
+            match read_file(&*self.io, &path)
+                .ok()
+                .and_then(|b| ProducerState::decode(&b, o))
+            {
+                Some(s) => {
+                    state = Some(s);
+                    break;
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "invalid producer snapshot; ignoring it");
+                    let _ = self.io.remove_file(&path);
+                }
+            }
+        }
+        let mut state = state.unwrap_or_else(|| ProducerState::empty_at(first_base));
+        let from = state.map_end_offset().max(first_base);
+        for seg in st.segments.values() {
+            if seg.next_offset <= from || seg.base_offset >= upto || seg.size == 0 {
+                continue;
+            }
+            let (file, mut pos) = self.locate(seg, from.max(seg.base_offset))?;
+            while pos < seg.size {
+                let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+                else {
+                    break;
+                };
+                let h = BatchHeader::new(&h)
+                    .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir.display())))?;
+                if h.base_offset() >= upto {
+                    break;
+                }
+                if h.last_offset() >= from {
+                    state.replay(&h);
+                }
+                pos += h.size() as u64;
+            }
+        }
+        state.advance_to(upto);
+        Ok(state)
+    }
+
+    /// The producer state (idempotent producers seen below the log end offset).
+    pub fn producer_state(&self) -> ProducerState {
+        self.state.lock().producers.clone()
+    }
+
+    /// Forgets producers whose last batch is older than `expiration_ms` (`producer.id.expiration.ms`);
+    /// retention passes do this with the 1-day default. Returns how many were removed.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.state
+            .lock()
+            .producers
+            .remove_expired(now_ms, expiration_ms)
+    }
+
     /// Clean close: fsyncs data and indexes, writes every checkpoint, then the clean-shutdown marker. Later
     /// operations fail with [`StorageError::Closed`].
     pub fn close(&self) -> Result<(), StorageError> {
@@ -1954,7 +2134,9 @@ impl Log {
         self.remove_due_files(&mut st);
         let leo = st.log_end_offset;
         let (lso, hw, epochs) = (st.log_start_offset, st.high_watermark, st.epochs.encode());
+        let producers = st.producers.encode();
         drop(st);
+        self.write_checkpoint(&snapshot_file_name(leo), &producers)?;
         self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
         self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
         self.write_checkpoint(HIGH_WATERMARK_CHECKPOINT, &encode_offset_checkpoint(hw))?;

@@ -1,7 +1,9 @@
 //! SIGKILL crash tests: a child process (this test binary re-executed in child mode) appends in a loop
 //! and is killed at random moments; after each kill the log is reopened and checked: every acknowledged
 //! batch is present byte for byte, every batch is whole and CRC-valid, offsets are dense, no partial
-//! batch is readable and the LEO matches the valid data.
+//! batch is readable and the LEO matches the valid data. The child is an idempotent producer (KIP-98), so each
+//! reopen also checks that the producer state was rebuilt: a retry of the last acknowledged batch is caught
+//! as a duplicate with its original offsets, and a sequence gap is refused.
 
 mod common;
 
@@ -15,7 +17,10 @@ use common::read_all;
 use sluice_protocol::batch::{
     build_batch, set_base_offset, set_partition_leader_epoch, RecordKeyValue,
 };
-use sluice_storage::{Log, LogConfig};
+use sluice_storage::{AppendError, Log, LogConfig, ProducerError};
+
+/// The child's producer id; its sequence numbers equal the offsets (it is the only writer).
+const PRODUCER_ID: i64 = 4242;
 
 const CHILD_DIR_ENV: &str = "SLUICE_CRASH_CHILD_DIR";
 const CHILD_FLUSH_ENV: &str = "SLUICE_CRASH_CHILD_FLUSH";
@@ -45,7 +50,7 @@ fn expected_batch(base_offset: i64) -> Vec<u8> {
         })
         .collect();
     let recs: Vec<RecordKeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    build_batch(base_offset, &recs, -1, -1, -1)
+    build_batch(base_offset, &recs, PRODUCER_ID, 0, base_offset as i32)
 }
 
 /// Child mode: append forever, printing `ACK <next offset>` after each append returns.
@@ -116,6 +121,31 @@ fn verify(path: &Path, acked: i64, flush: bool, last_start: &mut i64) -> i64 {
     }
     // The tail is really gone from the file: a read at LEO returns nothing.
     assert!(log.read(leo, 1 << 20, i64::MAX).unwrap().data.is_empty());
+    // Producer state rebuilt from snapshot + tail: the last batch is a duplicate, a gap is refused.
+    if let Some((base, last, _)) = batches.last() {
+        let state = log.producer_state();
+        let entry = state.get(PRODUCER_ID).expect("producer state rebuilt");
+        assert_eq!(entry.batches.back().unwrap().last_sequence as i64, *last);
+        match log.append_as_leader(&mut expected_batch(*base), 3, 0) {
+            Err(AppendError::DuplicateSequence {
+                base_offset,
+                last_offset,
+                ..
+            }) => assert_eq!((base_offset, last_offset), (*base, *last)),
+            other => panic!("retry of the batch at {base} not caught as a duplicate: {other:?}"),
+        }
+        assert!(matches!(
+            log.append_as_leader(&mut expected_batch(leo + 1), 3, 0),
+            Err(AppendError::Producer(
+                ProducerError::OutOfOrderSequence { .. }
+            ))
+        ));
+        assert_eq!(
+            log.log_end_offset(),
+            leo,
+            "refused batches are not appended"
+        );
+    }
     leo
 }
 

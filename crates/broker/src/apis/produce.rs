@@ -234,6 +234,14 @@ fn append_error(error: AppendError) -> Outcome {
             ErrorCode::InvalidRecord
         }
         AppendError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        AppendError::Producer(sluice_storage::ProducerError::OutOfOrderSequence { .. }) => {
+            ErrorCode::OutOfOrderSequenceNumber
+        }
+        AppendError::Producer(sluice_storage::ProducerError::InvalidProducerEpoch { .. }) => {
+            ErrorCode::InvalidProducerEpoch
+        }
+        // `Partition::append_producer_batch` answers a duplicate with its original offsets before this.
+        AppendError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
         AppendError::Storage(e) => {
             tracing::error!(error = %e, "append failed in storage");
             ErrorCode::KafkaStorageError
