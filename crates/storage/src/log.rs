@@ -184,9 +184,16 @@ struct State {
     closed: bool,
     /// Idempotent producers seen in batches below the log end offset.
     producers: ProducerState,
+    /// Orders checkpoint contents (see `Log::write_checkpoint`).
+    checkpoint_seq: u64,
 }
 
 impl State {
+    /// A number ordering checkpoint contents encoded under the state lock.
+    fn next_checkpoint_seq(&mut self) -> u64 {
+        self.checkpoint_seq += 1;
+        self.checkpoint_seq
+    }
     fn active(&mut self) -> &mut Segment {
         self.segments
             .values_mut()
@@ -223,6 +230,8 @@ pub struct Log {
     recent_concurrency: AtomicU64,
     /// Set once the log is being deleted: a late I/O error from its vanished directory is not a disk fault.
     deleted: AtomicBool,
+    /// Sequence of the last content written per checkpoint file; its mutex serializes checkpoint writes.
+    checkpoints_written: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// How long a flusher waits for concurrent appenders to join its fsync (PostgreSQL's `commit_delay`);
@@ -399,6 +408,7 @@ impl Log {
                 pending_deletes: Vec::new(),
                 closed: false,
                 producers: ProducerState::default(),
+                checkpoint_seq: 0,
             }),
             flushing: Mutex::new(false),
             flush_done: Condvar::new(),
@@ -406,6 +416,7 @@ impl Log {
             appenders: AtomicU64::new(0),
             recent_concurrency: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            checkpoints_written: Mutex::new(std::collections::HashMap::new()),
         };
         log.load()?;
         Ok(log)
@@ -454,10 +465,18 @@ impl Log {
         }
     }
 
-    fn write_checkpoint(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes checkpoint `name` atomically. `seq` comes from [`State::next_checkpoint_seq`], taken under the
+    /// state lock when `data` was encoded: writes are serialized and one older than the last written for the
+    /// same file is skipped, so a slower writer never replaces newer content with stale content.
+    fn write_checkpoint(&self, name: &str, data: &[u8], seq: u64) -> Result<(), StorageError> {
+        let mut written = self.checkpoints_written.lock();
+        if written.get(name).is_some_and(|last| *last > seq) {
+            return Ok(());
+        }
         let path = self.dir.join(name);
         write_file_atomic(&*self.io, &path, data).map_err(|e| self.io_err(&path, e))?;
         self.fsyncs.fetch_add(2, Ordering::Relaxed);
+        written.insert(name.to_string(), seq);
         Ok(())
     }
 
@@ -754,10 +773,19 @@ impl Log {
         st.epochs = epochs;
         st.producers = self.rebuild_producer_state(&st, leo)?;
         let epoch_bytes = st.epochs.encode();
+        let seq = st.next_checkpoint_seq();
         drop(st);
-        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epoch_bytes)?;
-        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(leo))?;
-        self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epoch_bytes, seq)?;
+        self.write_checkpoint(
+            RECOVERY_POINT_CHECKPOINT,
+            &encode_offset_checkpoint(leo),
+            seq,
+        )?;
+        self.write_checkpoint(
+            LOG_START_OFFSET_CHECKPOINT,
+            &encode_offset_checkpoint(lso),
+            seq,
+        )?;
         self.state.lock().checkpointed_recovery_point = leo;
         if clean {
             // A crash from now on must run recovery again: the marker goes before anything is appended.
@@ -927,7 +955,8 @@ impl Log {
         let new_files = self.open_active_files(leo, IndexBuilder::new(), Some(0))?;
         if !st.producers.is_empty() {
             // As Kafka at roll: a snapshot at the new segment's base bounds the replay at the next open.
-            self.write_checkpoint(&snapshot_file_name(leo), &st.producers.encode())?;
+            let seq = st.next_checkpoint_seq();
+            self.write_checkpoint(&snapshot_file_name(leo), &st.producers.encode(), seq)?;
         }
         let active = st.active();
         if let Some(mut files) = active.active.take() {
@@ -1058,7 +1087,8 @@ impl Log {
             Self::replay_producers(&mut st, batches);
             if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
                 let bytes = st.epochs.encode();
-                self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes)?;
+                let seq = st.next_checkpoint_seq();
+                self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes, seq)?;
             }
             let flush_target = config
                 .flush_messages
@@ -1161,7 +1191,8 @@ impl Log {
         }
         if changed {
             let bytes = st.epochs.encode();
-            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes)?;
+            let seq = st.next_checkpoint_seq();
+            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &bytes, seq)?;
         }
         let flush_target = config
             .flush_messages
@@ -1621,11 +1652,20 @@ impl Log {
         let epochs = st.epochs.encode();
         let rp = st.recovery_point;
         st.checkpointed_recovery_point = rp;
+        let seq = st.next_checkpoint_seq();
         drop(st);
-        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
-        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs, seq)?;
+        self.write_checkpoint(
+            RECOVERY_POINT_CHECKPOINT,
+            &encode_offset_checkpoint(rp),
+            seq,
+        )?;
         if lso_moved {
-            self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(leo))?;
+            self.write_checkpoint(
+                LOG_START_OFFSET_CHECKPOINT,
+                &encode_offset_checkpoint(leo),
+                seq,
+            )?;
         }
         Ok(())
     }
@@ -1708,16 +1748,23 @@ impl Log {
         st.epochs.clear();
         st.producers = ProducerState::empty_at(offset);
         self.delete_snapshots(|_| true);
+        let seq = st.next_checkpoint_seq();
         drop(st);
         self.write_checkpoint(
             LEADER_EPOCH_CHECKPOINT,
             &LeaderEpochCache::default().encode(),
+            seq,
         )?;
         self.write_checkpoint(
             LOG_START_OFFSET_CHECKPOINT,
             &encode_offset_checkpoint(offset),
+            seq,
         )?;
-        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(offset))?;
+        self.write_checkpoint(
+            RECOVERY_POINT_CHECKPOINT,
+            &encode_offset_checkpoint(offset),
+            seq,
+        )?;
         Ok(())
     }
 
@@ -1742,9 +1789,14 @@ impl Log {
         st.epochs.truncate_from_end(leo);
         self.delete_below_start(&mut st)?;
         let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
+        let seq = st.next_checkpoint_seq();
         drop(st);
-        self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
-        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+        self.write_checkpoint(
+            LOG_START_OFFSET_CHECKPOINT,
+            &encode_offset_checkpoint(lso),
+            seq,
+        )?;
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs, seq)?;
         Ok(lso)
     }
 
@@ -1834,9 +1886,14 @@ impl Log {
                 .expect("invariant: at least one segment");
             self.delete_snapshots(|o| o < first);
             let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
+            let seq = st.next_checkpoint_seq();
             drop(st);
-            self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
-            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
+            self.write_checkpoint(
+                LOG_START_OFFSET_CHECKPOINT,
+                &encode_offset_checkpoint(lso),
+                seq,
+            )?;
+            self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs, seq)?;
         }
         Ok(deleted)
     }
@@ -1913,8 +1970,13 @@ impl Log {
         let crossed = seg_of(rp) != seg_of(st.checkpointed_recovery_point);
         if crossed {
             st.checkpointed_recovery_point = rp;
+            let seq = st.next_checkpoint_seq();
             drop(st);
-            self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(rp))?;
+            self.write_checkpoint(
+                RECOVERY_POINT_CHECKPOINT,
+                &encode_offset_checkpoint(rp),
+                seq,
+            )?;
         }
         Ok(rp)
     }
@@ -2135,13 +2197,26 @@ impl Log {
         let leo = st.log_end_offset;
         let (lso, hw, epochs) = (st.log_start_offset, st.high_watermark, st.epochs.encode());
         let producers = st.producers.encode();
+        let seq = st.next_checkpoint_seq();
         drop(st);
-        self.write_checkpoint(&snapshot_file_name(leo), &producers)?;
-        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs)?;
-        self.write_checkpoint(LOG_START_OFFSET_CHECKPOINT, &encode_offset_checkpoint(lso))?;
-        self.write_checkpoint(HIGH_WATERMARK_CHECKPOINT, &encode_offset_checkpoint(hw))?;
-        self.write_checkpoint(RECOVERY_POINT_CHECKPOINT, &encode_offset_checkpoint(leo))?;
-        self.write_checkpoint(CLEAN_SHUTDOWN_FILE, b"")?;
+        self.write_checkpoint(&snapshot_file_name(leo), &producers, seq)?;
+        self.write_checkpoint(LEADER_EPOCH_CHECKPOINT, &epochs, seq)?;
+        self.write_checkpoint(
+            LOG_START_OFFSET_CHECKPOINT,
+            &encode_offset_checkpoint(lso),
+            seq,
+        )?;
+        self.write_checkpoint(
+            HIGH_WATERMARK_CHECKPOINT,
+            &encode_offset_checkpoint(hw),
+            seq,
+        )?;
+        self.write_checkpoint(
+            RECOVERY_POINT_CHECKPOINT,
+            &encode_offset_checkpoint(leo),
+            seq,
+        )?;
+        self.write_checkpoint(CLEAN_SHUTDOWN_FILE, b"", seq)?;
         Ok(())
     }
 
