@@ -574,6 +574,15 @@ fn append_records(
         .partition(CONSUMER_OFFSETS_TOPIC, partition)
         .map_err(|code| format!("partition unavailable (error {code})"))?;
     let now = now_ms();
+    let mut buf = encode_batch(records, now)?;
+    hosted
+        .append_as_leader(&mut buf, now)
+        .map_err(|e| format!("append: {e:?}"))?;
+    Ok(())
+}
+
+/// Encodes records as one uncompressed magic-v2 batch (offsets from 0; the log assigns the real ones).
+fn encode_batch(records: &[CoordinatorRecord], now: i64) -> Result<BytesMut, String> {
     let batch: Vec<Record> = records
         .iter()
         .enumerate()
@@ -606,10 +615,7 @@ fn append_records(
         },
     )
     .map_err(|e| format!("encoding: {e}"))?;
-    hosted
-        .append_as_leader(&mut buf, now)
-        .map_err(|e| format!("append: {e:?}"))?;
-    Ok(())
+    Ok(buf)
 }
 
 /// Reads every record of a `__consumer_offsets` partition log, in offset order. Unreadable batches are
@@ -630,52 +636,8 @@ fn read_records(log: &sluice_storage::Log) -> Vec<CoordinatorRecord> {
             break;
         }
         let before = offset;
-        let mut rest: &[u8] = &data;
-        while rest.len() >= 61 {
-            let batch_len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-            let Some(total) = usize::try_from(batch_len).ok().map(|l| l + 12) else {
-                break;
-            };
-            if total < 61 || total > rest.len() {
-                break;
-            }
-            let (batch, tail) = rest.split_at(total);
-            rest = tail;
-            let mut base = [0u8; 8];
-            base.copy_from_slice(&batch[..8]);
-            let base_offset = i64::from_be_bytes(base);
-            let last_delta = i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]]);
-            let next = base_offset + i64::from(last_delta) + 1;
-            let attributes = i16::from_be_bytes([batch[21], batch[22]]);
-            let is_control = attributes & 0x20 != 0;
-            let record_count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
-            // Each record takes at least 7 bytes: a larger count is corrupt (and would make the decoder
-            // allocate for it).
-            let plausible = usize::try_from(record_count).is_ok_and(|c| c <= total / 7);
-            if next > offset {
-                offset = next;
-            }
-            if is_control || !plausible {
-                continue;
-            }
-            let mut bytes = Bytes::copy_from_slice(batch);
-            match RecordBatchDecoder::decode(&mut bytes) {
-                Ok(set) => {
-                    for r in set.records {
-                        match CoordinatorRecord::decode(r.key.as_deref(), r.value.as_deref()) {
-                            Ok(Some(rec)) => out.push(rec),
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(
-                                "skipping unreadable {CONSUMER_OFFSETS_TOPIC} record at {}: {e}",
-                                r.offset
-                            ),
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(
-                    "skipping unreadable {CONSUMER_OFFSETS_TOPIC} batch at {base_offset}: {e}"
-                ),
-            }
+        if let Some(next) = decode_chunk(&data, &mut out) {
+            offset = offset.max(next);
         }
         if offset == before {
             break;
@@ -684,7 +646,136 @@ fn read_records(log: &sluice_storage::Log) -> Vec<CoordinatorRecord> {
     out
 }
 
+/// Decodes the whole batches at the start of `data` into `out`; returns the offset after the last batch seen.
+/// Control batches and batches whose record count cannot fit their size (which would make the decoder
+/// allocate for it) are skipped; an unreadable record or batch is skipped with a warning.
+fn decode_chunk(data: &[u8], out: &mut Vec<CoordinatorRecord>) -> Option<i64> {
+    let mut next_offset = None;
+    let mut rest: &[u8] = data;
+    while rest.len() >= 61 {
+        let batch_len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let Some(total) = usize::try_from(batch_len).ok().map(|l| l + 12) else {
+            break;
+        };
+        if total < 61 || total > rest.len() {
+            break;
+        }
+        let (batch, tail) = rest.split_at(total);
+        rest = tail;
+        let mut base = [0u8; 8];
+        base.copy_from_slice(&batch[..8]);
+        let base_offset = i64::from_be_bytes(base);
+        let last_delta = i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]]);
+        next_offset = Some(base_offset + i64::from(last_delta) + 1);
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+        let is_control = attributes & 0x20 != 0;
+        let record_count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
+        // Each record takes at least 7 bytes.
+        let plausible = usize::try_from(record_count).is_ok_and(|c| c <= total / 7);
+        if is_control || !plausible {
+            continue;
+        }
+        let mut bytes = Bytes::copy_from_slice(batch);
+        match RecordBatchDecoder::decode(&mut bytes) {
+            Ok(set) => {
+                for r in set.records {
+                    match CoordinatorRecord::decode(r.key.as_deref(), r.value.as_deref()) {
+                        Ok(Some(rec)) => out.push(rec),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(
+                            "skipping unreadable {CONSUMER_OFFSETS_TOPIC} record at {}: {e}",
+                            r.offset
+                        ),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                "skipping unreadable {CONSUMER_OFFSETS_TOPIC} batch at {base_offset}: {e}"
+            ),
+        }
+    }
+    next_offset
+}
+
 /// The client's host as Kafka prints it (`/ip`).
 pub(crate) fn client_host(peer: &std::net::SocketAddr) -> String {
     format!("/{}", peer.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_coordinator::OffsetCommitValue;
+
+    fn commit(group: &str, offset: i64) -> CoordinatorRecord {
+        CoordinatorRecord::OffsetCommit {
+            group_id: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(OffsetCommitValue {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 5,
+                expire_timestamp_ms: -1,
+            }),
+        }
+    }
+
+    #[test]
+    fn records_written_as_batches_are_read_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log =
+            sluice_storage::Log::open(dir.path().join("__consumer_offsets-0"), Default::default())
+                .expect("open");
+        let first = vec![commit("a", 1), commit("b", 2)];
+        let second = vec![
+            CoordinatorRecord::OffsetCommit {
+                group_id: "a".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: None,
+            },
+            CoordinatorRecord::GroupMetadata {
+                group_id: "a".into(),
+                value: None,
+            },
+        ];
+        for records in [&first, &second] {
+            let mut batch = encode_batch(records, 10).expect("encode");
+            log.append_as_leader(&mut batch, 0, 10).expect("append");
+        }
+        let read = read_records(&log);
+        assert_eq!(read, [first, second].concat());
+    }
+
+    #[test]
+    fn a_batch_claiming_too_many_records_is_skipped_not_decoded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log =
+            sluice_storage::Log::open(dir.path().join("__consumer_offsets-0"), Default::default())
+                .expect("open");
+        let mut good = encode_batch(&[commit("a", 1)], 10).expect("encode");
+        log.append_as_leader(&mut good, 0, 10).expect("append");
+        assert_eq!(read_records(&log).len(), 1);
+        // The same bytes with an absurd record count must not reach the decoder's allocation.
+        let mut bad = encode_batch(&[commit("b", 2)], 10)
+            .expect("encode")
+            .to_vec();
+        bad[..8].copy_from_slice(&1i64.to_be_bytes());
+        bad[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let mut chunk = log.read(0, 1 << 20, 1).expect("read").data.to_vec();
+        chunk.extend_from_slice(&bad);
+        let mut out = Vec::new();
+        assert_eq!(
+            decode_chunk(&chunk, &mut out),
+            Some(2),
+            "the bad batch is stepped over"
+        );
+        assert_eq!(out, vec![commit("a", 1)]);
+        // A torn tail (half a batch) stops the walk.
+        let mut out = Vec::new();
+        assert_eq!(decode_chunk(&chunk[..chunk.len() - 5], &mut out), Some(1));
+        assert_eq!(out.len(), 1);
+    }
 }
