@@ -123,6 +123,30 @@ pub fn write_file_atomic(io: &dyn Io, path: &Path, data: &[u8]) -> io::Result<()
     Ok(())
 }
 
+/// Replaces `path` with `data` through a uniquely named temporary file and a rename, without fsync: for
+/// files whose content is self-validating (a CRC) and whose loss only costs work at the next open, such as
+/// producer-state snapshots written at a segment roll.
+pub fn replace_file_unsynced(io: &dyn Io, path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        let file = io.open(&tmp, true)?;
+        file.set_len(0)?;
+        file.write_all_at(data, 0)?;
+        io.rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = io.remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Reads until `buf` is full or end of file; returns the bytes read.
 pub fn read_full_at(file: &dyn IoFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     read_full_at_dyn(file, buf, offset)

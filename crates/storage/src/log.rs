@@ -21,7 +21,9 @@ use crate::index::{
     parse_time_index, IndexBuilder, IndexedBatch, OffsetEntry, TimeEntry, OFFSET_ENTRY_BYTES,
     TIME_ENTRY_BYTES,
 };
-use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
+use crate::io::{
+    read_file, read_full_at, replace_file_unsynced, write_file_atomic, Io, IoFile, RealIo,
+};
 use crate::producer_state::{
     idempotence_of, snapshot_file_name, ProducerState, DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     SNAPSHOT_SUFFIX,
@@ -953,10 +955,13 @@ impl Log {
             return Ok(());
         }
         let new_files = self.open_active_files(leo, IndexBuilder::new(), Some(0))?;
-        if !st.producers.is_empty() {
-            // As Kafka at roll: a snapshot at the new segment's base bounds the replay at the next open.
-            let seq = st.next_checkpoint_seq();
-            self.write_checkpoint(&snapshot_file_name(leo), &st.producers.encode(), seq)?;
+        // As Kafka at roll: a snapshot at the new segment's base bounds the producer-state replay at the
+        // next open to the active segment. Not fsynced (a torn or lost snapshot fails its CRC or is
+        // missing, and the open falls back to an older one), so a roll costs no extra fsync.
+        // Optional, so a failure only costs replay work: the data writes report a failing disk.
+        let snapshot = self.dir.join(snapshot_file_name(leo));
+        if let Err(e) = replace_file_unsynced(&*self.io, &snapshot, &st.producers.encode()) {
+            tracing::warn!(path = %snapshot.display(), error = %e, "cannot write producer snapshot");
         }
         let active = st.active();
         if let Some(mut files) = active.active.take() {

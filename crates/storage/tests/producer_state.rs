@@ -219,3 +219,31 @@ proptest! {
         prop_assert_eq!(&replayed, &live);
     }
 }
+
+#[test]
+fn every_roll_writes_a_snapshot_so_an_unclean_open_replays_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let log = Log::open(&path, small()).unwrap();
+    for i in 0..20 {
+        log.append_as_leader(&mut common::batch(2, i, 0), 0, 0)
+            .unwrap();
+    }
+    let rolled = log.segment_count() - 1;
+    assert!(rolled >= 3);
+    // Even without producers: otherwise an unclean open would replay every segment since the last close.
+    assert_eq!(snapshots(&path).len(), rolled);
+    log.append_as_leader(&mut idem(5, 0, 0, 1), 0, 0).unwrap();
+    log.roll().unwrap();
+    let expected = log.producer_state();
+    drop(log);
+    // Damage the latest snapshot: the open falls back to the previous one and replays more.
+    let latest = snapshots(&path).pop().unwrap();
+    std::fs::write(path.join(&latest), b"torn").unwrap();
+    let log = Log::open(&path, small()).unwrap();
+    assert_eq!(log.producer_state(), expected);
+    assert!(
+        !snapshots(&path).contains(&latest),
+        "an invalid snapshot is removed"
+    );
+}
