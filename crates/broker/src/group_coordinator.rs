@@ -283,10 +283,14 @@ impl GroupCoordinator {
             shard.replay(r);
         }
         shard.finish_loading(now_ms());
-        tracing::info!(
-            "loaded {CONSUMER_OFFSETS_TOPIC}-{partition}: {count} records, {} groups",
-            shard.group_ids().count()
-        );
+        let groups = shard.group_ids().count();
+        if count > 0 {
+            tracing::info!(
+                "loaded {CONSUMER_OFFSETS_TOPIC}-{partition}: {count} records, {groups} groups"
+            );
+        } else {
+            tracing::debug!("loaded {CONSUMER_OFFSETS_TOPIC}-{partition}: empty");
+        }
         let s = Arc::new(Shard {
             partition,
             state: Mutex::new(ShardState {
