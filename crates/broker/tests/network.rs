@@ -314,3 +314,57 @@ async fn large_fetch_responses_arrive_whole_and_in_order_to_a_slow_reader() {
     }
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn requests_read_before_the_close_still_take_effect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let purgatory = || server.broker().fetch_purgatory.parked();
+    let log_end = || {
+        server
+            .broker()
+            .replicas
+            .partitions()
+            .iter()
+            .find(|p| p.topic == "late")
+            .map_or(-1, |p| p.log.log_end_offset())
+    };
+    let mut stream = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    create_topic(&mut stream, "late", 1).await;
+    // A long poll on another (empty) topic, then an acks=0 produce behind it, then the client closes: the fetch
+    // is dropped without an answer, the produce (already read, no answer expected) is still appended.
+    create_topic(&mut stream, "idle", 1).await;
+    stream
+        .write_all(&frame(11, 2, &fetch("idle", &[0], 30_000)))
+        .await
+        .expect("write");
+    let produce = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("late")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(4, 10, 2)))])]);
+    stream
+        .write_all(&frame(9, 3, &produce))
+        .await
+        .expect("write");
+    wait_until("the fetch parks", Duration::from_secs(5), || {
+        purgatory() == 1
+    })
+    .await;
+    assert_eq!(log_end(), 0, "the produce waits behind the fetch");
+    drop(stream);
+    wait_until("the fetch is released", Duration::from_secs(2), || {
+        purgatory() == 0
+    })
+    .await;
+    wait_until("the produce lands", Duration::from_secs(2), || {
+        log_end() == 4
+    })
+    .await;
+    server.shutdown().await.expect("shutdown");
+}
