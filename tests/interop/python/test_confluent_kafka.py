@@ -7,7 +7,7 @@ from explicit partitions, and checks count, offsets, keys, values, headers and C
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 from confluent_kafka import KafkaError, Producer, TopicPartition
