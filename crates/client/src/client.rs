@@ -360,6 +360,24 @@ impl Client {
         *guard = (Arc::new(next), Some(Instant::now()));
     }
 
+    /// The partition count of `topic` from the cache, whatever its age (no allocation and no clock read:
+    /// the producer asks this for every record and refreshes old metadata in the background, see
+    /// [`metadata_age`](Self::metadata_age)).
+    pub fn cached_partition_count(&self, topic: &str) -> Option<usize> {
+        self.inner
+            .metadata
+            .read()
+            .0
+            .topics
+            .get(topic)
+            .map(|t| t.partitions.len())
+    }
+
+    /// How long ago the cache was last refreshed (`None` before the first refresh).
+    pub fn metadata_age(&self) -> Option<Duration> {
+        self.inner.metadata.read().1.map(|at| at.elapsed())
+    }
+
     /// The metadata of `topic`, from the cache if fresh, else refreshed (auto-creating the topic when
     /// `allow_auto_topic_creation`). Errors with [`ClientError::UnknownTopic`] if it does not exist.
     pub async fn topic(&self, topic: &str, allow_auto_topic_creation: bool) -> Result<TopicInfo> {

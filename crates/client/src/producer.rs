@@ -11,12 +11,12 @@
 //! retried batch may be reordered behind a later one of the same partition, as in Kafka with
 //! `max.in.flight.requests.per.connection > 1`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::client::{Client, ClientConfig};
 use crate::error::{ClientError, Result};
@@ -117,27 +117,91 @@ impl Default for ProducerConfig {
     }
 }
 
+/// The outcome of one batch, shared by the [`DeliveryFuture`]s of its records: set once by the sender
+/// (base offset and LogAppendTime, or the error). One allocation per batch instead of a channel per record.
+#[derive(Debug)]
+struct BatchOutcome {
+    topic: Arc<str>,
+    partition: i32,
+    result: OnceLock<Result<(i64, i64)>>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl BatchOutcome {
+    fn complete(&self, result: Result<(i64, i64)>) {
+        let _ = self.result.set(result);
+        let wakers = std::mem::take(&mut *self.wakers.lock());
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Owns a batch's outcome until it is completed; dropping it unfinished (a producer torn down with batches
+/// in flight) completes it with [`ClientError::Closed`] so no delivery future waits forever.
+#[derive(Debug)]
+struct BatchHandle(Arc<BatchOutcome>);
+
+impl Drop for BatchHandle {
+    fn drop(&mut self) {
+        if self.0.result.get().is_none() {
+            self.0.complete(Err(ClientError::Closed));
+        }
+    }
+}
+
 /// Resolves to where the record landed, or why it was not delivered.
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Result<RecordMetadata>>,
+    outcome: Arc<BatchOutcome>,
+    /// The record's position in its batch (its offset delta).
+    index: i64,
+    timestamp_ms: i64,
+}
+
+impl DeliveryFuture {
+    fn resolve(&self, result: &Result<(i64, i64)>) -> Result<RecordMetadata> {
+        let &(base_offset, log_append_time_ms) = result.as_ref().map_err(Clone::clone)?;
+        Ok(RecordMetadata {
+            topic: self.outcome.topic.to_string(),
+            partition: self.outcome.partition,
+            offset: if base_offset < 0 {
+                -1
+            } else {
+                base_offset + self.index
+            },
+            timestamp_ms: if log_append_time_ms >= 0 {
+                log_append_time_ms
+            } else {
+                self.timestamp_ms
+            },
+        })
+    }
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(result) = self.outcome.result.get() {
+            return Poll::Ready(self.resolve(result));
+        }
+        let mut wakers = self.outcome.wakers.lock();
+        // Completion sets the result before taking the wakers: check again under the lock.
+        if let Some(result) = self.outcome.result.get() {
+            drop(wakers);
+            return Poll::Ready(self.resolve(result));
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
-type Waiter = (oneshot::Sender<Result<RecordMetadata>>, i64);
-
 struct OpenBatch {
     records: Vec<(ProducerRecord, i64)>,
-    waiters: Vec<Waiter>,
+    outcome: BatchHandle,
     size_bytes: usize,
     created: Instant,
     permits: usize,
@@ -147,14 +211,16 @@ struct ReadyBatch {
     topic: String,
     partition: i32,
     records: Vec<(ProducerRecord, i64)>,
-    waiters: Vec<Waiter>,
+    outcome: BatchHandle,
     permits: usize,
     created: Instant,
 }
 
 #[derive(Default)]
 struct Accumulator {
-    batches: HashMap<(String, i32), OpenBatch>,
+    /// Batches by topic, then partition (nested so a record's lookup allocates nothing). Each partition has
+    /// a queue: every batch but the last is full; records go to the last.
+    batches: HashMap<String, HashMap<i32, VecDeque<OpenBatch>>>,
     /// KIP-480: the partition keyless records of a topic currently stick to.
     sticky: HashMap<String, i32>,
     flushing: bool,
@@ -229,11 +295,16 @@ impl Producer {
         if inner.closed.load(Ordering::Relaxed) {
             return Err(ClientError::Closed);
         }
-        let topic = inner
-            .client
-            .topic(&record.topic, inner.config.allow_auto_create_topics)
-            .await?;
-        let num_partitions = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let count = match inner.client.cached_partition_count(&record.topic) {
+            Some(count) => count,
+            None => inner
+                .client
+                .topic(&record.topic, inner.config.allow_auto_create_topics)
+                .await?
+                .partitions
+                .len(),
+        };
+        let num_partitions = i32::try_from(count).unwrap_or(i32::MAX);
         if num_partitions == 0 {
             return Err(ClientError::UnknownTopic(record.topic));
         }
@@ -256,32 +327,76 @@ impl Producer {
         permit.forget();
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         record.timestamp_ms = Some(timestamp_ms);
-        let (tx, rx) = oneshot::channel();
         inner.pending.fetch_add(1, Ordering::AcqRel);
-        let wake = {
+        let (wake, future) = {
             let mut state = inner.state.lock();
             let partition = match record.partition {
                 Some(p) => p,
                 None => self.choose_partition(&mut state, &record, num_partitions),
             };
-            let key = (record.topic.clone(), partition);
-            let batch = state.batches.entry(key).or_insert_with(|| OpenBatch {
-                records: Vec::new(),
-                waiters: Vec::new(),
-                size_bytes: 0,
-                created: Instant::now(),
-                permits: 0,
-            });
+            // KIP-480: once the sticky partition's batch is full, the next keyless record picks another.
+            let batch_bytes = state
+                .batches
+                .get(&record.topic)
+                .and_then(|parts| parts.get(&partition))
+                .and_then(VecDeque::back)
+                .map_or(0, |b| b.size_bytes);
+            if record.partition.is_none()
+                && batch_bytes + size >= inner.config.batch_size_bytes
+                && state.sticky.get(&record.topic) == Some(&partition)
+            {
+                state.sticky.remove(&record.topic);
+            }
+            if !state.batches.contains_key(&record.topic) {
+                state.batches.insert(record.topic.clone(), HashMap::new());
+            }
+            let Some(topic_batches) = state.batches.get_mut(&record.topic) else {
+                // Inserted just above; undo this record's accounting rather than panic.
+                drop(state);
+                inner.completed(1, permits);
+                return Err(ClientError::Closed);
+            };
+            let queue = topic_batches.entry(partition).or_default();
+            let batch_size = inner.config.batch_size_bytes;
+            if queue
+                .back()
+                .is_none_or(|b| b.size_bytes > 0 && b.size_bytes + size > batch_size)
+            {
+                queue.push_back(OpenBatch {
+                    records: Vec::new(),
+                    outcome: BatchHandle(Arc::new(BatchOutcome {
+                        topic: Arc::from(record.topic.as_str()),
+                        partition,
+                        result: OnceLock::new(),
+                        wakers: Mutex::new(Vec::new()),
+                    })),
+                    size_bytes: 0,
+                    created: Instant::now(),
+                    permits: 0,
+                });
+            }
+            let Some(batch) = queue.back_mut() else {
+                // Pushed just above; undo this record's accounting rather than panic.
+                drop(state);
+                inner.completed(1, permits);
+                return Err(ClientError::Closed);
+            };
             batch.size_bytes += size;
             batch.permits += permits;
+            let future = DeliveryFuture {
+                outcome: batch.outcome.0.clone(),
+                index: batch.records.len() as i64,
+                timestamp_ms,
+            };
             batch.records.push((record, timestamp_ms));
-            batch.waiters.push((tx, timestamp_ms));
-            batch.records.len() == 1 || batch.size_bytes >= inner.config.batch_size_bytes
+            let wake =
+                batch.records.len() == 1 || batch.size_bytes >= inner.config.batch_size_bytes;
+            (wake, future)
         };
         if wake {
             inner.wake.notify_one();
         }
-        Ok(DeliveryFuture { rx })
+        Ok(future)
     }
 
     fn choose_partition(
@@ -305,13 +420,14 @@ impl Producer {
                 murmur2_partition(key, num_partitions)
             }
             (PartitionStrategy::Murmur2Random, None) => inner.rng.below(num_partitions),
-            (PartitionStrategy::Default, None) => {
-                let rng = &inner.rng;
-                *state
-                    .sticky
-                    .entry(record.topic.clone())
-                    .or_insert_with(|| rng.below(num_partitions))
-            }
+            (PartitionStrategy::Default, None) => match state.sticky.get(&record.topic) {
+                Some(&p) if p < num_partitions => p,
+                _ => {
+                    let p = inner.rng.below(num_partitions);
+                    state.sticky.insert(record.topic.clone(), p);
+                    p
+                }
+            },
         }
     }
 
@@ -355,35 +471,78 @@ impl Inner {
         let now = Instant::now();
         let flushing = state.flushing || self.closed.load(Ordering::Relaxed);
         let batch_size = self.config.batch_size_bytes;
+        // At most one batch per partition per request, as Kafka's producer sends.
         let due: Vec<(String, i32)> = state
             .batches
             .iter()
-            .filter(|(_, b)| flushing || b.size_bytes >= batch_size || b.created + linger <= now)
-            .map(|(k, _)| k.clone())
+            .flat_map(|(t, parts)| parts.iter().map(move |(p, q)| (t, *p, q)))
+            .filter(|(_, _, q)| {
+                q.len() > 1
+                    || q.front().is_some_and(|b| {
+                        flushing || b.size_bytes >= batch_size || b.created + linger <= now
+                    })
+            })
+            .map(|(t, p, _)| (t.clone(), p))
             .collect();
         let mut ready = Vec::with_capacity(due.len());
-        for key in due {
-            if let Some(b) = state.batches.remove(&key) {
-                if state.sticky.get(&key.0) == Some(&key.1) {
-                    state.sticky.remove(&key.0);
+        for (topic, partition) in due {
+            let Some(parts) = state.batches.get_mut(&topic) else {
+                continue;
+            };
+            let Some(queue) = parts.get_mut(&partition) else {
+                continue;
+            };
+            let Some(b) = queue.pop_front() else {
+                continue;
+            };
+            let drained = queue.is_empty();
+            if drained {
+                parts.remove(&partition);
+                if parts.is_empty() {
+                    state.batches.remove(&topic);
                 }
-                ready.push(ReadyBatch {
-                    topic: key.0,
-                    partition: key.1,
-                    records: b.records,
-                    waiters: b.waiters,
-                    permits: b.permits,
-                    created: b.created,
-                });
+                if state.sticky.get(&topic) == Some(&partition) {
+                    state.sticky.remove(&topic);
+                }
             }
+            ready.push(ReadyBatch {
+                topic,
+                partition,
+                records: b.records,
+                outcome: b.outcome,
+                permits: b.permits,
+                created: b.created,
+            });
         }
-        let next = state.batches.values().map(|b| b.created + linger).min();
+        let next = state
+            .batches
+            .values()
+            .flat_map(|parts| parts.values())
+            .filter_map(|q| q.front())
+            .map(|b| b.created + linger)
+            .min();
         (ready, next)
     }
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
+    let max_age = Duration::from_millis(inner.config.client.metadata_max_age_ms);
     loop {
+        // `send` reads partition counts from the cache without checking its age; keep it fresh here
+        // (`metadata.max.age.ms`) so added partitions are noticed.
+        if inner
+            .client
+            .metadata_age()
+            .is_some_and(|age| age >= max_age)
+        {
+            let topics: Vec<String> = inner.client.metadata().topics.keys().cloned().collect();
+            let client = inner.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.refresh_metadata(Some(&topics), false).await {
+                    tracing::debug!(error = %e, "periodic metadata refresh failed");
+                }
+            });
+        }
         let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -413,45 +572,28 @@ async fn sender_loop(inner: Arc<Inner>) {
     }
 }
 
-/// An encoded batch on its way, with the records' completion handles.
+/// An encoded batch on its way, with its records' shared outcome.
 struct InFlight {
     topic: String,
     partition: i32,
     bytes: Bytes,
-    waiters: Vec<Waiter>,
+    count: usize,
+    outcome: BatchHandle,
     permits: usize,
     created: Instant,
 }
 
 impl InFlight {
     fn fail(self, inner: &Inner, error: ClientError) {
-        let n = self.waiters.len();
-        for (tx, _) in self.waiters {
-            let _ = tx.send(Err(error.clone()));
-        }
-        inner.completed(n, self.permits);
+        self.outcome.0.complete(Err(error));
+        inner.completed(self.count, self.permits);
     }
 
     fn succeed(self, inner: &Inner, base_offset: i64, log_append_time_ms: i64) {
-        let n = self.waiters.len();
-        for (i, (tx, timestamp_ms)) in self.waiters.into_iter().enumerate() {
-            let offset = if base_offset < 0 {
-                -1
-            } else {
-                base_offset + i as i64
-            };
-            let _ = tx.send(Ok(RecordMetadata {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset,
-                timestamp_ms: if log_append_time_ms >= 0 {
-                    log_append_time_ms
-                } else {
-                    timestamp_ms
-                },
-            }));
-        }
-        inner.completed(n, self.permits);
+        self.outcome
+            .0
+            .complete(Ok((base_offset, log_append_time_ms)));
+        inner.completed(self.count, self.permits);
     }
 }
 
@@ -463,7 +605,8 @@ async fn send_batches(inner: &Arc<Inner>, ready: Vec<ReadyBatch>) {
             topic: b.topic,
             partition: b.partition,
             bytes: Bytes::new(),
-            waiters: b.waiters,
+            count: b.records.len(),
+            outcome: b.outcome,
             permits: b.permits,
             created: b.created,
         };

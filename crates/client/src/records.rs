@@ -224,16 +224,38 @@ pub(crate) fn encode_batch(
         .collect();
     let size: usize = records.iter().map(|(r, _)| r.size_bytes()).sum();
     let mut buf = BytesMut::with_capacity(size + 128);
-    RecordBatchEncoder::encode(
-        &mut buf,
-        encoded.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: compression.codec(),
-        },
-    )
-    .map_err(|e| ClientError::Config(format!("cannot encode a record batch: {e}")))?;
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: compression.codec(),
+    };
+    let encoded_result = if compression == CompressionType::Lz4 {
+        RecordBatchEncoder::encode_with_custom_compression(
+            &mut buf,
+            encoded.iter(),
+            &options,
+            Some(lz4_fast),
+        )
+    } else {
+        RecordBatchEncoder::encode(&mut buf, encoded.iter(), &options)
+    };
+    encoded_result
+        .map_err(|e| ClientError::Config(format!("cannot encode a record batch: {e}")))?;
     Ok(buf.freeze())
+}
+
+/// LZ4 frame (independent 64 KiB blocks, as Kafka writes them) at the fast level, like librdkafka's and
+/// the Java client's default.
+fn lz4_fast(records: &mut BytesMut, out: &mut BytesMut, _codec: Compression) -> anyhow::Result<()> {
+    use bytes::BufMut;
+    use std::io::Write;
+    let mut encoder = lz4::EncoderBuilder::new()
+        .level(0)
+        .block_mode(lz4::BlockMode::Independent)
+        .build(out.writer())?;
+    encoder.write_all(records)?;
+    let (_, result) = encoder.finish();
+    result?;
+    Ok(())
 }
 
 /// Largest record count accepted in one batch header: the decoder reserves memory by it, so a corrupt count

@@ -94,11 +94,22 @@ async fn topic_lifecycle_configs_offsets_cluster_and_groups() {
     })
     .await
     .unwrap();
+    // `orders` is compacted now, so records need keys (Kafka refuses keyless records there).
+    let mut deliveries = Vec::new();
     for i in 0..4 {
-        producer
-            .send(ProducerRecord::new("orders", format!("{i}")).with_partition(2))
-            .await
-            .unwrap();
+        deliveries.push(
+            producer
+                .send(
+                    ProducerRecord::new("orders", format!("{i}"))
+                        .with_key(format!("k{i}"))
+                        .with_partition(2),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap();
     }
     producer.flush().await;
     let offsets = admin
