@@ -317,3 +317,57 @@ async fn unreachable_broker_is_a_clear_error() {
     let err = sluice_client::Client::connect(config).await.unwrap_err();
     assert!(err.to_string().contains("cannot reach any broker"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_under_batch_size_while_requests_are_in_flight() {
+    // With one request in flight, records pile up behind it; they must be cut into batches of at most
+    // batch.size, never one batch past the broker's max.message.bytes (1 MiB).
+    let broker = TestBroker::start().await;
+    broker.create_topic("pileup", 1).await;
+    let producer = Producer::new(ProducerConfig {
+        batch_size_bytes: 900_000,
+        max_in_flight_requests: 1,
+        linger_ms: 0,
+        ..producer_config(&broker)
+    })
+    .await
+    .unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..30_000 {
+        let value = format!("{i:0>100}");
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("pileup", value))
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, d) in deliveries.into_iter().enumerate() {
+        assert_eq!(d.await.unwrap().offset, i as i64);
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_fails_each_of_its_records() {
+    let broker = TestBroker::start().await;
+    broker.create_topic("big", 1).await;
+    let producer = Producer::new(producer_config(&broker)).await.unwrap();
+    let too_big = producer
+        .send(ProducerRecord::new("big", vec![b'x'; 2 * 1024 * 1024]))
+        .await
+        .unwrap();
+    let err = too_big.await.unwrap_err();
+    assert_eq!(
+        err.kafka_error(),
+        Some(sluice_client::error::KafkaError::MessageTooLarge),
+        "{err}"
+    );
+    // The producer keeps working after a failed batch.
+    let ok = producer
+        .send(ProducerRecord::new("big", "small"))
+        .await
+        .unwrap();
+    assert_eq!(ok.await.unwrap().offset, 0);
+    broker.stop().await;
+}
