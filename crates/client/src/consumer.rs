@@ -152,6 +152,9 @@ pub struct Consumer {
     rejoin: Arc<AtomicU8>,
     heartbeat_task: Option<tokio::task::JoinHandle<()>>,
     last_auto_commit: Instant,
+    /// Rotates the partition order of fetch requests: a broker may cut an oversized batch of any partition
+    /// but the first (KIP-74), so every partition must take its turn at the front.
+    fetch_rotation: usize,
 }
 
 impl Drop for Consumer {
@@ -175,6 +178,7 @@ impl Consumer {
             rejoin: Arc::new(AtomicU8::new(REJOIN_NONE)),
             heartbeat_task: None,
             last_auto_commit: Instant::now(),
+            fetch_rotation: 0,
         })
     }
 
@@ -544,8 +548,11 @@ impl Consumer {
                 None => refresh.push(tp.0.clone()),
             }
         }
+        self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
         let mut tasks = tokio::task::JoinSet::new();
-        for (leader, partitions) in by_leader {
+        for (leader, mut partitions) in by_leader {
+            let len = partitions.len().max(1);
+            partitions.rotate_left(self.fetch_rotation % len);
             let request = self.fetch_request(&partitions, max_wait_ms);
             let client = self.client.clone();
             tasks.spawn(async move {
