@@ -6,9 +6,10 @@
 //! mutex, so concurrent appenders waiting for durability share one fsync (group commit).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -80,6 +81,56 @@ pub struct ReadResult {
     pub log_end_offset: i64,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
+}
+
+/// A byte range of a segment file holding whole batches, for `sendfile` (see [`Log::read_slices`]).
+#[derive(Clone, Debug)]
+pub struct FileSlice {
+    /// The segment's `.log` file, opened read-only. Holding it keeps the data readable when retention or
+    /// deletion renames or removes the segment meanwhile.
+    pub file: Arc<File>,
+    /// Position of the first byte in the file.
+    pub position: u64,
+    /// Length of the range in bytes.
+    pub len: u32,
+}
+
+/// Whole batches read from the log as file ranges instead of bytes ([`Log::read_slices`]).
+#[derive(Clone, Debug)]
+pub struct FileReadResult {
+    /// Ranges in log order, none empty; empty when nothing is readable. A read covers one segment, as
+    /// [`Log::read`] does, so this holds at most one range today.
+    pub slices: Vec<FileSlice>,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: i64,
+    /// High watermark at the time of the read.
+    pub high_watermark: i64,
+}
+
+impl FileReadResult {
+    /// Total bytes of all slices.
+    pub fn len_bytes(&self) -> u64 {
+        self.slices.iter().map(|s| u64::from(s.len)).sum()
+    }
+}
+
+/// Where a read starts, decided under the state lock ([`Log::plan_read`]).
+struct ReadPlan {
+    /// `(log start, log end, high watermark)` at the time of the read.
+    meta: (i64, i64, i64),
+    /// `None` when nothing is readable.
+    start: Option<ReadStart>,
+}
+
+struct ReadStart {
+    file: Arc<dyn IoFile>,
+    /// Read-only `std::fs::File` of the same segment, for [`Log::read_slices`] only.
+    slice_file: Option<Arc<File>>,
+    pos: u64,
+    end_pos: u64,
+    limit: i64,
 }
 
 /// A (timestamp, offset) pair as ListOffsets returns it.
@@ -155,6 +206,8 @@ struct ActiveFiles {
     builder: IndexBuilder,
     offsets_written: usize,
     times_written: usize,
+    /// The `.log` file opened read-only for [`Log::read_slices`], on first use.
+    slice_file: OnceLock<Arc<File>>,
 }
 
 #[derive(Debug)]
@@ -524,6 +577,7 @@ impl Log {
             offsets_written: builder.offsets.len(),
             times_written: builder.times.len(),
             builder,
+            slice_file: OnceLock::new(),
         })
     }
 
@@ -922,6 +976,7 @@ impl Log {
                 log,
                 offsets,
                 times,
+                slice_file: OnceLock::new(),
             },
             _ => {
                 tracing::warn!(segment = %log_path.display(), "rebuilding invalid index files");
@@ -936,6 +991,7 @@ impl Log {
                     log,
                     offsets: outcome.index.offsets,
                     times: outcome.index.times,
+                    slice_file: OnceLock::new(),
                 }
             }
         };
@@ -1294,6 +1350,114 @@ impl Log {
         }
     }
 
+    /// Opens (once per segment) the read-only file [`Log::read_slices`] hands out.
+    fn slice_file(&self, cell: &OnceLock<Arc<File>>, base: i64) -> Result<Arc<File>, StorageError> {
+        if let Some(file) = cell.get() {
+            return Ok(file.clone());
+        }
+        let path = segment_path(&self.dir, base, LOG_SUFFIX);
+        let file = Arc::new(File::open(&path).map_err(|e| self.io_err(&path, e))?);
+        Ok(cell.get_or_init(|| file).clone())
+    }
+
+    /// Under the state lock: range checks and the segment and position a read of `offset` starts at.
+    fn plan_read(
+        &self,
+        offset: i64,
+        upper_bound: i64,
+        want_slice_file: bool,
+    ) -> Result<ReadPlan, ReadError> {
+        let st = self.state.lock();
+        self.check_usable(&st)?;
+        let meta = (st.log_start_offset, st.log_end_offset, st.high_watermark);
+        if offset < st.log_start_offset || offset > st.log_end_offset {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.log_end_offset,
+            });
+        }
+        let limit = upper_bound.min(st.log_end_offset);
+        let nothing = ReadPlan { meta, start: None };
+        if offset >= limit {
+            return Ok(nothing);
+        }
+        let Some(seg) = st
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s)
+            .filter(|s| s.next_offset > offset)
+            .or_else(|| {
+                st.segments
+                    .range(offset..)
+                    .map(|(_, s)| s)
+                    .find(|s| s.size > 0)
+            })
+        else {
+            return Ok(nothing);
+        };
+        let rel = offset.max(seg.base_offset) - seg.base_offset;
+        let (file, pos, slice_file) = match &seg.active {
+            Some(files) => {
+                let slice_file = if want_slice_file {
+                    Some(self.slice_file(&files.slice_file, seg.base_offset)?)
+                } else {
+                    None
+                };
+                (
+                    files.log.clone(),
+                    lookup_position(&files.builder.offsets, rel),
+                    slice_file,
+                )
+            }
+            None => {
+                let l = self.loaded(seg)?;
+                let slice_file = if want_slice_file {
+                    Some(self.slice_file(&l.slice_file, seg.base_offset)?)
+                } else {
+                    None
+                };
+                (l.log.clone(), lookup_position(&l.offsets, rel), slice_file)
+            }
+        };
+        Ok(ReadPlan {
+            meta,
+            start: Some(ReadStart {
+                file,
+                slice_file,
+                pos,
+                end_pos: seg.size,
+                limit,
+            }),
+        })
+    }
+
+    /// Skips batches that end before `offset` (at most an index interval's worth) and returns the position and
+    /// size of the batch containing `offset`, or `None` when no batch below `limit` is there.
+    fn first_batch(&self, start: &ReadStart, offset: i64) -> Result<Option<(u64, u64)>, ReadError> {
+        let mut pos = start.pos;
+        loop {
+            let Some(h) =
+                read_header_at(&*start.file, pos).map_err(|e| self.io_err(&self.dir, e))?
+            else {
+                return Ok(None);
+            };
+            if pos >= start.end_pos {
+                return Ok(None);
+            }
+            let header = BatchHeader::new(&h)
+                .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir.display())))?;
+            if header.base_offset() >= start.limit {
+                return Ok(None);
+            }
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header.size() as u64)));
+            }
+            pos += header.size() as u64;
+        }
+    }
+
     /// Reads whole batches starting with the batch containing `offset`, up to `max_bytes` but at least
     /// one batch (KIP-74), and never a batch starting at or after `upper_bound` (high watermark or last
     /// stable offset). One `pread` into one buffer.
@@ -1303,87 +1467,104 @@ impl Log {
         max_bytes: usize,
         upper_bound: i64,
     ) -> Result<ReadResult, ReadError> {
-        let (file, mut pos, end_pos, limit, meta) = {
-            let st = self.state.lock();
-            self.check_usable(&st)?;
-            let meta = (st.log_start_offset, st.log_end_offset, st.high_watermark);
-            if offset < st.log_start_offset || offset > st.log_end_offset {
-                return Err(ReadError::OffsetOutOfRange {
-                    offset,
-                    log_start_offset: st.log_start_offset,
-                    log_end_offset: st.log_end_offset,
-                });
-            }
-            let limit = upper_bound.min(st.log_end_offset);
-            let empty = ReadResult {
-                data: Bytes::new(),
-                log_start_offset: meta.0,
-                log_end_offset: meta.1,
-                high_watermark: meta.2,
-            };
-            if offset >= limit {
-                return Ok(empty);
-            }
-            let Some(seg) = st
-                .segments
-                .range(..=offset)
-                .next_back()
-                .map(|(_, s)| s)
-                .filter(|s| s.next_offset > offset)
-                .or_else(|| {
-                    st.segments
-                        .range(offset..)
-                        .map(|(_, s)| s)
-                        .find(|s| s.size > 0)
-                })
-            else {
-                return Ok(empty);
-            };
-            let (file, pos) = self.locate(seg, offset.max(seg.base_offset))?;
-            (file, pos, seg.size, limit, meta)
-        };
+        let plan = self.plan_read(offset, upper_bound, false)?;
         let result = |data: Bytes| ReadResult {
             data,
-            log_start_offset: meta.0,
-            log_end_offset: meta.1,
-            high_watermark: meta.2,
+            log_start_offset: plan.meta.0,
+            log_end_offset: plan.meta.1,
+            high_watermark: plan.meta.2,
         };
-        // Skip batches that end before `offset` (at most an index interval's worth).
-        let first_size = loop {
-            let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
-            else {
-                return Ok(result(Bytes::new()));
-            };
-            if pos >= end_pos {
-                return Ok(result(Bytes::new()));
-            }
-            let header = BatchHeader::new(&h)
-                .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir.display())))?;
-            if header.base_offset() >= limit {
-                return Ok(result(Bytes::new()));
-            }
-            if header.last_offset() >= offset {
-                break header.size() as u64;
-            }
-            pos += header.size() as u64;
+        let Some(start) = &plan.start else {
+            return Ok(result(Bytes::new()));
         };
+        let Some((pos, first_size)) = self.first_batch(start, offset)? else {
+            return Ok(result(Bytes::new()));
+        };
+        let end_pos = start.end_pos;
         let want = (max_bytes as u64)
             .min(end_pos - pos)
             .max(first_size)
             .min(end_pos - pos);
         let mut buf = Vec::new();
-        file.read_at_into(&mut buf, want as usize, pos)
+        start
+            .file
+            .read_at_into(&mut buf, want as usize, pos)
             .map_err(|e| self.io_err(&self.dir, e))?;
         // Keep whole batches below the upper bound.
         let mut keep = 0usize;
         for (at, h) in Batches::new(&buf).map_while(Result::ok) {
-            if h.base_offset() >= limit {
+            if h.base_offset() >= start.limit {
                 break;
             }
             keep = at + h.size();
         }
         buf.truncate(keep);
         Ok(result(Bytes::from(buf)))
+    }
+
+    /// The same batches as [`Log::read`] with the same arguments (same offsets, KIP-74 and upper-bound rules),
+    /// returned as ranges of the segment file instead of bytes, for `sendfile`: record bytes are not copied
+    /// into user space. Batch boundaries are found by reading batch headers (61 bytes each) only.
+    ///
+    /// The ranges may outlive the segment's place in the log (retention, truncation); the file stays open. A
+    /// truncation may leave a range reaching past the end of the file: a writer must check what it sends.
+    pub fn read_slices(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+    ) -> Result<FileReadResult, ReadError> {
+        let plan = self.plan_read(offset, upper_bound, true)?;
+        let mut result = FileReadResult {
+            slices: Vec::new(),
+            log_start_offset: plan.meta.0,
+            log_end_offset: plan.meta.1,
+            high_watermark: plan.meta.2,
+        };
+        let Some(start) = &plan.start else {
+            return Ok(result);
+        };
+        let Some(slice_file) = start.slice_file.clone() else {
+            return Ok(result);
+        };
+        let Some((pos, first_size)) = self.first_batch(start, offset)? else {
+            return Ok(result);
+        };
+        let end_pos = start.end_pos;
+        let want = (max_bytes as u64)
+            .min(end_pos - pos)
+            .max(first_size)
+            .min(end_pos - pos);
+        // As `read` keeps whole batches of its buffer: walk headers while the whole batch lies within `want`.
+        let mut at = 0u64;
+        let mut keep = 0u64;
+        while want - at >= RECORD_BATCH_OVERHEAD as u64 {
+            let Some(h) =
+                read_header_at(&*start.file, pos + at).map_err(|e| self.io_err(&self.dir, e))?
+            else {
+                break;
+            };
+            let Ok(header) = BatchHeader::new(&h) else {
+                break;
+            };
+            let size = header.size() as u64;
+            if size > want - at || header.base_offset() >= start.limit {
+                break;
+            }
+            at += size;
+            keep = at;
+        }
+        if keep > 0 {
+            let len = u32::try_from(keep).map_err(|_| {
+                StorageError::Corrupt(format!("{}: read of {keep} bytes", self.dir.display()))
+            })?;
+            result.slices.push(FileSlice {
+                file: slice_file,
+                position: pos,
+                len,
+            });
+        }
+        Ok(result)
     }
 
     /// The log start offset (first readable offset).

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use sluice_protocol::batch::{BatchHeader, RECORD_BATCH_OVERHEAD};
@@ -239,6 +239,8 @@ pub struct LoadedSegment {
     pub offsets: Vec<OffsetEntry>,
     /// Time index entries.
     pub times: Vec<TimeEntry>,
+    /// The `.log` file opened read-only for `Log::read_slices` (`sendfile`), on first use.
+    pub slice_file: OnceLock<Arc<std::fs::File>>,
 }
 
 #[derive(Debug, Default)]
@@ -357,6 +359,7 @@ mod tests {
                 log: Arc::new(Nothing),
                 offsets: vec![],
                 times: vec![],
+                slice_file: OnceLock::new(),
             })
         };
         cache.insert(Path::new("a"), seg());
