@@ -243,14 +243,15 @@ pub(crate) fn encode_batch(
     Ok(buf.freeze())
 }
 
-/// LZ4 frame (independent 64 KiB blocks, as Kafka writes them) at the fast level, like librdkafka's and
-/// the Java client's default.
+/// LZ4 frame (independent 64 KiB blocks, as Kafka writes them) at the fast level and without the optional
+/// content checksum, like librdkafka's and the Java client's defaults (the batch CRC32C already covers it).
 fn lz4_fast(records: &mut BytesMut, out: &mut BytesMut, _codec: Compression) -> anyhow::Result<()> {
     use bytes::BufMut;
     use std::io::Write;
     let mut encoder = lz4::EncoderBuilder::new()
         .level(0)
         .block_mode(lz4::BlockMode::Independent)
+        .checksum(lz4::ContentChecksum::NoChecksum)
         .build(out.writer())?;
     encoder.write_all(records)?;
     let (_, result) = encoder.finish();
