@@ -22,18 +22,28 @@
 //! Responses are written as chunks ([`sluice_protocol::EncodedResponse`]): a Fetch response's record bytes are the
 //! buffers the log read returned, handed to the socket with vectored writes (`writev`) without another copy;
 //! small chunks (most responses) are copied into a staging buffer so that pipelined responses leave together.
+//!
+//! On plaintext connections a Fetch's records are not even read into memory: the Fetch handler takes them as
+//! segment file ranges ([`register_file_records`], available while this module processes a Fetch), the encoder
+//! turns them into file chunks, and the writer hands those to the socket with `sendfile` (page cache to socket, no
+//! copy through user space), after writing everything queued before them so the order on the wire is kept. A file
+//! that turns out shorter than its range (a segment truncated meanwhile) closes the connection: a frame is never
+//! sent short. TLS connections (not served yet) cannot use `sendfile`: they must not open the file-records scope,
+//! so their Fetch falls back to reading records into memory.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
+use sluice_protocol::response::{FileChunk, FileRecords, ResponseChunk};
 use sluice_protocol::{ApiKey, EncodedResponse, RequestError, RequestKind, ResponseKind};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -52,6 +62,34 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const COPY_CHUNK_MAX_BYTES: usize = 512;
 /// `iovec`s per `writev` call (Linux allows 1024).
 const MAX_IOVECS: usize = 64;
+
+tokio::task_local! {
+    /// File records the Fetch handler of the request being processed registered ([`register_file_records`]). Set
+    /// only while a Fetch is processed on a connection that writes with `sendfile`.
+    static FILE_RECORDS: RefCell<Vec<FileRecords>>;
+}
+
+/// True while processing a Fetch whose response may carry file ranges ([`register_file_records`]).
+pub(crate) fn file_records_enabled() -> bool {
+    FILE_RECORDS.try_with(|_| ()).is_ok()
+}
+
+/// Registers a file range as the records of one partition of the Fetch being processed and returns the
+/// placeholder to put in its `records` (see `sluice_protocol::response::FileRecords`); the range is written with
+/// `sendfile`. `None` outside such a Fetch (a TLS connection, a test calling the handler directly) or when the
+/// range cannot be carried: the caller then reads the records into memory.
+pub(crate) fn register_file_records(chunk: FileChunk) -> Option<Bytes> {
+    FILE_RECORDS
+        .try_with(|files| {
+            let mut files = files.borrow_mut();
+            let records = FileRecords::new(files.len(), chunk)?;
+            let placeholder = records.records();
+            files.push(records);
+            Some(placeholder)
+        })
+        .ok()
+        .flatten()
+}
 
 /// Work for the processor, in request order.
 enum Work {
@@ -154,15 +192,34 @@ async fn peer_went_away(peer_gone: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A queued piece of output.
+enum Queued {
+    /// Bytes; may be partly written already (advanced).
+    Bytes(Bytes),
+    /// A file range, written with `sendfile`; `sent` bytes of it are written already.
+    File { chunk: FileChunk, sent: u64 },
+}
+
+impl Queued {
+    fn remaining(&self) -> usize {
+        match self {
+            Queued::Bytes(b) => b.len(),
+            Queued::File { chunk, sent } => (u64::from(chunk.len) - sent) as usize,
+        }
+    }
+}
+
 /// The write side of a connection: response chunks queued in order, small ones copied into a staging buffer,
-/// written with vectored writes.
+/// bytes written with vectored writes and file ranges with `sendfile`.
 struct ResponseWriter {
     socket: OwnedWriteHalf,
     /// Small chunks copied together; sealed into `queue` before a large chunk or a write.
     staging: BytesMut,
-    /// Chunks to write, in order; the first may be partly written already (advanced).
-    queue: VecDeque<Bytes>,
+    /// Chunks to write, in order; the first may be partly written already.
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
+    /// A write failed: the stream may end inside a frame, so nothing more is written.
+    failed: bool,
 }
 
 impl ResponseWriter {
@@ -172,6 +229,7 @@ impl ResponseWriter {
             staging: BytesMut::with_capacity(WRITE_BUFFER_BYTES),
             queue: VecDeque::new(),
             queued_bytes: 0,
+            failed: false,
         }
     }
 
@@ -183,12 +241,20 @@ impl ResponseWriter {
     /// Queues a response behind the ones already queued.
     fn push(&mut self, response: EncodedResponse) {
         for chunk in response.into_chunks() {
-            if chunk.len() < COPY_CHUNK_MAX_BYTES {
-                self.staging.extend_from_slice(&chunk);
-            } else {
-                self.seal_staging();
-                self.queued_bytes += chunk.len();
-                self.queue.push_back(chunk);
+            match chunk {
+                ResponseChunk::Bytes(chunk) if chunk.len() < COPY_CHUNK_MAX_BYTES => {
+                    self.staging.extend_from_slice(&chunk);
+                }
+                ResponseChunk::Bytes(chunk) => {
+                    self.seal_staging();
+                    self.queued_bytes += chunk.len();
+                    self.queue.push_back(Queued::Bytes(chunk));
+                }
+                ResponseChunk::File(chunk) => {
+                    self.seal_staging();
+                    self.queued_bytes += chunk.len as usize;
+                    self.queue.push_back(Queued::File { chunk, sent: 0 });
+                }
             }
         }
     }
@@ -197,42 +263,112 @@ impl ResponseWriter {
         if !self.staging.is_empty() {
             let staged = self.staging.split().freeze();
             self.queued_bytes += staged.len();
-            self.queue.push_back(staged);
+            self.queue.push_back(Queued::Bytes(staged));
             if self.staging.capacity() < COPY_CHUNK_MAX_BYTES {
                 self.staging.reserve(WRITE_BUFFER_BYTES);
             }
         }
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued, in order. After a failure nothing more is written (the failed write may have
+    /// ended inside a frame) and every later call fails.
     async fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Err(std::io::Error::other("an earlier write failed"));
+        }
         self.seal_staging();
-        while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(self.queue.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            let mut written = self.socket.write_vectored(&slices[..count]).await?;
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.queued_bytes = self.queued_bytes.saturating_sub(written);
-            while written > 0 {
-                let Some(front) = self.queue.front_mut() else {
-                    break;
-                };
-                if written >= front.len() {
-                    written -= front.len();
-                    self.queue.pop_front();
-                } else {
-                    front.advance(written);
-                    written = 0;
-                }
-            }
+        let written = self.write_queue().await;
+        if written.is_err() {
+            self.failed = true;
+            self.queue.clear();
+            self.queued_bytes = 0;
+        }
+        written
+    }
+
+    async fn write_queue(&mut self) -> std::io::Result<()> {
+        while let Some(front) = self.queue.front() {
+            let written = match front {
+                Queued::Bytes(_) => self.write_bytes().await?,
+                Queued::File { .. } => self.send_file().await?,
+            };
+            self.advance(written);
         }
         Ok(())
+    }
+
+    /// One vectored write of the bytes chunks at the front of the queue (up to the first file range).
+    async fn write_bytes(&mut self) -> std::io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(self.queue.iter()) {
+            let Queued::Bytes(chunk) = chunk else {
+                break;
+            };
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        let written = self.socket.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        Ok(written)
+    }
+
+    /// One `sendfile` of the file range at the front of the queue, when the socket takes it: returns the bytes
+    /// sent (a partial send is fine; the rest is sent by the next call). A file that ends before the range does
+    /// is an error: the frame cannot be completed.
+    async fn send_file(&mut self) -> std::io::Result<usize> {
+        let Some(Queued::File { chunk, sent }) = self.queue.front() else {
+            return Ok(0);
+        };
+        let mut position = chunk.position + sent;
+        let count = (u64::from(chunk.len) - sent) as usize;
+        let stream: &TcpStream = self.socket.as_ref();
+        loop {
+            stream.writable().await?;
+            let sent_now = stream.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(stream, &*chunk.file, Some(&mut position), count)
+                    .map_err(std::io::Error::from)
+            });
+            match sent_now {
+                Ok(0) => {
+                    tracing::warn!(
+                        position, missing_bytes = count,
+                        "segment file ends inside the fetched range (truncated meanwhile?); closing the connection rather than send a short response"
+                    );
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "segment file shorter than the fetched range",
+                    ));
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drops `written` bytes from the front of the queue.
+    fn advance(&mut self, mut written: usize) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(written);
+        while written > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            let remaining = front.remaining();
+            if written >= remaining {
+                written -= remaining;
+                self.queue.pop_front();
+                continue;
+            }
+            match front {
+                Queued::Bytes(b) => b.advance(written),
+                Queued::File { sent, .. } => *sent += written as u64,
+            }
+            written = 0;
+        }
     }
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
@@ -266,7 +402,19 @@ async fn process(
     tracing::trace!(%peer, api_key = ?ctx.api_key, api_version = ctx.api_version, correlation_id = ctx.correlation_id,
         client_id = ?ctx.client_id, "request");
     let acks_zero = matches!(&request.body, RequestKind::Produce(p) if p.acks == 0);
-    let response = match apis::dispatch(broker, &ctx, request.body).await {
+    // A Fetch may return records as file ranges, written with `sendfile`. This is a plaintext connection; a TLS
+    // connection must dispatch without the file-records scope so that its records are read into memory.
+    let (response, files) = if ctx.api_key == ApiKey::Fetch {
+        FILE_RECORDS
+            .scope(RefCell::new(Vec::new()), async {
+                let response = apis::dispatch(broker, &ctx, request.body).await;
+                (response, FILE_RECORDS.with(RefCell::take))
+            })
+            .await
+    } else {
+        (apis::dispatch(broker, &ctx, request.body).await, Vec::new())
+    };
+    let response = match response {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "closing connection");
@@ -288,11 +436,12 @@ async fn process(
         }
         return Processed::NoResponse;
     }
-    match sluice_protocol::encode_response_chunks(
+    match sluice_protocol::response::encode_response_chunks_with_files(
         ctx.api_key,
         ctx.api_version,
         ctx.correlation_id,
         &response,
+        &files,
     ) {
         Ok(frame) => Processed::Respond(frame),
         Err(e) => {

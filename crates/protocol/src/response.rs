@@ -1,8 +1,11 @@
 //! Response encoding: a typed response body to a complete frame (size prefix, response header, body), either
 //! as one buffer ([`encode_response`]) or as a list of chunks whose record bytes are the caller's own buffers,
-//! never copied ([`encode_response_chunks`], used for Fetch).
+//! never copied ([`encode_response_chunks`], used for Fetch), or ranges of files for `sendfile`
+//! ([`encode_response_chunks_with_files`]).
 
+use std::fs::File;
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -60,18 +63,48 @@ pub fn encode_response_chunks(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<EncodedResponse, EncodeError> {
+    encode_response_chunks_with_files(api_key, api_version, correlation_id, body, &[])
+}
+
+/// Like [`encode_response_chunks`], and records that live in files become file chunks: a Fetch partition whose
+/// `records` is the [`FileRecords::records`] placeholder of one of `files` is encoded with its length prefix as
+/// usual, and its records chunk is that file range ([`ResponseChunk::File`]), to be written with `sendfile`. The
+/// placeholder's bytes never reach the frame: if the encoder does not hand every placeholder over whole (it does
+/// for Fetch), this fails with [`EncodeError::Encode`] rather than fall back to copying them.
+pub fn encode_response_chunks_with_files(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+    files: &[FileRecords],
+) -> Result<EncodedResponse, EncodeError> {
     let ResponseKind::Fetch(fetch) = body else {
         return encode_response(api_key, api_version, correlation_id, body)
             .map(EncodedResponse::from_frame);
     };
     let header_version = check_response_body(api_key, api_version, body)?;
-    let splice: Vec<Bytes> = fetch
+    let by_placeholder: std::collections::HashMap<(usize, usize), &FileRecords> = files
+        .iter()
+        .map(|f| ((f.placeholder.as_ptr() as usize, f.placeholder.len()), f))
+        .collect();
+    let is_file = |records: &Bytes| {
+        by_placeholder
+            .get(&(records.as_ptr() as usize, records.len()))
+            .copied()
+    };
+    let mut file_chunks = 0usize;
+    let splice: Vec<Splice> = fetch
         .responses
         .iter()
         .flat_map(|topic| topic.partitions.iter())
         .filter_map(|partition| partition.records.as_ref())
-        .filter(|records| records.len() >= SPLICE_MIN_BYTES)
-        .cloned()
+        .filter_map(|records| match is_file(records) {
+            Some(file) => {
+                file_chunks += 1;
+                Some(Splice::File(records.clone(), file.chunk.clone()))
+            }
+            None => (records.len() >= SPLICE_MIN_BYTES).then(|| Splice::Bytes(records.clone())),
+        })
         .collect();
     if splice.is_empty() {
         return encode_response(api_key, api_version, correlation_id, body)
@@ -84,12 +117,140 @@ pub fn encode_response_chunks(
         .encode(&mut buf, header_version)
         .map_err(encode_err)?;
     fetch.encode(&mut buf, api_version).map_err(encode_err)?;
+    let spliced_files = buf
+        .spliced
+        .iter()
+        .filter(|(_, s)| matches!(s, ResponseChunk::File(_)))
+        .count();
     match buf.finish()? {
-        Some(encoded) => Ok(encoded),
+        Some(encoded) if spliced_files == file_chunks => Ok(encoded),
+        _ if file_chunks > 0 => Err(EncodeError::Encode(
+            "file records were not spliced whole; the frame cannot be encoded without reading them"
+                .into(),
+        )),
         // The encoder reached back into bytes already handed out as chunks (it does not for Fetch): the plain
         // encoding is always right.
-        None => encode_response(api_key, api_version, correlation_id, body)
+        _ => encode_response(api_key, api_version, correlation_id, body)
             .map(EncodedResponse::from_frame),
+    }
+}
+
+/// A range of a file holding records, to be written with `sendfile` (a Fetch partition's records as a segment
+/// file range).
+#[derive(Clone, Debug)]
+pub struct FileChunk {
+    /// The open file; holding it keeps the range readable when the file is renamed or deleted meanwhile.
+    pub file: Arc<File>,
+    /// Position of the first byte.
+    pub position: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl PartialEq for FileChunk {
+    fn eq(&self, other: &FileChunk) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
+            && self.position == other.position
+            && self.len == other.len
+    }
+}
+
+impl Eq for FileChunk {}
+
+/// Bytes of the zero region that placeholders point into: the largest [`FileRecords`] plus one distinct start per
+/// placeholder of a response. Allocated zeroed on first use and never written, so the kernel maps none of its
+/// pages (only address space is taken).
+const PLACEHOLDER_REGION_BYTES: usize = FileRecords::MAX_BYTES + FileRecords::MAX_PER_RESPONSE;
+
+static PLACEHOLDER_REGION: OnceLock<Bytes> = OnceLock::new();
+
+/// Records of a Fetch partition that live in a file. `kafka-protocol`'s `PartitionData::records` can only hold
+/// `Bytes`, so the partition carries [`FileRecords::records`], a placeholder of the same length (zeros, never
+/// sent), and [`encode_response_chunks_with_files`] swaps in the file range when encoding.
+#[derive(Clone, Debug)]
+pub struct FileRecords {
+    placeholder: Bytes,
+    chunk: FileChunk,
+}
+
+impl FileRecords {
+    /// Largest file range carried this way; larger records are read into memory instead.
+    pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+    /// Most file records in one response; the rest are read into memory instead.
+    pub const MAX_PER_RESPONSE: usize = 64 * 1024;
+
+    /// File records for the `index`th file range of a response (0, 1, 2, ...: distinct indexes give distinct
+    /// placeholders). `None` for an empty range, a range over [`FileRecords::MAX_BYTES`], or an index from
+    /// [`FileRecords::MAX_PER_RESPONSE`] on.
+    pub fn new(index: usize, chunk: FileChunk) -> Option<FileRecords> {
+        let len = chunk.len as usize;
+        if len == 0 || len > Self::MAX_BYTES || index >= Self::MAX_PER_RESPONSE {
+            return None;
+        }
+        let region =
+            PLACEHOLDER_REGION.get_or_init(|| Bytes::from(vec![0u8; PLACEHOLDER_REGION_BYTES]));
+        Some(FileRecords {
+            placeholder: region.slice(index..index + len),
+            chunk,
+        })
+    }
+
+    /// The placeholder to put in `PartitionData::records` (the same length as the file range).
+    pub fn records(&self) -> Bytes {
+        self.placeholder.clone()
+    }
+
+    /// The file range.
+    pub fn chunk(&self) -> &FileChunk {
+        &self.chunk
+    }
+}
+
+/// One piece of an [`EncodedResponse`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseChunk {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A file range (records), for `sendfile`. A connection that cannot use `sendfile` (TLS) must not be handed
+    /// these: its Fetch reads records into memory instead.
+    File(FileChunk),
+}
+
+impl ResponseChunk {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            ResponseChunk::Bytes(b) => b.len(),
+            ResponseChunk::File(f) => f.len as usize,
+        }
+    }
+
+    /// True for a chunk of no bytes (never produced by the encoders).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What [`SplicingBuf`] expects the encoder to `put_slice`, in order.
+enum Splice {
+    /// Records in memory: spliced as themselves.
+    Bytes(Bytes),
+    /// A placeholder, spliced as the file range.
+    File(Bytes, FileChunk),
+}
+
+impl Splice {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Splice::Bytes(b) | Splice::File(b, _) => b,
+        }
+    }
+
+    fn into_chunk(self) -> ResponseChunk {
+        match self {
+            Splice::Bytes(b) => ResponseChunk::Bytes(b),
+            Splice::File(_, f) => ResponseChunk::File(f),
+        }
     }
 }
 
@@ -121,7 +282,7 @@ fn encode_err(e: anyhow::Error) -> EncodeError {
 /// A response frame as chunks to be written in order (see [`encode_response_chunks`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EncodedResponse {
-    chunks: Vec<Bytes>,
+    chunks: Vec<ResponseChunk>,
     len_bytes: usize,
 }
 
@@ -133,19 +294,26 @@ impl EncodedResponse {
             chunks: if frame.is_empty() {
                 Vec::new()
             } else {
-                vec![frame]
+                vec![ResponseChunk::Bytes(frame)]
             },
         }
     }
 
     /// The chunks, in wire order; none is empty.
-    pub fn chunks(&self) -> &[Bytes] {
+    pub fn chunks(&self) -> &[ResponseChunk] {
         &self.chunks
     }
 
     /// The chunks, in wire order; none is empty.
-    pub fn into_chunks(self) -> Vec<Bytes> {
+    pub fn into_chunks(self) -> Vec<ResponseChunk> {
         self.chunks
+    }
+
+    /// True when some chunk is a file range.
+    pub fn has_file_chunks(&self) -> bool {
+        self.chunks
+            .iter()
+            .any(|c| matches!(c, ResponseChunk::File(_)))
     }
 
     /// Length of the whole frame, size prefix included.
@@ -158,17 +326,21 @@ impl EncodedResponse {
         self.len_bytes == 0
     }
 
-    /// The frame in one buffer (copies unless it is one chunk already).
-    pub fn to_contiguous(&self) -> Bytes {
+    /// The frame in one buffer (copies unless it is one chunk already); `None` when it has file chunks, whose
+    /// bytes only the file holds.
+    pub fn to_contiguous(&self) -> Option<Bytes> {
         match self.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
+            [] => Some(Bytes::new()),
+            [ResponseChunk::Bytes(one)] => Some(one.clone()),
             chunks => {
                 let mut buf = BytesMut::with_capacity(self.len_bytes);
                 for chunk in chunks {
-                    buf.extend_from_slice(chunk);
+                    match chunk {
+                        ResponseChunk::Bytes(b) => buf.extend_from_slice(b),
+                        ResponseChunk::File(_) => return None,
+                    }
                 }
-                buf.freeze()
+                Some(buf.freeze())
             }
         }
     }
@@ -190,11 +362,12 @@ impl From<Bytes> for EncodedResponse {
 /// to the plain encoding.
 struct SplicingBuf {
     head: BytesMut,
-    /// Records to splice, in the order the encoder writes them.
-    expected: Vec<Bytes>,
-    next_expected: usize,
+    /// Records to splice, in the order the encoder writes them (taken out as they are spliced).
+    expected: std::vec::IntoIter<Splice>,
+    /// The next of `expected`, whose bytes the next `put_slice` is compared with.
+    next: Option<Splice>,
     /// `(offset in head where the records go, records)`, in order.
-    spliced: Vec<(usize, Bytes)>,
+    spliced: Vec<(usize, ResponseChunk)>,
     spliced_bytes: usize,
     spoiled: bool,
     /// What `range` hands out once spoiled (its content is never used).
@@ -202,11 +375,12 @@ struct SplicingBuf {
 }
 
 impl SplicingBuf {
-    fn new(expected: Vec<Bytes>, head_capacity: usize) -> SplicingBuf {
+    fn new(expected: Vec<Splice>, head_capacity: usize) -> SplicingBuf {
+        let mut expected = expected.into_iter();
         SplicingBuf {
             head: BytesMut::with_capacity(head_capacity),
+            next: expected.next(),
             expected,
-            next_expected: 0,
             spliced: Vec::new(),
             spliced_bytes: 0,
             spoiled: false,
@@ -238,13 +412,13 @@ impl SplicingBuf {
         let mut from = 0;
         for (at, records) in self.spliced {
             if at > from {
-                chunks.push(head.slice(from..at));
+                chunks.push(ResponseChunk::Bytes(head.slice(from..at)));
             }
             chunks.push(records);
             from = at;
         }
         if head.len() > from {
-            chunks.push(head.slice(from..));
+            chunks.push(ResponseChunk::Bytes(head.slice(from..)));
         }
         Ok(Some(EncodedResponse { chunks, len_bytes }))
     }
@@ -269,11 +443,13 @@ unsafe impl BufMut for SplicingBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if let Some(records) = self.expected.get(self.next_expected) {
+        if let Some(next) = &self.next {
+            let records = next.bytes();
             if !src.is_empty() && src.as_ptr() == records.as_ptr() && src.len() == records.len() {
-                self.spliced.push((self.head.len(), records.clone()));
+                if let Some(next) = std::mem::replace(&mut self.next, self.expected.next()) {
+                    self.spliced.push((self.head.len(), next.into_chunk()));
+                }
                 self.spliced_bytes += src.len();
-                self.next_expected += 1;
                 return;
             }
         }
@@ -438,7 +614,7 @@ mod tests {
         assert_eq!(chunked.len(), plain.len(), "v{version} length");
         assert!(chunked.chunks().iter().all(|c| !c.is_empty()), "v{version}");
         assert_eq!(
-            chunked.to_contiguous(),
+            chunked.to_contiguous().expect("no file chunks"),
             plain,
             "v{version}: chunked frame differs from kafka-protocol's"
         );
@@ -476,7 +652,7 @@ mod tests {
             let spliced = chunked
                 .chunks()
                 .iter()
-                .filter(|c| c.as_ptr() == big.as_ptr() && c.len() == big.len())
+                .filter(|c| matches!(c, ResponseChunk::Bytes(c) if c.as_ptr() == big.as_ptr() && c.len() == big.len()))
                 .count();
             assert_eq!(
                 spliced, 6,
@@ -549,12 +725,12 @@ mod tests {
         ];
         for version in fetch_versions() {
             let chunked = both_ways(version, fetch_response(version, 2, &parts, false));
-            let frame = chunked.to_contiguous();
+            let frame = chunked.to_contiguous().expect("no file chunks");
             let check = crate::guard::check_response(ApiKey::Fetch, version, &frame[4..])
                 .unwrap_or_else(|e| panic!("v{version}: {e}"));
             assert_eq!(check.tagged_fields, 0, "v{version}");
             let chunked = both_ways(version, fetch_response(version, 2, &parts, true));
-            let frame = chunked.to_contiguous();
+            let frame = chunked.to_contiguous().expect("no file chunks");
             let check = crate::guard::check_response(ApiKey::Fetch, version, &frame[4..])
                 .unwrap_or_else(|e| panic!("v{version}: {e}"));
             assert_eq!(check.tagged_fields > 0, version >= 12, "v{version}");
@@ -566,7 +742,7 @@ mod tests {
         let body = ResponseKind::ApiVersions(Default::default());
         let plain = encode_response(ApiKey::ApiVersions, 3, 5, &body).expect("plain");
         let chunked = encode_response_chunks(ApiKey::ApiVersions, 3, 5, &body).expect("chunked");
-        assert_eq!(chunked.chunks(), &[plain][..]);
+        assert_eq!(chunked.chunks(), &[ResponseChunk::Bytes(plain)][..]);
         assert!(matches!(
             encode_response_chunks(ApiKey::Produce, 3, 5, &body),
             Err(EncodeError::MismatchedBody { .. })
@@ -588,7 +764,7 @@ mod tests {
     #[test]
     fn gap_access_into_spliced_bytes_spoils_the_buffer() {
         let spliced = records(2048, 1);
-        let mut buf = SplicingBuf::new(vec![spliced.clone()], 16);
+        let mut buf = SplicingBuf::new(vec![Splice::Bytes(spliced.clone())], 16);
         buf.put_i32(0);
         buf.put_slice(&spliced);
         buf.put_u8(1);
@@ -601,5 +777,147 @@ mod tests {
         assert_eq!(buf.range(10..20).len(), 10);
         assert!(buf.spoiled);
         assert!(buf.finish().expect("finish").is_none());
+    }
+
+    /// A file in the temp dir holding `content`, removed on drop.
+    struct TempFile {
+        path: std::path::PathBuf,
+        file: Arc<File>,
+    }
+
+    impl TempFile {
+        fn new(content: &[u8]) -> TempFile {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "sluice-response-test-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            std::fs::write(&path, content).expect("write temp file");
+            let file = Arc::new(File::open(&path).expect("open temp file"));
+            TempFile { path, file }
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// The frame with file chunks read from their files.
+    fn materialize(encoded: &EncodedResponse) -> Bytes {
+        use std::os::unix::fs::FileExt;
+        let mut out = BytesMut::new();
+        for chunk in encoded.chunks() {
+            match chunk {
+                ResponseChunk::Bytes(b) => out.extend_from_slice(b),
+                ResponseChunk::File(f) => {
+                    let mut buf = vec![0u8; f.len as usize];
+                    f.file
+                        .read_exact_at(&mut buf, f.position)
+                        .expect("read file chunk");
+                    out.extend_from_slice(&buf);
+                }
+            }
+        }
+        assert_eq!(out.len(), encoded.len());
+        out.freeze()
+    }
+
+    #[test]
+    fn file_chunks_read_back_equal_the_plain_encoding() {
+        // One file holding several partitions' records at different positions, sizes around the varint widths
+        // and below the splice threshold (file records are always their own chunk).
+        let content = records(200_000, 42);
+        let file = TempFile::new(&content);
+        let ranges: [(usize, usize); 5] = [
+            (0, 1),
+            (10, 127),
+            (500, 16_383),
+            (20_000, 100_000),
+            (150_000, 2_000),
+        ];
+        for version in fetch_versions() {
+            for with_tags in [false, true] {
+                let mut files = Vec::new();
+                let mut parts = Vec::new();
+                for (i, &(at, len)) in ranges.iter().enumerate() {
+                    let chunk = FileChunk {
+                        file: file.file.clone(),
+                        position: at as u64,
+                        len: u32::try_from(len).expect("len"),
+                    };
+                    let f = FileRecords::new(i, chunk).expect("file records");
+                    parts.push(Some(f.records()));
+                    files.push(f);
+                    // In-memory records between file records.
+                    parts.push(Some(records(3000, i as u8)));
+                    parts.push(Some(Bytes::new()));
+                }
+                // The same response with the records in memory, as the plain encoder sees them.
+                let real: Vec<Option<Bytes>> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| match i % 3 {
+                        0 => {
+                            let (at, len) = ranges[i / 3];
+                            Some(content.slice(at..at + len))
+                        }
+                        _ => p.clone(),
+                    })
+                    .collect();
+                let plain = encode_response(
+                    ApiKey::Fetch,
+                    version,
+                    77,
+                    &ResponseKind::Fetch(fetch_response(version, 2, &real, with_tags)),
+                )
+                .expect("plain");
+                let body = ResponseKind::Fetch(fetch_response(version, 2, &parts, with_tags));
+                let encoded =
+                    encode_response_chunks_with_files(ApiKey::Fetch, version, 77, &body, &files)
+                        .unwrap_or_else(|e| panic!("v{version}: {e}"));
+                assert!(encoded.has_file_chunks());
+                assert!(encoded.to_contiguous().is_none());
+                let file_chunks = encoded
+                    .chunks()
+                    .iter()
+                    .filter(|c| matches!(c, ResponseChunk::File(_)))
+                    .count();
+                assert_eq!(
+                    file_chunks,
+                    2 * ranges.len(),
+                    "v{version}: every file range, in both topics"
+                );
+                assert!(encoded.chunks().iter().all(|c| !c.is_empty()));
+                assert_eq!(materialize(&encoded), plain, "v{version} tags {with_tags}");
+                // Without `files` the placeholders are plain records (zeros): never what is sent for them.
+                let unaware =
+                    encode_response_chunks(ApiKey::Fetch, version, 77, &body).expect("encode");
+                assert!(!unaware.has_file_chunks());
+            }
+        }
+    }
+
+    #[test]
+    fn file_records_refuse_what_they_cannot_carry() {
+        let file = TempFile::new(b"abc");
+        let chunk = |len: u32| FileChunk {
+            file: file.file.clone(),
+            position: 0,
+            len,
+        };
+        assert!(FileRecords::new(0, chunk(0)).is_none());
+        assert!(FileRecords::new(0, chunk(FileRecords::MAX_BYTES as u32 + 1)).is_none());
+        assert!(FileRecords::new(FileRecords::MAX_PER_RESPONSE, chunk(3)).is_none());
+        let a = FileRecords::new(0, chunk(3)).expect("a");
+        let b = FileRecords::new(1, chunk(3)).expect("b");
+        assert_ne!(
+            a.records().as_ptr(),
+            b.records().as_ptr(),
+            "distinct placeholders"
+        );
+        assert_eq!(a.records().len(), 3);
     }
 }

@@ -24,9 +24,12 @@
 //! answers a fetcher that is not in the partition's replica set (`Partition.followerReplicaOrThrow`):
 //! UNKNOWN_LEADER_EPOCH when the request carries a leader epoch, NOT_LEADER_OR_FOLLOWER otherwise.
 //!
-//! Copies: the records of a partition are the `Bytes` the log read returned (a trimmed read is a zero-copy
-//! slice); the response is encoded as chunks (`sluice_protocol::encode_response_chunks`) in which those `Bytes`
-//! are their own chunks, written to the socket with `writev`, so record bytes are not copied after the read.
+//! Copies: on a connection that writes with `sendfile` (plaintext; see `network.rs`), the records of a partition
+//! are a segment file range (`Log::read_slices`) registered with the connection, and the encoder makes them a file
+//! chunk that goes from the page cache to the socket without passing through user space; reads under
+//! [`SENDFILE_MIN_BYTES`] are read into memory (a copy is cheaper than the extra syscall). Elsewhere (TLS, direct
+//! calls) they are the `Bytes` the log read returned (a trimmed read is a zero-copy slice), their own chunks in the
+//! response, written with `writev`, so record bytes are not copied after the read either way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +42,10 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::MetadataImage;
+use sluice_protocol::response::FileChunk;
 use sluice_protocol::ErrorCode;
-use sluice_storage::ReadError;
+use sluice_storage::log::FileReadResult;
+use sluice_storage::{Log, ReadError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -52,6 +57,9 @@ use crate::fetch_session::{
     PartitionFetchOutcome, TopicKey, FIRST_TOPIC_ID_VERSION,
 };
 use crate::purgatory::WakeReason;
+
+/// Records shorter than this are read into memory rather than sent with `sendfile`.
+const SENDFILE_MIN_BYTES: u64 = 1024;
 
 /// `isolation_level` 1: only records below the last stable offset.
 const READ_COMMITTED: i8 = 1;
@@ -477,29 +485,108 @@ fn read_partition(
             Bytes::new(),
         );
     }
-    let result = match log.read(cp.data.fetch_offset, max_bytes, upper_bound) {
-        Ok(r) => r,
-        Err(ReadError::OffsetOutOfRange { .. }) => {
+    let read = if crate::network::file_records_enabled() {
+        read_file_records(
+            log,
+            cp.data.fetch_offset,
+            max_bytes,
+            upper_bound,
+            min_one_batch,
+        )
+    } else {
+        log.read(cp.data.fetch_offset, max_bytes, upper_bound)
+            .map(|result| {
+                let records = if min_one_batch {
+                    result.data
+                } else {
+                    whole_batches_within(result.data, max_bytes)
+                };
+                (records, result.log_start_offset)
+            })
+            .map_err(ReadFailure::from)
+    };
+    let (records, log_start_offset) = match read {
+        Ok(read) => read,
+        Err(ReadFailure::Log(ReadError::OffsetOutOfRange { .. })) => {
             return PartitionRead::error(ReadStage::Read, index, ErrorCode::OffsetOutOfRange.code())
         }
-        Err(ReadError::Storage(e)) => {
+        Err(ReadFailure::Log(ReadError::Storage(e))) => {
             tracing::warn!(topic, partition = index, error = %e, "fetch read failed");
             let code = storage_code(params.version, ErrorCode::KafkaStorageError.code());
             return PartitionRead::error(ReadStage::Read, index, code);
         }
+        Err(ReadFailure::SmallRead(e)) => {
+            tracing::warn!(topic, partition = index, error = %e, "fetch read of a segment range failed");
+            let code = storage_code(params.version, ErrorCode::KafkaStorageError.code());
+            return PartitionRead::error(ReadStage::Read, index, code);
+        }
     };
-    let records = if min_one_batch {
-        result.data
-    } else {
-        whole_batches_within(result.data, max_bytes)
-    };
-    PartitionRead::records(
-        params,
-        index,
-        high_watermark,
-        result.log_start_offset,
-        records,
-    )
+    PartitionRead::records(params, index, high_watermark, log_start_offset, records)
+}
+
+/// Why a partition read failed.
+#[derive(Debug)]
+enum ReadFailure {
+    Log(ReadError),
+    /// Reading a small file range into memory failed (a segment truncated meanwhile, an I/O error).
+    SmallRead(std::io::Error),
+}
+
+impl From<ReadError> for ReadFailure {
+    fn from(e: ReadError) -> ReadFailure {
+        ReadFailure::Log(e)
+    }
+}
+
+/// Reads a partition as file ranges ([`Log::read_slices`]) and registers them with the connection for
+/// `sendfile`; returns the records to put in the response (a placeholder for a registered range) and the log
+/// start offset. Ranges under [`SENDFILE_MIN_BYTES`], or that cannot be registered, are read into memory with one
+/// `pread` each. Same batches as `Log::read` followed by [`whole_batches_within`].
+fn read_file_records(
+    log: &Log,
+    offset: i64,
+    max_bytes: usize,
+    upper_bound: i64,
+    min_one_batch: bool,
+) -> Result<(Bytes, i64), ReadFailure> {
+    let result: FileReadResult = log.read_slices(offset, max_bytes, upper_bound)?;
+    let log_start_offset = result.log_start_offset;
+    let len_bytes = result.len_bytes();
+    // KIP-74's one oversized batch is for the first partition with data only (as `whole_batches_within`): a
+    // read over `max_bytes` is that one batch.
+    if len_bytes == 0 || (!min_one_batch && len_bytes > max_bytes as u64) {
+        return Ok((Bytes::new(), log_start_offset));
+    }
+    if let [slice] = result.slices.as_slice() {
+        if len_bytes >= SENDFILE_MIN_BYTES {
+            let chunk = FileChunk {
+                file: slice.file.clone(),
+                position: slice.position,
+                len: slice.len,
+            };
+            if let Some(placeholder) = crate::network::register_file_records(chunk) {
+                return Ok((placeholder, log_start_offset));
+            }
+        }
+    }
+    let mut buf = vec![
+        0u8;
+        usize::try_from(len_bytes)
+            .map_err(std::io::Error::other)
+            .map_err(ReadFailure::SmallRead)?
+    ];
+    let mut at = 0usize;
+    for slice in &result.slices {
+        let len = slice.len as usize;
+        std::os::unix::fs::FileExt::read_exact_at(
+            &*slice.file,
+            &mut buf[at..at + len],
+            slice.position,
+        )
+        .map_err(ReadFailure::SmallRead)?;
+        at += len;
+    }
+    Ok((Bytes::from(buf), log_start_offset))
 }
 
 /// KAFKA_STORAGE_ERROR is NOT_LEADER_OR_FOLLOWER for Fetch v4-v5 clients, which do not know it (Kafka's

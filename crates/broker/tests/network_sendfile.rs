@@ -1,0 +1,295 @@
+//! Fetch records written with `sendfile` on plaintext connections: the records a client receives are the log's
+//! bytes exactly (large and small partitions, from the middle of a batch run), and a segment file that ends inside
+//! a range being sent (truncated meanwhile) closes the connection instead of sending a short frame, with the broker
+//! still serving others.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use sluice_broker::{BrokerConfig, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn start(dir: &std::path::Path) -> Server {
+    let config = BrokerConfig::from_pairs([
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dir.display().to_string()),
+    ])
+    .expect("config");
+    Server::start(config).await.expect("start")
+}
+
+fn frame<Q>(version: i16, correlation_id: i32, request: &Q) -> Bytes
+where
+    Q: Request + Encodable + HeaderVersion,
+{
+    let header = RequestHeader::default()
+        .with_request_api_key(Q::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("sendfile-test")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, Q::header_version(version))
+        .expect("header");
+    request.encode(&mut body, version).expect("body");
+    let mut frame = BytesMut::new();
+    frame.put_i32(i32::try_from(body.len()).expect("len"));
+    frame.extend_from_slice(&body);
+    frame.freeze()
+}
+
+async fn call<Q, R>(stream: &mut TcpStream, version: i16, correlation_id: i32, request: &Q) -> R
+where
+    Q: Request + Encodable + HeaderVersion,
+    R: Decodable + HeaderVersion,
+{
+    stream
+        .write_all(&frame(version, correlation_id, request))
+        .await
+        .expect("write");
+    let len = stream.read_i32().await.expect("response size");
+    let mut buf = vec![0u8; usize::try_from(len).expect("size")];
+    stream.read_exact(&mut buf).await.expect("response");
+    let mut bytes = Bytes::from(buf);
+    let header = ResponseHeader::decode(&mut bytes, R::header_version(version)).expect("header");
+    assert_eq!(header.correlation_id, correlation_id);
+    let response = R::decode(&mut bytes, version).expect("decode");
+    assert_eq!(bytes.remaining(), 0);
+    response
+}
+
+async fn create_topic(stream: &mut TcpStream, name: &str, partitions: i32) {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let response: CreateTopicsResponse = call(stream, 7, 1, &request).await;
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+}
+
+/// One batch of `count` records with `size`-byte values derived from `seed`.
+fn batch(count: usize, size: usize, seed: u8) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::try_from(i).expect("offset"),
+            sequence: i32::try_from(i).expect("sequence") - 1,
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).expect("ms"))
+                .expect("clock"),
+            key: None,
+            value: Some(
+                (0..size)
+                    .map(|j| (j as u8).wrapping_add(seed).wrapping_add(i as u8))
+                    .collect::<Vec<u8>>()
+                    .into(),
+            ),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+async fn produce(stream: &mut TcpStream, topic: &str, partition: i32, records: Bytes, id: i32) {
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let response: ProduceResponse = call(stream, 9, id, &request).await;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// A Fetch of `topic` (v11, by name) for `(partition, fetch offset)` pairs.
+fn fetch(topic: &str, partitions: &[(i32, i64)], partition_max_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(i32::MAX)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&(p, offset)| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(partition_max_bytes)
+                            .with_log_start_offset(-1)
+                            .with_current_leader_epoch(-1)
+                    })
+                    .collect(),
+            )])
+}
+
+#[tokio::test]
+async fn fetched_records_are_the_logs_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let mut stream = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    create_topic(&mut stream, "t", 3).await;
+    // Partition 0: large batches (file ranges); 1: tiny batches (read into memory); 2: empty.
+    let mut id = 10;
+    for b in 0..5u8 {
+        id += 1;
+        produce(&mut stream, "t", 0, batch(50, 700, b), id).await;
+        id += 1;
+        produce(&mut stream, "t", 1, batch(1, 10, b), id).await;
+    }
+    let broker = server.broker();
+    let log_of = |p: i32| broker.logs.get("t", p).expect("log");
+    for offset in [0i64, 49, 50, 120, 249] {
+        for partition_max_bytes in [1, 40_000, 8 << 20] {
+            id += 1;
+            let request = fetch(
+                "t",
+                &[(0, offset), (1, offset.min(4)), (2, 0)],
+                partition_max_bytes,
+            );
+            let response: FetchResponse = call(&mut stream, 11, id, &request).await;
+            let partitions = &response.responses[0].partitions;
+            assert_eq!(partitions.len(), 3);
+            // The response's byte budget is shared in order: compute what each partition may return as the
+            // broker does (KIP-74: the first partition with data may exceed the limit by one batch).
+            let mut min_one_batch = true;
+            for p in partitions {
+                assert_eq!(p.error_code, 0);
+                let fetch_offset = match p.partition_index {
+                    0 => offset,
+                    1 => offset.min(4),
+                    _ => 0,
+                };
+                let log = log_of(p.partition_index);
+                let expected = log
+                    .read(
+                        fetch_offset,
+                        partition_max_bytes as usize,
+                        log.high_watermark(),
+                    )
+                    .expect("read")
+                    .data;
+                let expected = if !min_one_batch && expected.len() > partition_max_bytes as usize {
+                    Bytes::new()
+                } else {
+                    expected
+                };
+                let got = p.records.clone().expect("records");
+                assert_eq!(
+                    got, expected,
+                    "partition {} offset {fetch_offset} max {partition_max_bytes}",
+                    p.partition_index
+                );
+                if !got.is_empty() {
+                    min_one_batch = false;
+                }
+            }
+        }
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_segment_truncated_under_a_send_closes_the_connection_without_a_short_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let mut stream = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    create_topic(&mut stream, "trunc", 1).await;
+    // About 20 MiB in one segment: far more than the sockets buffer with a small receive buffer.
+    for b in 0..24u8 {
+        produce(
+            &mut stream,
+            "trunc",
+            0,
+            batch(850, 1024, b),
+            10 + i32::from(b),
+        )
+        .await;
+    }
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("rcvbuf");
+    let mut slow = socket.connect(server.local_addr()).await.expect("connect");
+    slow.write_all(&frame(11, 7, &fetch("trunc", &[(0, 0)], 60 << 20)))
+        .await
+        .expect("write");
+    // Let the broker fill the socket buffers, then cut the segment under the pending send.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let segment = dir.path().join("trunc-0").join("00000000000000000000.log");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open segment")
+        .set_len(1 << 20)
+        .expect("truncate");
+    let declared = slow.read_i32().await.expect("size") as usize;
+    assert!(
+        declared > 20 << 20,
+        "the response declared every byte: {declared}"
+    );
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection is closed, not left hanging");
+    assert!(
+        received < declared,
+        "a short frame is never completed: {received} of {declared} bytes"
+    );
+    // The broker serves other connections.
+    let mut other = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let response: MetadataResponse = call(
+        &mut other,
+        12,
+        99,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .await;
+    assert!(!response.topics.is_empty());
+    server.shutdown().await.expect("shutdown");
+}
