@@ -1,7 +1,8 @@
 //! The records of `__consumer_offsets`, encoded exactly as Apache Kafka encodes them so that tools reading that
 //! topic understand it: OffsetCommitKey (key version 1) / OffsetCommitValue (v3) and GroupMetadataKey (key
 //! version 2) / GroupMetadataValue (v3), written from the schemas in Kafka's
-//! `group-coordinator/src/main/resources/common/message/`. A null value is a tombstone.
+//! `group-coordinator/src/main/resources/common/message/`. A null value is a tombstone. A commit with an explicit
+//! expiry (OffsetCommit v2-v4's retention time) is written as OffsetCommitValue v1, the only version that has one.
 //!
 //! Every value version 0-3 is read (older Kafka brokers wrote them); flexible v4 values and the record types of
 //! the new consumer-group protocol (key versions 3 and up) are recognised and skipped.
@@ -132,11 +133,20 @@ impl CoordinatorRecord {
                 key.put_i32(*partition);
                 let value = value.as_ref().map(|v| {
                     let mut b = BytesMut::new();
-                    b.put_i16(OFFSET_COMMIT_VALUE_VERSION);
-                    b.put_i64(v.offset);
-                    b.put_i32(v.leader_epoch);
-                    put_string(&mut b, &v.metadata);
-                    b.put_i64(v.commit_timestamp_ms);
+                    if v.expire_timestamp_ms >= 0 {
+                        // Only value v1 carries an explicit expiry (OffsetCommit v2-v4 retention time).
+                        b.put_i16(1);
+                        b.put_i64(v.offset);
+                        put_string(&mut b, &v.metadata);
+                        b.put_i64(v.commit_timestamp_ms);
+                        b.put_i64(v.expire_timestamp_ms);
+                    } else {
+                        b.put_i16(OFFSET_COMMIT_VALUE_VERSION);
+                        b.put_i64(v.offset);
+                        b.put_i32(v.leader_epoch);
+                        put_string(&mut b, &v.metadata);
+                        b.put_i64(v.commit_timestamp_ms);
+                    }
                     b.freeze()
                 });
                 (key.freeze(), value)

@@ -1144,6 +1144,12 @@ impl GroupCoordinatorShard {
         let mut records = Vec::new();
         let group_id = request.group_id.0.to_string();
         let group_error = self.validate_offset_commit(now_ms, api_version, request);
+        // OffsetCommit v2-v4 may set a retention time: the offset then expires at commit time + retention.
+        let expire_timestamp_ms = if api_version <= 4 && request.retention_time_ms >= 0 {
+            now_ms.saturating_add(request.retention_time_ms)
+        } else {
+            -1
+        };
         let mut topics = Vec::new();
         for t in &request.topics {
             let mut partitions = Vec::new();
@@ -1169,7 +1175,7 @@ impl GroupCoordinatorShard {
                             leader_epoch: p.committed_leader_epoch,
                             metadata,
                             commit_timestamp_ms: now_ms,
-                            expire_timestamp_ms: -1,
+                            expire_timestamp_ms,
                         }),
                     };
                     self.emit(&mut records, record);

@@ -837,3 +837,49 @@ fn kip_345_static_leader_rejoin_does_not_rebalance() {
         );
     }
 }
+
+#[test]
+fn offset_commit_v2_retention_time_expires_the_offset_explicitly() {
+    // OffsetCommit v2-v4 retention_time_ms: written as OffsetCommitValue v1 with an expire timestamp.
+    let mut sh = shard();
+    sh.finish_loading(0);
+    let mut req = commit_req(-1, "", 9).with_retention_time_ms(60_000);
+    // v2-v5 carry no leader epoch.
+    req.topics[0].partitions[0].committed_leader_epoch = -1;
+    let r = sh.offset_commit(1_000, 2, &req, &any_partition);
+    let CoordinatorRecord::OffsetCommit { value: Some(v), .. } = &r.records[0] else {
+        panic!("{:?}", r.records)
+    };
+    assert_eq!(v.expire_timestamp_ms, 61_000);
+    let (k, bytes) = r.records[0].encode();
+    let bytes = bytes.expect("value");
+    assert_eq!(&bytes[..2], &[0, 1], "value version 1");
+    assert_eq!(
+        CoordinatorRecord::decode(Some(&k), Some(&bytes)).expect("decode"),
+        Some(r.records[0].clone())
+    );
+    // v5+ has no retention time.
+    let r = sh.offset_commit(1_000, 5, &req, &any_partition);
+    let CoordinatorRecord::OffsetCommit { value: Some(v), .. } = &r.records[0] else {
+        panic!()
+    };
+    assert_eq!(v.expire_timestamp_ms, -1);
+    // Re-commit with v2 and let the explicit expiry pass: the next check writes the tombstone.
+    sh.offset_commit(2_000, 2, &req, &any_partition);
+    let r = sh.poll(600_000);
+    assert_eq!(
+        r.records,
+        vec![
+            CoordinatorRecord::OffsetCommit {
+                group_id: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: None
+            },
+            CoordinatorRecord::GroupMetadata {
+                group_id: "g".into(),
+                value: None
+            },
+        ]
+    );
+}
