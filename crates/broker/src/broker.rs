@@ -1,6 +1,7 @@
 //! `Broker`: the state every connection task shares (config, controller, logs, replica manager), and its
 //! start-up and shutdown sequence.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice_storage::{LogManager, StorageError};
@@ -44,6 +45,8 @@ pub struct Broker {
     pub groups: crate::group_coordinator::GroupCoordinator,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: crate::producer_ids::ProducerIdManager,
+    /// Connection tasks that ended in a panic since start-up (see [`Broker::handler_panics`]).
+    handler_panics: AtomicU64,
 }
 
 impl std::fmt::Debug for Broker {
@@ -102,6 +105,7 @@ impl Broker {
             fetch_purgatory: crate::purgatory::FetchPurgatory::default(),
             groups,
             producer_ids,
+            handler_panics: AtomicU64::new(0),
         });
         // Bring the hosted partitions in line with the image (creates and deletes logs: off the async workers)
         // before anything, the group coordinator included, looks partitions up.
@@ -111,6 +115,17 @@ impl Broker {
             .map_err(|e| BrokerError::Task(e.to_string()))?;
         crate::group_coordinator::GroupCoordinator::start(&broker);
         Ok(broker)
+    }
+
+    /// How many connection tasks ended in a panic since start-up. Every panic is a bug (input must never panic
+    /// the broker); the server logs each one with its peer and drops only that connection.
+    pub fn handler_panics(&self) -> u64 {
+        self.handler_panics.load(Ordering::Relaxed)
+    }
+
+    /// Counts one connection task that panicked.
+    pub(crate) fn record_handler_panic(&self) {
+        self.handler_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Flushes every log and writes the clean-shutdown marker. Called once, after the last request finished.

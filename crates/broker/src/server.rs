@@ -5,6 +5,7 @@
 //! [`DRAIN_TIMEOUT`]); stop the background tasks; flush every log and write the clean-shutdown marker
 //! (`LogManager::shutdown`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,12 +193,15 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    // The peer of every running connection task, so a task that panicked can be reported with its peer.
+    let mut peers: HashMap<tokio::task::Id, SocketAddr> = HashMap::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "accepted connection");
-                    connections.spawn(crate::network::serve_connection(broker.clone(), stream, peer, shutdown.clone()));
+                    let task = connections.spawn(crate::network::serve_connection(broker.clone(), stream, peer, shutdown.clone()));
+                    peers.insert(task.id(), peer);
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -206,7 +210,9 @@ async fn accept_loop(
                 }
             },
             // Reap finished connections so the set stays small.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(joined) = connections.join_next_with_id(), if !connections.is_empty() => {
+                reap(&broker, &mut peers, joined);
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -219,7 +225,9 @@ async fn accept_loop(
         );
     }
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
+        while let Some(joined) = connections.join_next_with_id().await {
+            reap(&broker, &mut peers, joined);
+        }
     })
     .await;
     if drained.is_err() {
@@ -228,6 +236,35 @@ async fn accept_loop(
             "connections still busy after the drain timeout; dropping them"
         );
         connections.shutdown().await;
+    }
+}
+
+/// Accounts for one finished connection task: a panic is logged at error level with the peer and counted on
+/// [`Broker::handler_panics`]; a cancellation (the drain timeout's abort) is not an error.
+fn reap(
+    broker: &Broker,
+    peers: &mut HashMap<tokio::task::Id, SocketAddr>,
+    joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let error = match joined {
+        Ok((id, ())) => {
+            peers.remove(&id);
+            return;
+        }
+        Err(error) => error,
+    };
+    let peer = peers.remove(&error.id());
+    if error.is_panic() {
+        broker.record_handler_panic();
+        let panic = error.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_string());
+        tracing::error!(peer = ?peer, panic = %message, "connection handler panicked; connection dropped");
+    } else {
+        tracing::debug!(peer = ?peer, "connection task cancelled");
     }
 }
 
@@ -278,5 +315,34 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
             }
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_connection_task_is_counted_and_a_finished_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::from_pairs([
+            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+            ("log.dirs", dir.path().display().to_string()),
+        ])
+        .unwrap();
+        let broker = Broker::open(config).await.unwrap();
+        let mut connections = JoinSet::new();
+        let mut peers = HashMap::new();
+        let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let fine = connections.spawn(async {});
+        peers.insert(fine.id(), peer);
+        let boom = connections.spawn(async { panic!("handler bug") });
+        peers.insert(boom.id(), peer);
+        while let Some(joined) = connections.join_next_with_id().await {
+            reap(&broker, &mut peers, joined);
+        }
+        assert_eq!(broker.handler_panics(), 1);
+        assert!(peers.is_empty(), "every finished task's peer is forgotten");
+        broker.shutdown().await.unwrap();
     }
 }
