@@ -117,6 +117,11 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock.",
     ),
     key("message.max.bytes", Some("1048588"), "Largest record batch accepted (topic `max.message.bytes` default)."),
+    key(
+        "fetch.max.bytes",
+        Some("57671680"),
+        "Most bytes one Fetch response returns (a request's `max_bytes` is capped at it; KIP-541); at least 1024.",
+    ),
     key("min.insync.replicas", Some("1"), "Minimum ISR size for acks=all produce requests."),
     key("socket.request.max.bytes", Some("104857600"), "Largest request frame accepted; larger frames close the connection."),
     key(
@@ -297,6 +302,8 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// `message.max.bytes`.
     pub message_max_bytes: u64,
+    /// `fetch.max.bytes`: the cap on a Fetch response's size (KIP-541).
+    pub fetch_max_bytes: usize,
     /// `socket.request.max.bytes`.
     pub socket_request_max_bytes: usize,
     /// `connections.max.idle.ms`.
@@ -751,6 +758,14 @@ impl BrokerConfig {
                 "must be >= 0",
             ));
         }
+        let fetch_max_bytes: i64 = parse_num("fetch.max.bytes", &req("fetch.max.bytes"))?;
+        if !(1024..=i32::MAX as i64).contains(&fetch_max_bytes) {
+            return Err(invalid(
+                "fetch.max.bytes",
+                &req("fetch.max.bytes"),
+                "must be in 1024..=2147483647",
+            ));
+        }
         let socket_request_max_bytes: i64 =
             parse_num("socket.request.max.bytes", &req("socket.request.max.bytes"))?;
         if !(1..=i32::MAX as i64).contains(&socket_request_max_bytes) {
@@ -841,6 +856,7 @@ impl BrokerConfig {
                 &req("auto.create.topics.enable"),
             )?,
             message_max_bytes: message_max_bytes as u64,
+            fetch_max_bytes: fetch_max_bytes as usize,
             socket_request_max_bytes: socket_request_max_bytes as usize,
             connections_max_idle_ms,
             offsets_topic_num_partitions: positive_i32("offsets.topic.num.partitions")?,
@@ -1040,6 +1056,18 @@ mod tests {
         assert!(c.auto_create_topics_enable);
         // The storage defaults and the broker defaults agree (Kafka's).
         assert_eq!(c.log_config(&BTreeMap::new()), LogConfig::default());
+    }
+
+    #[test]
+    fn fetch_max_bytes_is_a_known_key_with_kafkas_default_and_bounds() {
+        assert_eq!(BrokerConfig::default().fetch_max_bytes, 57_671_680);
+        let c = BrokerConfig::from_pairs([("fetch.max.bytes", "2048")]).unwrap();
+        assert_eq!(c.fetch_max_bytes, 2048);
+        assert_eq!(c.value_of("fetch.max.bytes").as_deref(), Some("2048"));
+        for bad in ["1023", "-1", "lots", "2147483648"] {
+            let e = BrokerConfig::from_pairs([("fetch.max.bytes", bad)]).unwrap_err();
+            assert!(e.to_string().contains("fetch.max.bytes"), "{bad}: {e}");
+        }
     }
 
     #[test]

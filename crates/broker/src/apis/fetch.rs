@@ -74,6 +74,7 @@ const FIRST_CURRENT_LEADER_VERSION: i16 = 16;
 /// Longest wait honoured, whatever the client asks: a fetch never parks for more than this.
 const MAX_WAIT_CAP_MS: u64 = 5 * 60 * 1000;
 /// Kafka's broker `fetch.max.bytes` default (55 MiB, KIP-541): the most a response's `max_bytes` may ask for.
+#[cfg(test)]
 const DEFAULT_FETCH_MAX_BYTES: usize = 57_671_680;
 
 /// Handles one Fetch request.
@@ -198,13 +199,9 @@ struct FetchParams {
     min_bytes: usize,
 }
 
-/// The broker's `fetch.max.bytes` when configured, Kafka's default otherwise.
+/// The broker's `fetch.max.bytes` (validated at start-up; Kafka's default when unset).
 fn broker_fetch_max_bytes(broker: &Broker) -> usize {
-    broker
-        .config
-        .value_of("fetch.max.bytes")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(DEFAULT_FETCH_MAX_BYTES)
+    broker.config.fetch_max_bytes
 }
 
 /// The response byte budget: the request's `max_bytes` (negative = 0), at most the broker's `fetch.max.bytes`,
