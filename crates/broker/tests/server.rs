@@ -213,7 +213,7 @@ async fn api_versions_every_version_and_fallback() {
 async fn metadata_auto_creates_and_rejects_invalid_names() {
     let (server, _dir) = start().await;
     let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
-    for version in [0i16, 1, 4, 9, 10, 12] {
+    for version in 0i16..=12 {
         let topic = format!("auto-{version}");
         let response: MetadataResponse = call(
             &mut s,
@@ -265,7 +265,11 @@ async fn metadata_auto_creates_and_rejects_invalid_names() {
         &MetadataRequest::default().with_topics(None),
     )
     .await;
-    assert_eq!(response.topics.len(), 6);
+    assert_eq!(
+        response.topics.len(),
+        13,
+        "one auto-created topic per version"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -565,6 +569,11 @@ async fn bad_input_closes_the_connection_and_the_server_keeps_serving() {
     s.write_all(&[0, 0, 0, 100, 0, 18]).await.unwrap();
     s.shutdown().await.unwrap();
     assert!(closed(&mut s).await);
+    assert_eq!(
+        server.broker().handler_panics(),
+        0,
+        "bad input must close the connection, never panic a handler"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -677,63 +686,277 @@ impl Rng {
     }
 }
 
+/// The seed of a randomised test: `SLUICE_TEST_SEED` (decimal or `0x` hex) when set, else the clock.
+fn test_seed() -> u64 {
+    let parsed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|v| {
+        let v = v.trim();
+        match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        }
+    });
+    parsed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed_1234)
+            | 1 // xorshift must not start at 0
+    })
+}
+
+/// A valid request body for `api`, with content where it makes the handler do real work (a topic that exists,
+/// a real record batch), so mutations reach past the first field.
+fn valid_request(
+    api: ApiKey,
+    version: i16,
+    topic: &str,
+    topic_id: uuid::Uuid,
+) -> kafka_protocol::messages::RequestKind {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::*;
+    let name = || TopicName(StrBytes::from_string(topic.to_string()));
+    match api {
+        ApiKey::Produce => RequestKind::Produce(produce_request(topic, 1, 3)),
+        ApiKey::Fetch => RequestKind::Fetch(
+            FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![{
+                    let t = FetchTopic::default().with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20)]);
+                    // Names up to v12, topic ids from v13.
+                    if version >= 13 {
+                        t.with_topic_id(topic_id)
+                    } else {
+                        t.with_topic(name())
+                    }
+                }]),
+        ),
+        ApiKey::ListOffsets => RequestKind::ListOffsets(list_offsets_request(topic, -1)),
+        // v0-v3 have no allow_auto_topic_creation field (auto-creation is implied).
+        ApiKey::Metadata => RequestKind::Metadata(metadata_request(&[topic], version < 4)),
+        ApiKey::ApiVersions => RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("fuzz"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        ),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default()),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
+            OffsetForLeaderEpochRequest::default().with_topics(vec![
+                OffsetForLeaderTopic::default()
+                    .with_topic(name())
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(0)]),
+            ]),
+        ),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default()),
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(DeleteTopicsRequest::default()),
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default())
+        }
+        ApiKey::DescribeConfigs => {
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(topic.to_string())),
+            ]))
+        }
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default()),
+        ApiKey::IncrementalAlterConfigs => {
+            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+        }
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        // One key up to v3, a batch of keys from v4.
+        ApiKey::FindCoordinator if version >= 4 => RequestKind::FindCoordinator(
+            FindCoordinatorRequest::default()
+                .with_coordinator_keys(vec![StrBytes::from_static_str("fuzz-group")]),
+        ),
+        ApiKey::FindCoordinator => RequestKind::FindCoordinator(
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("fuzz-group")),
+        ),
+        ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(LeaveGroupRequest::default()),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
+        other => panic!("{other:?} is advertised but this test has no request for it: add one"),
+    }
+}
+
+/// The request header (valid, version-correct) of a fuzz case.
+fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> BytesMut {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("fuzz")))
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    buf
+}
+
+/// A byte biased towards the values that make lengths and counts extreme.
+fn extreme_byte(rng: &mut Rng) -> u8 {
+    match rng.next() % 4 {
+        0 => 0x00,
+        1 => 0xff,
+        2 => 0x7f,
+        _ => rng.next() as u8,
+    }
+}
+
+/// Mutates a valid request body; returns the strategy's name. Strategy 0 keeps the body valid.
+fn mutate(body: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
+    match rng.next() % 6 {
+        0 => "valid",
+        1 => {
+            let len = (rng.next() % 200) as usize;
+            *body = (0..len).map(|_| extreme_byte(rng)).collect();
+            "random body"
+        }
+        2 if !body.is_empty() => {
+            for _ in 0..1 + rng.next() % 4 {
+                let at = (rng.next() as usize) % body.len();
+                body[at] ^= 1 << (rng.next() % 8);
+            }
+            "bit flips"
+        }
+        3 if !body.is_empty() => {
+            // An extreme length, count or number written over a field.
+            let at = (rng.next() as usize) % body.len();
+            let patterns: [&[u8]; 5] = [
+                &[0xff, 0xff, 0xff, 0xff],
+                &[0x7f, 0xff, 0xff, 0xff],
+                &[0x80, 0x00, 0x00, 0x00],
+                &[0xff, 0xff, 0xff, 0xff, 0x0f],
+                &[0x00, 0x00],
+            ];
+            let pattern = patterns[(rng.next() as usize) % patterns.len()];
+            for (i, b) in pattern.iter().enumerate() {
+                if let Some(slot) = body.get_mut(at + i) {
+                    *slot = *b;
+                }
+            }
+            "extreme field"
+        }
+        4 if !body.is_empty() => {
+            body.truncate((rng.next() as usize) % body.len());
+            "truncated"
+        }
+        _ => {
+            for _ in 0..1 + rng.next() % 16 {
+                body.push(extreme_byte(rng));
+            }
+            "trailing bytes"
+        }
+    }
+}
+
 #[tokio::test]
 async fn random_frames_never_take_the_server_down() {
-    let seed = 0x5eed_1234_u64;
+    let seed = test_seed();
+    eprintln!("random_frames_never_take_the_server_down: seed {seed:#x} (rerun with SLUICE_TEST_SEED={seed:#x})");
     let (server, _dir) = start().await;
     let addr = server.local_addr();
     let mut rng = Rng(seed);
-    // The APIs that answer at once (a random Fetch could long-poll, a random CreateTopics could ask for billions of
-    // partitions: those belong in their own tests).
-    let apis: Vec<_> = sluice_broker::apis::SUPPORTED_APIS
-        .iter()
-        .filter(|a| {
-            [
-                ApiKey::Produce,
-                ApiKey::Metadata,
-                ApiKey::ApiVersions,
-                ApiKey::ListOffsets,
-                ApiKey::DeleteRecords,
-                ApiKey::OffsetForLeaderEpoch,
-            ]
-            .contains(&a.api_key)
-        })
-        .copied()
-        .collect();
-    assert_eq!(apis.len(), 6);
-    for case in 0..300 {
+    // A topic for the valid bodies to name, so mutated requests reach real partitions.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let created: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["fuzz"], true),
+    )
+    .await;
+    let topic_id = created.topics[0].topic_id;
+    assert!(!topic_id.is_nil());
+    drop(s);
+    // Every API the registry advertises, every advertised version.
+    let apis = sluice_broker::apis::SUPPORTED_APIS;
+    assert!(apis.len() >= 26, "the registry shrank?");
+    // APIs whose valid requests may legitimately wait (long polling, a rebalance): a mutated one may ask to
+    // wait longer than this test waits, so for them only an answer or a close is checked when one comes.
+    let may_wait = [ApiKey::Fetch, ApiKey::JoinGroup, ApiKey::SyncGroup];
+    // Every valid body encodes at every advertised version (independent of the seed).
+    for api in apis {
+        for version in api.min_version..=api.max_version {
+            let mut encoded = BytesMut::new();
+            if let Err(e) =
+                valid_request(api.api_key, version, "fuzz", topic_id).encode(&mut encoded, version)
+            {
+                panic!(
+                    "{:?} v{version}: cannot encode the valid body: {e}",
+                    api.api_key
+                );
+            }
+        }
+    }
+    for case in 0..1000 {
         let api = apis[(rng.next() as usize) % apis.len()];
         let span = (api.max_version - api.min_version + 1) as u64;
         let version = api.min_version + (rng.next() % span) as i16;
-        let body_len = (rng.next() % 200) as usize;
+        let request = valid_request(api.api_key, version, "fuzz", topic_id);
+        let mut encoded = BytesMut::new();
+        request.encode(&mut encoded, version).unwrap_or_else(|e| {
+            panic!(
+                "{:?} v{version}: cannot encode the valid body: {e}",
+                api.api_key
+            )
+        });
+        let mut body = encoded.to_vec();
+        let strategy = mutate(&mut body, &mut rng);
+        let header = request_header(api.api_key, version, case);
         let mut f = BytesMut::new();
-        f.put_i32((8 + body_len) as i32);
-        f.put_i16(api.api_key as i16);
-        f.put_i16(version);
-        f.put_i32(case);
-        for _ in 0..body_len {
-            // Mostly 0x00/0xff/0x7f runs, the bytes that make lengths and counts extreme.
-            let b = match rng.next() % 4 {
-                0 => 0x00,
-                1 => 0xff,
-                2 => 0x7f,
-                _ => rng.next() as u8,
-            };
-            f.put_u8(b);
-        }
+        f.put_i32((header.len() + body.len()) as i32);
+        f.put_slice(&header);
+        f.put_slice(&body);
+        let what = format!(
+            "seed {seed:#x} case {case}: {:?} v{version}, {strategy}",
+            api.api_key
+        );
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&f).await.unwrap();
         s.shutdown().await.unwrap();
         // Either a response or a close; drain until EOF.
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut sink))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "seed {seed:#x} case {case}: no answer and no close ({:?} v{version})",
-                    api.api_key
-                )
-            });
+        let wait = if may_wait.contains(&api.api_key) {
+            Duration::from_secs(2)
+        } else {
+            TIMEOUT
+        };
+        match tokio::time::timeout(wait, s.read_to_end(&mut sink)).await {
+            Ok(_) => {}
+            Err(_) if may_wait.contains(&api.api_key) && strategy != "valid" => continue,
+            Err(_) => panic!("{what}: no answer and no close"),
+        }
+        if strategy == "valid" {
+            // An unmodified request gets an answer with its correlation id (all of these set acks != 0).
+            assert!(sink.len() >= 8, "{what}: no response to a valid request");
+            assert_eq!(&sink[4..8], &case.to_be_bytes(), "{what}: correlation id");
+        }
+        assert_eq!(
+            server.broker().handler_panics(),
+            0,
+            "{what}: a handler panicked"
+        );
     }
     // Still serving.
     let mut ok = TcpStream::connect(addr).await.unwrap();
@@ -747,6 +970,7 @@ async fn random_frames_never_take_the_server_down() {
     )
     .await;
     assert_eq!(response.error_code, 0, "seed {seed:#x}");
+    assert_eq!(server.broker().handler_panics(), 0, "seed {seed:#x}");
     server.shutdown().await.unwrap();
 }
 
@@ -1262,5 +1486,68 @@ async fn compacted_topics_refuse_records_without_a_key() {
     let r: ProduceResponse =
         call(&mut s, ApiKey::Produce, 9, &produce_bytes("plain", records)).await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn broker_fetch_max_bytes_caps_the_response() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::from_pairs([
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dir.path().display().to_string()),
+        ("fetch.max.bytes", "1024".to_string()),
+    ])
+    .unwrap();
+    let server = Server::start(config).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["capped"], true),
+    )
+    .await;
+    // Three batches of ~700 bytes each: 2.1 KB in the log.
+    let value = vec![b'x'; 640];
+    for _ in 0..3 {
+        let batch = sluice_protocol::batch::build_batch(
+            1_700_000_000_000,
+            &[(None, Some(&value[..]))],
+            -1,
+            -1,
+            -1,
+        );
+        let r: ProduceResponse = call(
+            &mut s,
+            ApiKey::Produce,
+            9,
+            &produce_bytes("capped", Bytes::from(batch)),
+        )
+        .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    // The client asks for 1 MiB; the broker's fetch.max.bytes (1 KiB) wins: one whole batch (KIP-74), not three.
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("capped")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response: FetchResponse = call(&mut s, ApiKey::Fetch, 12, &request).await;
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(partition.high_watermark, 3);
+    let records = partition.records.clone().expect("records");
+    let batches = sluice_protocol::batch::Batches::new(&records)
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(batches, 1, "{} bytes returned", records.len());
     server.shutdown().await.unwrap();
 }
