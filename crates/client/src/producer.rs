@@ -318,13 +318,17 @@ impl Producer {
         }
         let size = record.size_bytes();
         let permits = size.clamp(1, inner.buffer_capacity);
-        let permit = inner
-            .buffer
-            .clone()
-            .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        permit.forget();
+        let n = u32::try_from(permits).unwrap_or(u32::MAX);
+        match inner.buffer.try_acquire_many(n) {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => inner
+                .buffer
+                .acquire_many(n)
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .forget(),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+        }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         record.timestamp_ms = Some(timestamp_ms);
         inner.pending.fetch_add(1, Ordering::AcqRel);
@@ -335,17 +339,16 @@ impl Producer {
                 None => self.choose_partition(&mut state, &record, num_partitions),
             };
             // KIP-480: once the sticky partition's batch is full, the next keyless record picks another.
-            let batch_bytes = state
-                .batches
-                .get(&record.topic)
-                .and_then(|parts| parts.get(&partition))
-                .and_then(VecDeque::back)
-                .map_or(0, |b| b.size_bytes);
-            if record.partition.is_none()
-                && batch_bytes + size >= inner.config.batch_size_bytes
-                && state.sticky.get(&record.topic) == Some(&partition)
-            {
-                state.sticky.remove(&record.topic);
+            if record.partition.is_none() && state.sticky.get(&record.topic) == Some(&partition) {
+                let batch_bytes = state
+                    .batches
+                    .get(&record.topic)
+                    .and_then(|parts| parts.get(&partition))
+                    .and_then(VecDeque::back)
+                    .map_or(0, |b| b.size_bytes);
+                if batch_bytes + size >= inner.config.batch_size_bytes {
+                    state.sticky.remove(&record.topic);
+                }
             }
             if !state.batches.contains_key(&record.topic) {
                 state.batches.insert(record.topic.clone(), HashMap::new());
