@@ -8,5 +8,6 @@ mod admin;
 mod codecs;
 mod common;
 mod durability;
+mod groups;
 mod metadata;
 mod offsets;
