@@ -371,3 +371,74 @@ async fn a_rejected_batch_fails_each_of_its_records() {
     assert_eq!(ok.await.unwrap().offset, 0);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_ride_out_a_broker_restart() {
+    // A restart drops every connection: sends in flight fail with a retriable connection error, are retried
+    // after a metadata refresh on a new connection, and the consumer reconnects the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let config = |listener: String| {
+        sluice_broker::BrokerConfig::from_pairs([
+            ("listeners".to_owned(), listener),
+            ("log.dirs".to_owned(), dir.path().display().to_string()),
+        ])
+        .unwrap()
+    };
+    let server = sluice_broker::Server::start(config("PLAINTEXT://127.0.0.1:0".into()))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let mut client = sluice_client::ClientConfig::new(&addr.to_string());
+    client.request_timeout_ms = 5_000;
+    client.retry_backoff_ms = 200;
+    let admin = sluice_client::Admin::new(client.clone()).await.unwrap();
+    admin
+        .create_topic(sluice_client::admin::NewTopic {
+            name: "durable".into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            configs: vec![],
+        })
+        .await
+        .unwrap();
+    let producer = Producer::new(ProducerConfig {
+        client: client.clone(),
+        retries: 20,
+        ..ProducerConfig::default()
+    })
+    .await
+    .unwrap();
+    producer
+        .send(ProducerRecord::new("durable", "before"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut consumer = Consumer::new(ConsumerConfig {
+        client: client.clone(),
+        auto_offset_reset: OffsetReset::Earliest,
+        fetch_max_wait_ms: 100,
+        ..ConsumerConfig::default()
+    })
+    .await
+    .unwrap();
+    consumer.assign(vec![("durable".into(), 0)]).await.unwrap();
+    assert_eq!(consume_n(&mut consumer, 1).await.len(), 1);
+
+    server.shutdown().await.unwrap();
+    // Queue a record while the broker is down, then bring it back on the same port and directory.
+    let pending = producer
+        .send(ProducerRecord::new("durable", "during"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = sluice_broker::Server::start(config(format!("PLAINTEXT://{addr}")))
+        .await
+        .unwrap();
+    let meta = pending.await.unwrap();
+    assert_eq!(meta.offset, 1);
+    let records = consume_n(&mut consumer, 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value.as_deref(), Some(&b"during"[..]));
+    server.shutdown().await.unwrap();
+}
