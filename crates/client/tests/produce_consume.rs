@@ -249,6 +249,12 @@ async fn seek_pause_resume_reset_and_commit() {
     assert_eq!(records.len(), 10);
     assert!(records.iter().all(|r| r.partition == 1));
 
+    consumer.seek("nav", 1, 2).unwrap();
+    consumer.commit_async().unwrap().await.unwrap().unwrap();
+    assert_eq!(
+        consumer.committed(&[("nav".into(), 1)]).await.unwrap()[&("nav".to_owned(), 1)],
+        2
+    );
     consumer.seek("nav", 1, 4).unwrap();
     consumer.commit_sync().await.unwrap();
     let committed = consumer
