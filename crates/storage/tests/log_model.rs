@@ -1,10 +1,10 @@
-//! Property test: random sequences of append, read, high-watermark moves, truncate, roll, retention,
-//! delete-records and reopen (clean and unclean) against an in-memory model of the log.
+//! Property test: random sequences of append, read, high-watermark moves, truncate, roll, retention (by size
+//! and by time), delete-records and reopen (clean and unclean) against an in-memory model of the log.
 
 mod common;
 
 use proptest::prelude::*;
-use sluice_protocol::batch::Batches;
+use sluice_protocol::batch::{BatchHeader, Batches};
 use sluice_storage::epoch::LeaderEpochCache;
 use sluice_storage::io::FaultyIo;
 use sluice_storage::{Log, LogConfig, LogOptions};
@@ -26,6 +26,10 @@ enum Op {
     Retention {
         bytes: i64,
     },
+    /// Time-based retention at "now" = the latest batch timestamp + 1 (batch timestamps are their tags).
+    RetentionMs {
+        ms: i64,
+    },
     DeleteRecords(u16),
     Reopen {
         clean: bool,
@@ -41,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u16>().prop_map(Op::Truncate),
         1 => Just(Op::Roll),
         1 => (200i64..3000).prop_map(|bytes| Op::Retention { bytes }),
+        1 => (-1i64..40).prop_map(|ms| Op::RetentionMs { ms }),
         1 => any::<u16>().prop_map(Op::DeleteRecords),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
     ]
@@ -195,6 +200,55 @@ fn run(ops: Vec<Op>, segment_bytes: u64, index_interval_bytes: u64) {
                         || m.batches.iter().any(|b| b.0 == lso),
                     "retention cuts at a batch boundary"
                 );
+                if lso > m.log_start_offset {
+                    m.log_start_offset = lso;
+                    m.batches.retain(|b| b.1 >= lso);
+                    m.epochs.truncate_from_start(lso);
+                    m.epochs.truncate_from_end(m.log_end_offset);
+                }
+            }
+            Op::RetentionMs { ms } => {
+                let now_ms = tag as i64 + 1;
+                log.update_config(LogConfig {
+                    retention_ms: ms,
+                    ..config.clone()
+                });
+                log.apply_retention(now_ms).unwrap();
+                log.update_config(config.clone());
+                let lso = log.log_start_offset();
+                assert!(lso >= m.log_start_offset && lso <= m.high_watermark);
+                assert!(
+                    lso == m.log_start_offset
+                        || lso == m.log_end_offset
+                        || m.batches.iter().any(|b| b.0 == lso),
+                    "retention cuts at a batch boundary"
+                );
+                let max_timestamp =
+                    |b: &(i64, i64, Vec<u8>)| BatchHeader::new(&b.2).unwrap().max_timestamp();
+                let live = || m.batches.iter().filter(|b| b.1 >= m.log_start_offset);
+                if ms < 0 {
+                    assert_eq!(lso, m.log_start_offset, "retention.ms=-1 keeps everything");
+                } else {
+                    // Kafka deletes a segment when now - its largest timestamp > retention.ms.
+                    let cutoff_ms = now_ms - ms;
+                    // (A batch that DeleteRecords cut into stays until retention moves the start past it.)
+                    for b in live().filter(|b| lso > m.log_start_offset && b.1 < lso) {
+                        assert!(
+                            max_timestamp(b) < cutoff_ms,
+                            "deleted batch {}..={} (timestamp {}) is not older than {cutoff_ms}",
+                            b.0,
+                            b.1,
+                            max_timestamp(b)
+                        );
+                    }
+                    // When everything is expired and below the high watermark, every segment goes, the active
+                    // one included (Kafka rolls a new empty one): the log starts at its end.
+                    if m.high_watermark == m.log_end_offset
+                        && live().all(|b| max_timestamp(b) < cutoff_ms)
+                    {
+                        assert_eq!(lso, m.log_end_offset, "every expired segment is deleted");
+                    }
+                }
                 if lso > m.log_start_offset {
                     m.log_start_offset = lso;
                     m.batches.retain(|b| b.1 >= lso);
