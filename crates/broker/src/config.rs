@@ -160,6 +160,36 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "Delay of the first rebalance of a new consumer group.",
     ),
     key(
+        "group.min.session.timeout.ms",
+        Some("6000"),
+        "Smallest session timeout a consumer may ask for in JoinGroup (smaller: INVALID_SESSION_TIMEOUT).",
+    ),
+    key(
+        "group.max.session.timeout.ms",
+        Some("1800000"),
+        "Largest session timeout a consumer may ask for in JoinGroup (larger: INVALID_SESSION_TIMEOUT).",
+    ),
+    key(
+        "group.max.size",
+        Some("2147483647"),
+        "Most members a consumer group may have (more: GROUP_MAX_SIZE_REACHED).",
+    ),
+    key(
+        "offsets.retention.minutes",
+        Some("10080"),
+        "How long the committed offsets of an empty group are kept.",
+    ),
+    key(
+        "offsets.retention.check.interval.ms",
+        Some("600000"),
+        "How often expired committed offsets are looked for.",
+    ),
+    key(
+        "offset.metadata.max.bytes",
+        Some("4096"),
+        "Largest metadata string an OffsetCommit may attach to an offset (larger: OFFSET_METADATA_TOO_LARGE).",
+    ),
+    key(
         "offsets.topic.num.partitions",
         Some("50"),
         "Partitions of `__consumer_offsets`.",
@@ -320,6 +350,18 @@ pub struct BrokerConfig {
     pub transaction_state_log_min_isr: i32,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`.
+    pub group_max_size: i32,
+    /// `offsets.retention.minutes`.
+    pub offsets_retention_minutes: i32,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: i64,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_max_bytes: i32,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
     /// Effective retention (`log.retention.ms` > `.minutes` > `.hours`); -1 keeps forever.
@@ -841,6 +883,63 @@ impl BrokerConfig {
             Ok(v)
         };
 
+        // Group settings: Kafka's types and ranges (GroupCoordinatorConfig); session bounds must not cross.
+        let group_min_session_timeout_ms: i32 = parse_num(
+            "group.min.session.timeout.ms",
+            &req("group.min.session.timeout.ms"),
+        )?;
+        if group_min_session_timeout_ms < 0 {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                &req("group.min.session.timeout.ms"),
+                "must be >= 0",
+            ));
+        }
+        let group_max_session_timeout_ms: i32 = parse_num(
+            "group.max.session.timeout.ms",
+            &req("group.max.session.timeout.ms"),
+        )?;
+        if group_max_session_timeout_ms < group_min_session_timeout_ms {
+            return Err(invalid(
+                "group.max.session.timeout.ms",
+                &req("group.max.session.timeout.ms"),
+                format!("must be >= group.min.session.timeout.ms ({group_min_session_timeout_ms})"),
+            ));
+        }
+        let offsets_retention_check_interval_ms: i64 = parse_num(
+            "offsets.retention.check.interval.ms",
+            &req("offsets.retention.check.interval.ms"),
+        )?;
+        if offsets_retention_check_interval_ms < 1 {
+            return Err(invalid(
+                "offsets.retention.check.interval.ms",
+                &req("offsets.retention.check.interval.ms"),
+                "must be >= 1",
+            ));
+        }
+        let offset_metadata_max_bytes: i32 = parse_num(
+            "offset.metadata.max.bytes",
+            &req("offset.metadata.max.bytes"),
+        )?;
+        if offset_metadata_max_bytes < 0 {
+            return Err(invalid(
+                "offset.metadata.max.bytes",
+                &req("offset.metadata.max.bytes"),
+                "must be >= 0",
+            ));
+        }
+        let group_initial_rebalance_delay_ms: i32 = parse_num(
+            "group.initial.rebalance.delay.ms",
+            &req("group.initial.rebalance.delay.ms"),
+        )?;
+        if group_initial_rebalance_delay_ms < 0 {
+            return Err(invalid(
+                "group.initial.rebalance.delay.ms",
+                &req("group.initial.rebalance.delay.ms"),
+                "must be >= 0",
+            ));
+        }
+
         Ok(BrokerConfig {
             node_id,
             listeners,
@@ -868,10 +967,13 @@ impl BrokerConfig {
                 "transaction.state.log.replication.factor",
             )?,
             transaction_state_log_min_isr: positive_i32("transaction.state.log.min.isr")?,
-            group_initial_rebalance_delay_ms: parse_nonneg_i64(
-                "group.initial.rebalance.delay.ms",
-                &req("group.initial.rebalance.delay.ms"),
-            )? as u64,
+            group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms as u64,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_max_size: positive_i32("group.max.size")?,
+            offsets_retention_minutes: positive_i32("offsets.retention.minutes")?,
+            offsets_retention_check_interval_ms,
+            offset_metadata_max_bytes,
             min_insync_replicas,
             log_retention_ms,
             log_retention_bytes: parse_num("log.retention.bytes", &req("log.retention.bytes"))?,
@@ -1239,5 +1341,83 @@ log.retention.check.interval.ms=300000
             .unwrap();
         assert_eq!((rh.value.as_deref(), rh.is_default), (Some("168"), true));
         assert_eq!(c.value_of("log.retention.ms"), None);
+    }
+
+    #[test]
+    fn group_keys_have_kafkas_defaults() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.group_min_session_timeout_ms, 6000);
+        assert_eq!(c.group_max_session_timeout_ms, 1_800_000);
+        assert_eq!(c.group_max_size, i32::MAX);
+        assert_eq!(c.offsets_retention_minutes, 10080);
+        assert_eq!(c.offsets_retention_check_interval_ms, 600_000);
+        assert_eq!(c.offset_metadata_max_bytes, 4096);
+        assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+        assert_eq!(c.offsets_topic_num_partitions, 50);
+        for name in [
+            "group.min.session.timeout.ms",
+            "group.max.session.timeout.ms",
+            "group.max.size",
+            "offsets.retention.minutes",
+            "offsets.retention.check.interval.ms",
+            "offset.metadata.max.bytes",
+        ] {
+            assert!(config_key(name).is_some(), "{name} is a known key");
+            let entry = c.entries().into_iter().find(|e| e.name == name).unwrap();
+            assert!(entry.is_default && entry.value.is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn group_keys_take_overrides() {
+        let c = BrokerConfig::from_pairs([
+            ("group.min.session.timeout.ms", "1000"),
+            ("group.max.session.timeout.ms", "10000"),
+            ("group.max.size", "5"),
+            ("offsets.retention.minutes", "60"),
+            ("offsets.retention.check.interval.ms", "1000"),
+            ("offset.metadata.max.bytes", "0"),
+            ("group.initial.rebalance.delay.ms", "0"),
+            ("offsets.topic.num.partitions", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.group_min_session_timeout_ms, 1000);
+        assert_eq!(c.group_max_session_timeout_ms, 10000);
+        assert_eq!(c.group_max_size, 5);
+        assert_eq!(c.offsets_retention_minutes, 60);
+        assert_eq!(c.offsets_retention_check_interval_ms, 1000);
+        assert_eq!(c.offset_metadata_max_bytes, 0);
+        assert_eq!(c.group_initial_rebalance_delay_ms, 0);
+        assert_eq!(c.offsets_topic_num_partitions, 3);
+        assert_eq!(c.value_of("group.max.size").as_deref(), Some("5"));
+        assert!(c.is_set("group.max.session.timeout.ms"));
+    }
+
+    #[test]
+    fn group_keys_reject_bad_values_naming_the_key() {
+        for (name, value) in [
+            ("group.min.session.timeout.ms", "-1"),
+            ("group.min.session.timeout.ms", "abc"),
+            ("group.max.session.timeout.ms", "2147483648"),
+            ("group.max.session.timeout.ms", "5000"),
+            ("group.max.size", "0"),
+            ("offsets.retention.minutes", "0"),
+            ("offsets.retention.check.interval.ms", "0"),
+            ("offset.metadata.max.bytes", "-1"),
+            ("group.initial.rebalance.delay.ms", "-1"),
+            ("offsets.topic.num.partitions", "0"),
+        ] {
+            let err = BrokerConfig::from_pairs([(name, value)]).unwrap_err();
+            match &err {
+                ConfigError::InvalidValue { key, .. } => assert_eq!(key, name, "{name}={value}"),
+                other => panic!("{name}={value}: {other}"),
+            }
+        }
+        // The max bound may equal the min bound; crossing them is rejected on the max key.
+        assert!(BrokerConfig::from_pairs([
+            ("group.min.session.timeout.ms", "7000"),
+            ("group.max.session.timeout.ms", "7000"),
+        ])
+        .is_ok());
     }
 }

@@ -100,54 +100,21 @@ impl std::fmt::Debug for GroupCoordinator {
     }
 }
 
-fn config_i64(config: &BrokerConfig, key: &str, default: i64) -> i64 {
-    config
-        .value_of(key)
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(default)
-}
-
 impl GroupCoordinator {
-    /// A coordinator with the broker's group settings (Kafka's defaults where the broker has no such key).
+    /// A coordinator with the broker's group settings (`group.*`, `offsets.*` keys of [`BrokerConfig`]).
     pub fn new(config: &BrokerConfig) -> GroupCoordinator {
-        let defaults = GroupCoordinatorConfig::default();
-        let clamp_i32 = |v: i64| i32::try_from(v.max(0)).unwrap_or(i32::MAX);
-        let retention_minutes = config_i64(
-            config,
-            "offsets.retention.minutes",
-            defaults.offsets_retention_ms / 60_000,
-        );
+        // Every group key is a validated, typed BrokerConfig field (ranges checked at load time).
         let group_config = GroupCoordinatorConfig {
-            min_session_timeout_ms: clamp_i32(config_i64(
-                config,
-                "group.min.session.timeout.ms",
-                i64::from(defaults.min_session_timeout_ms),
-            )),
-            max_session_timeout_ms: clamp_i32(config_i64(
-                config,
-                "group.max.session.timeout.ms",
-                i64::from(defaults.max_session_timeout_ms),
-            )),
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
             initial_rebalance_delay_ms: i64::try_from(config.group_initial_rebalance_delay_ms)
                 .unwrap_or(i64::MAX),
-            max_group_size: usize::try_from(config_i64(
-                config,
-                "group.max.size",
-                i64::from(i32::MAX),
-            ))
-            .unwrap_or(usize::MAX),
-            offsets_retention_ms: retention_minutes.saturating_mul(60_000),
-            offsets_retention_check_interval_ms: config_i64(
-                config,
-                "offsets.retention.check.interval.ms",
-                defaults.offsets_retention_check_interval_ms,
-            ),
-            offset_metadata_max_bytes: usize::try_from(config_i64(
-                config,
-                "offset.metadata.max.bytes",
-                4096,
-            ))
-            .unwrap_or(4096),
+            max_group_size: usize::try_from(config.group_max_size).unwrap_or(usize::MAX),
+            offsets_retention_ms: i64::from(config.offsets_retention_minutes)
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+            offset_metadata_max_bytes: usize::try_from(config.offset_metadata_max_bytes)
+                .unwrap_or(0),
         };
         GroupCoordinator {
             config: group_config,

@@ -1,0 +1,124 @@
+//! Group settings from the broker config take effect on a broker served in-process on a free loopback port:
+//! `group.max.session.timeout.ms=10000` makes a JoinGroup asking for 30000 ms fail with INVALID_SESSION_TIMEOUT
+//! (26), as Apache Kafka does, while the default bound (1800000) accepts the same request.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use sluice_broker::{BrokerConfig, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    async fn connect(server: &Server) -> Client {
+        Client {
+            stream: TcpStream::connect(server.local_addr()).await.unwrap(),
+            correlation_id: 0,
+        }
+    }
+
+    async fn send<Q>(&mut self, version: i16, request: Q) -> Q::Response
+    where
+        Q: Request + Encodable + HeaderVersion,
+        Q::Response: Decodable + HeaderVersion,
+    {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(Q::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("group-config-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, Q::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.unwrap();
+        let read = async {
+            let len = self.stream.read_i32().await.unwrap();
+            let mut buf = vec![0u8; len as usize];
+            self.stream.read_exact(&mut buf).await.unwrap();
+            buf
+        };
+        let buf = tokio::time::timeout(TIMEOUT, read)
+            .await
+            .expect("response in time");
+        let mut bytes = Bytes::from(buf);
+        let header =
+            ResponseHeader::decode(&mut bytes, Q::Response::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id);
+        let response = Q::Response::decode(&mut bytes, version).unwrap();
+        assert_eq!(bytes.remaining(), 0, "the whole response body is decoded");
+        response
+    }
+
+    /// JoinGroup v3 (before KIP-394, so a fresh member joins in one round) asking for `session_timeout_ms`.
+    async fn join(&mut self, group: &str, session_timeout_ms: i32) -> JoinGroupResponse {
+        let protocol = JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::new());
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_session_timeout_ms(session_timeout_ms)
+            .with_rebalance_timeout_ms(session_timeout_ms)
+            .with_member_id(StrBytes::from_static_str(""))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![protocol]);
+        self.send(3, request).await
+    }
+}
+
+async fn start(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+    let mut pairs = vec![
+        (
+            "listeners".to_string(),
+            "PLAINTEXT://127.0.0.1:0".to_string(),
+        ),
+        ("log.dirs".to_string(), dir.display().to_string()),
+        // A new group's first rebalance would otherwise wait 3 s.
+        (
+            "group.initial.rebalance.delay.ms".to_string(),
+            "0".to_string(),
+        ),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Server::start(BrokerConfig::from_pairs(pairs).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn group_max_session_timeout_ms_rejects_a_longer_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[("group.max.session.timeout.ms", "10000")]).await;
+    let mut client = Client::connect(&server).await;
+    let response = client.join("capped", 30_000).await;
+    assert_eq!(response.error_code, 26, "INVALID_SESSION_TIMEOUT");
+    // Within the configured bound the same consumer is accepted.
+    let response = client.join("capped", 10_000).await;
+    assert_eq!(response.error_code, 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn default_group_max_session_timeout_accepts_the_same_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]).await;
+    let mut client = Client::connect(&server).await;
+    let response = client.join("uncapped", 30_000).await;
+    assert_eq!(response.error_code, 0);
+    server.shutdown().await.unwrap();
+}
