@@ -883,29 +883,16 @@ impl BrokerConfig {
             Ok(v)
         };
 
-        // Group settings: Kafka's types and ranges (GroupCoordinatorConfig); session bounds must not cross.
+        // Group settings with Kafka's types and ranges (GroupCoordinatorConfig): the session bounds, the initial
+        // rebalance delay and the metadata cap are any INT there (no validator), the rest have floors.
         let group_min_session_timeout_ms: i32 = parse_num(
             "group.min.session.timeout.ms",
             &req("group.min.session.timeout.ms"),
         )?;
-        if group_min_session_timeout_ms < 0 {
-            return Err(invalid(
-                "group.min.session.timeout.ms",
-                &req("group.min.session.timeout.ms"),
-                "must be >= 0",
-            ));
-        }
         let group_max_session_timeout_ms: i32 = parse_num(
             "group.max.session.timeout.ms",
             &req("group.max.session.timeout.ms"),
         )?;
-        if group_max_session_timeout_ms < group_min_session_timeout_ms {
-            return Err(invalid(
-                "group.max.session.timeout.ms",
-                &req("group.max.session.timeout.ms"),
-                format!("must be >= group.min.session.timeout.ms ({group_min_session_timeout_ms})"),
-            ));
-        }
         let offsets_retention_check_interval_ms: i64 = parse_num(
             "offsets.retention.check.interval.ms",
             &req("offsets.retention.check.interval.ms"),
@@ -921,24 +908,11 @@ impl BrokerConfig {
             "offset.metadata.max.bytes",
             &req("offset.metadata.max.bytes"),
         )?;
-        if offset_metadata_max_bytes < 0 {
-            return Err(invalid(
-                "offset.metadata.max.bytes",
-                &req("offset.metadata.max.bytes"),
-                "must be >= 0",
-            ));
-        }
+        // A negative delay is no delay, as in Kafka.
         let group_initial_rebalance_delay_ms: i32 = parse_num(
             "group.initial.rebalance.delay.ms",
             &req("group.initial.rebalance.delay.ms"),
         )?;
-        if group_initial_rebalance_delay_ms < 0 {
-            return Err(invalid(
-                "group.initial.rebalance.delay.ms",
-                &req("group.initial.rebalance.delay.ms"),
-                "must be >= 0",
-            ));
-        }
 
         Ok(BrokerConfig {
             node_id,
@@ -967,7 +941,7 @@ impl BrokerConfig {
                 "transaction.state.log.replication.factor",
             )?,
             transaction_state_log_min_isr: positive_i32("transaction.state.log.min.isr")?,
-            group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms as u64,
+            group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms.max(0) as u64,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             group_max_size: positive_i32("group.max.size")?,
@@ -1396,15 +1370,13 @@ log.retention.check.interval.ms=300000
     #[test]
     fn group_keys_reject_bad_values_naming_the_key() {
         for (name, value) in [
-            ("group.min.session.timeout.ms", "-1"),
             ("group.min.session.timeout.ms", "abc"),
             ("group.max.session.timeout.ms", "2147483648"),
-            ("group.max.session.timeout.ms", "5000"),
             ("group.max.size", "0"),
             ("offsets.retention.minutes", "0"),
             ("offsets.retention.check.interval.ms", "0"),
-            ("offset.metadata.max.bytes", "-1"),
-            ("group.initial.rebalance.delay.ms", "-1"),
+            ("offset.metadata.max.bytes", "4096.5"),
+            ("group.initial.rebalance.delay.ms", "3s"),
             ("offsets.topic.num.partitions", "0"),
         ] {
             let err = BrokerConfig::from_pairs([(name, value)]).unwrap_err();
@@ -1413,11 +1385,17 @@ log.retention.check.interval.ms=300000
                 other => panic!("{name}={value}: {other}"),
             }
         }
-        // The max bound may equal the min bound; crossing them is rejected on the max key.
-        assert!(BrokerConfig::from_pairs([
+        // Kafka has no range on these INTs (crossed session bounds just reject every JoinGroup); a negative
+        // initial delay is no delay.
+        let c = BrokerConfig::from_pairs([
             ("group.min.session.timeout.ms", "7000"),
-            ("group.max.session.timeout.ms", "7000"),
+            ("group.max.session.timeout.ms", "5000"),
+            ("offset.metadata.max.bytes", "-1"),
+            ("group.initial.rebalance.delay.ms", "-1"),
         ])
-        .is_ok());
+        .unwrap();
+        assert_eq!(c.group_max_session_timeout_ms, 5000);
+        assert_eq!(c.offset_metadata_max_bytes, -1);
+        assert_eq!(c.group_initial_rebalance_delay_ms, 0);
     }
 }
