@@ -216,13 +216,30 @@ struct ReadyBatch {
     created: Instant,
 }
 
+/// One topic's open batches and sticky partition: a record costs one topic lookup, then indexing.
+#[derive(Default)]
+struct TopicBatches {
+    /// Indexed by partition: a queue each, where every batch but the last is full; records go to the last.
+    partitions: Vec<VecDeque<OpenBatch>>,
+    /// KIP-480: the partition keyless records of this topic currently stick to.
+    sticky: Option<i32>,
+}
+
+impl TopicBatches {
+    /// The queue of `partition` (non-negative: validated or reduced modulo the partition count by `send`).
+    fn queue_mut(&mut self, partition: i32) -> &mut VecDeque<OpenBatch> {
+        let index = usize::try_from(partition).unwrap_or(0);
+        if index >= self.partitions.len() {
+            self.partitions.resize_with(index + 1, VecDeque::new);
+        }
+        &mut self.partitions[index]
+    }
+}
+
 #[derive(Default)]
 struct Accumulator {
-    /// Batches by topic, then partition (nested so a record's lookup allocates nothing). Each partition has
-    /// a queue: every batch but the last is full; records go to the last.
-    batches: HashMap<String, HashMap<i32, VecDeque<OpenBatch>>>,
-    /// KIP-480: the partition keyless records of a topic currently stick to.
-    sticky: HashMap<String, i32>,
+    /// Batches by topic; a topic is dropped once none of its partitions holds a batch.
+    batches: HashMap<String, TopicBatches>,
     flushing: bool,
 }
 
@@ -334,33 +351,27 @@ impl Producer {
         inner.pending.fetch_add(1, Ordering::AcqRel);
         let (wake, future) = {
             let mut state = inner.state.lock();
+            let topic_batches = match state.batches.get_mut(record.topic.as_str()) {
+                Some(t) => t,
+                None => state.batches.entry(record.topic.clone()).or_default(),
+            };
             let partition = match record.partition {
                 Some(p) => p,
-                None => self.choose_partition(&mut state, &record, num_partitions),
+                None => self.choose_partition(&mut topic_batches.sticky, &record, num_partitions),
             };
+            let batch_size = inner.config.batch_size_bytes;
             // KIP-480: once the sticky partition's batch is full, the next keyless record picks another.
-            if record.partition.is_none() && state.sticky.get(&record.topic) == Some(&partition) {
-                let batch_bytes = state
-                    .batches
-                    .get(&record.topic)
-                    .and_then(|parts| parts.get(&partition))
+            if record.partition.is_none() && topic_batches.sticky == Some(partition) {
+                let batch_bytes = topic_batches
+                    .partitions
+                    .get(usize::try_from(partition).unwrap_or(usize::MAX))
                     .and_then(VecDeque::back)
                     .map_or(0, |b| b.size_bytes);
-                if batch_bytes + size >= inner.config.batch_size_bytes {
-                    state.sticky.remove(&record.topic);
+                if batch_bytes + size >= batch_size {
+                    topic_batches.sticky = None;
                 }
             }
-            if !state.batches.contains_key(&record.topic) {
-                state.batches.insert(record.topic.clone(), HashMap::new());
-            }
-            let Some(topic_batches) = state.batches.get_mut(&record.topic) else {
-                // Inserted just above; undo this record's accounting rather than panic.
-                drop(state);
-                inner.completed(1, permits);
-                return Err(ClientError::Closed);
-            };
-            let queue = topic_batches.entry(partition).or_default();
-            let batch_size = inner.config.batch_size_bytes;
+            let queue = topic_batches.queue_mut(partition);
             if queue
                 .back()
                 .is_none_or(|b| b.size_bytes > 0 && b.size_bytes + size > batch_size)
@@ -404,7 +415,7 @@ impl Producer {
 
     fn choose_partition(
         &self,
-        state: &mut Accumulator,
+        sticky: &mut Option<i32>,
         record: &ProducerRecord,
         num_partitions: i32,
     ) -> i32 {
@@ -423,11 +434,11 @@ impl Producer {
                 murmur2_partition(key, num_partitions)
             }
             (PartitionStrategy::Murmur2Random, None) => inner.rng.below(num_partitions),
-            (PartitionStrategy::Default, None) => match state.sticky.get(&record.topic) {
-                Some(&p) if p < num_partitions => p,
+            (PartitionStrategy::Default, None) => match *sticky {
+                Some(p) if p < num_partitions => p,
                 _ => {
                     let p = inner.rng.below(num_partitions);
-                    state.sticky.insert(record.topic.clone(), p);
+                    *sticky = Some(p);
                     p
                 }
             },
@@ -475,52 +486,38 @@ impl Inner {
         let flushing = state.flushing || self.closed.load(Ordering::Relaxed);
         let batch_size = self.config.batch_size_bytes;
         // At most one batch per partition per request, as Kafka's producer sends.
-        let due: Vec<(String, i32)> = state
-            .batches
-            .iter()
-            .flat_map(|(t, parts)| parts.iter().map(move |(p, q)| (t, *p, q)))
-            .filter(|(_, _, q)| {
-                q.len() > 1
-                    || q.front().is_some_and(|b| {
+        let mut ready = Vec::new();
+        state.batches.retain(|topic, parts| {
+            for (index, queue) in parts.partitions.iter_mut().enumerate() {
+                let due = queue.len() > 1
+                    || queue.front().is_some_and(|b| {
                         flushing || b.size_bytes >= batch_size || b.created + linger <= now
-                    })
-            })
-            .map(|(t, p, _)| (t.clone(), p))
-            .collect();
-        let mut ready = Vec::with_capacity(due.len());
-        for (topic, partition) in due {
-            let Some(parts) = state.batches.get_mut(&topic) else {
-                continue;
-            };
-            let Some(queue) = parts.get_mut(&partition) else {
-                continue;
-            };
-            let Some(b) = queue.pop_front() else {
-                continue;
-            };
-            let drained = queue.is_empty();
-            if drained {
-                parts.remove(&partition);
-                if parts.is_empty() {
-                    state.batches.remove(&topic);
+                    });
+                if !due {
+                    continue;
                 }
-                if state.sticky.get(&topic) == Some(&partition) {
-                    state.sticky.remove(&topic);
+                let Some(b) = queue.pop_front() else {
+                    continue;
+                };
+                let partition = i32::try_from(index).unwrap_or(i32::MAX);
+                if queue.is_empty() && parts.sticky == Some(partition) {
+                    parts.sticky = None;
                 }
+                ready.push(ReadyBatch {
+                    topic: topic.clone(),
+                    partition,
+                    records: b.records,
+                    outcome: b.outcome,
+                    permits: b.permits,
+                    created: b.created,
+                });
             }
-            ready.push(ReadyBatch {
-                topic,
-                partition,
-                records: b.records,
-                outcome: b.outcome,
-                permits: b.permits,
-                created: b.created,
-            });
-        }
+            parts.partitions.iter().any(|q| !q.is_empty())
+        });
         let next = state
             .batches
             .values()
-            .flat_map(|parts| parts.values())
+            .flat_map(|parts| parts.partitions.iter())
             .filter_map(|q| q.front())
             .map(|b| b.created + linger)
             .min();

@@ -219,36 +219,40 @@ async fn run_producer(
     rate: Option<f64>,
     done: Arc<AtomicU64>,
 ) -> anyhow::Result<Histogram<u64>> {
+    // Deliveries go to the collector in chunks, so the channel costs one send per chunk, not per record.
+    const CHUNK: usize = 1024;
     let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(Instant, sluice_client::DeliveryFuture)>(100_000);
+        tokio::sync::mpsc::channel::<Vec<(Instant, sluice_client::DeliveryFuture)>>(128);
     let collector = tokio::spawn(async move {
         let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         // Acknowledgements arrive a batch at a time: read the clock once per wait (and every 256
         // records), not once per record.
-        let mut now = Instant::now();
-        let mut since_clock = 0u32;
-        while let Some((sent, mut delivery)) = rx.recv().await {
-            let ready =
-                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut delivery).poll(cx))).await;
-            match ready {
-                Poll::Ready(result) => {
-                    result?;
+        while let Some(chunk) = rx.recv().await {
+            let mut now = Instant::now();
+            let mut since_clock = 0u32;
+            for (sent, mut delivery) in chunk {
+                let ready =
+                    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut delivery).poll(cx))).await;
+                match ready {
+                    Poll::Ready(result) => {
+                        result?;
+                    }
+                    Poll::Pending => {
+                        delivery.await?;
+                        now = Instant::now();
+                        since_clock = 0;
+                    }
                 }
-                Poll::Pending => {
-                    delivery.await?;
+                since_clock += 1;
+                if since_clock >= 256 {
                     now = Instant::now();
                     since_clock = 0;
                 }
+                let us = u64::try_from(now.saturating_duration_since(sent).as_micros())
+                    .unwrap_or(u64::MAX);
+                h.saturating_record(us.max(1));
+                done.fetch_add(1, Ordering::Relaxed);
             }
-            since_clock += 1;
-            if since_clock >= 256 {
-                now = Instant::now();
-                since_clock = 0;
-            }
-            let us =
-                u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
-            h.saturating_record(us.max(1));
-            done.fetch_add(1, Ordering::Relaxed);
         }
         Ok::<_, anyhow::Error>(h)
     });
@@ -258,6 +262,7 @@ async fn run_producer(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
         .unwrap_or(0);
+    let mut chunk = Vec::with_capacity(CHUNK);
     for i in 0..count {
         if let Some(rate) = rate {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
@@ -274,9 +279,18 @@ async fn run_producer(
             ..ProducerRecord::default()
         };
         let delivery = producer.send(record).await?;
-        if tx.send((sent, delivery)).await.is_err() {
-            break;
+        chunk.push((sent, delivery));
+        // Rate-limited runs hand over each record at once, so a slow chunk does not skew latencies.
+        if rate.is_some() || chunk.len() >= CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            if tx.send(full).await.is_err() {
+                break;
+            }
         }
+    }
+    if !chunk.is_empty() {
+        // A send error means the collector stopped early; its own error is reported below.
+        let _ = tx.send(chunk).await;
     }
     drop(tx);
     producer.flush().await;
