@@ -37,6 +37,7 @@ cleanup() {
     rm -rf "$DATA_DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP  # run the EXIT trap (stop the broker) when killed, too
 
 "$SLUICE_BIN" server --override "listeners=PLAINTEXT://127.0.0.1:$PORT" --override "log.dirs=$DATA_DIR" \
     --override num.partitions=3 >"$DATA_DIR/broker.log" 2>&1 &

@@ -139,11 +139,18 @@ stop_broker() {
     [[ -n "$BROKER_DIR" ]] && rm -rf "$BROKER_DIR"
     BROKER_DIR=""
 }
-trap stop_broker EXIT
+# librdkafka's tests read the broker address from this file. One file per run (never one shared in
+# $BUILD_DIR): two runs sharing it sent one run's tests to the other run's broker, which then shut down.
+TEST_CONF="$(mktemp "${TMPDIR:-/tmp}/librdkafka-test.XXXXXX.conf")"
+on_exit() {
+    stop_broker
+    rm -f "$TEST_CONF"
+}
+trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 write_test_conf() {
-    cat >"$BUILD_DIR/test.conf" <<EOF
+    cat >"$TEST_CONF" <<EOF
 # Written by scripts/librdkafka-suite.sh for one run.
 bootstrap.servers=127.0.0.1:$BROKER_PORT
 test.topic.prefix=rdkafkatest
@@ -174,7 +181,7 @@ run_one() {
         (
             cd "$SRC_DIR/tests"
             export LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-            TESTS="$t" TEST_KAFKA_VERSION="$TEST_KAFKA_VERSION" RDKAFKA_TEST_CONF="$BUILD_DIR/test.conf" \
+            TESTS="$t" TEST_KAFKA_VERSION="$TEST_KAFKA_VERSION" RDKAFKA_TEST_CONF="$TEST_CONF" \
                 exec timeout -k 10 "$TEST_TIMEOUT_S" ./test-runner -p1
         ) >"$raw" 2>&1 || rc=$?
     } 2>/dev/null
