@@ -130,6 +130,8 @@ impl Broker {
 
     /// Flushes every log and writes the clean-shutdown marker. Called once, after the last request finished.
     pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        // Group timers append to `__consumer_offsets`: stop them before the logs close.
+        self.groups.stop().await;
         let logs = self.logs.clone();
         tokio::task::spawn_blocking(move || logs.shutdown())
             .await

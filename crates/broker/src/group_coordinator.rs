@@ -89,6 +89,10 @@ pub struct GroupCoordinator {
     wake: Arc<Notify>,
     /// True while the start-up load of an existing `__consumer_offsets` runs (ListGroups would miss groups).
     starting: std::sync::atomic::AtomicBool,
+    /// Set by [`GroupCoordinator::stop`]: the timer loop fires no more timers.
+    stopping: std::sync::atomic::AtomicBool,
+    /// The start-up load and timer loop task, awaited by [`GroupCoordinator::stop`].
+    background: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -124,6 +128,8 @@ impl GroupCoordinator {
             loading: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
             starting: std::sync::atomic::AtomicBool::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            background: Mutex::new(None),
         }
     }
 
@@ -142,7 +148,7 @@ impl GroupCoordinator {
             .topic(CONSUMER_OFFSETS_TOPIC)
             .is_some();
         broker.groups.starting.store(existing, Ordering::Release);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Some(b) = weak.upgrade() {
                 if existing {
                     for p in 0..b.groups.num_partitions {
@@ -155,6 +161,28 @@ impl GroupCoordinator {
             }
             timer_loop(weak).await;
         });
+        *broker.groups.background.lock() = Some(task);
+    }
+
+    /// True once [`GroupCoordinator::stop`] has run and the timer loop has ended.
+    pub fn timers_stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire) && self.background.lock().is_none()
+    }
+
+    /// Stops the timer loop and waits for it, so that no timer appends to `__consumer_offsets` after the logs
+    /// close at shutdown (such an append failed with a storage error and its group change was lost). Requests
+    /// still in flight may append until the logs close, as any produce may.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let task = self.background.lock().take();
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!("group coordinator background task panicked: {e}");
+                }
+            }
+        }
     }
 
     /// Ensures `__consumer_offsets` exists (creating it through the controller) and returns the shard of
@@ -519,6 +547,9 @@ async fn timer_loop(broker: Weak<Broker>) {
         let Some(b) = broker.upgrade() else {
             return;
         };
+        if b.groups.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let next = b.groups.poll_timers(&b);
         let sleep_ms = next
             .map(|d| d - now_ms())

@@ -122,3 +122,24 @@ async fn default_group_max_session_timeout_accepts_the_same_join() {
     assert_eq!(response.error_code, 0);
     server.shutdown().await.unwrap();
 }
+
+/// Shutdown stops the group timers before the logs close: a timer firing afterwards (a session expiring, a
+/// rebalance completing) would append to a closed `__consumer_offsets` log and lose that group change.
+#[tokio::test]
+async fn shutdown_stops_group_timers_before_the_logs_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]).await;
+    let mut client = Client::connect(&server).await;
+    let response = client.join("timers", 6_000).await;
+    assert_eq!(response.error_code, 0);
+    let broker = server.broker().clone();
+    assert!(
+        !broker.groups.timers_stopped(),
+        "the timer loop runs while serving"
+    );
+    server.shutdown().await.unwrap();
+    assert!(
+        broker.groups.timers_stopped(),
+        "shutdown waited for the timer loop to end"
+    );
+}
