@@ -1,7 +1,6 @@
 //! The admin APIs end to end: a broker started in-process on a free loopback port, driven with requests encoded
 //! by `kafka-protocol`, checking the error codes Apache Kafka returns and that metadata survives a restart.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
@@ -9,59 +8,14 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+mod common;
+
+use common::Client;
 use sluice_broker::{BrokerConfig, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
-
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Client {
-    async fn connect(server: &Server) -> Client {
-        Client {
-            stream: TcpStream::connect(server.local_addr()).await.unwrap(),
-            correlation_id: 0,
-        }
-    }
-
-    async fn send<Q>(&mut self, version: i16, request: Q) -> Q::Response
-    where
-        Q: Request + Encodable + HeaderVersion,
-        Q::Response: Decodable + HeaderVersion,
-    {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(Q::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("admin-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, Q::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let len = self.stream.read_i32().await.unwrap();
-        let mut buf = vec![0u8; len as usize];
-        self.stream.read_exact(&mut buf).await.unwrap();
-        let mut bytes = Bytes::from(buf);
-        let header =
-            ResponseHeader::decode(&mut bytes, Q::Response::header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id);
-        let response = Q::Response::decode(&mut bytes, version).unwrap();
-        assert_eq!(bytes.remaining(), 0, "the whole response body is decoded");
-        response
-    }
-}
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())

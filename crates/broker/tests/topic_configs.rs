@@ -6,72 +6,35 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+mod common;
+
+use common::Client;
 use sluice_broker::{BrokerConfig, Server};
 use sluice_protocol::batch::BatchHeader;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const TOPIC: i8 = 2;
 
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
+/// The calls these tests make, on the shared test [`Client`].
+trait TopicCalls {
+    async fn create_topic(&mut self, name: &str, configs: &[(&str, &str)]);
+    async fn produce(
+        &mut self,
+        topic: &str,
+        acks: i16,
+        batch: Vec<u8>,
+    ) -> produce_response::PartitionProduceResponse;
+    async fn offset(&mut self, topic: &str, timestamp: i64) -> i64;
 }
 
-impl Client {
-    async fn connect(server: &Server) -> Client {
-        Client {
-            stream: TcpStream::connect(server.local_addr()).await.unwrap(),
-            correlation_id: 0,
-        }
-    }
-
-    async fn send<Q>(&mut self, version: i16, request: Q) -> Q::Response
-    where
-        Q: Request + Encodable + HeaderVersion,
-        Q::Response: Decodable + HeaderVersion,
-    {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(Q::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("topic-config-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, Q::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let read = async {
-            let len = self.stream.read_i32().await.unwrap();
-            let mut buf = vec![0u8; len as usize];
-            self.stream.read_exact(&mut buf).await.unwrap();
-            buf
-        };
-        let buf = tokio::time::timeout(TIMEOUT, read)
-            .await
-            .expect("response in time");
-        let mut bytes = Bytes::from(buf);
-        let header =
-            ResponseHeader::decode(&mut bytes, Q::Response::header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id);
-        let response = Q::Response::decode(&mut bytes, version).unwrap();
-        assert_eq!(bytes.remaining(), 0, "the whole response body is decoded");
-        response
-    }
-
+impl TopicCalls for Client {
     /// Creates a one-partition, replication-factor-1 topic with the given configs; asserts success.
     async fn create_topic(&mut self, name: &str, configs: &[(&str, &str)]) {
         let topic = CreatableTopic::default()
