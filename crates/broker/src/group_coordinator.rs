@@ -353,26 +353,13 @@ impl GroupCoordinator {
         client: ClientInfo,
         request: JoinGroupRequest,
     ) -> Result<JoinGroupResponse, CoordinatorError> {
-        let shard = self.shard(broker, &request.group_id.0).await?;
-        let group_id = request.group_id.0.to_string();
-        let rx = {
-            let mut state = shard.state.lock();
-            let result = state.shard.join_group(now_ms(), &client, &request);
-            let rx = match &result.response {
-                Parkable::Now(r) => {
-                    self.commit(broker, &shard, &mut state, &result)?;
-                    return Ok(r.clone());
-                }
-                Parkable::Parked { member_id } => {
-                    let (tx, rx) = oneshot::channel();
-                    state.joins.insert((group_id, member_id.clone()), tx);
-                    rx
-                }
-            };
-            self.commit(broker, &shard, &mut state, &result)?;
-            rx
-        };
-        rx.await.map_err(|_| CoordinatorError::NotCoordinator)
+        self.answer_or_park(
+            broker,
+            &request.group_id.0,
+            |state| state.shard.join_group(now_ms(), &client, &request),
+            |state| &mut state.joins,
+        )
+        .await
     }
 
     /// SyncGroup: answers at once or parks until the leader's assignment arrives.
@@ -382,11 +369,29 @@ impl GroupCoordinator {
         client: ClientInfo,
         request: SyncGroupRequest,
     ) -> Result<SyncGroupResponse, CoordinatorError> {
-        let shard = self.shard(broker, &request.group_id.0).await?;
-        let group_id = request.group_id.0.to_string();
+        self.answer_or_park(
+            broker,
+            &request.group_id.0,
+            |state| state.shard.sync_group(now_ms(), &client, &request),
+            |state| &mut state.syncs,
+        )
+        .await
+    }
+
+    /// Runs a step that may park (JoinGroup, SyncGroup) and commits it. A parked member's response arrives on
+    /// a channel registered in `waiters` before the commit, so a delivery the commit completes finds it; the
+    /// shard lock is released before waiting.
+    async fn answer_or_park<T: Clone>(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        step: impl FnOnce(&mut ShardState) -> CoordinatorResult<Parkable<T>>,
+        waiters: impl FnOnce(&mut ShardState) -> &mut HashMap<(String, String), oneshot::Sender<T>>,
+    ) -> Result<T, CoordinatorError> {
+        let shard = self.shard(broker, group_id).await?;
         let rx = {
             let mut state = shard.state.lock();
-            let result = state.shard.sync_group(now_ms(), &client, &request);
+            let result = step(&mut state);
             let rx = match &result.response {
                 Parkable::Now(r) => {
                     self.commit(broker, &shard, &mut state, &result)?;
@@ -394,7 +399,7 @@ impl GroupCoordinator {
                 }
                 Parkable::Parked { member_id } => {
                     let (tx, rx) = oneshot::channel();
-                    state.syncs.insert((group_id, member_id.clone()), tx);
+                    waiters(&mut state).insert((group_id.to_string(), member_id.clone()), tx);
                     rx
                 }
             };
