@@ -4,79 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sluice_broker::{BrokerConfig, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+mod common;
+
+use common::{create_topic, frame, read_response, start};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-async fn start(dir: &std::path::Path) -> Server {
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-    ])
-    .expect("config");
-    Server::start(config).await.expect("start")
-}
-
-/// A request frame (size prefix, header v1/v2, body).
-fn frame<Q>(version: i16, correlation_id: i32, request: &Q) -> Bytes
-where
-    Q: Request + Encodable + HeaderVersion,
-{
-    let header = RequestHeader::default()
-        .with_request_api_key(Q::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("network-test")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, Q::header_version(version))
-        .expect("header");
-    request.encode(&mut body, version).expect("body");
-    let mut frame = BytesMut::new();
-    frame.put_i32(i32::try_from(body.len()).expect("len"));
-    frame.extend_from_slice(&body);
-    frame.freeze()
-}
-
-/// Reads one response and checks its correlation id.
-async fn read_response<R>(stream: &mut TcpStream, version: i16, correlation_id: i32) -> R
-where
-    R: Decodable + HeaderVersion,
-{
-    let len = stream.read_i32().await.expect("response size");
-    let mut buf = vec![0u8; usize::try_from(len).expect("size")];
-    stream.read_exact(&mut buf).await.expect("response");
-    let mut bytes = Bytes::from(buf);
-    let header = ResponseHeader::decode(&mut bytes, R::header_version(version)).expect("header");
-    assert_eq!(header.correlation_id, correlation_id, "responses in order");
-    let response = R::decode(&mut bytes, version).expect("decode");
-    assert_eq!(bytes.remaining(), 0, "the whole response body is decoded");
-    response
-}
-
-async fn create_topic(stream: &mut TcpStream, name: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    stream
-        .write_all(&frame(7, 1, &request))
-        .await
-        .expect("write");
-    let response: CreateTopicsResponse = read_response(stream, 7, 1).await;
-    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
-}
 
 /// One batch of `count` records whose values are `size` bytes derived from `seed`.
 fn batch(count: usize, size: usize, seed: u8) -> Bytes {

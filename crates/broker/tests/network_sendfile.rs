@@ -5,78 +5,19 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sluice_broker::{BrokerConfig, Server};
+mod common;
+
+use common::{call, create_topic, frame, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-async fn start(dir: &std::path::Path) -> Server {
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-    ])
-    .expect("config");
-    Server::start(config).await.expect("start")
-}
-
-fn frame<Q>(version: i16, correlation_id: i32, request: &Q) -> Bytes
-where
-    Q: Request + Encodable + HeaderVersion,
-{
-    let header = RequestHeader::default()
-        .with_request_api_key(Q::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("sendfile-test")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, Q::header_version(version))
-        .expect("header");
-    request.encode(&mut body, version).expect("body");
-    let mut frame = BytesMut::new();
-    frame.put_i32(i32::try_from(body.len()).expect("len"));
-    frame.extend_from_slice(&body);
-    frame.freeze()
-}
-
-async fn call<Q, R>(stream: &mut TcpStream, version: i16, correlation_id: i32, request: &Q) -> R
-where
-    Q: Request + Encodable + HeaderVersion,
-    R: Decodable + HeaderVersion,
-{
-    stream
-        .write_all(&frame(version, correlation_id, request))
-        .await
-        .expect("write");
-    let len = stream.read_i32().await.expect("response size");
-    let mut buf = vec![0u8; usize::try_from(len).expect("size")];
-    stream.read_exact(&mut buf).await.expect("response");
-    let mut bytes = Bytes::from(buf);
-    let header = ResponseHeader::decode(&mut bytes, R::header_version(version)).expect("header");
-    assert_eq!(header.correlation_id, correlation_id);
-    let response = R::decode(&mut bytes, version).expect("decode");
-    assert_eq!(bytes.remaining(), 0);
-    response
-}
-
-async fn create_topic(stream: &mut TcpStream, name: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    let response: CreateTopicsResponse = call(stream, 7, 1, &request).await;
-    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
-}
 
 /// One batch of `count` records with `size`-byte values derived from `seed`.
 fn batch(count: usize, size: usize, seed: u8) -> Bytes {
