@@ -1,5 +1,5 @@
 //! A classic consumer group (Kafka's `ClassicGroup`): its state, members, generation, selected protocol and the
-//! deadlines of its timers. The group coordinator shard (`shard.rs`) drives it; this file holds the data and the
+//! deadlines of its timers. The group coordinator shard (`shard/`) drives it; this file holds the data and the
 //! small pure rules Kafka's `ClassicGroup` states (protocol selection, the leader, what is persisted).
 //!
 //! Not thread-safe: one shard owns its groups.
