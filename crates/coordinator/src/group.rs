@@ -92,6 +92,11 @@ impl Member {
     pub fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
         self.protocols == protocols
     }
+
+    /// Restarts its session timeout at `now_ms` (Kafka's `rescheduleClassicGroupMemberHeartbeat`).
+    pub fn renew_session(&mut self, now_ms: i64) {
+        self.heartbeat_deadline_ms = now_ms + i64::from(self.session_timeout_ms);
+    }
 }
 
 /// The initial-delay phase of a new group's first rebalance (`group.initial.rebalance.delay.ms`, KIP-134).

@@ -8,7 +8,6 @@ use kafka_protocol::messages::GroupId;
 
 use super::{code, sb, CoordinatorResult, GroupCoordinatorShard, GroupError, Records};
 use crate::group::GroupState;
-use crate::record::CoordinatorRecord;
 
 impl GroupCoordinatorShard {
     /// ListGroups of this shard, filtered by state (v4+, KIP-518) and type (v5+, KIP-848: only `classic` here).
@@ -95,22 +94,8 @@ impl GroupCoordinatorShard {
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
         for (topic, partition) in keys {
-            self.emit(
-                records,
-                CoordinatorRecord::OffsetCommit {
-                    group_id: group_id.to_string(),
-                    topic,
-                    partition,
-                    value: None,
-                },
-            );
+            self.emit_offset_tombstone(records, group_id, topic, partition);
         }
-        self.emit(
-            records,
-            CoordinatorRecord::GroupMetadata {
-                group_id: group_id.to_string(),
-                value: None,
-            },
-        );
+        self.emit_group_tombstone(records, group_id);
     }
 }

@@ -259,32 +259,25 @@ impl GroupCoordinatorShard {
         match group.state {
             GroupState::Stable if !protocols_changed => {
                 let was_leader = group.is_leader(&new_id);
-                if was_leader && v < 9 {
+                group.pending_sync.remove(&new_id);
+                let response = if was_leader && v < 9 {
                     // A leader that cannot be told to skip the assignment (JoinGroup < v9) is answered with
                     // the old leader id and no members, so it does not think itself the leader and no
                     // rebalance is needed (Kafka's GroupCoordinator since KIP-345).
-                    group.pending_sync.remove(&new_id);
-                    let response = join_success(group, &new_id, v, false).with_leader(sb(&old_id));
-                    self.store_group(records, group_id);
-                    return Parkable::Now(response);
-                }
-                group.pending_sync.remove(&new_id);
-                let response = join_success(group, &new_id, v, was_leader);
+                    join_success(group, &new_id, v, false).with_leader(sb(&old_id))
+                } else {
+                    join_success(group, &new_id, v, was_leader)
+                };
                 self.store_group(records, group_id);
                 Parkable::Now(response)
-            }
-            GroupState::PreparingRebalance => {
-                if let Some(m) = group.member_mut(&new_id) {
-                    m.awaiting_join = Some(v);
-                }
-                self.maybe_complete_join(now_ms, group_id, records, deliveries);
-                Parkable::Parked { member_id: new_id }
             }
             _ => {
                 if let Some(m) = group.member_mut(&new_id) {
                     m.awaiting_join = Some(v);
                 }
-                self.prepare_rebalance(now_ms, group_id, deliveries);
+                if group.state != GroupState::PreparingRebalance {
+                    self.prepare_rebalance(now_ms, group_id, deliveries);
+                }
                 self.maybe_complete_join(now_ms, group_id, records, deliveries);
                 Parkable::Parked { member_id: new_id }
             }
@@ -415,14 +408,14 @@ impl GroupCoordinatorShard {
                     let Some(m) = group.member_mut(&member_id) else {
                         return now(GroupError::UnknownMemberId);
                     };
-                    m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                    m.renew_session(now_ms);
                     let assignment = m.assignment.clone();
                     Parkable::Now(sync_success(group, v, assignment))
                 }
                 GroupState::CompletingRebalance => {
                     if let Some(m) = group.member_mut(&member_id) {
                         m.awaiting_sync = Some(v);
-                        m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                        m.renew_session(now_ms);
                     }
                     if group.is_leader(&member_id) {
                         let assignments: BTreeMap<&str, &Bytes> = request
@@ -502,7 +495,7 @@ impl GroupCoordinatorShard {
             }
             let state = group.state;
             if let Some(m) = group.member_mut(member_id) {
-                m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                m.renew_session(now_ms);
             }
             if state == GroupState::PreparingRebalance {
                 GroupError::RebalanceInProgress
@@ -624,6 +617,29 @@ impl GroupCoordinatorShard {
     }
 }
 
+/// Answers a member's parked JoinGroup and SyncGroup, if any, with `error`; it no longer waits for either.
+pub(super) fn fail_parked(
+    group_id: &str,
+    member: &mut Member,
+    error: GroupError,
+    deliveries: &mut Deliveries,
+) {
+    if let Some(v) = member.awaiting_join.take() {
+        deliveries.push(Delivery::Join {
+            group_id: group_id.to_string(),
+            member_id: member.member_id.clone(),
+            response: join_error(v, error, &member.member_id),
+        });
+    }
+    if let Some(v) = member.awaiting_sync.take() {
+        deliveries.push(Delivery::Sync {
+            group_id: group_id.to_string(),
+            member_id: member.member_id.clone(),
+            response: sync_error(v, error),
+        });
+    }
+}
+
 fn replace_static_member(
     group: &mut ClassicGroup,
     old_id: &str,
@@ -636,20 +652,7 @@ fn replace_static_member(
         return;
     };
     // The old member's parked requests are fenced.
-    if let Some(v) = m.awaiting_join.take() {
-        deliveries.push(Delivery::Join {
-            group_id: group_id.clone(),
-            member_id: old_id.to_string(),
-            response: join_error(v, GroupError::FencedInstanceId, old_id),
-        });
-    }
-    if let Some(v) = m.awaiting_sync.take() {
-        deliveries.push(Delivery::Sync {
-            group_id,
-            member_id: old_id.to_string(),
-            response: sync_error(v, GroupError::FencedInstanceId),
-        });
-    }
+    fail_parked(&group_id, m, GroupError::FencedInstanceId, deliveries);
     m.member_id = new_id.to_string();
     m.protocols = joining.protocols.clone();
     m.client_id = joining.client_id.clone();
@@ -666,7 +669,7 @@ fn replace_static_member(
 }
 
 /// A JoinGroup error response in the shape of version `v`.
-pub(super) fn join_error(v: i16, error: GroupError, member_id: &str) -> JoinGroupResponse {
+fn join_error(v: i16, error: GroupError, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(code(error))
         .with_generation_id(-1)

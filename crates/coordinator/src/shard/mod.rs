@@ -302,7 +302,7 @@ impl GroupCoordinatorShard {
     pub fn finish_loading(&mut self, now_ms: i64) {
         for group in self.groups.values_mut() {
             for m in &mut group.members {
-                m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                m.renew_session(now_ms);
             }
         }
         self.next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms;
@@ -319,6 +319,32 @@ impl GroupCoordinatorShard {
             self.replay(&record);
         }
         records.push(record);
+    }
+
+    /// Emits the tombstone of one committed offset of `group_id`.
+    fn emit_offset_tombstone(
+        &mut self,
+        records: &mut Records,
+        group_id: &str,
+        topic: String,
+        partition: i32,
+    ) {
+        let record = CoordinatorRecord::OffsetCommit {
+            group_id: group_id.to_string(),
+            topic,
+            partition,
+            value: None,
+        };
+        self.emit(records, record);
+    }
+
+    /// Emits the tombstone of a group (its offsets are tombstoned first, by the caller).
+    fn emit_group_tombstone(&mut self, records: &mut Records, group_id: &str) {
+        let record = CoordinatorRecord::GroupMetadata {
+            group_id: group_id.to_string(),
+            value: None,
+        };
+        self.emit(records, record);
     }
 
     fn store_group(&mut self, records: &mut Records, group_id: &str) {

@@ -32,6 +32,18 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+impl CommittedOffset {
+    fn of(topic: &str, partition: i32, v: &OffsetCommitValue) -> CommittedOffset {
+        CommittedOffset {
+            topic: topic.to_string(),
+            partition,
+            offset: v.offset,
+            leader_epoch: v.leader_epoch,
+            metadata: Some(v.metadata.clone()),
+        }
+    }
+}
+
 impl GroupCoordinatorShard {
     /// OffsetCommit (Kafka's `OffsetMetadataManager.commitOffset` for classic groups). `known_partition` says
     /// whether a topic-partition exists (UNKNOWN_TOPIC_OR_PARTITION otherwise, as KafkaApis checks).
@@ -144,7 +156,7 @@ impl GroupCoordinatorShard {
                 return GroupError::RebalanceInProgress;
             }
             if let Some(m) = group.member_mut(member_id) {
-                m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                m.renew_session(now_ms);
             }
             GroupError::None
         } else {
@@ -169,13 +181,7 @@ impl GroupCoordinatorShard {
                 .flat_map(|(topic, partitions)| {
                     partitions.iter().map(move |p| {
                         match offsets.and_then(|o| o.get(&(topic.clone(), *p))) {
-                            Some(v) => CommittedOffset {
-                                topic: topic.clone(),
-                                partition: *p,
-                                offset: v.offset,
-                                leader_epoch: v.leader_epoch,
-                                metadata: Some(v.metadata.clone()),
-                            },
+                            Some(v) => CommittedOffset::of(topic, *p, v),
                             None => CommittedOffset {
                                 topic: topic.clone(),
                                 partition: *p,
@@ -190,13 +196,7 @@ impl GroupCoordinatorShard {
             None => offsets
                 .into_iter()
                 .flatten()
-                .map(|((topic, partition), v)| CommittedOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: v.offset,
-                    leader_epoch: v.leader_epoch,
-                    metadata: Some(v.metadata.clone()),
-                })
+                .map(|((topic, partition), v)| CommittedOffset::of(topic, *partition, v))
                 .collect(),
         }
     }
@@ -246,13 +246,12 @@ impl GroupCoordinatorShard {
                         .committed_offset(&group_id, &topic, p.partition_index)
                         .is_some()
                     {
-                        let record = CoordinatorRecord::OffsetCommit {
-                            group_id: group_id.clone(),
-                            topic: topic.clone(),
-                            partition: p.partition_index,
-                            value: None,
-                        };
-                        self.emit(&mut records, record);
+                        self.emit_offset_tombstone(
+                            &mut records,
+                            &group_id,
+                            topic.clone(),
+                            p.partition_index,
+                        );
                     }
                     GroupError::None
                 };
@@ -314,27 +313,13 @@ impl GroupCoordinatorShard {
                 .map(|(k, _)| k.clone())
                 .collect();
             for (topic, partition) in expired {
-                self.emit(
-                    records,
-                    CoordinatorRecord::OffsetCommit {
-                        group_id: group_id.clone(),
-                        topic,
-                        partition,
-                        value: None,
-                    },
-                );
+                self.emit_offset_tombstone(records, &group_id, topic, partition);
             }
             let empty = self.groups.get(&group_id).is_some_and(|g| {
                 g.state == GroupState::Empty && !self.offsets.contains_key(&group_id)
             });
             if empty {
-                self.emit(
-                    records,
-                    CoordinatorRecord::GroupMetadata {
-                        group_id: group_id.clone(),
-                        value: None,
-                    },
-                );
+                self.emit_group_tombstone(records, &group_id);
             }
         }
     }

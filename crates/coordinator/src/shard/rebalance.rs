@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::membership::{join_error, join_success, sync_error};
+use super::membership::{fail_parked, join_success, sync_error};
 use super::{Deliveries, Delivery, GroupCoordinatorShard, GroupError, Records};
 use crate::group::{GroupState, InitialDelay};
 
@@ -144,7 +144,7 @@ impl GroupCoordinatorShard {
             let response = join_success(group, &id, v, is_leader);
             if let Some(m) = group.member_mut(&id) {
                 m.awaiting_join = None;
-                m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                m.renew_session(now_ms);
             }
             deliveries.push(Delivery::Join {
                 group_id: group_id.to_string(),
@@ -167,23 +167,15 @@ impl GroupCoordinatorShard {
         let Some(group) = self.groups.get_mut(group_id) else {
             return;
         };
-        let Some(member) = group.remove_member(member_id) else {
+        let Some(mut member) = group.remove_member(member_id) else {
             return;
         };
-        if let Some(v) = member.awaiting_join {
-            deliveries.push(Delivery::Join {
-                group_id: group_id.to_string(),
-                member_id: member_id.to_string(),
-                response: join_error(v, GroupError::UnknownMemberId, member_id),
-            });
-        }
-        if let Some(v) = member.awaiting_sync {
-            deliveries.push(Delivery::Sync {
-                group_id: group_id.to_string(),
-                member_id: member_id.to_string(),
-                response: sync_error(v, GroupError::UnknownMemberId),
-            });
-        }
+        fail_parked(
+            group_id,
+            &mut member,
+            GroupError::UnknownMemberId,
+            deliveries,
+        );
         match group.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 self.prepare_rebalance(now_ms, group_id, deliveries);
@@ -226,7 +218,7 @@ impl GroupCoordinatorShard {
                 for m in &mut g.members {
                     if m.heartbeat_deadline_ms <= now_ms {
                         if m.awaiting_join.is_some() || m.awaiting_sync.is_some() {
-                            m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+                            m.renew_session(now_ms);
                         } else {
                             out.push(m.member_id.clone());
                         }
