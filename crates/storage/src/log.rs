@@ -42,7 +42,10 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 /// Checkpoint of the log start offset.
 pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
-/// Checkpoint of the high watermark.
+/// Checkpoint of the high watermarks of every partition in a log directory (Kafka's
+/// `replication-offset-checkpoint`), written by [`crate::LogManager::checkpoint_high_watermarks`] in the
+/// log directory. A file of this name inside a partition directory is the per-partition form older
+/// versions wrote at clean close: read once at open when the caller gives no high watermark, then removed.
 pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
 /// Checkpoint of the leader-epoch cache.
 pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
@@ -185,6 +188,10 @@ pub struct LogOptions {
     pub cache: Arc<SegmentCache>,
     /// Health of the log directory; `None` creates one for the partition directory's parent.
     pub health: Option<Arc<DirHealth>>,
+    /// The high watermark to start with (the `LogManager` passes its `replication-offset-checkpoint`
+    /// entry), clamped into `[log start, log end]` after recovery. `None`: the log end offset after
+    /// recovery, so a single node that had no checkpoint hides none of its data (see docs/storage.md).
+    pub high_watermark: Option<i64>,
 }
 
 impl Default for LogOptions {
@@ -193,6 +200,7 @@ impl Default for LogOptions {
             io: Arc::new(RealIo),
             cache: Arc::new(SegmentCache::new(DEFAULT_OPEN_SEGMENTS)),
             health: None,
+            high_watermark: None,
         }
     }
 }
@@ -473,7 +481,7 @@ impl Log {
             deleted: AtomicBool::new(false),
             checkpoints_written: Mutex::new(std::collections::HashMap::new()),
         };
-        log.load()?;
+        log.load(options.high_watermark)?;
         Ok(log)
     }
 
@@ -622,7 +630,8 @@ impl Log {
     }
 
     /// Loads segments from disk: the clean-shutdown fast path or recovery from the recovery point.
-    fn load(&self) -> Result<(), StorageError> {
+    /// `initial_hw` is the checkpointed high watermark, if the caller has one.
+    fn load(&self, initial_hw: Option<i64>) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         self.io
             .create_dir_all(&dir)
@@ -658,9 +667,14 @@ impl Log {
         let rp_ckpt = self
             .read_checkpoint(RECOVERY_POINT_CHECKPOINT)
             .and_then(|b| parse_offset_checkpoint(&b));
-        let hw_ckpt = self
-            .read_checkpoint(HIGH_WATERMARK_CHECKPOINT)
-            .and_then(|b| parse_offset_checkpoint(&b));
+        // An older version's per-partition high-watermark checkpoint (clean close only): used when the
+        // caller has no entry, then removed below.
+        let legacy_hw_path = dir.join(HIGH_WATERMARK_CHECKPOINT);
+        let legacy_hw = self.io.exists(&legacy_hw_path).then(|| {
+            self.read_checkpoint(HIGH_WATERMARK_CHECKPOINT)
+                .and_then(|b| parse_offset_checkpoint(&b))
+        });
+        let hw_ckpt = initial_hw.or(legacy_hw.flatten());
         let epochs_ckpt = self.read_checkpoint(LEADER_EPOCH_CHECKPOINT);
         let mut epochs = match epochs_ckpt {
             Some(b) => LeaderEpochCache::parse(&b).unwrap_or_else(|| {
@@ -820,9 +834,17 @@ impl Log {
         st.log_end_offset = leo;
         st.log_start_offset = lso_ckpt.unwrap_or(first_base).max(first_base).min(leo);
         st.recovery_point = leo;
-        st.high_watermark = hw_ckpt
-            .unwrap_or(st.log_start_offset)
-            .clamp(st.log_start_offset, leo);
+        st.high_watermark = match hw_ckpt {
+            Some(hw) => {
+                if hw > leo {
+                    // The checkpoint is fsynced, the data maybe not: recovery cut below it.
+                    tracing::warn!(dir = %dir.display(), checkpointed = hw, log_end_offset = leo, "checkpointed high watermark is above the recovered log end offset; using the log end offset");
+                }
+                hw.clamp(st.log_start_offset, leo)
+            }
+            None => leo,
+        };
+        Self::debug_check_offsets(&st);
         let lso = st.log_start_offset;
         epochs.truncate_from_start(lso);
         epochs.truncate_from_end(leo);
@@ -843,6 +865,12 @@ impl Log {
             seq,
         )?;
         self.state.lock().checkpointed_recovery_point = leo;
+        if legacy_hw.is_some() {
+            // Best effort: a leftover is only read again when the caller has no entry for this log.
+            if let Err(e) = self.io.remove_file(&legacy_hw_path) {
+                tracing::warn!(path = %legacy_hw_path.display(), error = %e, "cannot remove the per-partition high-watermark checkpoint");
+            }
+        }
         if clean {
             // A crash from now on must run recovery again: the marker goes before anything is appended.
             self.io
@@ -1579,13 +1607,46 @@ impl Log {
     pub fn high_watermark(&self) -> i64 {
         self.state.lock().high_watermark
     }
-    /// Moves the high watermark forward; clamped to the log end offset, never backwards.
+    /// Moves the high watermark forward to `offset` (the leader's path, Kafka's
+    /// `maybeIncrementHighWatermark`). An `offset` above the log end offset is a caller bug: asserted in
+    /// debug builds, clamped in release builds so uncommitted offsets are never exposed beyond the log.
+    /// An `offset` below the current high watermark is ignored, so concurrent appenders that each advance
+    /// it to the log end offset they saw may finish in any order. Truncation lowers it on its own path;
+    /// a follower adopting its leader's value uses [`Log::update_high_watermark_as_follower`].
     pub fn set_high_watermark(&self, offset: i64) {
         let mut st = self.state.lock();
+        debug_assert!(
+            offset <= st.log_end_offset,
+            "high watermark {offset} above the log end offset {} in {}",
+            st.log_end_offset,
+            self.dir.display()
+        );
         let hw = offset.min(st.log_end_offset);
         if hw > st.high_watermark {
             st.high_watermark = hw;
         }
+        Self::debug_check_offsets(&st);
+    }
+    /// Sets the high watermark to the leader's `leader_high_watermark` bounded by this log (Kafka's
+    /// `UnifiedLog.maybeUpdateHighWatermark` on a follower): clamped into `[log start, log end]`, since a
+    /// follower's log may lag its leader's high watermark. Unlike [`Log::set_high_watermark`] this may move
+    /// it down, as Kafka's follower does when a new leader's high watermark is behind the old one's.
+    /// Returns the new high watermark.
+    pub fn update_high_watermark_as_follower(&self, leader_high_watermark: i64) -> i64 {
+        let mut st = self.state.lock();
+        st.high_watermark = leader_high_watermark.clamp(st.log_start_offset, st.log_end_offset);
+        Self::debug_check_offsets(&st);
+        st.high_watermark
+    }
+    /// Debug builds: `log start <= high watermark <= log end`, the invariant every state change keeps.
+    fn debug_check_offsets(st: &State) {
+        debug_assert!(
+            st.log_start_offset <= st.high_watermark && st.high_watermark <= st.log_end_offset,
+            "offsets out of order: log start {}, high watermark {}, log end {}",
+            st.log_start_offset,
+            st.high_watermark,
+            st.log_end_offset
+        );
     }
     /// Offset below which everything is fsynced (the durable offset).
     pub fn recovery_point(&self) -> i64 {
@@ -1826,6 +1887,7 @@ impl Log {
         st.high_watermark = st.high_watermark.min(leo);
         let lso_moved = leo < st.log_start_offset;
         st.log_start_offset = st.log_start_offset.min(leo);
+        Self::debug_check_offsets(&st);
         st.epochs.truncate_from_end(leo);
         // As Kafka: reload from the latest snapshot at or below the cut and replay the rest.
         match self.rebuild_producer_state(&st, leo) {
@@ -1930,6 +1992,7 @@ impl Log {
         st.log_end_offset = offset;
         st.high_watermark = offset;
         st.recovery_point = offset;
+        Self::debug_check_offsets(&st);
         st.checkpointed_recovery_point = offset;
         st.epochs.clear();
         st.producers = ProducerState::empty_at(offset);
@@ -1969,6 +2032,7 @@ impl Log {
             return Ok(st.log_start_offset);
         }
         st.log_start_offset = offset;
+        Self::debug_check_offsets(&st);
         let leo = st.log_end_offset;
         // Same normalisation as at load: no epoch entry starts at or after the log end offset.
         st.epochs.truncate_from_start(offset);
@@ -2058,6 +2122,7 @@ impl Log {
                 .expect("invariant: at least one segment");
             if first > st.log_start_offset {
                 st.log_start_offset = first;
+                Self::debug_check_offsets(&st);
                 let leo = st.log_end_offset;
                 st.epochs.truncate_from_start(first);
                 st.epochs.truncate_from_end(leo);
@@ -2351,7 +2416,8 @@ impl Log {
     }
 
     /// Clean close: fsyncs data and indexes, writes every checkpoint, then the clean-shutdown marker. Later
-    /// operations fail with [`StorageError::Closed`].
+    /// operations fail with [`StorageError::Closed`]. The high watermark is not written here: the
+    /// `LogManager` keeps it, for every log of a directory, in the directory's checkpoint.
     pub fn close(&self) -> Result<(), StorageError> {
         {
             let st = self.state.lock();
@@ -2381,7 +2447,7 @@ impl Log {
         st.closed = true;
         self.remove_due_files(&mut st);
         let leo = st.log_end_offset;
-        let (lso, hw, epochs) = (st.log_start_offset, st.high_watermark, st.epochs.encode());
+        let (lso, epochs) = (st.log_start_offset, st.epochs.encode());
         let producers = st.producers.encode();
         let seq = st.next_checkpoint_seq();
         drop(st);
@@ -2390,11 +2456,6 @@ impl Log {
         self.write_checkpoint(
             LOG_START_OFFSET_CHECKPOINT,
             &encode_offset_checkpoint(lso),
-            seq,
-        )?;
-        self.write_checkpoint(
-            HIGH_WATERMARK_CHECKPOINT,
-            &encode_offset_checkpoint(hw),
             seq,
         )?;
         self.write_checkpoint(

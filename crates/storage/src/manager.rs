@@ -1,5 +1,6 @@
 //! `LogManager`: every partition log under `log.dirs`: parallel open (with recovery) at start-up, create
-//! and delete, periodic retention and `flush.ms` passes, clean shutdown, and offline log directories.
+//! and delete, periodic retention, `flush.ms` and high-watermark checkpoint passes, clean shutdown, and
+//! offline log directories.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -9,8 +10,8 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::io::{Io, RealIo};
-use crate::log::{DirHealth, LogOptions};
+use crate::io::{read_file, write_file_atomic, Io, RealIo};
+use crate::log::{DirHealth, LogOptions, HIGH_WATERMARK_CHECKPOINT};
 use crate::segment::SegmentCache;
 use crate::{Log, LogConfig, StorageError};
 
@@ -88,6 +89,79 @@ pub fn delete_dir_name(name: &str) -> String {
     )
 }
 
+/// Encodes a log directory's high-watermark checkpoint in Kafka's format (`OffsetCheckpointFile`):
+/// version `0`, the entry count, then one `topic partition offset` line per entry.
+fn encode_high_watermarks(entries: &[((String, i32), i64)]) -> Vec<u8> {
+    let mut out = format!("0\n{}\n", entries.len());
+    for ((topic, partition), offset) in entries {
+        out.push_str(&format!("{topic} {partition} {offset}\n"));
+    }
+    out.into_bytes()
+}
+
+/// Parses [`encode_high_watermarks`]'s format, as Kafka's `CheckpointFile` reads it: version `0`, a count
+/// equal to the number of entry lines, each `topic partition offset` (whitespace-separated, partition and
+/// offset non-negative). Any deviation makes the whole file invalid; the error says why.
+fn parse_high_watermarks(bytes: &[u8]) -> Result<HashMap<(String, i32), i64>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let mut lines = text.lines();
+    match lines.next().map(str::trim) {
+        Some("0") => {}
+        Some(v) => return Err(format!("unsupported version {v:?}")),
+        None => return Err("empty file".into()),
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|c| c.trim().parse().ok())
+        .ok_or_else(|| "missing or invalid entry count".to_string())?;
+    let mut entries = HashMap::new();
+    let mut found = 0usize;
+    for line in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [topic, partition, offset] = fields[..] else {
+            return Err(format!("malformed line {line:?}"));
+        };
+        let partition: i32 = partition
+            .parse()
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| format!("malformed line {line:?}"))?;
+        let offset: i64 = offset
+            .parse()
+            .ok()
+            .filter(|o| *o >= 0)
+            .ok_or_else(|| format!("malformed line {line:?}"))?;
+        entries.insert((topic.to_string(), partition), offset);
+        found += 1;
+    }
+    if found != count {
+        return Err(format!("expected {count} entries, found {found}"));
+    }
+    Ok(entries)
+}
+
+/// Reads the high-watermark checkpoint of log directory `dir`. Missing: empty. Unreadable or malformed:
+/// a warning and empty (every log of the directory then opens with the no-checkpoint default).
+fn read_high_watermarks(io: &dyn Io, dir: &Path) -> HashMap<(String, i32), i64> {
+    let path = dir.join(HIGH_WATERMARK_CHECKPOINT);
+    if !io.exists(&path) {
+        return HashMap::new();
+    }
+    let parsed = read_file(io, &path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| parse_high_watermarks(&b));
+    parsed.unwrap_or_else(|reason| {
+        tracing::warn!(path = %path.display(), %reason, "ignoring an invalid high-watermark checkpoint; its logs start with the high watermark at their log end offset");
+        HashMap::new()
+    })
+}
+
+/// True for a leftover temporary file of [`write_file_atomic`] writing the high-watermark checkpoint.
+fn is_high_watermark_tmp(name: &str) -> bool {
+    name.strip_prefix(HIGH_WATERMARK_CHECKPOINT)
+        .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".tmp"))
+}
+
 /// Open logs by (topic, partition), each with the index of its log directory.
 type LogMap = HashMap<(String, i32), (Arc<Log>, usize)>;
 
@@ -103,6 +177,9 @@ pub struct LogManager {
     locks: Mutex<Vec<File>>,
     /// Set by [`LogManager::shutdown`]: no log is created or deleted afterwards.
     shut_down: AtomicBool,
+    /// Serializes high-watermark checkpoint writes: each takes its values under this lock, so a later
+    /// write never carries older values than an earlier one.
+    hw_checkpoint: Mutex<()>,
 }
 
 impl LogManager {
@@ -150,7 +227,7 @@ impl LogManager {
         for i in unlocked {
             dirs[i].set_offline();
         }
-        let mut jobs: Vec<(usize, String, i32, PathBuf)> = Vec::new();
+        let mut jobs: Vec<(usize, String, i32, PathBuf, Option<i64>)> = Vec::new();
         for (i, health) in dirs.iter().enumerate() {
             if health.is_offline() {
                 continue;
@@ -164,8 +241,13 @@ impl LogManager {
                     continue;
                 }
             };
+            let high_watermarks = read_high_watermarks(&*io, &dir);
             for name in names {
                 let path = dir.join(&name);
+                if is_high_watermark_tmp(&name) {
+                    let _ = io.remove_file(&path);
+                    continue;
+                }
                 if name.ends_with(DELETE_DIR_SUFFIX) {
                     if let Err(e) = io.remove_dir_all(&path) {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove deleted partition directory");
@@ -176,7 +258,8 @@ impl LogManager {
                     continue;
                 }
                 if let Some((topic, partition)) = parse_partition_dir(&name) {
-                    jobs.push((i, topic, partition, path));
+                    let hw = high_watermarks.get(&(topic.clone(), partition)).copied();
+                    jobs.push((i, topic, partition, path, hw));
                 }
             }
         }
@@ -192,12 +275,17 @@ impl LogManager {
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| loop {
-                    let Some((i, topic, partition, path)) = next.lock().next() else { break };
+                    let Some((i, topic, partition, path, hw)) = next.lock().next() else { break };
                     let health = dirs[i].clone();
                     if health.is_offline() {
                         continue;
                     }
-                    let opts = LogOptions { io: io.clone(), cache: cache.clone(), health: Some(health.clone()) };
+                    let opts = LogOptions {
+                        io: io.clone(),
+                        cache: cache.clone(),
+                        health: Some(health.clone()),
+                        high_watermark: hw,
+                    };
                     match Log::open_with(&path, default_config.clone(), opts) {
                         Ok(log) => {
                             opened.lock().insert((topic, partition), (Arc::new(log), i));
@@ -221,6 +309,7 @@ impl LogManager {
             pending_dir_deletes: Mutex::new(Vec::new()),
             locks: Mutex::new(locks),
             shut_down: AtomicBool::new(false),
+            hw_checkpoint: Mutex::new(()),
         })
     }
 
@@ -275,6 +364,7 @@ impl LogManager {
             io: self.io.clone(),
             cache: self.cache.clone(),
             health: Some(health),
+            high_watermark: None,
         };
         let log = Arc::new(Log::open_with(&path, config, opts)?);
         logs.insert((topic.to_string(), partition), (log.clone(), i));
@@ -291,7 +381,7 @@ impl LogManager {
                 dir: self.dirs[0].dir().join(format!("{topic}-{partition}")),
             });
         }
-        let Some((log, _)) = logs.remove(&(topic.to_string(), partition)) else {
+        let Some((log, dir_index)) = logs.remove(&(topic.to_string(), partition)) else {
             return Ok(());
         };
         drop(logs);
@@ -309,7 +399,80 @@ impl LogManager {
             let _ = self.io.sync_dir(parent);
         }
         self.pending_dir_deletes.lock().push(target);
+        // Drop the partition's high-watermark entry now, so a re-created partition of the same name never
+        // starts from the deleted one's value after a crash. The delete itself is done: a failure is logged
+        // (and takes the directory offline unless the disk is full).
+        let _serial = self.hw_checkpoint.lock();
+        if !self.shut_down.load(Ordering::Acquire) {
+            if let Err(e) = self.write_high_watermarks(dir_index) {
+                tracing::warn!(error = %e, "cannot rewrite the high-watermark checkpoint after a delete");
+            }
+        }
         Ok(())
+    }
+
+    /// Writes every online log directory's `replication-offset-checkpoint` (Kafka's
+    /// `ReplicaManager.checkpointHighWatermarks`): version `0`, the count, then `topic partition
+    /// high_watermark` for every partition in that directory, written to a temporary file, fsynced and
+    /// renamed. At open each log starts from its entry (see [`LogOptions::high_watermark`]).
+    ///
+    /// The broker calls this every `replica.high.watermark.checkpoint.interval.ms` (Kafka's default 5000);
+    /// [`LogManager::shutdown`] calls it after closing the logs. After a crash the last periodic checkpoint
+    /// is what the logs reopen with. A no-op after shutdown (another instance may own the directories).
+    /// An I/O error other than ENOSPC takes that directory offline, as Kafka does; the other directories
+    /// are still written, and the first error is returned.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), StorageError> {
+        let _serial = self.hw_checkpoint.lock();
+        if self.shut_down.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.write_all_high_watermarks()
+    }
+
+    /// Writes the checkpoint of every online directory; the caller holds `hw_checkpoint`.
+    fn write_all_high_watermarks(&self) -> Result<(), StorageError> {
+        let mut first = None;
+        for i in 0..self.dirs.len() {
+            if let Err(e) = self.write_high_watermarks(i) {
+                tracing::error!(dir = %self.dirs[i].dir().display(), error = %e, "cannot write the high-watermark checkpoint");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Writes the high-watermark checkpoint of directory `i` (skipped while it is offline); the caller
+    /// holds `hw_checkpoint`.
+    fn write_high_watermarks(&self, i: usize) -> Result<(), StorageError> {
+        let health = &self.dirs[i];
+        if health.is_offline() {
+            return Ok(());
+        }
+        let mut entries: Vec<((String, i32), i64)> = self
+            .logs
+            .read()
+            .iter()
+            .filter(|(_, (_, d))| *d == i)
+            .map(|(k, (log, _))| (k.clone(), log.high_watermark()))
+            .collect();
+        // Kafka's topic names hold no whitespace; a name that would break the line format is left out
+        // (its log then reopens with the no-checkpoint default).
+        entries.retain(|((topic, partition), _)| {
+            let ok = !topic.contains(char::is_whitespace);
+            if !ok {
+                tracing::warn!(topic = %topic, partition, "topic name with whitespace left out of the high-watermark checkpoint");
+            }
+            ok
+        });
+        entries.sort();
+        let path = health.dir().join(HIGH_WATERMARK_CHECKPOINT);
+        write_file_atomic(&*self.io, &path, &encode_high_watermarks(&entries)).map_err(|e| {
+            let err = StorageError::from_io(&path, e);
+            if !matches!(err, StorageError::DiskFull { .. }) {
+                health.set_offline();
+            }
+            err
+        })
     }
 
     /// Every partition with a log, sorted.
@@ -368,8 +531,8 @@ impl LogManager {
         }
     }
 
-    /// Clean shutdown: closes every log (fsync, checkpoints, clean-shutdown marker). Returns the first
-    /// error after trying them all.
+    /// Clean shutdown: closes every log (fsync, checkpoints, clean-shutdown marker), then writes the
+    /// high-watermark checkpoints. Returns the first error after trying them all.
     ///
     /// Afterwards no log is created or deleted, and the log directories' locks are released, so another
     /// instance (in this process or another) may open them.
@@ -384,6 +547,13 @@ impl LogManager {
         for log in logs {
             if let Err(e) = log.close() {
                 tracing::error!(dir = %log.dir().display(), error = %e, "clean close failed");
+                first.get_or_insert(e);
+            }
+        }
+        // After the closes, so the values are final; before the locks go, so the directories are still ours.
+        {
+            let _serial = self.hw_checkpoint.lock();
+            if let Err(e) = self.write_all_high_watermarks() {
                 first.get_or_insert(e);
             }
         }
@@ -417,5 +587,52 @@ mod tests {
         assert_eq!(parse_partition_dir("orders-x"), None);
         assert_eq!(parse_partition_dir("-1"), None);
         assert_eq!(parse_partition_dir("a-1.3-delete"), None);
+    }
+
+    #[test]
+    fn high_watermark_checkpoint_round_trips_in_kafkas_format() {
+        let entries = vec![(("a".to_string(), 0), 5), (("my-topic".to_string(), 12), 0)];
+        let bytes = encode_high_watermarks(&entries);
+        assert_eq!(bytes, b"0\n2\na 0 5\nmy-topic 12 0\n");
+        let parsed = parse_high_watermarks(&bytes).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[&("a".to_string(), 0)], 5);
+        assert_eq!(parsed[&("my-topic".to_string(), 12)], 0);
+        assert_eq!(parse_high_watermarks(b"0\n0\n").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn malformed_high_watermark_checkpoints_are_rejected() {
+        for bad in [
+            &b""[..],
+            b"1\n1\na 0 5\n",
+            b"0\n",
+            b"0\nx\n",
+            b"0\n2\na 0 5\n",
+            b"0\n1\na 0 5\nb 0 6\n",
+            b"0\n1\na 0\n",
+            b"0\n1\na 0 5 7\n",
+            b"0\n1\na x 5\n",
+            b"0\n1\na 0 -5\n",
+            b"0\n1\na -1 5\n",
+            b"0\n1\n\n",
+            b"\xff\n",
+        ] {
+            assert!(
+                parse_high_watermarks(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_checkpoints_own_temporary_files_are_recognised() {
+        assert!(is_high_watermark_tmp(
+            "replication-offset-checkpoint.123-4.tmp"
+        ));
+        assert!(!is_high_watermark_tmp("replication-offset-checkpoint"));
+        assert!(!is_high_watermark_tmp("orders-0"));
+        assert!(!is_high_watermark_tmp("replication-offset-checkpointx.tmp"));
     }
 }

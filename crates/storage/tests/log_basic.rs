@@ -157,14 +157,45 @@ fn read_respects_upper_bound_max_bytes_and_kip74() {
 }
 
 #[test]
-fn high_watermark_is_clamped_and_monotonic() {
+fn high_watermark_only_moves_forward_on_the_leader_path() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
     log.append_as_leader(&mut batch(5, 0, 0), 0, 0).unwrap();
-    log.set_high_watermark(100);
+    log.set_high_watermark(5);
     assert_eq!(log.high_watermark(), 5);
+    // A stale value from a racing appender is ignored.
     log.set_high_watermark(2);
     assert_eq!(log.high_watermark(), 5);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "above the log end offset")]
+fn high_watermark_above_the_log_end_is_a_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), LogConfig::default()).unwrap();
+    log.append_as_leader(&mut batch(5, 0, 0), 0, 0).unwrap();
+    log.set_high_watermark(6);
+}
+
+#[test]
+fn a_follower_adopts_its_leaders_high_watermark_within_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("t-0"), small_config()).unwrap();
+    for i in 0..4 {
+        log.append_as_leader(&mut batch(5, i, 0), 0, 0).unwrap();
+    }
+    // The leader is ahead of this log: bounded by the log end.
+    assert_eq!(log.update_high_watermark_as_follower(100), 20);
+    // A new leader behind the old one: the follower follows it down.
+    assert_eq!(log.update_high_watermark_as_follower(7), 7);
+    assert_eq!(log.high_watermark(), 7);
+    log.delete_records_before(5).unwrap();
+    assert_eq!(
+        log.update_high_watermark_as_follower(0),
+        5,
+        "never below the log start"
+    );
 }
 
 #[test]
@@ -330,7 +361,8 @@ fn reopen_after_clean_close_and_after_drop() {
             "marker removed at open"
         );
         assert_eq!(log.log_end_offset(), 50);
-        assert_eq!(log.high_watermark(), 40);
+        // A log alone keeps no high watermark (the LogManager checkpoints it): the log end offset.
+        assert_eq!(log.high_watermark(), 50);
         before = read_all(&log);
         log.append_as_leader(&mut batch(2, 99, 1_000), 2, 0)
             .unwrap();

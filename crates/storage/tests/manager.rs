@@ -17,12 +17,12 @@ fn small() -> LogConfig {
     }
 }
 
-/// Entries of a log directory other than the `.lock` file, sorted.
+/// Entries of a log directory other than the `.lock` file and the high-watermark checkpoint, sorted.
 fn partition_entries(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
+        .filter(|n| n != ".lock" && n != "replication-offset-checkpoint")
         .collect();
     v.sort();
     v
