@@ -87,6 +87,7 @@ impl Broker {
                 host: config.advertised_host.clone(),
                 port: i32::from(config.advertised_port),
                 rack: None,
+                ..Default::default()
             })
             .await?;
 

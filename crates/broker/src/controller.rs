@@ -249,8 +249,34 @@ impl Controller {
         &self,
         registration: BrokerRegistration,
     ) -> Result<(), ControllerError> {
-        self.run(move |image| logic::register_broker(image, registration))
-            .await
+        let node_id = registration.node_id;
+        self.run(move |image| {
+            let result = logic::register_broker(image, registration, false);
+            ControllerResult {
+                records: result.records,
+                response: (),
+            }
+        })
+        .await?;
+        // Single node: the broker is caught up by construction; unfence it at once.
+        self.run(move |image| {
+            let epoch = image.brokers.get(&node_id).map_or(-1, |b| b.epoch);
+            let result = logic::broker_heartbeat(
+                image,
+                logic::Heartbeat {
+                    node_id,
+                    broker_epoch: epoch,
+                    current_metadata_offset: i64::MAX,
+                    want_fence: false,
+                    want_shut_down: false,
+                },
+            );
+            ControllerResult {
+                records: result.records,
+                response: (),
+            }
+        })
+        .await
     }
 
     /// The current metadata image.
@@ -362,6 +388,7 @@ mod tests {
             host: "localhost".into(),
             port: 9092,
             rack: None,
+            ..Default::default()
         }
     }
 

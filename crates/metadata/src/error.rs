@@ -43,6 +43,12 @@ pub mod code {
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
     /// The topic id does not exist.
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    /// The broker epoch in the request is not the broker's current one.
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    /// The broker id is not registered with the controller.
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    /// Another live incarnation of this broker id is registered.
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
 }
 
 /// A Kafka error code with an optional message, as a response carries it.

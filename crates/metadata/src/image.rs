@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::record::{self, ConfigResourceType, MetadataRecord};
 
-/// A broker as registered with the controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A broker as registered with the controller, and its lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BrokerRegistration {
     /// The broker's `node.id`.
     pub node_id: i32,
@@ -24,6 +24,16 @@ pub struct BrokerRegistration {
     pub port: i32,
     /// The rack (`broker.rack`), if set.
     pub rack: Option<String>,
+    /// A random id the broker picks at every start-up: a registration with a new incarnation id is a new broker
+    /// epoch, a repeated one (a retried BrokerRegistration) is the same.
+    pub incarnation_id: Uuid,
+    /// The broker epoch: the metadata offset of the registration record (set by replay).
+    pub epoch: i64,
+    /// Fenced brokers lead no partition and are not shown to clients; a broker registers fenced and is unfenced
+    /// once it has caught up with the metadata log.
+    pub fenced: bool,
+    /// The broker asked to shut down; its leaderships are being moved away.
+    pub in_controlled_shutdown: bool,
 }
 
 /// One partition's replica set, ISR, leader and epochs.
@@ -76,6 +86,8 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     /// Offset of the last record applied, or -1 for an empty log.
     pub offset: i64,
+    /// Every producer id below this has been handed out in a block (`ProducerIds` records).
+    pub next_producer_id: i64,
     topics: BTreeMap<String, Arc<TopicImage>>,
     topic_ids: BTreeMap<Uuid, String>,
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
@@ -89,6 +101,7 @@ impl MetadataImage {
             controller_id,
             brokers: BTreeMap::new(),
             offset: -1,
+            next_producer_id: 0,
             topics: BTreeMap::new(),
             topic_ids: BTreeMap::new(),
             broker_configs: BTreeMap::new(),
@@ -127,6 +140,7 @@ impl MetadataImage {
         w.str(&self.cluster_id);
         w.i32(self.controller_id);
         w.u64(self.offset as u64);
+        w.u64(self.next_producer_id as u64);
         w.len(self.brokers.len());
         for b in self.brokers.values() {
             record::encode_broker(&mut w, b);
@@ -161,7 +175,8 @@ impl MetadataImage {
         }
         let mut image = MetadataImage::empty(r.str()?, r.i32()?);
         image.offset = r.u64()? as i64;
-        for _ in 0..r.len(12)? {
+        image.next_producer_id = r.u64()? as i64;
+        for _ in 0..r.len(34)? {
             let b = record::decode_broker(&mut r)?;
             image.brokers.insert(b.node_id, b);
         }
@@ -199,7 +214,7 @@ impl MetadataImage {
     }
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 fn encode_map(w: &mut Writer, map: &BTreeMap<String, String>) {
     w.len(map.len());
@@ -245,6 +260,22 @@ pub enum ReplayError {
     /// A config record names a topic the image does not have.
     #[error("config for unknown topic {0}")]
     UnknownTopic(String),
+    /// A broker state record names a broker (or broker epoch) that is not registered.
+    #[error("no broker {node_id} with epoch {epoch}")]
+    UnknownBroker {
+        /// The broker id.
+        node_id: i32,
+        /// The broker epoch in the record.
+        epoch: i64,
+    },
+    /// A producer-id block would hand out ids again.
+    #[error("producer id block ending at {next} does not follow {current}")]
+    ProducerIdsBackwards {
+        /// The record's next producer id.
+        next: i64,
+        /// The image's.
+        current: i64,
+    },
 }
 
 /// Records replayed on top of an image; [`MetadataDelta::apply`] produces the next image.
@@ -266,7 +297,37 @@ impl MetadataDelta {
         let img = &mut self.next;
         match record {
             MetadataRecord::RegisterBroker(b) => {
-                img.brokers.insert(b.node_id, b.clone());
+                let mut b = b.clone();
+                b.epoch = offset;
+                img.brokers.insert(b.node_id, b);
+            }
+            MetadataRecord::BrokerState {
+                node_id,
+                epoch,
+                fenced,
+                in_controlled_shutdown,
+            } => {
+                let broker = img
+                    .brokers
+                    .get_mut(node_id)
+                    .filter(|b| b.epoch == *epoch)
+                    .ok_or(ReplayError::UnknownBroker {
+                        node_id: *node_id,
+                        epoch: *epoch,
+                    })?;
+                broker.fenced = *fenced;
+                broker.in_controlled_shutdown = *in_controlled_shutdown;
+            }
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                if *next_producer_id <= img.next_producer_id {
+                    return Err(ReplayError::ProducerIdsBackwards {
+                        next: *next_producer_id,
+                        current: img.next_producer_id,
+                    });
+                }
+                img.next_producer_id = *next_producer_id;
             }
             MetadataRecord::Topic {
                 name,
@@ -442,6 +503,10 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                incarnation_id: Uuid::from_u128(3),
+                epoch: 0,
+                fenced: false,
+                in_controlled_shutdown: false,
             }),
             MetadataRecord::Topic {
                 name: "t".into(),

@@ -12,8 +12,10 @@ use uuid::Uuid;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::image::{BrokerRegistration, PartitionRegistration};
 
-/// The encoding version written for every record today.
-pub const RECORD_VERSION: u8 = 1;
+/// The encoding version written for every record today. Version 2 added the broker lifecycle (incarnation id,
+/// fencing, controlled shutdown) and producer-id blocks; version 1 logs (single-node Sluice before the Raft
+/// quorum) are not read.
+pub const RECORD_VERSION: u8 = 2;
 
 /// The kind of resource a config record applies to, with Kafka's `ConfigResource.Type` codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +83,28 @@ pub enum MetadataRecord {
         /// The removed topic's id.
         topic_id: Uuid,
     },
+    /// A registered broker's state changed (Kafka's `FenceBrokerRecord`, `UnfenceBrokerRecord` and
+    /// `BrokerRegistrationChangeRecord`): fenced brokers lead nothing and are not listed to clients.
+    BrokerState {
+        /// The broker.
+        node_id: i32,
+        /// The broker epoch this change is for (the offset of its registration record).
+        epoch: i64,
+        /// Whether the broker is fenced.
+        fenced: bool,
+        /// Whether the broker is shutting down (its leaderships are being moved away).
+        in_controlled_shutdown: bool,
+    },
+    /// A block of producer ids was handed to a broker (Kafka's `ProducerIdsRecord`): every id below
+    /// `next_producer_id` is taken, cluster-wide.
+    ProducerIds {
+        /// The broker that received the block.
+        broker_id: i32,
+        /// Its broker epoch.
+        broker_epoch: i64,
+        /// The first id of the next block.
+        next_producer_id: i64,
+    },
 }
 
 const TYPE_REGISTER_BROKER: u8 = 1;
@@ -88,6 +112,44 @@ const TYPE_TOPIC: u8 = 2;
 const TYPE_PARTITION: u8 = 3;
 const TYPE_CONFIG: u8 = 4;
 const TYPE_REMOVE_TOPIC: u8 = 5;
+const TYPE_BROKER_STATE: u8 = 6;
+const TYPE_PRODUCER_IDS: u8 = 7;
+/// The version of a batch of records (one Raft entry).
+const BATCH_VERSION: u8 = 1;
+
+/// Encodes the records of one controller operation as one batch (one entry of the metadata log).
+pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(BATCH_VERSION);
+    w.len(records.len());
+    for r in records {
+        r.encode_into(&mut w);
+    }
+    w.into_inner()
+}
+
+/// Decodes a batch written by [`encode_batch`]. An empty buffer is an empty batch (a Raft leader's no-op entry).
+pub fn decode_batch(buf: &[u8]) -> Result<Vec<MetadataRecord>, DecodeError> {
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut r = Reader::new(buf);
+    let version = r.u8()?;
+    if version != BATCH_VERSION {
+        return Err(DecodeError::Invalid(format!(
+            "unknown batch version {version}"
+        )));
+    }
+    let count = r.len(2)?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(MetadataRecord::decode_from(&mut r)?);
+    }
+    if !r.is_empty() {
+        return Err(DecodeError::Invalid("trailing bytes in batch".into()));
+    }
+    Ok(records)
+}
 
 impl MetadataRecord {
     pub(crate) fn encode_into(&self, w: &mut Writer) {
@@ -132,6 +194,28 @@ impl MetadataRecord {
             MetadataRecord::RemoveTopic { topic_id } => {
                 w.u8(TYPE_REMOVE_TOPIC);
                 w.uuid(*topic_id);
+            }
+            MetadataRecord::BrokerState {
+                node_id,
+                epoch,
+                fenced,
+                in_controlled_shutdown,
+            } => {
+                w.u8(TYPE_BROKER_STATE);
+                w.i32(*node_id);
+                w.u64(*epoch as u64);
+                w.bool(*fenced);
+                w.bool(*in_controlled_shutdown);
+            }
+            MetadataRecord::ProducerIds {
+                broker_id,
+                broker_epoch,
+                next_producer_id,
+            } => {
+                w.u8(TYPE_PRODUCER_IDS);
+                w.i32(*broker_id);
+                w.u64(*broker_epoch as u64);
+                w.u64(*next_producer_id as u64);
             }
         }
     }
@@ -187,6 +271,17 @@ impl MetadataRecord {
             TYPE_REMOVE_TOPIC => MetadataRecord::RemoveTopic {
                 topic_id: r.uuid()?,
             },
+            TYPE_BROKER_STATE => MetadataRecord::BrokerState {
+                node_id: r.i32()?,
+                epoch: r.u64()? as i64,
+                fenced: r.bool()?,
+                in_controlled_shutdown: r.bool()?,
+            },
+            TYPE_PRODUCER_IDS => MetadataRecord::ProducerIds {
+                broker_id: r.i32()?,
+                broker_epoch: r.u64()? as i64,
+                next_producer_id: r.u64()? as i64,
+            },
             other => return Err(DecodeError::Invalid(format!("unknown record type {other}"))),
         })
     }
@@ -197,6 +292,10 @@ pub(crate) fn encode_broker(w: &mut Writer, b: &BrokerRegistration) {
     w.str(&b.host);
     w.i32(b.port);
     w.opt_str(b.rack.as_deref());
+    w.uuid(b.incarnation_id);
+    w.u64(b.epoch as u64);
+    w.bool(b.fenced);
+    w.bool(b.in_controlled_shutdown);
 }
 
 pub(crate) fn decode_broker(r: &mut Reader<'_>) -> Result<BrokerRegistration, DecodeError> {
@@ -205,6 +304,10 @@ pub(crate) fn decode_broker(r: &mut Reader<'_>) -> Result<BrokerRegistration, De
         host: r.str()?,
         port: r.i32()?,
         rack: r.opt_str()?,
+        incarnation_id: r.uuid()?,
+        epoch: r.u64()? as i64,
+        fenced: r.bool()?,
+        in_controlled_shutdown: r.bool()?,
     })
 }
 
@@ -238,6 +341,10 @@ mod tests {
                 host: "localhost".into(),
                 port: 9092,
                 rack: Some("r1".into()),
+                incarnation_id: Uuid::from_u128(9),
+                epoch: 0,
+                fenced: true,
+                in_controlled_shutdown: false,
             }),
             MetadataRecord::Topic {
                 name: "t".into(),
@@ -268,6 +375,17 @@ mod tests {
                 value: None,
             },
             MetadataRecord::RemoveTopic { topic_id: id },
+            MetadataRecord::BrokerState {
+                node_id: 1,
+                epoch: 7,
+                fenced: false,
+                in_controlled_shutdown: true,
+            },
+            MetadataRecord::ProducerIds {
+                broker_id: 1,
+                broker_epoch: 7,
+                next_producer_id: 2000,
+            },
         ]
     }
 
@@ -293,7 +411,19 @@ mod tests {
 
     #[test]
     fn unknown_version_and_type_are_rejected() {
-        assert!(MetadataRecord::decode(&[2, TYPE_REMOVE_TOPIC]).is_err());
-        assert!(MetadataRecord::decode(&[1, 99]).is_err());
+        assert!(MetadataRecord::decode(&[RECORD_VERSION + 1, TYPE_REMOVE_TOPIC]).is_err());
+        assert!(MetadataRecord::decode(&[1, TYPE_REMOVE_TOPIC]).is_err());
+        assert!(MetadataRecord::decode(&[RECORD_VERSION, 99]).is_err());
+    }
+
+    #[test]
+    fn batches_round_trip_and_empty_is_a_no_op() {
+        let records = samples();
+        assert_eq!(decode_batch(&encode_batch(&records)), Ok(records));
+        assert_eq!(decode_batch(&[]), Ok(Vec::new()));
+        let bytes = encode_batch(&samples());
+        for len in 1..bytes.len() {
+            assert!(decode_batch(&bytes[..len]).is_err(), "cut at {len}");
+        }
     }
 }

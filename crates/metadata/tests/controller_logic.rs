@@ -32,8 +32,21 @@ fn cluster(brokers: i32) -> MetadataImage {
             host: "h".into(),
             port: 9092,
             rack: None,
+            ..Default::default()
         };
-        image = apply(&image, &controller::register_broker(&image, reg));
+        image = apply(&image, &controller::register_broker(&image, reg, false));
+        let epoch = image.brokers[&node_id].epoch;
+        let hb = controller::broker_heartbeat(
+            &image,
+            controller::Heartbeat {
+                node_id,
+                broker_epoch: epoch,
+                current_metadata_offset: i64::MAX,
+                want_fence: false,
+                want_shut_down: false,
+            },
+        );
+        image = apply(&image, &hb);
     }
     image
 }

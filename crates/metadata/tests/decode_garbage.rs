@@ -24,6 +24,7 @@ proptest! {
             host: "broker-3.example".into(),
             port: 9092,
             rack: Some("rack-a".into()),
+            ..Default::default()
         });
         let mut bytes = record.encode();
         let i = index.index(bytes.len());
@@ -51,6 +52,7 @@ proptest! {
             host: "h".into(),
             port: 1,
             rack: None,
+            ..Default::default()
         });
         log.append(std::slice::from_ref(&record)).unwrap();
         drop(log);

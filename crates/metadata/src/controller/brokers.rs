@@ -1,22 +1,351 @@
-//! Broker registration.
+//! Broker membership, as Kafka's `ClusterControlManager` and `ReplicationControlManager` do it: registration
+//! (fenced at first), heartbeats that unfence a broker once it has caught up with the metadata log, fencing when
+//! heartbeats stop, controlled shutdown, and the leader elections these cause. Time is not read here: the driver
+//! tracks heartbeat times and calls [`fence_broker`] when a session expires.
 
 use super::ControllerResult;
-use crate::image::{BrokerRegistration, MetadataImage};
+use crate::error::code;
+use crate::image::{BrokerRegistration, MetadataImage, PartitionRegistration};
 use crate::record::MetadataRecord;
 
-/// Registers a broker; a registration identical to the current one writes nothing, so restarts are idempotent.
+/// The answer to a BrokerRegistration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationOutcome {
+    /// 0, or DUPLICATE_BROKER_REGISTRATION while another incarnation of the id is alive.
+    pub error_code: i16,
+    /// The broker epoch (the offset of the registration record), when registered.
+    pub broker_epoch: i64,
+}
+
+/// Registers a broker (fenced). A retry with the same incarnation id writes nothing; a new incarnation replaces the
+/// old one unless `old_session_alive` (the old incarnation still heartbeats: two processes with one node.id).
+///
+/// The broker epoch is the offset the registration record will get, which only the driver knows; the outcome's
+/// `broker_epoch` is -1 when records are returned and the driver fills it in after commit.
 pub fn register_broker(
     image: &MetadataImage,
     registration: BrokerRegistration,
-) -> ControllerResult<()> {
-    let records = if image.brokers.get(&registration.node_id) == Some(&registration) {
-        Vec::new()
-    } else {
-        vec![MetadataRecord::RegisterBroker(registration)]
+    old_session_alive: bool,
+) -> ControllerResult<RegistrationOutcome> {
+    if let Some(existing) = image.brokers.get(&registration.node_id) {
+        if existing.incarnation_id == registration.incarnation_id {
+            return ControllerResult {
+                records: Vec::new(),
+                response: RegistrationOutcome {
+                    error_code: 0,
+                    broker_epoch: existing.epoch,
+                },
+            };
+        }
+        if old_session_alive {
+            return ControllerResult {
+                records: Vec::new(),
+                response: RegistrationOutcome {
+                    error_code: code::DUPLICATE_BROKER_REGISTRATION,
+                    broker_epoch: -1,
+                },
+            };
+        }
+    }
+    let mut records = Vec::new();
+    // A new incarnation: the old one's leaderships move first (it is gone, its replacement has to catch up).
+    if image.brokers.contains_key(&registration.node_id) {
+        records.extend(elect_without(image, registration.node_id));
+    }
+    let registration = BrokerRegistration {
+        epoch: -1,
+        fenced: true,
+        in_controlled_shutdown: false,
+        ..registration
     };
+    records.push(MetadataRecord::RegisterBroker(registration));
+    ControllerResult {
+        records,
+        response: RegistrationOutcome {
+            error_code: 0,
+            broker_epoch: -1,
+        },
+    }
+}
+
+/// What a broker said in a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The broker.
+    pub node_id: i32,
+    /// Its broker epoch.
+    pub broker_epoch: i64,
+    /// The metadata offset it has applied.
+    pub current_metadata_offset: i64,
+    /// It wants to be fenced.
+    pub want_fence: bool,
+    /// It wants to shut down.
+    pub want_shut_down: bool,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// 0, BROKER_ID_NOT_REGISTERED or STALE_BROKER_EPOCH.
+    pub error_code: i16,
+    /// The broker has applied the metadata log up to its registration.
+    pub is_caught_up: bool,
+    /// The broker is fenced (after the returned records apply).
+    pub is_fenced: bool,
+    /// The broker may shut down now (it leads nothing any more).
+    pub should_shut_down: bool,
+}
+
+/// Handles a heartbeat: unfences a caught-up broker, fences one that asks, and moves the leaderships of one that
+/// wants to shut down (answering `should_shut_down` once it leads nothing).
+pub fn broker_heartbeat(
+    image: &MetadataImage,
+    hb: Heartbeat,
+) -> ControllerResult<HeartbeatOutcome> {
+    let Some(broker) = image.brokers.get(&hb.node_id) else {
+        return ControllerResult {
+            records: Vec::new(),
+            response: HeartbeatOutcome {
+                error_code: code::BROKER_ID_NOT_REGISTERED,
+                is_caught_up: false,
+                is_fenced: true,
+                should_shut_down: false,
+            },
+        };
+    };
+    if broker.epoch != hb.broker_epoch {
+        return ControllerResult {
+            records: Vec::new(),
+            response: HeartbeatOutcome {
+                error_code: code::STALE_BROKER_EPOCH,
+                is_caught_up: false,
+                is_fenced: true,
+                should_shut_down: false,
+            },
+        };
+    }
+    let caught_up = hb.current_metadata_offset >= broker.epoch;
+    let mut records = Vec::new();
+    let mut fenced = broker.fenced;
+    let mut should_shut_down = false;
+    if hb.want_shut_down {
+        // Kafka: move every leadership away (and leave the ISRs), then the broker may go; fenced once it leads
+        // nothing.
+        let moves = elect_without(image, hb.node_id);
+        let leads_after = leads_any_after(image, hb.node_id, &moves);
+        records.extend(moves);
+        if !broker.in_controlled_shutdown || (!leads_after && !fenced) {
+            records.push(MetadataRecord::BrokerState {
+                node_id: hb.node_id,
+                epoch: broker.epoch,
+                fenced: fenced || !leads_after,
+                in_controlled_shutdown: true,
+            });
+        }
+        if !leads_after {
+            fenced = true;
+            should_shut_down = true;
+        }
+    } else if hb.want_fence && !fenced {
+        records.extend(elect_without(image, hb.node_id));
+        records.push(MetadataRecord::BrokerState {
+            node_id: hb.node_id,
+            epoch: broker.epoch,
+            fenced: true,
+            in_controlled_shutdown: false,
+        });
+        fenced = true;
+    } else if fenced && !hb.want_fence && caught_up && !broker.in_controlled_shutdown {
+        records.push(MetadataRecord::BrokerState {
+            node_id: hb.node_id,
+            epoch: broker.epoch,
+            fenced: false,
+            in_controlled_shutdown: false,
+        });
+        records.extend(elect_offline_with(image, hb.node_id));
+        fenced = false;
+    }
+    ControllerResult {
+        records,
+        response: HeartbeatOutcome {
+            error_code: 0,
+            is_caught_up: caught_up,
+            is_fenced: fenced,
+            should_shut_down,
+        },
+    }
+}
+
+/// Fences a broker whose session expired: it leaves every ISR it can leave, and the partitions it led elect a new
+/// leader from the rest of the ISR (or go offline). Nothing when it is already fenced or unknown.
+pub fn fence_broker(image: &MetadataImage, node_id: i32) -> ControllerResult<()> {
+    let Some(broker) = image.brokers.get(&node_id) else {
+        return ControllerResult {
+            records: Vec::new(),
+            response: (),
+        };
+    };
+    if broker.fenced {
+        return ControllerResult {
+            records: Vec::new(),
+            response: (),
+        };
+    }
+    let mut records = elect_without(image, node_id);
+    records.push(MetadataRecord::BrokerState {
+        node_id,
+        epoch: broker.epoch,
+        fenced: true,
+        in_controlled_shutdown: broker.in_controlled_shutdown,
+    });
     ControllerResult {
         records,
         response: (),
+    }
+}
+
+/// True when `node_id` can lead: registered, unfenced, not shutting down.
+pub fn is_eligible_leader(image: &MetadataImage, node_id: i32) -> bool {
+    image
+        .brokers
+        .get(&node_id)
+        .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
+}
+
+/// Partition changes that take `node_id` out of every ISR it is in (unless it is the last member, which Kafka keeps
+/// so that the partition can come back with it) and give the partitions it leads the next eligible ISR member in
+/// replica order as leader (or none: leader -1, offline). Epochs are bumped as Kafka's `PartitionChangeBuilder`
+/// does: the leader epoch on a leader change, the partition epoch on any change.
+fn elect_without(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for (index, p) in topic.partitions.iter().enumerate() {
+            if p.leader != node_id && !p.isr.contains(&node_id) {
+                continue;
+            }
+            let mut next = p.clone();
+            if next.isr.len() > 1 {
+                next.isr.retain(|&r| r != node_id);
+            }
+            if p.leader == node_id {
+                next.leader = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| {
+                        r != node_id && next.isr.contains(&r) && is_eligible_leader(image, r)
+                    })
+                    .unwrap_or(-1);
+            }
+            push_change(&mut records, topic.id, index, p, next);
+        }
+    }
+    records
+}
+
+/// Partition changes that give offline partitions (leader -1) whose ISR holds `node_id` that broker as leader.
+fn elect_offline_with(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for (index, p) in topic.partitions.iter().enumerate() {
+            if p.leader == -1 && p.isr.contains(&node_id) {
+                let next = PartitionRegistration {
+                    leader: node_id,
+                    ..p.clone()
+                };
+                push_change(&mut records, topic.id, index, p, next);
+            }
+        }
+    }
+    records
+}
+
+fn push_change(
+    records: &mut Vec<MetadataRecord>,
+    topic_id: uuid::Uuid,
+    index: usize,
+    before: &PartitionRegistration,
+    mut next: PartitionRegistration,
+) {
+    if &next == before {
+        return;
+    }
+    if next.leader != before.leader {
+        next.leader_epoch = before.leader_epoch + 1;
+    }
+    next.partition_epoch = before.partition_epoch + 1;
+    records.push(MetadataRecord::Partition {
+        topic_id,
+        partition: i32::try_from(index).unwrap_or(i32::MAX),
+        registration: next,
+    });
+}
+
+/// True when `node_id` still leads a partition once `changes` apply.
+fn leads_any_after(image: &MetadataImage, node_id: i32, changes: &[MetadataRecord]) -> bool {
+    image.topics().any(|topic| {
+        topic.partitions.iter().enumerate().any(|(index, p)| {
+            let changed = changes.iter().rev().find_map(|r| match r {
+                MetadataRecord::Partition {
+                    topic_id,
+                    partition,
+                    registration,
+                } if *topic_id == topic.id && *partition as usize == index => Some(registration),
+                _ => None,
+            });
+            changed.unwrap_or(p).leader == node_id
+        })
+    })
+}
+
+/// The answer to AllocateProducerIds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    /// 0 or STALE_BROKER_EPOCH / BROKER_ID_NOT_REGISTERED.
+    pub error_code: i16,
+    /// The first id of the block.
+    pub first_producer_id: i64,
+    /// How many ids.
+    pub size: i32,
+}
+
+/// Kafka's block size (`ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
+
+/// Hands a block of producer ids to a broker (Kafka's `ProducerIdControlManager`): cluster-wide unique, because
+/// the block is taken by a committed record.
+pub fn allocate_producer_ids(
+    image: &MetadataImage,
+    broker_id: i32,
+    broker_epoch: i64,
+) -> ControllerResult<ProducerIdBlock> {
+    let error_code = match image.brokers.get(&broker_id) {
+        None => code::BROKER_ID_NOT_REGISTERED,
+        Some(b) if b.epoch != broker_epoch => code::STALE_BROKER_EPOCH,
+        Some(_) => 0,
+    };
+    if error_code != 0 {
+        return ControllerResult {
+            records: Vec::new(),
+            response: ProducerIdBlock {
+                error_code,
+                first_producer_id: -1,
+                size: 0,
+            },
+        };
+    }
+    let first = image.next_producer_id;
+    ControllerResult {
+        records: vec![MetadataRecord::ProducerIds {
+            broker_id,
+            broker_epoch,
+            next_producer_id: first + i64::from(PRODUCER_ID_BLOCK_SIZE),
+        }],
+        response: ProducerIdBlock {
+            error_code: 0,
+            first_producer_id: first,
+            size: PRODUCER_ID_BLOCK_SIZE,
+        },
     }
 }
 
@@ -24,23 +353,210 @@ pub fn register_broker(
 mod tests {
     use super::*;
     use crate::image::MetadataDelta;
+    use uuid::Uuid;
 
-    #[test]
-    fn registration_is_idempotent() {
-        let reg = BrokerRegistration {
-            node_id: 1,
+    fn apply(image: &MetadataImage, records: &[MetadataRecord], offset: i64) -> MetadataImage {
+        let mut delta = MetadataDelta::new(image);
+        for r in records {
+            delta.replay(offset, r).unwrap();
+        }
+        delta.apply()
+    }
+
+    fn reg(node_id: i32, incarnation: u128) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
             host: "h".into(),
             port: 9092,
-            rack: None,
-        };
+            incarnation_id: Uuid::from_u128(incarnation),
+            ..Default::default()
+        }
+    }
+
+    fn registered(ids: &[i32]) -> MetadataImage {
+        let mut image = MetadataImage::empty("c", 1);
+        for (i, &id) in ids.iter().enumerate() {
+            let r = register_broker(&image, reg(id, 1), false);
+            image = apply(&image, &r.records, i as i64 * 10);
+            let hb = broker_heartbeat(
+                &image,
+                Heartbeat {
+                    node_id: id,
+                    broker_epoch: i as i64 * 10,
+                    current_metadata_offset: 1000,
+                    want_fence: false,
+                    want_shut_down: false,
+                },
+            );
+            assert!(!hb.response.is_fenced);
+            image = apply(&image, &hb.records, i as i64 * 10 + 1);
+        }
+        image
+    }
+
+    #[test]
+    fn registration_is_fenced_idempotent_per_incarnation_and_refuses_a_live_duplicate() {
         let image = MetadataImage::empty("c", 1);
-        let first = register_broker(&image, reg.clone());
+        let first = register_broker(&image, reg(1, 1), false);
         assert_eq!(first.records.len(), 1);
-        let mut delta = MetadataDelta::new(&image);
-        delta.replay(0, &first.records[0]).unwrap();
-        let image = delta.apply();
-        assert!(register_broker(&image, reg.clone()).records.is_empty());
-        let moved = BrokerRegistration { port: 9093, ..reg };
-        assert_eq!(register_broker(&image, moved).records.len(), 1);
+        let image = apply(&image, &first.records, 5);
+        let b = &image.brokers[&1];
+        assert!(b.fenced);
+        assert_eq!(b.epoch, 5, "the broker epoch is the registration's offset");
+        let retry = register_broker(&image, reg(1, 1), true);
+        assert!(retry.records.is_empty());
+        assert_eq!(retry.response.broker_epoch, 5);
+        let dup = register_broker(&image, reg(1, 2), true);
+        assert_eq!(dup.response.error_code, code::DUPLICATE_BROKER_REGISTRATION);
+        let restarted = register_broker(&image, reg(1, 2), false);
+        assert_eq!(restarted.response.error_code, 0);
+        assert!(!restarted.records.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_unfences_only_a_caught_up_broker_and_checks_the_epoch() {
+        let image = MetadataImage::empty("c", 1);
+        let image = apply(
+            &image,
+            &register_broker(&image, reg(1, 1), false).records,
+            7,
+        );
+        let behind = broker_heartbeat(
+            &image,
+            Heartbeat {
+                node_id: 1,
+                broker_epoch: 7,
+                current_metadata_offset: 6,
+                want_fence: false,
+                want_shut_down: false,
+            },
+        );
+        assert!(behind.records.is_empty());
+        assert!(behind.response.is_fenced && !behind.response.is_caught_up);
+        let stale = broker_heartbeat(
+            &image,
+            Heartbeat {
+                node_id: 1,
+                broker_epoch: 3,
+                current_metadata_offset: 9,
+                want_fence: false,
+                want_shut_down: false,
+            },
+        );
+        assert_eq!(stale.response.error_code, code::STALE_BROKER_EPOCH);
+        let unknown = broker_heartbeat(
+            &image,
+            Heartbeat {
+                node_id: 9,
+                broker_epoch: 7,
+                current_metadata_offset: 9,
+                want_fence: false,
+                want_shut_down: false,
+            },
+        );
+        assert_eq!(unknown.response.error_code, code::BROKER_ID_NOT_REGISTERED);
+        let ok = broker_heartbeat(
+            &image,
+            Heartbeat {
+                node_id: 1,
+                broker_epoch: 7,
+                current_metadata_offset: 7,
+                want_fence: false,
+                want_shut_down: false,
+            },
+        );
+        assert!(!ok.response.is_fenced);
+        let image = apply(&image, &ok.records, 8);
+        assert!(!image.brokers[&1].fenced);
+    }
+
+    fn with_partition(image: &MetadataImage, replicas: Vec<i32>) -> (MetadataImage, Uuid) {
+        let id = Uuid::from_u128(77);
+        let records = vec![
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+                internal: false,
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                registration: PartitionRegistration {
+                    leader: replicas[0],
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            },
+        ];
+        (apply(image, &records, 100), id)
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_the_next_live_isr_member_and_bumps_epochs() {
+        let image = registered(&[1, 2, 3]);
+        let (image, _) = with_partition(&image, vec![1, 2, 3]);
+        let fenced = fence_broker(&image, 1);
+        let image = apply(&image, &fenced.records, 200);
+        assert!(image.brokers[&1].fenced);
+        let p = &image.topic("t").unwrap().partitions[0];
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.isr, vec![2, 3]);
+        assert_eq!((p.leader_epoch, p.partition_epoch), (1, 1));
+        // Fencing 2 and then 3: the last ISR member stays in the ISR and the partition goes offline.
+        let image = apply(&image, &fence_broker(&image, 2).records, 201);
+        let image = apply(&image, &fence_broker(&image, 3).records, 202);
+        let p = &image.topic("t").unwrap().partitions[0];
+        assert_eq!(p.leader, -1);
+        assert_eq!(p.isr, vec![3]);
+        // Broker 3 unfences: it leads again (it was the last in-sync replica).
+        let hb = broker_heartbeat(
+            &image,
+            Heartbeat {
+                node_id: 3,
+                broker_epoch: 20,
+                current_metadata_offset: 300,
+                want_fence: false,
+                want_shut_down: false,
+            },
+        );
+        let image = apply(&image, &hb.records, 203);
+        assert_eq!(image.topic("t").unwrap().partitions[0].leader, 3);
+        assert!(fence_broker(&image, 1).records.is_empty(), "already fenced");
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leaderships_then_allows_shutdown() {
+        let image = registered(&[1, 2]);
+        let (image, _) = with_partition(&image, vec![1, 2]);
+        let hb = broker_heartbeat(
+            &image,
+            Heartbeat {
+                node_id: 1,
+                broker_epoch: 0,
+                current_metadata_offset: 300,
+                want_fence: false,
+                want_shut_down: true,
+            },
+        );
+        assert!(hb.response.should_shut_down);
+        let image = apply(&image, &hb.records, 300);
+        assert_eq!(image.topic("t").unwrap().partitions[0].leader, 2);
+        assert!(image.brokers[&1].fenced && image.brokers[&1].in_controlled_shutdown);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let image = registered(&[1]);
+        let a = allocate_producer_ids(&image, 1, 0);
+        let image = apply(&image, &a.records, 50);
+        let b = allocate_producer_ids(&image, 1, 0);
+        assert_eq!(a.response.first_producer_id, 0);
+        assert_eq!(b.response.first_producer_id, 1000);
+        assert_eq!(
+            allocate_producer_ids(&image, 1, 9).response.error_code,
+            code::STALE_BROKER_EPOCH
+        );
     }
 }

@@ -6,7 +6,10 @@ mod brokers;
 mod configs;
 mod topics;
 
-pub use brokers::register_broker;
+pub use brokers::{
+    allocate_producer_ids, broker_heartbeat, fence_broker, is_eligible_leader, register_broker,
+    Heartbeat, HeartbeatOutcome, ProducerIdBlock, RegistrationOutcome, PRODUCER_ID_BLOCK_SIZE,
+};
 pub use configs::{
     alter_configs, incremental_alter_configs, AlterConfigOp, AlterConfigsOutcome,
     AlterConfigsResource, ConfigOpType, IncrementalAlterConfigsResource,

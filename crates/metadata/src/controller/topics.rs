@@ -117,12 +117,31 @@ impl CreateTopicOutcome {
     }
 }
 
-/// Live brokers sorted by id, the placement order.
+/// The brokers new replicas may go to, in striping order: unfenced brokers that are not shutting down, grouped by
+/// rack (racks in name order, brokers without a rack as one more group), interleaved one broker per rack at a time,
+/// so consecutive positions fall on different racks where there are several (Kafka's `StripedReplicaPlacer`, with
+/// a deterministic order instead of its shuffle).
 fn broker_ids(image: &MetadataImage) -> Vec<i32> {
-    image.brokers.keys().copied().collect()
+    let mut racks: std::collections::BTreeMap<Option<&str>, Vec<i32>> = Default::default();
+    for b in image.brokers.values() {
+        if super::is_eligible_leader(image, b.node_id) {
+            racks.entry(b.rack.as_deref()).or_default().push(b.node_id);
+        }
+    }
+    let mut striped = Vec::new();
+    let longest = racks.values().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for ids in racks.values() {
+            if let Some(&id) = ids.get(i) {
+                striped.push(id);
+            }
+        }
+    }
+    striped
 }
 
-/// Round-robin placement from partition `first`: replica `i` of partition `p` goes to broker `(p + i) mod n`.
+/// Striped placement from partition `first`: replica `i` of partition `p` goes to position `(p + i) mod n` of the
+/// striped broker order, so leaders rotate over the brokers and each partition's replicas span racks.
 fn place(
     brokers: &[i32],
     first: i32,
@@ -149,10 +168,17 @@ fn place(
         .collect())
 }
 
-fn registration(replicas: Vec<i32>) -> PartitionRegistration {
-    let leader = replicas.first().copied().unwrap_or(-1);
+/// A new partition: the ISR is the replicas that can lead now (a manual assignment may name fenced brokers), the
+/// leader the first of them in replica order (Kafka's `PartitionRegistration` for a new partition).
+fn registration(image: &MetadataImage, replicas: Vec<i32>) -> PartitionRegistration {
+    let isr: Vec<i32> = replicas
+        .iter()
+        .copied()
+        .filter(|&r| super::is_eligible_leader(image, r))
+        .collect();
+    let leader = isr.first().copied().unwrap_or(-1);
     PartitionRegistration {
-        isr: replicas.clone(),
+        isr,
         replicas,
         leader,
         leader_epoch: 0,
@@ -187,6 +213,15 @@ fn validate_manual_assignment(
             )));
         }
         prev = Some(*id);
+    }
+    if !replicas
+        .iter()
+        .any(|&r| super::is_eligible_leader(image, r))
+    {
+        return Err(invalid(
+            "All brokers specified in the manual partition assignment are fenced or in controlled shutdown."
+                .into(),
+        ));
     }
     if let Some(rf) = replication_factor {
         if sorted.len() != rf {
@@ -423,7 +458,7 @@ pub fn create_topics(
             records.push(MetadataRecord::Partition {
                 topic_id,
                 partition: partition as i32,
-                registration: registration(replicas),
+                registration: registration(image, replicas),
             });
         }
     }
@@ -706,7 +741,7 @@ fn plan_new_partitions(
         .map(|(replicas, partition)| MetadataRecord::Partition {
             topic_id: topic.id,
             partition,
-            registration: registration(replicas),
+            registration: registration(image, replicas),
         })
         .collect())
 }
