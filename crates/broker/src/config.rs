@@ -30,7 +30,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "process.roles",
         Some("broker,controller"),
-        "Roles of this process; only the combined single-node mode `broker,controller` is supported.",
+        "Roles of this process: `broker`, `controller`, or both (any order). Both roles with no `controller.quorum.voters` and no `controller.quorum.bootstrap.servers` is the embedded single node (a local quorum).",
     ),
     key(
         "listeners",
@@ -50,22 +50,97 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "controller.listener.names",
         Some("CONTROLLER"),
-        "Listener names used by the controller quorum; such listeners are not served (single node: the quorum is local).",
+        "Names of the listeners the controller quorum uses; a controller serves them, a broker reaches the quorum through the first one. A broker-only node must not list them in `listeners`.",
     ),
     key(
         "inter.broker.listener.name",
         None,
-        "Listener used between brokers; accepted for compatibility (single node).",
+        "Listener brokers use between themselves (replication); must name a non-controller listener. Defaults to the first non-controller listener.",
     ),
     key(
         "controller.quorum.voters",
         None,
-        "Controller quorum voters; accepted for compatibility, the single node is its own quorum.",
+        "Static controller quorum: comma-separated `{id}@{host}:{port}` entries. A controller's `node.id` must be one of them.",
     ),
     key(
         "controller.quorum.bootstrap.servers",
         None,
-        "Controller quorum bootstrap servers; accepted for compatibility, the single node is its own quorum.",
+        "Comma-separated `{host}:{port}` of controllers to discover the quorum from (instead of, or besides, `controller.quorum.voters`).",
+    ),
+    key(
+        "controller.quorum.election.timeout.ms",
+        Some("1000"),
+        "Longest a voter waits without hearing from the leader before starting an election.",
+    ),
+    key(
+        "controller.quorum.fetch.timeout.ms",
+        Some("2000"),
+        "Longest a voter goes without a successful fetch from the leader before becoming a candidate; a leader that hears from no majority for this long resigns.",
+    ),
+    key(
+        "controller.quorum.election.backoff.max.ms",
+        Some("1000"),
+        "Upper bound of the exponential backoff before a new election (avoids split votes).",
+    ),
+    key(
+        "controller.quorum.request.timeout.ms",
+        Some("2000"),
+        "Timeout of a request between quorum members.",
+    ),
+    key(
+        "broker.session.timeout.ms",
+        Some("9000"),
+        "A broker that has not heartbeated to the controller for this long is fenced.",
+    ),
+    key(
+        "broker.heartbeat.interval.ms",
+        Some("2000"),
+        "Interval between a broker's heartbeats to the controller.",
+    ),
+    key(
+        "broker.rack",
+        None,
+        "Rack of this broker, used to spread a partition's replicas over racks.",
+    ),
+    key(
+        "metadata.log.segment.bytes",
+        Some("1073741824"),
+        "Largest metadata log segment; at least 8388608 (8 MiB), as in Kafka.",
+    ),
+    key(
+        "metadata.log.segment.ms",
+        Some("604800000"),
+        "Roll the metadata log segment after this time.",
+    ),
+    key(
+        "metadata.max.retention.bytes",
+        Some("104857600"),
+        "Soft limit on the metadata log plus snapshots; older segments and snapshots covered by a newer snapshot are deleted beyond it. -1 is unbounded.",
+    ),
+    key(
+        "metadata.max.retention.ms",
+        Some("604800000"),
+        "Delete metadata log segments and snapshots older than this once a newer snapshot covers them. -1 keeps forever.",
+    ),
+    key(
+        "metadata.log.max.record.bytes.between.snapshots",
+        Some("20971520"),
+        "Take a metadata snapshot after this many bytes of records since the last one. At least 1.",
+    ),
+    key(
+        "metadata.log.max.snapshot.interval.ms",
+        Some("3600000"),
+        "Take a metadata snapshot when records not in the latest snapshot are older than this; 0 disables time-based snapshots.",
+    ),
+    key(
+        "replica.high.watermark.checkpoint.interval.ms",
+        Some("5000"),
+        "How often each log dir's high watermarks are written to `replication-offset-checkpoint`.",
+    ),
+    key(
+        "controlled.shutdown.enable",
+        Some("true"),
+        "On shutdown, ask the controller to move leadership away before stopping (a broker in a cluster).",
     ),
     key(
         "cluster.id",
@@ -292,6 +367,50 @@ impl Listener {
     }
 }
 
+/// `process.roles`: which of the two KRaft roles this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves clients and hosts partition replicas.
+    pub broker: bool,
+    /// Is a member of the controller quorum (a voter when `controller.quorum.voters` lists it).
+    pub controller: bool,
+}
+
+impl Roles {
+    /// Both roles in one process (Kafka's combined mode).
+    pub const COMBINED: Roles = Roles {
+        broker: true,
+        controller: true,
+    };
+
+    /// True when both roles are set.
+    pub fn is_combined(&self) -> bool {
+        self.broker && self.controller
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.broker, self.controller) {
+            (true, true) => f.write_str("broker,controller"),
+            (true, false) => f.write_str("broker"),
+            (false, true) => f.write_str("controller"),
+            (false, false) => f.write_str(""),
+        }
+    }
+}
+
+/// One entry of `controller.quorum.voters` (`{id}@{host}:{port}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumVoter {
+    /// The voter's `node.id`.
+    pub id: i32,
+    /// Host of the voter's controller listener.
+    pub host: String,
+    /// Port of the voter's controller listener.
+    pub port: u16,
+}
+
 /// One broker config as DescribeConfigs(BROKER) reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigEntry {
@@ -312,8 +431,52 @@ pub struct ConfigEntry {
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: i32,
-    /// `listeners` minus the controller listeners.
+    /// `listeners` minus the controller listeners: what clients (and other brokers) connect to.
     pub listeners: Vec<Listener>,
+    /// `process.roles`.
+    pub roles: Roles,
+    /// `controller.listener.names`, in order (a broker reaches the quorum through the first).
+    pub controller_listener_names: Vec<String>,
+    /// The entries of `listeners` named in `controller.listener.names`: served by a node with the controller
+    /// role (empty on a broker-only node).
+    pub controller_listeners: Vec<Listener>,
+    /// `controller.quorum.voters` (empty when unset).
+    pub quorum_voters: Vec<QuorumVoter>,
+    /// `controller.quorum.bootstrap.servers` as `(host, port)` (empty when unset).
+    pub quorum_bootstrap_servers: Vec<(String, u16)>,
+    /// `inter.broker.listener.name`, defaulting to the first non-controller listener (empty on a
+    /// controller-only node).
+    pub inter_broker_listener: String,
+    /// `controller.quorum.election.timeout.ms`.
+    pub quorum_election_timeout_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`.
+    pub quorum_fetch_timeout_ms: u64,
+    /// `controller.quorum.election.backoff.max.ms`.
+    pub quorum_election_backoff_max_ms: u64,
+    /// `controller.quorum.request.timeout.ms`.
+    pub quorum_request_timeout_ms: u64,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.rack`, if set.
+    pub broker_rack: Option<String>,
+    /// `metadata.log.segment.bytes`.
+    pub metadata_log_segment_bytes: u64,
+    /// `metadata.log.segment.ms`.
+    pub metadata_log_segment_ms: u64,
+    /// `metadata.max.retention.bytes`; -1 is unbounded.
+    pub metadata_max_retention_bytes: i64,
+    /// `metadata.max.retention.ms`; -1 keeps forever.
+    pub metadata_max_retention_ms: i64,
+    /// `metadata.log.max.record.bytes.between.snapshots`.
+    pub metadata_log_max_record_bytes_between_snapshots: u64,
+    /// `metadata.log.max.snapshot.interval.ms`; 0 disables time-based snapshots.
+    pub metadata_log_max_snapshot_interval_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
+    /// `controlled.shutdown.enable`.
+    pub controlled_shutdown_enable: bool,
     /// Host returned to clients in Metadata.
     pub advertised_host: String,
     /// Port returned to clients in Metadata (resolved after binding when the listener port is 0).
@@ -519,12 +682,274 @@ fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError>
     Ok(listeners)
 }
 
+/// Parses `process.roles` as Kafka does: `broker` and/or `controller`, any order, no duplicates, not empty.
+fn parse_roles(key: &str, value: &str) -> Result<Roles, ConfigError> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    let items: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    for item in &items {
+        let slot = match *item {
+            "broker" => &mut roles.broker,
+            "controller" => &mut roles.controller,
+            other => {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!(
+                        "Unknown process role '{other}' (only 'broker' and 'controller' are allowed roles)"
+                    ),
+                ))
+            }
+        };
+        if *slot {
+            return Err(invalid(
+                key,
+                value,
+                format!("Duplicate role names found in {key}: {items:?}"),
+            ));
+        }
+        *slot = true;
+    }
+    if !roles.broker && !roles.controller {
+        return Err(invalid(
+            key,
+            value,
+            "must contain `broker`, `controller` or both",
+        ));
+    }
+    Ok(roles)
+}
+
+/// Splits `host:port` (`[v6]:port` too) as Kafka's `Utils.getHost`/`getPort` do: the host may contain only
+/// letters, digits, `-`, `%`, `.`, `_` and `:`; the port is decimal. `None` names the part that failed.
+fn split_host_port(address: &str) -> Result<(String, u16), &'static str> {
+    let (host, port) = address.rsplit_once(':').ok_or("host")?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '%' | '.' | '_' | ':'));
+    if !valid_host {
+        return Err("host");
+    }
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("port");
+    }
+    let port: u16 = port.parse().map_err(|_| "port")?;
+    Ok((host.to_string(), port))
+}
+
+/// Parses `controller.quorum.voters` (`{id}@{host}:{port},...`) with Kafka's `QuorumConfig` messages.
+fn parse_quorum_voters(key: &str, value: &str) -> Result<Vec<QuorumVoter>, ConfigError> {
+    let mut voters: Vec<QuorumVoter> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parts: Vec<&str> = entry.split('@').collect();
+        if parts.len() != 2 || parts[1].is_empty() {
+            return Err(invalid(
+                key,
+                value,
+                format!(
+                    "Invalid configuration value for {key}. Each entry should be in the form `{{id}}@{{host}}:{{port}}`."
+                ),
+            ));
+        }
+        let id: i32 = parts[0].parse().map_err(|_| {
+            invalid(
+                key,
+                value,
+                format!("Failed to parse voter ID as an integer from {}", parts[0]),
+            )
+        })?;
+        if id < 0 {
+            return Err(invalid(
+                key,
+                value,
+                format!("voter ID {id} in {entry} must be >= 0"),
+            ));
+        }
+        let (host, port) = split_host_port(parts[1]).map_err(|what| {
+            invalid(
+                key,
+                value,
+                format!(
+                    "Failed to parse host {} from entry {entry} for the configuration {key}. Each entry should be in the form `{{id}}@{{host}}:{{port}}`.",
+                    if what == "host" { "name" } else { "port" }
+                ),
+            )
+        })?;
+        if host == "0.0.0.0" {
+            return Err(invalid(
+                key,
+                value,
+                format!("Host string ({host}) is not routeable"),
+            ));
+        }
+        if voters.iter().any(|v| v.id == id) {
+            return Err(invalid(
+                key,
+                value,
+                format!("voter ID {id} appears more than once"),
+            ));
+        }
+        voters.push(QuorumVoter { id, host, port });
+    }
+    Ok(voters)
+}
+
+/// Parses `controller.quorum.bootstrap.servers` (`{host}:{port},...`) with Kafka's `QuorumConfig` messages.
+fn parse_bootstrap_servers(key: &str, value: &str) -> Result<Vec<(String, u16)>, ConfigError> {
+    let mut servers = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let server = split_host_port(entry).map_err(|what| {
+            invalid(
+                key,
+                value,
+                format!(
+                    "Failed to parse host {} from {entry} for the configuration {key}. Each entry should be in the form \"{{host}}:{{port}}\"",
+                    if what == "host" { "name" } else { "port" }
+                ),
+            )
+        })?;
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
 fn parse_nonneg_i64(key: &str, value: &str) -> Result<i64, ConfigError> {
     let v: i64 = parse_num(key, value)?;
     if v < 0 {
         return Err(invalid(key, value, "must be >= 0"));
     }
     Ok(v)
+}
+
+/// The cluster-related settings of one node, checked together with Kafka's rules (`KafkaConfig`'s
+/// `validateValues` for KRaft) before the rest of the configuration is built.
+struct ClusterShape<'a> {
+    node_id: i32,
+    roles: Roles,
+    roles_value: &'a str,
+    voters: &'a [QuorumVoter],
+    voters_value: &'a str,
+    bootstrap: &'a [(String, u16)],
+    controller_names: &'a [String],
+    listeners: &'a [Listener],
+    controller_listeners: &'a [Listener],
+    listeners_value: &'a str,
+}
+
+impl ClusterShape<'_> {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let roles = self.roles;
+        let no_quorum_config = self.voters.is_empty() && self.bootstrap.is_empty();
+        // Both roles with no quorum configuration is the embedded single node: its quorum is local.
+        let embedded = roles.is_combined() && no_quorum_config;
+        let voter_ids = {
+            let mut ids: Vec<i32> = self.voters.iter().map(|v| v.id).collect();
+            ids.sort_unstable();
+            let ids: Vec<String> = ids.iter().map(i32::to_string).collect();
+            format!("[{}]", ids.join(", "))
+        };
+        let node_id_value = self.node_id.to_string();
+        if !embedded && no_quorum_config {
+            return Err(invalid(
+                "controller.quorum.voters",
+                self.voters_value,
+                format!(
+                    "If using process.roles, either controller.quorum.bootstrap.servers must contain the set of bootstrap controllers or controller.quorum.voters must contain a parseable set of controllers. (process.roles={}; only `broker,controller` without either runs the embedded single-node quorum)",
+                    self.roles_value
+                ),
+            ));
+        }
+        if roles.broker && self.listeners.is_empty() {
+            return Err(invalid(
+                "listeners",
+                self.listeners_value,
+                "a node with the broker role needs at least one non-controller listener (There must be at least one advertised listener. Perhaps all listeners appear in controller.listener.names?)",
+            ));
+        }
+        if roles.broker && !roles.controller {
+            if self.controller_names.is_empty() {
+                return Err(invalid(
+                    "controller.listener.names",
+                    "",
+                    "controller.listener.names must contain at least one value when running KRaft with just the broker role",
+                ));
+            }
+            if !self.controller_listeners.is_empty() {
+                return Err(invalid(
+                    "listeners",
+                    self.listeners_value,
+                    "controller.listener.names must not contain a value appearing in the 'listeners' configuration when running KRaft with just the broker role",
+                ));
+            }
+            if self.voters.iter().any(|v| v.id == self.node_id) {
+                return Err(invalid(
+                    "node.id",
+                    &node_id_value,
+                    format!(
+                        "If process.roles contains just the 'broker' role, the node id {} must not be included in the set of voters controller.quorum.voters={voter_ids}",
+                        self.node_id
+                    ),
+                ));
+            }
+        }
+        if roles.controller {
+            if !roles.broker && !self.listeners.is_empty() {
+                let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
+                return Err(invalid(
+                    "listeners",
+                    self.listeners_value,
+                    format!(
+                        "The listeners config must only contain KRaft controller listeners from controller.listener.names when process.roles=controller (not a controller listener: {})",
+                        names.join(",")
+                    ),
+                ));
+            }
+            if !embedded {
+                if self.controller_listeners.is_empty() {
+                    return Err(invalid(
+                        "listeners",
+                        self.listeners_value,
+                        "controller.listener.names must contain at least one value appearing in the 'listeners' configuration when running the KRaft controller role",
+                    ));
+                }
+                if let Some(missing) = self
+                    .controller_names
+                    .iter()
+                    .find(|n| !self.controller_listeners.iter().any(|l| &&l.name == n))
+                {
+                    return Err(invalid(
+                        "listeners",
+                        self.listeners_value,
+                        format!(
+                            "controller.listener.names must only contain values appearing in the 'listeners' configuration when running the KRaft controller role (`{missing}` is not in listeners)"
+                        ),
+                    ));
+                }
+            }
+            if !self.voters.is_empty() && !self.voters.iter().any(|v| v.id == self.node_id) {
+                return Err(invalid(
+                    "node.id",
+                    &node_id_value,
+                    format!(
+                        "If process.roles contains the 'controller' role, the node id {} must be included in the set of voters controller.quorum.voters={voter_ids}",
+                        self.node_id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The machine's host name, advertised when a listener binds every interface (as Kafka advertises the
@@ -594,20 +1019,13 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(invalid("node.id", &req("node.id"), "must be >= 0"));
         }
-        let roles = req("process.roles");
-        let mut role_list: Vec<&str> = roles
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        role_list.sort_unstable();
-        if role_list != ["broker", "controller"] {
-            return Err(invalid(
-                "process.roles",
-                &roles,
-                "only `broker,controller` (single node) is supported",
-            ));
-        }
+        let roles_value = req("process.roles");
+        let roles = parse_roles("process.roles", &roles_value)?;
+        let voters_value = req("controller.quorum.voters");
+        let quorum_voters = parse_quorum_voters("controller.quorum.voters", &voters_value)?;
+        let bootstrap_value = req("controller.quorum.bootstrap.servers");
+        let quorum_bootstrap_servers =
+            parse_bootstrap_servers("controller.quorum.bootstrap.servers", &bootstrap_value)?;
 
         let protocol_map = req("listener.security.protocol.map");
         let mut protocols = BTreeMap::new();
@@ -659,27 +1077,100 @@ impl BrokerConfig {
         let listeners_value = req("listeners");
         let all_listeners = parse_listeners("listeners", &listeners_value)?;
         let mut listeners = Vec::new();
+        let mut controller_listeners = Vec::new();
         for l in all_listeners {
             check_protocol("listeners", &listeners_value, &l)?;
-            if !controller_names.contains(&l.name) {
+            if controller_names.contains(&l.name) {
+                controller_listeners.push(l);
+            } else {
                 listeners.push(l);
             }
         }
-        if listeners.is_empty() {
-            return Err(invalid(
-                "listeners",
-                &listeners_value,
-                "no client listener (every listener is a controller listener)",
-            ));
-        }
+        let cluster = ClusterShape {
+            node_id,
+            roles,
+            roles_value: &roles_value,
+            voters: &quorum_voters,
+            voters_value: &voters_value,
+            bootstrap: &quorum_bootstrap_servers,
+            controller_names: &controller_names,
+            listeners: &listeners,
+            controller_listeners: &controller_listeners,
+            listeners_value: &listeners_value,
+        };
+        cluster.validate()?;
+        let inter_broker_listener = match set.get("inter.broker.listener.name") {
+            Some(name) if roles.broker => {
+                let name = name.trim();
+                if !listeners.iter().any(|l| l.name == name) {
+                    let valid: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        name,
+                        format!(
+                            "inter.broker.listener.name must be a listener name defined in listeners (and not in controller.listener.names). The valid options based on currently configured listeners are {}",
+                            valid.join(",")
+                        ),
+                    ));
+                }
+                name.to_string()
+            }
+            Some(name) => name.trim().to_string(),
+            None => listeners
+                .first()
+                .map(|l| l.name.clone())
+                .unwrap_or_default(),
+        };
+        // The address this node advertises: its first client listener, or on a controller-only node its first
+        // controller listener.
+        let primary = listeners
+            .first()
+            .or_else(|| controller_listeners.first())
+            .ok_or_else(|| invalid("listeners", &listeners_value, "no listener"))?;
         let (advertised_host, advertised_port) = match set.get("advertised.listeners") {
             Some(value) => {
                 let advertised = parse_listeners("advertised.listeners", value)?;
+                if roles.broker && !roles.controller {
+                    if advertised
+                        .iter()
+                        .any(|a| controller_names.contains(&a.name))
+                    {
+                        return Err(invalid(
+                            "advertised.listeners",
+                            value,
+                            "The advertised.listeners config must not contain KRaft controller listeners from controller.listener.names when process.roles contains the broker role because Kafka clients that send requests via advertised listeners do not send requests to KRaft controllers -- they only send requests to KRaft brokers.",
+                        ));
+                    }
+                } else if !roles.broker {
+                    if let Some(a) = advertised
+                        .iter()
+                        .find(|a| !controller_names.contains(&a.name))
+                    {
+                        return Err(invalid(
+                            "advertised.listeners",
+                            value,
+                            format!(
+                                "listener `{}` is not a controller listener; the advertised.listeners config must only contain KRaft controller listeners from controller.listener.names when process.roles=controller",
+                                a.name
+                            ),
+                        ));
+                    }
+                }
                 let first = advertised
                     .iter()
-                    .find(|a| a.name == listeners[0].name)
-                    .or_else(|| advertised.first())
-                    .ok_or_else(|| invalid("advertised.listeners", value, "empty"))?;
+                    .find(|a| a.name == primary.name)
+                    .or_else(|| {
+                        advertised
+                            .iter()
+                            .find(|a| roles.broker != controller_names.contains(&a.name))
+                    })
+                    .ok_or_else(|| {
+                        invalid(
+                            "advertised.listeners",
+                            value,
+                            format!("no entry for listener `{}`", primary.name),
+                        )
+                    })?;
                 check_protocol("advertised.listeners", value, first)?;
                 if first.host.is_empty() || first.host == "0.0.0.0" || first.host == "::" {
                     return Err(invalid(
@@ -691,7 +1182,7 @@ impl BrokerConfig {
                 (first.host.clone(), first.port)
             }
             None => {
-                let l = &listeners[0];
+                let l = primary;
                 let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
                     local_host_name()
                 } else {
@@ -914,9 +1405,83 @@ impl BrokerConfig {
             &req("group.initial.rebalance.delay.ms"),
         )?;
 
+        // Cluster timings and the metadata log, with Kafka's types (INT or LONG) and floors. Kafka has no
+        // validator on the quorum and broker-session timeouts; zero or negative values make no sense there, so
+        // Sluice asks for >= 1.
+        let int_at_least = |name: &str, min: i32| -> Result<u64, ConfigError> {
+            let v: i32 = parse_num(name, &req(name))?;
+            if v < min {
+                return Err(invalid(name, &req(name), format!("must be >= {min}")));
+            }
+            Ok(v as u64)
+        };
+        let long_at_least = |name: &str, min: i64| -> Result<i64, ConfigError> {
+            let v: i64 = parse_num(name, &req(name))?;
+            if v < min {
+                return Err(invalid(name, &req(name), format!("must be >= {min}")));
+            }
+            Ok(v)
+        };
+        // Retention: any negative value means unbounded, reported as -1.
+        let retention = |name: &str| -> Result<i64, ConfigError> {
+            let v: i64 = parse_num(name, &req(name))?;
+            Ok(if v < 0 { -1 } else { v })
+        };
+        let quorum_election_timeout_ms = int_at_least("controller.quorum.election.timeout.ms", 1)?;
+        let quorum_fetch_timeout_ms = int_at_least("controller.quorum.fetch.timeout.ms", 1)?;
+        let quorum_election_backoff_max_ms =
+            int_at_least("controller.quorum.election.backoff.max.ms", 1)?;
+        let quorum_request_timeout_ms = int_at_least("controller.quorum.request.timeout.ms", 1)?;
+        let broker_session_timeout_ms = int_at_least("broker.session.timeout.ms", 1)?;
+        let broker_heartbeat_interval_ms = int_at_least("broker.heartbeat.interval.ms", 1)?;
+        // Kafka 4.1's MetadataLogConfig: INT, at least 8 MiB (4.0 had the same floor at start-up).
+        let metadata_log_segment_bytes =
+            int_at_least("metadata.log.segment.bytes", 8 * 1024 * 1024)?;
+        let metadata_log_segment_ms = long_at_least("metadata.log.segment.ms", 1)? as u64;
+        let metadata_max_retention_bytes = retention("metadata.max.retention.bytes")?;
+        let metadata_max_retention_ms = retention("metadata.max.retention.ms")?;
+        let metadata_log_max_record_bytes_between_snapshots =
+            long_at_least("metadata.log.max.record.bytes.between.snapshots", 1)? as u64;
+        let metadata_log_max_snapshot_interval_ms =
+            long_at_least("metadata.log.max.snapshot.interval.ms", 0)? as u64;
+        let replica_high_watermark_checkpoint_interval_ms =
+            long_at_least("replica.high.watermark.checkpoint.interval.ms", 1)? as u64;
+        let controlled_shutdown_enable = parse_bool(
+            "controlled.shutdown.enable",
+            &req("controlled.shutdown.enable"),
+        )?;
+        let broker_rack = match set.get("broker.rack").map(|r| r.trim()) {
+            Some("") => {
+                return Err(invalid("broker.rack", "", "must not be empty"));
+            }
+            Some(rack) => Some(rack.to_string()),
+            None => None,
+        };
+
         Ok(BrokerConfig {
             node_id,
             listeners,
+            roles,
+            controller_listener_names: controller_names,
+            controller_listeners,
+            quorum_voters,
+            quorum_bootstrap_servers,
+            inter_broker_listener,
+            quorum_election_timeout_ms,
+            quorum_fetch_timeout_ms,
+            quorum_election_backoff_max_ms,
+            quorum_request_timeout_ms,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
+            broker_rack,
+            metadata_log_segment_bytes,
+            metadata_log_segment_ms,
+            metadata_max_retention_bytes,
+            metadata_max_retention_ms,
+            metadata_log_max_record_bytes_between_snapshots,
+            metadata_log_max_snapshot_interval_ms,
+            replica_high_watermark_checkpoint_interval_ms,
+            controlled_shutdown_enable,
             advertised_host,
             advertised_port,
             log_dirs,
@@ -983,6 +1548,14 @@ impl BrokerConfig {
             .get(key)
             .cloned()
             .or_else(|| config_key(key).and_then(|k| k.default.map(str::to_string)))
+    }
+
+    /// True for the embedded single node: both roles and no quorum configured (no `controller.quorum.voters`, no
+    /// `controller.quorum.bootstrap.servers`), so the controller quorum is this process alone.
+    pub fn is_embedded_single_node(&self) -> bool {
+        self.roles.is_combined()
+            && self.quorum_voters.is_empty()
+            && self.quorum_bootstrap_servers.is_empty()
     }
 
     /// True when `key` was set in the file or an override (not a built-in default).
@@ -1242,6 +1815,21 @@ log.retention.check.interval.ms=300000
             ("localhost", 9092)
         );
         assert_eq!(c.log_dirs, vec![PathBuf::from("/tmp/kraft-combined-logs")]);
+        // Kafka 4's stock combined file: a quorum found through bootstrap servers, its CONTROLLER listener served.
+        assert!(!c.is_embedded_single_node());
+        assert_eq!(
+            c.quorum_bootstrap_servers,
+            vec![("localhost".to_string(), 9093)]
+        );
+        assert_eq!(
+            c.controller_listeners,
+            vec![Listener {
+                name: "CONTROLLER".into(),
+                host: String::new(),
+                port: 9093
+            }]
+        );
+        assert_eq!(c.inter_broker_listener, "PLAINTEXT");
     }
 
     #[test]
@@ -1397,5 +1985,536 @@ log.retention.check.interval.ms=300000
         assert_eq!(c.group_max_session_timeout_ms, 5000);
         assert_eq!(c.offset_metadata_max_bytes, -1);
         assert_eq!(c.group_initial_rebalance_delay_ms, 0);
+    }
+
+    /// The key an `InvalidValue` error names, and its message.
+    fn refusal<const N: usize>(pairs: [(&str, &str); N]) -> (String, String) {
+        match BrokerConfig::from_pairs(pairs) {
+            Ok(c) => panic!("{pairs:?} was accepted: {c:?}"),
+            Err(ConfigError::InvalidValue { key, .. }) => {
+                let message = BrokerConfig::from_pairs(pairs).unwrap_err().to_string();
+                (key, message)
+            }
+            Err(other) => panic!("{pairs:?}: unexpected error {other}"),
+        }
+    }
+
+    const VOTERS: &str = "1@host1:9093,2@host2:9093,3@host3:9093";
+
+    #[test]
+    fn cluster_defaults_are_the_embedded_single_node() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.roles, Roles::COMBINED);
+        assert!(c.is_embedded_single_node());
+        assert!(c.quorum_voters.is_empty() && c.quorum_bootstrap_servers.is_empty());
+        assert!(c.controller_listeners.is_empty());
+        assert_eq!(c.controller_listener_names, vec!["CONTROLLER".to_string()]);
+        assert_eq!(c.inter_broker_listener, "PLAINTEXT");
+        assert_eq!(c.broker_session_timeout_ms, 9000);
+        assert_eq!(c.broker_heartbeat_interval_ms, 2000);
+        assert_eq!(c.quorum_election_timeout_ms, 1000);
+        assert_eq!(c.quorum_fetch_timeout_ms, 2000);
+        assert_eq!(c.quorum_election_backoff_max_ms, 1000);
+        assert_eq!(c.quorum_request_timeout_ms, 2000);
+        assert_eq!(c.metadata_log_segment_bytes, 1_073_741_824);
+        assert_eq!(c.metadata_log_segment_ms, 604_800_000);
+        assert_eq!(c.metadata_max_retention_bytes, 104_857_600);
+        assert_eq!(c.metadata_max_retention_ms, 604_800_000);
+        assert_eq!(
+            c.metadata_log_max_record_bytes_between_snapshots,
+            20_971_520
+        );
+        assert_eq!(c.metadata_log_max_snapshot_interval_ms, 3_600_000);
+        assert_eq!(c.replica_high_watermark_checkpoint_interval_ms, 5000);
+        assert_eq!(c.broker_rack, None);
+        assert!(c.controlled_shutdown_enable);
+        assert_eq!(
+            c.value_of("process.roles").as_deref(),
+            Some("broker,controller")
+        );
+        // The embedded node may still declare a CONTROLLER listener; it is then a controller listener.
+        let c = BrokerConfig::from_pairs([(
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        )])
+        .unwrap();
+        assert!(c.is_embedded_single_node());
+        assert_eq!(c.controller_listeners.len(), 1);
+        assert_eq!(c.listeners.len(), 1);
+    }
+
+    #[test]
+    fn process_roles_any_order_no_duplicates_not_empty() {
+        for (value, roles) in [
+            ("broker,controller", Roles::COMBINED),
+            ("controller, broker", Roles::COMBINED),
+        ] {
+            let c = BrokerConfig::from_pairs([("process.roles", value)]).unwrap();
+            assert_eq!(c.roles, roles, "{value}");
+        }
+        for bad in ["", " , ", "broker,broker", "broker,zookeeper", "Broker"] {
+            let (key, message) = refusal([("process.roles", bad)]);
+            assert_eq!(key, "process.roles", "{bad}: {message}");
+        }
+        let (_, message) = refusal([("process.roles", "broker,broker")]);
+        assert!(message.contains("Duplicate role names"), "{message}");
+        let (_, message) = refusal([("process.roles", "zookeeper")]);
+        assert!(
+            message.contains("Unknown process role 'zookeeper'"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn quorum_voters_parse_with_kafkas_rules() {
+        let c = BrokerConfig::from_pairs([
+            ("node.id", "2"),
+            (
+                "controller.quorum.voters",
+                "1@host1:9093, 2@10.0.0.2:9093,3@[::1]:9094",
+            ),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.quorum_voters,
+            vec![
+                QuorumVoter {
+                    id: 1,
+                    host: "host1".into(),
+                    port: 9093
+                },
+                QuorumVoter {
+                    id: 2,
+                    host: "10.0.0.2".into(),
+                    port: 9093
+                },
+                QuorumVoter {
+                    id: 3,
+                    host: "::1".into(),
+                    port: 9094
+                },
+            ]
+        );
+        assert!(!c.is_embedded_single_node());
+        for (bad, expected) in [
+            (
+                "x@host:9093",
+                "Failed to parse voter ID as an integer from x",
+            ),
+            (
+                "host:9093",
+                "Each entry should be in the form `{id}@{host}:{port}`",
+            ),
+            (
+                "1@2@host:9093",
+                "Each entry should be in the form `{id}@{host}:{port}`",
+            ),
+            (
+                "1@",
+                "Each entry should be in the form `{id}@{host}:{port}`",
+            ),
+            ("1@host", "Failed to parse host name from entry 1@host"),
+            (
+                "1@ho/st:9093",
+                "Failed to parse host name from entry 1@ho/st:9093",
+            ),
+            (
+                "1@host:port",
+                "Failed to parse host port from entry 1@host:port",
+            ),
+            (
+                "1@host:70000",
+                "Failed to parse host port from entry 1@host:70000",
+            ),
+            ("1@0.0.0.0:9093", "Host string (0.0.0.0) is not routeable"),
+            ("1@a:9093,1@b:9093", "voter ID 1 appears more than once"),
+            ("-1@a:9093", "must be >= 0"),
+        ] {
+            let (key, message) = refusal([("controller.quorum.voters", bad)]);
+            assert_eq!(key, "controller.quorum.voters", "{bad}");
+            assert!(message.contains(expected), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn quorum_bootstrap_servers_parse_with_kafkas_rules() {
+        let c = BrokerConfig::from_pairs([
+            ("controller.quorum.bootstrap.servers", "c1:9093,c2:9093"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.quorum_bootstrap_servers,
+            vec![("c1".to_string(), 9093), ("c2".to_string(), 9093)]
+        );
+        assert!(!c.is_embedded_single_node());
+        for (bad, expected) in [
+            ("c1", "Failed to parse host name from c1"),
+            ("c1:x", "Failed to parse host port from c1:x"),
+            ("1@c1:9093", "Failed to parse host name from 1@c1:9093"),
+        ] {
+            let (key, message) = refusal([("controller.quorum.bootstrap.servers", bad)]);
+            assert_eq!(key, "controller.quorum.bootstrap.servers", "{bad}");
+            assert!(message.contains(expected), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn three_node_combined_cluster() {
+        for node in ["1", "2", "3"] {
+            let c = BrokerConfig::from_pairs([
+                ("node.id", node),
+                ("process.roles", "broker,controller"),
+                ("controller.quorum.voters", VOTERS),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("advertised.listeners", "PLAINTEXT://host1:9092"),
+            ])
+            .unwrap();
+            assert_eq!(c.roles, Roles::COMBINED);
+            assert!(!c.is_embedded_single_node());
+            assert_eq!(c.quorum_voters.len(), 3);
+            assert_eq!(
+                c.controller_listeners,
+                vec![Listener {
+                    name: "CONTROLLER".into(),
+                    host: String::new(),
+                    port: 9093
+                }]
+            );
+            assert_eq!(c.listeners.len(), 1);
+            assert_eq!(c.listeners[0].name, "PLAINTEXT");
+            assert_eq!(c.inter_broker_listener, "PLAINTEXT");
+            assert_eq!(
+                (c.advertised_host.as_str(), c.advertised_port),
+                ("host1", 9092)
+            );
+        }
+    }
+
+    #[test]
+    fn a_controller_must_be_one_of_the_voters() {
+        for roles in ["broker,controller", "controller"] {
+            let listeners = if roles == "controller" {
+                "CONTROLLER://:9093"
+            } else {
+                "PLAINTEXT://:9092,CONTROLLER://:9093"
+            };
+            let (key, message) = refusal([
+                ("node.id", "4"),
+                ("process.roles", roles),
+                ("controller.quorum.voters", VOTERS),
+                ("listeners", listeners),
+            ]);
+            assert_eq!(key, "node.id", "{roles}");
+            assert!(
+                message.contains(
+                    "If process.roles contains the 'controller' role, the node id 4 must be included in the set of voters controller.quorum.voters=[1, 2, 3]"
+                ),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn controller_only_node() {
+        let c = BrokerConfig::from_pairs([
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "CONTROLLER://host1:9093"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.roles,
+            Roles {
+                broker: false,
+                controller: true
+            }
+        );
+        assert!(c.listeners.is_empty());
+        assert_eq!(c.controller_listeners.len(), 1);
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("host1", 9093)
+        );
+        assert_eq!(c.inter_broker_listener, "");
+        // A client listener on a controller-only node is refused, as in Kafka.
+        let (key, message) = refusal([
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ]);
+        assert_eq!(key, "listeners");
+        assert!(
+            message.contains("must only contain KRaft controller listeners"),
+            "{message}"
+        );
+        // It needs its controller listener.
+        let (key, message) = refusal([
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "OTHER://:9093"),
+            ("listener.security.protocol.map", "OTHER:PLAINTEXT"),
+        ]);
+        assert_eq!(key, "listeners");
+        assert!(
+            message.contains("must only contain KRaft controller listeners"),
+            "{message}"
+        );
+        // And a quorum to belong to.
+        let (key, message) = refusal([
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://:9093"),
+        ]);
+        assert_eq!(key, "controller.quorum.voters");
+        assert!(
+            message.contains("controller.quorum.bootstrap.servers"),
+            "{message}"
+        );
+        // Its advertised listeners can only be controller listeners.
+        let (key, _) = refusal([
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "CONTROLLER://:9093"),
+            ("advertised.listeners", "PLAINTEXT://host1:9092"),
+        ]);
+        assert_eq!(key, "advertised.listeners");
+    }
+
+    #[test]
+    fn a_controller_with_a_quorum_serves_its_controller_listener() {
+        for roles in ["broker,controller", "controller"] {
+            let listeners = if roles == "controller" {
+                "CONTROLLER://:9093"
+            } else {
+                "PLAINTEXT://:9092,CONTROLLER://:9093"
+            };
+            let c = BrokerConfig::from_pairs([
+                ("node.id", "1"),
+                ("process.roles", roles),
+                ("controller.quorum.voters", VOTERS),
+                ("listeners", listeners),
+            ])
+            .unwrap();
+            assert_eq!(c.controller_listeners[0].name, "CONTROLLER");
+        }
+        let (key, message) = refusal([
+            ("node.id", "1"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "PLAINTEXT://:9092"),
+        ]);
+        assert_eq!(key, "listeners");
+        assert!(
+            message.contains("controller.listener.names must contain at least one value appearing in the 'listeners' configuration"),
+            "{message}"
+        );
+        let (key, message) = refusal([
+            ("node.id", "1"),
+            ("controller.quorum.bootstrap.servers", "host1:9093"),
+            ("controller.listener.names", "CONTROLLER,CONTROLLER2"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ]);
+        assert_eq!(key, "listeners");
+        assert!(
+            message.contains("`CONTROLLER2` is not in listeners"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn broker_only_node() {
+        let c = BrokerConfig::from_pairs([
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "PLAINTEXT://:9092"),
+            ("broker.rack", "rack-a"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.roles,
+            Roles {
+                broker: true,
+                controller: false
+            }
+        );
+        assert!(c.controller_listeners.is_empty());
+        assert!(!c.is_embedded_single_node());
+        assert_eq!(c.broker_rack.as_deref(), Some("rack-a"));
+        // Bootstrap servers instead of voters are enough.
+        BrokerConfig::from_pairs([
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.bootstrap.servers", "host1:9093"),
+        ])
+        .unwrap();
+        // Neither: refused.
+        let (key, message) = refusal([("node.id", "4"), ("process.roles", "broker")]);
+        assert_eq!(key, "controller.quorum.voters");
+        assert!(
+            message.contains("If using process.roles, either controller.quorum.bootstrap.servers must contain the set of bootstrap controllers or controller.quorum.voters must contain a parseable set of controllers."),
+            "{message}"
+        );
+        // A controller listener in `listeners`: refused.
+        let (key, message) = refusal([
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+        ]);
+        assert_eq!(key, "listeners");
+        assert!(
+            message.contains("controller.listener.names must not contain a value appearing in the 'listeners' configuration when running KRaft with just the broker role"),
+            "{message}"
+        );
+        // Its node id among the voters: refused.
+        let (key, message) = refusal([
+            ("node.id", "2"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", VOTERS),
+        ]);
+        assert_eq!(key, "node.id");
+        assert!(
+            message.contains("If process.roles contains just the 'broker' role, the node id 2 must not be included in the set of voters controller.quorum.voters=[1, 2, 3]"),
+            "{message}"
+        );
+        // A controller listener advertised to clients: refused.
+        let (key, _) = refusal([
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", VOTERS),
+            (
+                "advertised.listeners",
+                "PLAINTEXT://b4:9092,CONTROLLER://b4:9093",
+            ),
+        ]);
+        assert_eq!(key, "advertised.listeners");
+        // No controller listener name at all: refused.
+        let (key, _) = refusal([
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", VOTERS),
+            ("controller.listener.names", ""),
+        ]);
+        assert_eq!(key, "controller.listener.names");
+    }
+
+    #[test]
+    fn a_broker_needs_a_non_controller_listener() {
+        let (key, message) = refusal([("listeners", "CONTROLLER://:9093")]);
+        assert_eq!(key, "listeners");
+        assert!(
+            message.contains("at least one non-controller listener"),
+            "{message}"
+        );
+        let (key, _) = refusal([
+            ("node.id", "1"),
+            ("controller.quorum.voters", VOTERS),
+            ("listeners", "CONTROLLER://:9093"),
+        ]);
+        assert_eq!(key, "listeners");
+    }
+
+    #[test]
+    fn inter_broker_listener_names_a_client_listener() {
+        let pairs = |name: &'static str| {
+            [
+                (
+                    "listeners",
+                    "EXTERNAL://:9092,INTERNAL://:9094,CONTROLLER://:9093",
+                ),
+                (
+                    "listener.security.protocol.map",
+                    "EXTERNAL:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                ),
+                ("inter.broker.listener.name", name),
+            ]
+        };
+        let c = BrokerConfig::from_pairs(pairs("INTERNAL")).unwrap();
+        assert_eq!(c.inter_broker_listener, "INTERNAL");
+        let c = BrokerConfig::from_pairs([
+            ("listeners", "EXTERNAL://:9092,INTERNAL://:9094"),
+            (
+                "listener.security.protocol.map",
+                "EXTERNAL:PLAINTEXT,INTERNAL:PLAINTEXT",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.inter_broker_listener, "EXTERNAL");
+        for bad in ["CONTROLLER", "REPLICATION"] {
+            let (key, message) = refusal(pairs(bad));
+            assert_eq!(key, "inter.broker.listener.name", "{bad}");
+            assert!(
+                message.contains("The valid options based on currently configured listeners are EXTERNAL,INTERNAL"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_timing_and_metadata_log_keys() {
+        let c = BrokerConfig::from_pairs([
+            ("broker.session.timeout.ms", "18000"),
+            ("broker.heartbeat.interval.ms", "500"),
+            ("controller.quorum.election.timeout.ms", "1500"),
+            ("controller.quorum.fetch.timeout.ms", "3000"),
+            ("controller.quorum.election.backoff.max.ms", "2000"),
+            ("controller.quorum.request.timeout.ms", "4000"),
+            ("metadata.log.segment.bytes", "8388608"),
+            ("metadata.log.segment.ms", "60000"),
+            ("metadata.max.retention.bytes", "-1"),
+            ("metadata.max.retention.ms", "-7"),
+            ("metadata.log.max.record.bytes.between.snapshots", "1"),
+            ("metadata.log.max.snapshot.interval.ms", "0"),
+            ("replica.high.watermark.checkpoint.interval.ms", "100"),
+            ("controlled.shutdown.enable", "false"),
+        ])
+        .unwrap();
+        assert_eq!(c.broker_session_timeout_ms, 18000);
+        assert_eq!(c.broker_heartbeat_interval_ms, 500);
+        assert_eq!(c.quorum_election_timeout_ms, 1500);
+        assert_eq!(c.quorum_fetch_timeout_ms, 3000);
+        assert_eq!(c.quorum_election_backoff_max_ms, 2000);
+        assert_eq!(c.quorum_request_timeout_ms, 4000);
+        assert_eq!(c.metadata_log_segment_bytes, 8_388_608);
+        assert_eq!(c.metadata_log_segment_ms, 60000);
+        assert_eq!(c.metadata_max_retention_bytes, -1);
+        assert_eq!(c.metadata_max_retention_ms, -1);
+        assert_eq!(c.metadata_log_max_record_bytes_between_snapshots, 1);
+        assert_eq!(c.metadata_log_max_snapshot_interval_ms, 0);
+        assert_eq!(c.replica_high_watermark_checkpoint_interval_ms, 100);
+        assert!(!c.controlled_shutdown_enable);
+        for (name, value) in [
+            ("broker.session.timeout.ms", "0"),
+            ("broker.heartbeat.interval.ms", "2147483648"),
+            ("controller.quorum.election.timeout.ms", "-1"),
+            ("controller.quorum.fetch.timeout.ms", "soon"),
+            ("controller.quorum.election.backoff.max.ms", "0"),
+            ("controller.quorum.request.timeout.ms", "0"),
+            ("metadata.log.segment.bytes", "8388607"),
+            ("metadata.log.segment.bytes", "2147483648"),
+            ("metadata.log.segment.ms", "0"),
+            ("metadata.max.retention.bytes", "lots"),
+            ("metadata.max.retention.ms", "1.5"),
+            ("metadata.log.max.record.bytes.between.snapshots", "0"),
+            ("metadata.log.max.snapshot.interval.ms", "-1"),
+            ("replica.high.watermark.checkpoint.interval.ms", "0"),
+            ("controlled.shutdown.enable", "yes"),
+            ("broker.rack", " "),
+        ] {
+            let (key, message) = refusal([(name, value)]);
+            assert_eq!(key, name, "{name}={value}: {message}");
+        }
+        // Kafka 4 removed the ZooKeeper-era retry keys; Sluice does not know them either.
+        for removed in [
+            "controlled.shutdown.max.retries",
+            "controlled.shutdown.retry.backoff.ms",
+        ] {
+            assert!(config_key(removed).is_none(), "{removed}");
+        }
     }
 }
