@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice_storage::{LogManager, StorageError};
+use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerConfig, ControllerError};
@@ -22,6 +23,9 @@ pub enum BrokerError {
     /// The producer id allocator could not be opened.
     #[error("producer ids: {0}")]
     ProducerIds(#[from] crate::producer_ids::ProducerIdError),
+    /// The configuration asks for something not built yet.
+    #[error("unsupported configuration: {0}")]
+    Unsupported(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
@@ -61,6 +65,22 @@ impl Broker {
     /// Opens the logs (recovering them if needed) and the metadata log, registers this node with the controller
     /// and brings the hosted partitions in line with the metadata image.
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        Self::open_with(config, None).await
+    }
+
+    /// As [`Broker::open`], with the transport the controller sends Raft messages to its peers through (`None` for
+    /// the embedded single node, its own only voter).
+    pub async fn open_with(
+        config: BrokerConfig,
+        transport: Option<Arc<dyn crate::controller::Transport>>,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        if !config.roles.broker || !config.roles.controller {
+            return Err(BrokerError::Unsupported(
+                "process.roles must be `broker,controller` for now: separate broker-only and controller-only \
+                 nodes are not built yet (every node of a Sluice cluster is a voter and a broker)"
+                    .into(),
+            ));
+        }
         let config = Arc::new(config);
         let log_dirs = config.log_dirs.clone();
         let default_log_config = config.log_config(&Default::default());
@@ -77,19 +97,42 @@ impl Broker {
             num_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
             cluster_id: config.cluster_id.clone(),
+            voters: config
+                .quorum_voters
+                .iter()
+                .map(|v| (v.id, v.host.clone(), v.port))
+                .collect(),
+            election_timeout_ms: config.quorum_election_timeout_ms,
+            session_timeout_ms: config.broker_session_timeout_ms,
+            snapshot_after_bytes: config.metadata_log_max_record_bytes_between_snapshots,
         };
-        let controller = tokio::task::spawn_blocking(move || Controller::open(controller_config))
-            .await
-            .map_err(|e| BrokerError::Task(e.to_string()))??;
-        controller
-            .register_broker(sluice_metadata::BrokerRegistration {
-                node_id: config.node_id,
-                host: config.advertised_host.clone(),
-                port: i32::from(config.advertised_port),
-                rack: None,
-                ..Default::default()
-            })
-            .await?;
+        let controller =
+            tokio::task::spawn_blocking(move || Controller::open(controller_config, transport))
+                .await
+                .map_err(|e| BrokerError::Task(e.to_string()))??;
+        if config.quorum_voters.is_empty() {
+            // The embedded single node is its own active controller and has applied everything it registered
+            // with: register and unfence it before serving (a cluster's brokers do this in `lifecycle`).
+            let registration = controller
+                .register_broker(sluice_metadata::BrokerRegistration {
+                    node_id: config.node_id,
+                    host: config.advertised_host.clone(),
+                    port: i32::from(config.advertised_port),
+                    rack: config.broker_rack.clone(),
+                    incarnation_id: Uuid::new_v4(),
+                    ..Default::default()
+                })
+                .await?;
+            controller
+                .broker_heartbeat(sluice_metadata::controller::Heartbeat {
+                    node_id: config.node_id,
+                    broker_epoch: registration.broker_epoch,
+                    current_metadata_offset: controller.image().offset,
+                    want_fence: false,
+                    want_shut_down: false,
+                })
+                .await?;
+        }
 
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
         let producer_ids = crate::producer_ids::ProducerIdManager::open(&config.metadata_log_dir)?;

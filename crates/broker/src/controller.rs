@@ -1,39 +1,65 @@
-//! The controller driver: runs the pure controller logic of `sluice-metadata` on one dedicated thread, appends
-//! the records to the metadata log, applies them to the image and publishes each new image.
+//! The controller driver: one quorum member ([`QuorumNode`], raft-rs) on a dedicated `sluice-controller` thread,
+//! running the pure controller logic of `sluice-metadata` when this node is the active controller (the Raft leader).
 //!
-//! Operations are serialized through a bounded queue to the `sluice-controller` thread, as Kafka's
-//! `QuorumController` event queue: the thread reads the current image, computes `(records, response)`,
-//! replays the records onto a delta (so a record that would not apply is never written), appends them as
-//! one fsynced batch, and only then publishes the image and answers. Blocking file I/O therefore never runs
-//! on the async workers, and no lock is held across an `.await`.
+//! Operations are serialized through a queue to the thread, as Kafka's `QuorumController` event queue. The thread
+//! computes `(records, response)` against the committed image, replays the records onto a delta (so a record that
+//! would not apply is never proposed), proposes them as one Raft entry, and answers only when that entry is
+//! **committed and applied** with the term it was proposed in; another term there means a new leader overwrote it
+//! and the caller gets NOT_CONTROLLER. One operation is in flight at a time, so each is computed against an image
+//! that includes every earlier one. Only committed images are published on the `watch` channel.
+//!
+//! The active controller also runs the broker sessions: brokers heartbeat (BrokerHeartbeat), and one silent for
+//! `broker.session.timeout.ms` is fenced, its leaderships moved (`sluice_metadata::controller::fence_broker`).
+//! Timers and Raft ticks run on the same thread; blocking file I/O (the quorum's fsyncs) never runs on the async
+//! workers, and no lock is held across an `.await`.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use sluice_metadata::controller::{
     self as logic, AlterConfigsOutcome, AlterConfigsResource, ControllerDefaults, ControllerResult,
-    IncrementalAlterConfigsResource,
+    Heartbeat, HeartbeatOutcome, IncrementalAlterConfigsResource, ProducerIdBlock,
+    RegistrationOutcome,
 };
 use sluice_metadata::error::code;
-use sluice_metadata::log::{self as mlog, FileLogOptions, FileMetadataLog, LogError, MetadataLog};
+use sluice_metadata::log::{self as mlog, LogError};
+use sluice_metadata::quorum::{
+    FileDisk, Message, QuorumError, QuorumNode, QuorumSettings, QuorumStore, StoreError,
+};
 use sluice_metadata::{
     BrokerRegistration, CreatePartitions, CreatePartitionsOutcome, CreateTopicOutcome,
-    DeleteTopicOutcome, DeleteTopicTarget, MetadataDelta, MetadataImage, NewTopic, ReplayError,
-    Uuid,
+    DeleteTopicOutcome, DeleteTopicTarget, MetadataDelta, MetadataImage, MetadataRecord, NewTopic,
+    ReplayError, Uuid,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-/// A snapshot is written after this many records since the previous one.
-pub const SNAPSHOT_INTERVAL_RECORDS: u64 = 1000;
-/// How long opening waits for another instance to release the metadata log.
+/// The Raft id of a node: raft-rs reserves 0 (its "no node"), and Kafka node ids start at 0, so every id is
+/// shifted by one inside the quorum.
+pub fn raft_id(node_id: i32) -> u64 {
+    u64::try_from(node_id).unwrap_or(0) + 1
+}
+
+/// The node id of a Raft id (see [`raft_id`]).
+pub fn node_of(raft_id: u64) -> i32 {
+    i32::try_from(raft_id.saturating_sub(1)).unwrap_or(i32::MAX)
+}
+
+/// The Raft tick: election and heartbeat timeouts are whole numbers of ticks.
+pub const TICK_MS: u64 = 50;
+/// An operation whose entry is neither committed nor overwritten within this is answered with a timeout (a
+/// controller cut off from the quorum).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening waits for another instance to release the metadata dir.
 const LOCK_WAIT_MS: u64 = 5_000;
-/// Operations waiting for the controller thread beyond this make callers wait (back-pressure).
-const QUEUE_DEPTH: usize = 256;
 
 /// Settings for [`Controller::open`].
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// This node's id (the controller id too, single node).
+    /// This node's id.
     pub node_id: i32,
     /// The metadata dir (`metadata.log.dir`).
     pub metadata_dir: PathBuf,
@@ -43,15 +69,46 @@ pub struct ControllerConfig {
     pub default_replication_factor: i16,
     /// `cluster.id` if configured; otherwise the one in `meta.properties`, or a new one.
     pub cluster_id: Option<String>,
+    /// `controller.quorum.voters` as (id, host, port); empty for the embedded single node, its own only voter.
+    pub voters: Vec<(i32, String, u16)>,
+    /// `controller.quorum.election.timeout.ms`.
+    pub election_timeout_ms: u64,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// `metadata.log.max.record.bytes.between.snapshots`.
+    pub snapshot_after_bytes: u64,
+}
+
+impl ControllerConfig {
+    /// Settings for the embedded single node (tests): defaults for the quorum keys.
+    pub fn single_node(node_id: i32, metadata_dir: PathBuf) -> ControllerConfig {
+        ControllerConfig {
+            node_id,
+            metadata_dir,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            cluster_id: None,
+            voters: Vec::new(),
+            election_timeout_ms: 1000,
+            session_timeout_ms: 9000,
+            snapshot_after_bytes: 20 * 1024 * 1024,
+        }
+    }
 }
 
 /// The controller failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    /// The metadata log could not be read or written.
+    /// The metadata dir could not be prepared.
     #[error("metadata log: {0}")]
     Log(#[from] LogError),
-    /// The controller's records did not apply to its own image (a bug); nothing was written.
+    /// The quorum's durable state could not be read or written.
+    #[error("quorum storage: {0}")]
+    Store(#[from] StoreError),
+    /// The quorum member failed.
+    #[error("quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    /// The controller's records did not apply to its own image (a bug); nothing was proposed.
     #[error("controller produced records that do not apply: {0}")]
     Replay(#[from] ReplayError),
     /// The configured `cluster.id` differs from the one stored in `meta.properties`.
@@ -62,41 +119,156 @@ pub enum ControllerError {
         /// The stored id.
         stored: String,
     },
+    /// This node is not the active controller (the leader it knows of, if any).
+    #[error("this node is not the active controller (leader: {leader:?})")]
+    NotController {
+        /// The active controller, if known.
+        leader: Option<i32>,
+    },
+    /// The operation's entry was neither committed nor overwritten in time.
+    #[error("the metadata change was not committed within {0:?}")]
+    Timeout(Duration),
     /// The controller thread could not be started, or it has stopped.
     #[error("the controller is not running: {0}")]
     Stopped(String),
 }
 
-type Job = Box<dyn FnOnce(&mut State) + Send>;
-
-/// What the controller thread owns.
-struct State {
-    log: Box<dyn MetadataLog>,
-    image: Arc<MetadataImage>,
-    publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
+impl ControllerError {
+    /// The Kafka error code a client gets for this failure.
+    pub fn code(&self) -> i16 {
+        match self {
+            ControllerError::NotController { .. } | ControllerError::Stopped(_) => {
+                code::NOT_CONTROLLER
+            }
+            ControllerError::Timeout(_) => code::REQUEST_TIMED_OUT,
+            _ => code::UNKNOWN_SERVER_ERROR,
+        }
+    }
 }
 
-impl State {
-    /// Applies a controller result: replay, append, publish. The records are empty for validate-only and
-    /// no-op requests, which then change nothing.
-    fn commit<T>(&mut self, result: ControllerResult<T>) -> Result<T, ControllerError> {
-        if result.records.is_empty() {
-            return Ok(result.response);
+/// Where the controller sends Raft messages to its peers (the network, or nothing for a single voter).
+pub trait Transport: Send + Sync {
+    /// Queues messages for their peers (`to`); never blocks. A message that cannot be queued is dropped (Raft
+    /// retransmits).
+    fn send(&self, messages: Vec<Message>);
+}
+
+/// A transport for a single voter: it has no peers.
+struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&self, messages: Vec<Message>) {
+        debug_assert!(messages.is_empty(), "a single voter sent {messages:?}");
+    }
+}
+
+/// A computed operation waiting to be proposed: its records and how to answer once the outcome is known.
+struct Proposal {
+    records: Vec<MetadataRecord>,
+    done: Box<dyn FnOnce(Result<u64, ControllerError>) + Send>,
+}
+
+/// Work for the controller thread.
+enum Event {
+    /// An operation: computed against the committed image when it is this operation's turn (and this node leads).
+    Op(Box<dyn FnOnce(&MetadataImage, &mut Sessions) -> Proposal + Send>),
+    /// A Raft message from a peer.
+    Raft(Message),
+}
+
+/// The broker sessions the active controller keeps (Kafka's `BrokerHeartbeatManager`): the last heartbeat of
+/// each registered broker. Not replicated: a new active controller gives every broker a fresh session.
+#[derive(Debug)]
+pub struct Sessions {
+    last_heartbeat: HashMap<i32, Instant>,
+    /// `broker.session.timeout.ms`.
+    timeout: Duration,
+}
+
+impl Sessions {
+    fn touch(&mut self, node_id: i32) {
+        self.last_heartbeat.insert(node_id, Instant::now());
+    }
+    fn alive(&self, node_id: i32) -> bool {
+        self.last_heartbeat
+            .get(&node_id)
+            .is_some_and(|t| t.elapsed() < self.timeout)
+    }
+}
+
+/// The Raft status DescribeQuorum reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// The active controller, or -1.
+    pub leader_id: i32,
+    /// The Raft term (the metadata log's leader epoch).
+    pub leader_epoch: i32,
+    /// The commit index (the metadata log's high watermark).
+    pub high_watermark: i64,
+    /// Each voter's replication state (as the leader sees it; only this node's own on a follower).
+    pub voters: Vec<ReplicaStatus>,
+    /// Observers (none: every quorum member is a voter).
+    pub observers: Vec<ReplicaStatus>,
+}
+
+/// One replica of the metadata log in [`QuorumStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The node id.
+    pub replica_id: i32,
+    /// Its log end offset (matched index as the leader knows it).
+    pub log_end_offset: i64,
+    /// When the leader last heard from it (-1 unknown).
+    pub last_fetch_timestamp_ms: i64,
+    /// When it was last caught up (-1 unknown).
+    pub last_caught_up_timestamp_ms: i64,
+}
+
+/// What the controller thread shares with handles.
+#[derive(Debug, Default)]
+struct Shared {
+    leader_id: Option<i32>,
+    status: QuorumStatus,
+}
+
+/// The controller handle; cheap to clone, shared by every connection task.
+#[derive(Clone)]
+pub struct Controller {
+    thread: Arc<ControllerThread>,
+    publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
+    shared: Arc<Mutex<Shared>>,
+    defaults: ControllerDefaults,
+    node_id: i32,
+    voters: Arc<Vec<(i32, String, u16)>>,
+}
+
+/// The queue to the controller thread. Dropping the last handle closes the queue and joins the thread, so the
+/// quorum's files (and their lock) are closed once the last `Controller` is gone: a restart in the same process can
+/// open them again at once.
+struct ControllerThread {
+    events: Mutex<Option<std_mpsc::Sender<Event>>>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The lock on the metadata dir, released after the thread ends.
+    _lock: Option<std::fs::File>,
+}
+
+impl Drop for ControllerThread {
+    fn drop(&mut self) {
+        self.events.lock().take();
+        if let Some(handle) = self.handle.lock().take() {
+            if handle.join().is_err() {
+                tracing::error!("the controller thread panicked");
+            }
         }
-        let base_offset = self.log.next_offset();
-        let mut delta = MetadataDelta::new(&self.image);
-        for (i, record) in result.records.iter().enumerate() {
-            delta.replay(base_offset + i as i64, record)?;
-        }
-        self.log.append(&result.records)?;
-        let image = Arc::new(delta.apply());
-        self.image = image.clone();
-        self.publisher.send_replace(image.clone());
-        if let Err(e) = self.log.maybe_snapshot(&image) {
-            // The records are durable in the log; a failed snapshot only costs replay time at start-up.
-            tracing::warn!("metadata snapshot failed: {e}");
-        }
-        Ok(result.response)
+    }
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("node_id", &self.node_id)
+            .field("offset", &self.image().offset)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,45 +284,275 @@ fn new_topic_id() -> Uuid {
     }
 }
 
-/// The controller handle; cheap to clone, shared by every connection task.
-#[derive(Clone)]
-pub struct Controller {
-    thread: Arc<ControllerThread>,
+/// The state of the controller thread.
+struct Driver {
+    node: QuorumNode,
+    node_id: i32,
+    transport: Arc<dyn Transport>,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
-    defaults: ControllerDefaults,
+    shared: Arc<Mutex<Shared>>,
+    queue: VecDeque<Box<dyn FnOnce(&MetadataImage, &mut Sessions) -> Proposal + Send>>,
+    in_flight: Option<InFlight>,
+    sessions: Sessions,
+    was_leader: bool,
+    /// Set when the member failed (storage): it stops taking part and answers every operation with the error.
+    failed: Option<String>,
 }
 
-/// The queue to the controller thread. Dropping the last handle closes the queue and joins the thread, so the
-/// metadata log (and its lock) is closed once the last `Controller` is gone: a restart in the same process can
-/// open it again at once.
-struct ControllerThread {
-    jobs: Option<mpsc::Sender<Job>>,
-    handle: Option<std::thread::JoinHandle<()>>,
+struct InFlight {
+    index: u64,
+    term: u64,
+    started: Instant,
+    done: Box<dyn FnOnce(Result<u64, ControllerError>) + Send>,
 }
 
-impl Drop for ControllerThread {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(handle) = self.handle.take() {
-            if handle.join().is_err() {
-                tracing::error!("the controller thread panicked");
+impl Driver {
+    fn run(mut self, events: std_mpsc::Receiver<Event>) {
+        let tick = Duration::from_millis(TICK_MS);
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(Event::Raft(m)) => {
+                    if self.failed.is_none() {
+                        self.node.step(m);
+                    }
+                }
+                Ok(Event::Op(op)) => self.queue.push_back(op),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                next_tick += tick;
+                if self.failed.is_none() {
+                    self.node.tick();
+                    self.leader_duties();
+                }
+            }
+            self.drive();
+        }
+        if let Some(f) = self.in_flight.take() {
+            (f.done)(Err(ControllerError::Stopped("controller closed".into())));
+        }
+    }
+
+    /// Processes Ready rounds until there is nothing left, then starts the next queued operation if it can.
+    fn drive(&mut self) {
+        loop {
+            if let Some(reason) = &self.failed {
+                for op in self.queue.drain(..) {
+                    let proposal = op(self.node.image(), &mut self.sessions);
+                    (proposal.done)(Err(ControllerError::Stopped(reason.clone())));
+                }
+                return;
+            }
+            let out = match self.node.process_ready() {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller quorum member failed; it stops taking part");
+                    self.failed = Some(e.to_string());
+                    if let Some(f) = self.in_flight.take() {
+                        (f.done)(Err(ControllerError::Stopped(e.to_string())));
+                    }
+                    continue;
+                }
+            };
+            let progressed = !out.messages.is_empty() || !out.applied.is_empty();
+            self.transport.send(out.messages);
+            if out.image_changed {
+                let mut image = (**self.node.image()).clone();
+                image.controller_id = self.leader().unwrap_or(-1);
+                self.publisher.send_replace(Arc::new(image));
+            }
+            for (index, term) in out.applied {
+                if self.in_flight.as_ref().is_some_and(|f| f.index == index) {
+                    let f = self.in_flight.take().expect("checked above");
+                    let result = if f.term == term {
+                        Ok(index)
+                    } else {
+                        Err(ControllerError::NotController {
+                            leader: self.leader(),
+                        })
+                    };
+                    (f.done)(result);
+                }
+            }
+            self.update_shared();
+            if self.in_flight.is_none() && !self.queue.is_empty() {
+                if self.start_next() {
+                    continue;
+                }
+            } else if !progressed {
+                return;
+            }
+            if !progressed && self.queue.is_empty() {
+                return;
             }
         }
     }
-}
 
-impl std::fmt::Debug for Controller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller")
-            .field("offset", &self.image().offset)
-            .finish_non_exhaustive()
+    fn leader(&self) -> Option<i32> {
+        self.node.leader_id().map(node_of)
+    }
+
+    /// Computes and proposes the next queued operation. Returns true when something was proposed.
+    fn start_next(&mut self) -> bool {
+        if !self.node.is_leader() {
+            let leader = self.leader();
+            let candidate = leader.is_none();
+            // Without a known leader (an election is running) operations wait; with another leader they fail so the
+            // caller can go there.
+            if candidate && self.queue.len() < 1024 {
+                return false;
+            }
+            for op in self.queue.drain(..) {
+                let proposal = op(self.node.image(), &mut self.sessions);
+                (proposal.done)(Err(ControllerError::NotController { leader }));
+            }
+            return false;
+        }
+        if !self.node.leader_caught_up() {
+            return false;
+        }
+        while let Some(op) = self.queue.pop_front() {
+            let image = self.node.image().clone();
+            let proposal = op(&image, &mut self.sessions);
+            if proposal.records.is_empty() {
+                (proposal.done)(Ok(self.node.applied_index()));
+                continue;
+            }
+            // Replay first: records that would not apply are never proposed.
+            let mut delta = MetadataDelta::new(&image);
+            if let Err(e) = proposal
+                .records
+                .iter()
+                .try_for_each(|r| delta.replay(image.offset + 1, r))
+            {
+                (proposal.done)(Err(e.into()));
+                continue;
+            }
+            match self.node.propose(&proposal.records) {
+                Ok((index, term)) => {
+                    self.in_flight = Some(InFlight {
+                        index,
+                        term,
+                        started: Instant::now(),
+                        done: proposal.done,
+                    });
+                    return true;
+                }
+                Err(_) => {
+                    (proposal.done)(Err(ControllerError::NotController {
+                        leader: self.leader(),
+                    }));
+                }
+            }
+        }
+        false
+    }
+
+    /// Timers of the active controller: fencing brokers whose sessions expired; timing out a stuck operation.
+    fn leader_duties(&mut self) {
+        if let Some(f) = &self.in_flight {
+            if f.started.elapsed() > COMMIT_TIMEOUT {
+                let f = self.in_flight.take().expect("checked above");
+                (f.done)(Err(ControllerError::Timeout(COMMIT_TIMEOUT)));
+            }
+        }
+        let leader_now = self.node.is_leader();
+        if leader_now && !self.was_leader {
+            // A new active controller gives every broker a full session before fencing it.
+            tracing::info!(
+                term = self.node.term(),
+                "this node is now the active controller"
+            );
+            for id in self.node.image().brokers.keys() {
+                self.sessions.touch(*id);
+            }
+        }
+        if !leader_now && self.was_leader {
+            tracing::info!(leader = ?self.leader(), "this node is no longer the active controller");
+        }
+        self.was_leader = leader_now;
+        if !leader_now || !self.node.leader_caught_up() {
+            return;
+        }
+        let expired: Vec<i32> = self
+            .node
+            .image()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced && !self.sessions.alive(b.node_id))
+            .map(|b| b.node_id)
+            .collect();
+        for node_id in expired {
+            tracing::warn!(broker = node_id, "broker session expired; fencing it");
+            // Refresh so the fence is proposed once, not every tick until it commits.
+            self.sessions.touch(node_id);
+            self.queue
+                .push_back(Box::new(move |image: &MetadataImage, _: &mut Sessions| {
+                    let result = logic::fence_broker(image, node_id);
+                    Proposal {
+                        records: result.records,
+                        done: Box::new(move |r| {
+                            if let Err(e) = r {
+                                tracing::warn!(broker = node_id, error = %e, "fencing failed");
+                            }
+                        }),
+                    }
+                }));
+        }
+    }
+
+    fn update_shared(&self) {
+        let (last, progress) = self.node.progress();
+        let now_ms = crate::apis::now_ms();
+        let voters = if progress.is_empty() {
+            vec![ReplicaStatus {
+                replica_id: self.node_id,
+                log_end_offset: last as i64,
+                last_fetch_timestamp_ms: -1,
+                last_caught_up_timestamp_ms: -1,
+            }]
+        } else {
+            progress
+                .into_iter()
+                .map(|(id, matched)| ReplicaStatus {
+                    replica_id: node_of(id),
+                    log_end_offset: if node_of(id) == self.node_id {
+                        last as i64
+                    } else {
+                        matched as i64
+                    },
+                    last_fetch_timestamp_ms: now_ms,
+                    last_caught_up_timestamp_ms: if matched >= self.node.commit_index() {
+                        now_ms
+                    } else {
+                        -1
+                    },
+                })
+                .collect()
+        };
+        let mut shared = self.shared.lock();
+        shared.leader_id = self.leader();
+        shared.status = QuorumStatus {
+            leader_id: self.leader().unwrap_or(-1),
+            leader_epoch: i32::try_from(self.node.term()).unwrap_or(i32::MAX),
+            high_watermark: self.node.commit_index() as i64,
+            voters,
+            observers: Vec::new(),
+        };
     }
 }
 
 impl Controller {
-    /// Opens (creating if absent) the metadata log under `config.metadata_dir`, replays snapshot + records into
-    /// the image and starts the controller thread. Blocking: call it from `spawn_blocking` in async code.
-    pub fn open(config: ControllerConfig) -> Result<Controller, ControllerError> {
+    /// Opens (creating if absent) the quorum state under `config.metadata_dir`, loads snapshot + entries and starts
+    /// the controller thread. Blocking: call it from `spawn_blocking` in async code. A single voter (no
+    /// `controller.quorum.voters`) elects itself at once.
+    pub fn open(
+        config: ControllerConfig,
+        transport: Option<Arc<dyn Transport>>,
+    ) -> Result<Controller, ControllerError> {
         let stored = mlog::load_or_create_meta_properties_with(
             &config.metadata_dir,
             config.node_id,
@@ -164,122 +566,224 @@ impl Controller {
                 });
             }
         }
-        let options = FileLogOptions {
-            dir: config.metadata_dir.clone(),
-            node_id: config.node_id,
-            snapshot_interval_records: SNAPSHOT_INTERVAL_RECORDS,
-            lock_wait_ms: LOCK_WAIT_MS,
+        let dir = config.metadata_dir.join(mlog::LOG_DIR_NAME);
+        std::fs::create_dir_all(&dir).map_err(|source| LogError::Io {
+            context: format!("create {}", dir.display()),
+            source,
+        })?;
+        let lock = mlog::lock_dir(&dir, LOCK_WAIT_MS)?;
+        let (disk, persisted) = FileDisk::open(&dir)?;
+        let voter_ids: Vec<u64> = if config.voters.is_empty() {
+            vec![raft_id(config.node_id)]
+        } else {
+            config
+                .voters
+                .iter()
+                .map(|(id, _, _)| raft_id(*id))
+                .collect()
         };
-        let (log, image, report) =
-            FileMetadataLog::open(&options, MetadataImage::empty(stored, config.node_id))?;
+        let store = QuorumStore::new(Box::new(disk), persisted, &voter_ids);
+        let election_tick = usize::try_from(config.election_timeout_ms / TICK_MS)
+            .unwrap_or(20)
+            .max(2);
+        let settings = QuorumSettings {
+            node_id: raft_id(config.node_id),
+            election_tick,
+            heartbeat_tick: (election_tick / 10).max(1),
+            snapshot_after_bytes: config.snapshot_after_bytes,
+            fixed_election_timeout: false,
+        };
+        let mut node = QuorumNode::new(&settings, store, MetadataImage::empty(stored, -1))?;
+        if voter_ids.len() == 1 {
+            node.campaign();
+        }
         tracing::info!(
-            snapshot_offset = ?report.snapshot_offset,
-            records_replayed = report.records_replayed,
-            truncated_bytes = report.truncated_bytes,
-            topics = image.topic_count(),
-            "metadata log recovered"
+            applied = node.applied_index(),
+            voters = ?voter_ids,
+            "metadata quorum loaded"
         );
         let defaults = ControllerDefaults {
             num_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
         };
-        Self::start(Box::new(log), image, defaults)
+        let transport = transport.unwrap_or_else(|| Arc::new(NoPeers));
+        Self::start(node, transport, defaults, &config, Some(lock))
     }
 
-    /// Starts a controller over any metadata log (tests use [`mlog::MemoryMetadataLog`]).
-    pub fn start(
-        log: Box<dyn MetadataLog>,
-        image: MetadataImage,
+    fn start(
+        node: QuorumNode,
+        transport: Arc<dyn Transport>,
         defaults: ControllerDefaults,
+        config: &ControllerConfig,
+        lock: Option<std::fs::File>,
     ) -> Result<Controller, ControllerError> {
-        let image = Arc::new(image);
-        let (publisher, _) = watch::channel(image.clone());
+        let (publisher, _) = watch::channel(node.image().clone());
         let publisher = Arc::new(publisher);
-        let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE_DEPTH);
-        let mut state = State {
-            log,
-            image,
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (events, queue) = std_mpsc::channel::<Event>();
+        let mut driver = Driver {
+            node,
+            node_id: config.node_id,
+            transport,
             publisher: publisher.clone(),
+            shared: shared.clone(),
+            queue: VecDeque::new(),
+            in_flight: None,
+            sessions: Sessions {
+                last_heartbeat: HashMap::new(),
+                timeout: Duration::from_millis(config.session_timeout_ms),
+            },
+            was_leader: false,
+            failed: None,
         };
+        // Apply what is committed before anyone reads the image (start-up replay).
+        driver.drive();
         let handle = std::thread::Builder::new()
             .name("sluice-controller".into())
-            .spawn(move || {
-                // Ends when every Controller handle is dropped.
-                while let Some(job) = queue.blocking_recv() {
-                    job(&mut state);
-                }
-            })
+            .spawn(move || driver.run(queue))
             .map_err(|e| ControllerError::Stopped(e.to_string()))?;
         Ok(Controller {
             thread: Arc::new(ControllerThread {
-                jobs: Some(jobs),
-                handle: Some(handle),
+                events: Mutex::new(Some(events)),
+                handle: Mutex::new(Some(handle)),
+                _lock: lock,
             }),
             publisher,
+            shared,
             defaults,
+            node_id: config.node_id,
+            voters: Arc::new(config.voters.clone()),
         })
     }
 
-    /// Runs `op` on the controller thread against the current image and commits its records.
-    async fn run<T, F>(&self, op: F) -> Result<T, ControllerError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&MetadataImage) -> ControllerResult<T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |state: &mut State| {
-            let result = op(&state.image);
-            let _ = tx.send(state.commit(result));
-        });
-        let jobs = self
-            .thread
-            .jobs
+    fn send_event(&self, event: Event) -> Result<(), ControllerError> {
+        let events = self.thread.events.lock();
+        let sender = events
             .as_ref()
             .ok_or_else(|| ControllerError::Stopped("controller closed".into()))?;
-        jobs.send(job)
-            .await
-            .map_err(|_| ControllerError::Stopped("controller thread exited".into()))?;
+        sender
+            .send(event)
+            .map_err(|_| ControllerError::Stopped("controller thread exited".into()))
+    }
+
+    /// Feeds a Raft message received from a peer.
+    pub fn step(&self, message: Message) {
+        let _ = self.send_event(Event::Raft(message));
+    }
+
+    /// True when this node is the active controller (the Raft leader).
+    pub fn is_active(&self) -> bool {
+        self.shared.lock().leader_id == Some(self.node_id)
+    }
+
+    /// The active controller this node knows of.
+    pub fn leader_id(&self) -> Option<i32> {
+        self.shared.lock().leader_id
+    }
+
+    /// `controller.quorum.voters` as (id, host, port); empty for the embedded single node.
+    pub fn voters(&self) -> Vec<(i32, String, u16)> {
+        (*self.voters).clone()
+    }
+
+    /// The quorum's state, for DescribeQuorum.
+    pub fn quorum_status(&self) -> QuorumStatus {
+        self.shared.lock().status.clone()
+    }
+
+    /// Runs `op` on the controller thread against the committed image; its records are proposed and the result
+    /// returned once they are committed. `op` also sees the broker sessions.
+    async fn run_with_sessions<T, F>(&self, op: F) -> Result<T, ControllerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MetadataImage, &mut Sessions) -> ControllerResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let event = Event::Op(Box::new(
+            move |image: &MetadataImage, sessions: &mut Sessions| {
+                let result = op(image, sessions);
+                let response = result.response;
+                Proposal {
+                    records: result.records,
+                    done: Box::new(move |r: Result<u64, ControllerError>| {
+                        let _ = tx.send(r.map(|_| response));
+                    }),
+                }
+            },
+        ));
+        self.send_event(event)?;
         rx.await.map_err(|_| {
             ControllerError::Stopped("controller thread dropped the operation".into())
         })?
     }
 
-    /// The broker registers itself at start-up. Idempotent across restarts (an identical registration writes nothing).
+    /// Registers a broker (BrokerRegistration): fenced until a heartbeat finds it caught up. The outcome carries the
+    /// broker epoch (the registration record's offset).
     pub async fn register_broker(
         &self,
         registration: BrokerRegistration,
-    ) -> Result<(), ControllerError> {
+    ) -> Result<RegistrationOutcome, ControllerError> {
         let node_id = registration.node_id;
-        self.run(move |image| {
-            let result = logic::register_broker(image, registration, false);
-            ControllerResult {
-                records: result.records,
-                response: (),
+        let (tx, rx) = oneshot::channel();
+        let event = Event::Op(Box::new(
+            move |image: &MetadataImage, sessions: &mut Sessions| {
+                let alive = sessions.alive(node_id)
+                    && image.brokers.get(&node_id).is_some_and(|b| !b.fenced);
+                let result = logic::register_broker(image, registration, alive);
+                let response = result.response.clone();
+                if response.error_code == 0 {
+                    sessions.touch(node_id);
+                }
+                Proposal {
+                    records: result.records,
+                    done: Box::new(move |r: Result<u64, ControllerError>| {
+                        // The broker epoch is the offset of the registration record: the entry's index.
+                        let _ = tx.send(r.map(|index| RegistrationOutcome {
+                            broker_epoch: if response.broker_epoch >= 0 {
+                                response.broker_epoch
+                            } else {
+                                index as i64
+                            },
+                            ..response
+                        }));
+                    }),
+                }
+            },
+        ));
+        self.send_event(event)?;
+        rx.await.map_err(|_| {
+            ControllerError::Stopped("controller thread dropped the operation".into())
+        })?
+    }
+
+    /// A broker heartbeat: renews its session; unfences, fences or shuts it down as its state asks.
+    pub async fn broker_heartbeat(
+        &self,
+        hb: Heartbeat,
+    ) -> Result<HeartbeatOutcome, ControllerError> {
+        self.run_with_sessions(move |image, sessions| {
+            let result = logic::broker_heartbeat(image, hb);
+            if result.response.error_code == 0 {
+                sessions.touch(hb.node_id);
             }
-        })
-        .await?;
-        // Single node: the broker is caught up by construction; unfence it at once.
-        self.run(move |image| {
-            let epoch = image.brokers.get(&node_id).map_or(-1, |b| b.epoch);
-            let result = logic::broker_heartbeat(
-                image,
-                logic::Heartbeat {
-                    node_id,
-                    broker_epoch: epoch,
-                    current_metadata_offset: i64::MAX,
-                    want_fence: false,
-                    want_shut_down: false,
-                },
-            );
-            ControllerResult {
-                records: result.records,
-                response: (),
-            }
+            result
         })
         .await
     }
 
-    /// The current metadata image.
+    /// Hands out a block of producer ids (AllocateProducerIds).
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<ProducerIdBlock, ControllerError> {
+        self.run_with_sessions(move |image, _| {
+            logic::allocate_producer_ids(image, broker_id, broker_epoch)
+        })
+        .await
+    }
+
+    /// The current (committed) metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.publisher.borrow().clone()
     }
@@ -292,6 +796,15 @@ impl Controller {
     /// The defaults applied to -1 partition counts and replication factors.
     pub fn defaults(&self) -> ControllerDefaults {
         self.defaults
+    }
+
+    /// Runs `op` on the controller thread against the committed image and commits its records.
+    async fn run<T, F>(&self, op: F) -> Result<T, ControllerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MetadataImage) -> ControllerResult<T> + Send + 'static,
+    {
+        self.run_with_sessions(move |image, _| op(image)).await
     }
 
     /// Creates topics (CreateTopics and Metadata auto-creation). -1 counts take the broker defaults. A metadata
@@ -316,8 +829,8 @@ impl Controller {
                     .into_iter()
                     .map(|name| CreateTopicOutcome {
                         name,
-                        error_code: code::UNKNOWN_SERVER_ERROR,
-                        error_message: Some(format!("The metadata log could not be written: {e}")),
+                        error_code: e.code(),
+                        error_message: Some(e.to_string()),
                         topic_id: Uuid::nil(),
                         num_partitions: -1,
                         replication_factor: -1,
@@ -374,12 +887,26 @@ mod tests {
 
     fn config(dir: &std::path::Path) -> ControllerConfig {
         ControllerConfig {
-            node_id: 1,
-            metadata_dir: dir.to_path_buf(),
             num_partitions: 3,
-            default_replication_factor: 1,
-            cluster_id: None,
+            ..ControllerConfig::single_node(1, dir.to_path_buf())
         }
+    }
+
+    /// Registers and unfences broker 1, as the broker's start-up does.
+    async fn register(controller: &Controller) {
+        let outcome = controller.register_broker(registration()).await.unwrap();
+        assert_eq!(outcome.error_code, 0);
+        let hb = controller
+            .broker_heartbeat(Heartbeat {
+                node_id: 1,
+                broker_epoch: outcome.broker_epoch,
+                current_metadata_offset: controller.image().offset,
+                want_fence: false,
+                want_shut_down: false,
+            })
+            .await
+            .unwrap();
+        assert!(!hb.is_fenced, "{hb:?}");
     }
 
     fn registration() -> BrokerRegistration {
@@ -395,8 +922,8 @@ mod tests {
     #[tokio::test]
     async fn creates_topics_publishes_images_and_survives_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let controller = Controller::open(config(dir.path())).unwrap();
-        controller.register_broker(registration()).await.unwrap();
+        let controller = Controller::open(config(dir.path()), None).unwrap();
+        register(&controller).await;
         let mut changes = controller.subscribe();
         changes.borrow_and_update();
         let outcomes = controller
@@ -421,64 +948,15 @@ mod tests {
         assert!(controller.image().topic("dry").is_none());
         drop(controller);
 
-        let controller = Controller::open(config(dir.path())).unwrap();
-        controller.register_broker(registration()).await.unwrap();
+        let controller = Controller::open(config(dir.path()), None).unwrap();
+        register(&controller).await;
         let reopened = controller.image();
         assert_eq!(reopened.cluster_id, cluster_id);
         assert_eq!(reopened.topic("orders"), image.topic("orders"));
         assert_eq!(
             reopened.offset, image.offset,
-            "re-registering the same broker writes nothing"
+            "re-registering the same incarnation writes nothing"
         );
-    }
-
-    /// A log whose appends fail, as a full disk would make them.
-    struct FailingLog;
-
-    impl MetadataLog for FailingLog {
-        fn append(
-            &mut self,
-            _records: &[sluice_metadata::MetadataRecord],
-        ) -> Result<i64, LogError> {
-            Err(LogError::Io {
-                context: "append".into(),
-                source: std::io::Error::other("disk full"),
-            })
-        }
-        fn next_offset(&self) -> i64 {
-            0
-        }
-        fn maybe_snapshot(&mut self, _image: &MetadataImage) -> Result<bool, LogError> {
-            Ok(false)
-        }
-    }
-
-    #[tokio::test]
-    async fn a_failed_append_changes_nothing_and_is_reported() {
-        let mut image = MetadataImage::empty("c", 1);
-        let mut delta = MetadataDelta::new(&image);
-        delta
-            .replay(
-                0,
-                &sluice_metadata::MetadataRecord::RegisterBroker(registration()),
-            )
-            .unwrap();
-        image = delta.apply();
-        let controller =
-            Controller::start(Box::new(FailingLog), image, ControllerDefaults::default()).unwrap();
-        let mut changes = controller.subscribe();
-        changes.borrow_and_update();
-        let outcomes = controller
-            .create_topics(vec![NewTopic::with_defaults("t")], false)
-            .await;
-        assert_eq!(outcomes[0].error_code, code::UNKNOWN_SERVER_ERROR);
-        assert!(controller.image().topic("t").is_none());
-        assert!(!changes.has_changed().unwrap(), "nothing was published");
-        // validate_only writes nothing, so it still answers.
-        let outcomes = controller
-            .create_topics(vec![NewTopic::with_defaults("t")], true)
-            .await;
-        assert_eq!(outcomes[0].error_code, 0);
     }
 
     #[test]
@@ -491,13 +969,13 @@ mod tests {
     #[tokio::test]
     async fn rejects_a_different_configured_cluster_id() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Controller::open(config(dir.path())).unwrap());
+        drop(Controller::open(config(dir.path()), None).unwrap());
         let other = ControllerConfig {
             cluster_id: Some("someOtherClusterId0000".into()),
             ..config(dir.path())
         };
         assert!(matches!(
-            Controller::open(other),
+            Controller::open(other, None),
             Err(ControllerError::ClusterIdMismatch { .. })
         ));
     }
@@ -505,8 +983,8 @@ mod tests {
     #[tokio::test]
     async fn admin_operations_go_through_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let controller = Controller::open(config(dir.path())).unwrap();
-        controller.register_broker(registration()).await.unwrap();
+        let controller = Controller::open(config(dir.path()), None).unwrap();
+        register(&controller).await;
         controller
             .create_topics(vec![NewTopic::with_defaults("t")], false)
             .await;
@@ -550,7 +1028,7 @@ mod tests {
             Some("1000")
         );
         drop(controller);
-        let controller = Controller::open(config(dir.path())).unwrap();
+        let controller = Controller::open(config(dir.path()), None).unwrap();
         assert_eq!(controller.image().topic("t"), image.topic("t"));
         let out = controller
             .delete_topics(vec![DeleteTopicTarget {

@@ -12,6 +12,7 @@ pub mod group_coordinator;
 pub mod network;
 pub mod producer_ids;
 pub mod purgatory;
+pub mod quorum_net;
 mod records;
 pub mod replica_manager;
 pub mod server;

@@ -63,7 +63,12 @@ impl Server {
         tune_allocator();
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for listener in &config.listeners {
+        let controller_names: Vec<String> = config
+            .controller_listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
+        for listener in config.listeners.iter().chain(&config.controller_listeners) {
             let address = listener.bind_address();
             let bound = TcpListener::bind(&address)
                 .await
@@ -82,16 +87,40 @@ impl Server {
                 config.advertised_port = first.port();
             }
         }
-        let broker = Broker::open(config).await?;
         let (shutdown, _) = watch::channel(false);
+        let transport: Option<Arc<dyn crate::controller::Transport>> =
+            if config.quorum_voters.is_empty() {
+                None
+            } else {
+                let voters: Vec<(i32, String, u16)> = config
+                    .quorum_voters
+                    .iter()
+                    .map(|v| (v.id, v.host.clone(), v.port))
+                    .collect();
+                Some(crate::quorum_net::NetTransport::start(
+                    config.node_id,
+                    &voters,
+                    shutdown.subscribe(),
+                ))
+            };
+        // The listeners accept (into the kernel's backlog) from here on, so peers' quorum connections wait for the
+        // controller instead of failing while it loads.
+        let broker_future = Broker::open_with(config, transport);
+        let mut pending_acceptors = Vec::new();
+        for (name, listener) in listeners {
+            let is_controller = controller_names.contains(&name);
+            pending_acceptors.push((name, listener, is_controller));
+        }
+        let broker = broker_future.await?;
 
         let mut acceptors = Vec::new();
-        for (name, listener) in listeners {
+        for (name, listener, is_controller) in pending_acceptors {
             let addr = listener.local_addr().ok();
-            tracing::info!(listener = %name, address = ?addr, "listening");
+            tracing::info!(listener = %name, address = ?addr, controller = is_controller, "listening");
             acceptors.push(tokio::spawn(accept_loop(
                 broker.clone(),
                 listener,
+                is_controller,
                 shutdown.subscribe(),
             )));
         }
@@ -190,6 +219,7 @@ fn tune_allocator() {
 async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    is_controller: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -200,7 +230,15 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "accepted connection");
-                    let task = connections.spawn(crate::network::serve_connection(broker.clone(), stream, peer, shutdown.clone()));
+                    let broker = broker.clone();
+                    let shutdown = shutdown.clone();
+                    let task = connections.spawn(async move {
+                        if is_controller && crate::quorum_net::is_quorum_connection(&stream).await {
+                            crate::quorum_net::serve_quorum_connection(broker.controller.clone(), stream, shutdown).await;
+                        } else {
+                            crate::network::serve_connection(broker, stream, peer, shutdown).await;
+                        }
+                    });
                     peers.insert(task.id(), peer);
                 }
                 Err(e) => {

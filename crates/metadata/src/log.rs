@@ -115,7 +115,7 @@ pub struct FileLogOptions {
 
 /// Takes an exclusive, non-blocking `flock` on `<dir>/.lock`, retrying for up to `wait_ms`. Two writers on one
 /// metadata log would fork it; the lock is released when the file is closed, including by a crash.
-fn lock_dir(dir: &Path, wait_ms: u64) -> Result<File, LogError> {
+pub fn lock_dir(dir: &Path, wait_ms: u64) -> Result<File, LogError> {
     use rustix::fs::{flock, FlockOperation};
     let path = dir.join(".lock");
     let file = OpenOptions::new()

@@ -167,6 +167,13 @@ impl QuorumNode {
         })
     }
 
+    /// Starts an election now (a single voter elects itself at start-up instead of waiting for a timeout).
+    pub fn campaign(&mut self) {
+        if let Err(e) = self.raw.campaign() {
+            tracing::debug!(target: "raft", "campaign refused: {e}");
+        }
+    }
+
     /// Advances the logical clock by one tick.
     ///
     /// A leader that sent a follower a snapshot waits for its acknowledgement before sending it anything else

@@ -1,0 +1,202 @@
+//! The controller quorum's network: Raft messages between the voters, over the CONTROLLER listener.
+//!
+//! A CONTROLLER listener serves two kinds of connections, told apart by the API key of their first frame (peeked,
+//! not consumed): Kafka requests (BrokerRegistration, BrokerHeartbeat, DescribeQuorum, forwarded admin requests;
+//! served by `network.rs` like any client connection), and quorum connections, whose frames carry
+//! [`QUORUM_API_KEY`], a key Kafka does not use:
+//!
+//! `[size i32][api key i16 = QUORUM_API_KEY][kind u8 = 1][raft-rs Message protobuf]`, size counting everything after
+//! itself. Quorum frames are one-way (Raft's messages carry their own responses); a peer that sends anything else
+//! is disconnected with a log line.
+//!
+//! Each voter keeps one outbound connection per peer, fed by a bounded queue: a message that finds the queue full
+//! or the connection down is dropped, and Raft retransmits (heartbeats, probes, snapshot retry).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_metadata::quorum::{self, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::controller::{Controller, Transport};
+
+/// The API key of quorum frames (outside Kafka's range of API keys).
+pub const QUORUM_API_KEY: i16 = 0x7A00;
+const KIND_RAFT_MESSAGE: u8 = 1;
+/// The largest quorum frame accepted (a snapshot of a large image travels in one message).
+const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 1024;
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Sends Raft messages to the other voters over TCP.
+pub struct NetTransport {
+    peers: HashMap<u64, mpsc::Sender<Bytes>>,
+}
+
+impl std::fmt::Debug for NetTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetTransport")
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn frame(message: &Message) -> Bytes {
+    let body = quorum::encode_message(message);
+    let mut buf = BytesMut::with_capacity(body.len() + 7);
+    buf.put_i32(i32::try_from(body.len() + 3).unwrap_or(i32::MAX));
+    buf.put_i16(QUORUM_API_KEY);
+    buf.put_u8(KIND_RAFT_MESSAGE);
+    buf.put_slice(&body);
+    buf.freeze()
+}
+
+impl Transport for NetTransport {
+    fn send(&self, messages: Vec<Message>) {
+        for m in messages {
+            let Some(peer) = self.peers.get(&m.to) else {
+                tracing::debug!(to = m.to, "raft message for an unknown peer dropped");
+                continue;
+            };
+            if peer.try_send(frame(&m)).is_err() {
+                tracing::debug!(to = m.to, "raft message dropped: peer queue full or closed");
+            }
+        }
+    }
+}
+
+impl NetTransport {
+    /// Starts one sender task per voter other than `node_id`; they stop when `shutdown` turns true.
+    pub fn start(
+        node_id: i32,
+        voters: &[(i32, String, u16)],
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<NetTransport> {
+        let mut peers = HashMap::new();
+        for (id, host, port) in voters {
+            if *id == node_id {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            peers.insert(crate::controller::raft_id(*id), tx);
+            tokio::spawn(peer_sender(
+                *id,
+                format!("{host}:{port}"),
+                rx,
+                shutdown.clone(),
+            ));
+        }
+        Arc::new(NetTransport { peers })
+    }
+}
+
+/// Keeps a connection to one peer and writes its queued frames, reconnecting with backoff.
+async fn peer_sender(
+    peer: i32,
+    address: String,
+    mut queue: mpsc::Receiver<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let connected = tokio::select! {
+            c = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&address)) => c,
+            _ = shutdown.changed() => return,
+        };
+        let mut stream = match connected {
+            Ok(Ok(stream)) => stream,
+            _ => {
+                // Drop what queued up meanwhile: stale Raft messages are worthless, Raft sends fresh ones.
+                while queue.try_recv().is_ok() {}
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        backoff = Duration::from_millis(50);
+        tracing::debug!(peer, %address, "quorum connection established");
+        loop {
+            let next = tokio::select! {
+                m = queue.recv() => m,
+                _ = shutdown.changed() => return,
+            };
+            let Some(bytes) = next else {
+                return;
+            };
+            if let Err(e) = stream.write_all(&bytes).await {
+                tracing::debug!(peer, error = %e, "quorum connection lost");
+                break;
+            }
+        }
+    }
+}
+
+/// True when the first frame's API key (bytes 4..6 of the connection) is [`QUORUM_API_KEY`].
+pub async fn is_quorum_connection(stream: &TcpStream) -> bool {
+    let mut head = [0u8; 6];
+    // Peek until six bytes are there (or the peer stops sending): a client's first frame is at least that long.
+    for _ in 0..50 {
+        match stream.peek(&mut head).await {
+            Ok(6) => return i16::from_be_bytes([head[4], head[5]]) == QUORUM_API_KEY,
+            Ok(0) | Err(_) => return false,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    false
+}
+
+/// Reads quorum frames from a peer and feeds their Raft messages to the controller, until the peer closes or sends
+/// something that is not a quorum frame.
+pub async fn serve_quorum_connection(
+    controller: Controller,
+    mut stream: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = stream.peer_addr().ok();
+    let mut buf = Vec::new();
+    loop {
+        let size = tokio::select! {
+            size = stream.read_i32() => match size {
+                Ok(size) => size,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(size) = usize::try_from(size) else {
+            tracing::warn!(?peer, size, "quorum frame with a negative size; closing");
+            return;
+        };
+        if !(3..=MAX_FRAME_BYTES).contains(&size) {
+            tracing::warn!(?peer, size, "quorum frame size out of bounds; closing");
+            return;
+        }
+        buf.resize(size, 0);
+        if stream.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        let api_key = i16::from_be_bytes([buf[0], buf[1]]);
+        if api_key != QUORUM_API_KEY || buf[2] != KIND_RAFT_MESSAGE {
+            tracing::warn!(?peer, api_key, kind = buf[2], "not a quorum frame; closing");
+            return;
+        }
+        match quorum::decode_message(&buf[3..]) {
+            Some(message) => controller.step(message),
+            None => {
+                tracing::warn!(?peer, "undecodable raft message; closing");
+                return;
+            }
+        }
+    }
+}
