@@ -10,6 +10,7 @@ pub mod controller;
 pub mod error;
 pub mod image;
 pub mod log;
+pub mod meta_properties;
 pub mod quorum;
 pub mod record;
 pub mod topic_config;
