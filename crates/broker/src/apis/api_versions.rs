@@ -11,7 +11,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use sluice_protocol::ErrorCode;
 
-use super::{RequestContext, SUPPORTED_APIS};
+use super::{is_served_on, ListenerKind, RequestContext, SUPPORTED_APIS};
 use crate::broker::Broker;
 
 /// Kafka's rule for `client_software_name`/`client_software_version` (v3+): letters, digits, `-` and `.`,
@@ -31,10 +31,12 @@ fn is_valid_software_field(value: &str) -> bool {
     }
 }
 
-/// The advertised API keys, in registry order.
-pub(crate) fn api_keys() -> Vec<ApiVersion> {
+/// The API keys advertised on a listener of kind `listener`, in registry order (the broker-to-controller APIs
+/// only on the controller listener, as Kafka).
+pub(crate) fn api_keys(listener: ListenerKind) -> Vec<ApiVersion> {
     SUPPORTED_APIS
         .iter()
+        .filter(|a| is_served_on(a.api_key, listener))
         .map(|a| {
             ApiVersion::default()
                 .with_api_key(a.api_key as i16)
@@ -59,7 +61,7 @@ pub(crate) async fn handle(
             version = %request.client_software_version.as_str(), "ApiVersions with invalid client software name/version");
         return ApiVersionsResponse::default().with_error_code(ErrorCode::InvalidRequest.code());
     }
-    ApiVersionsResponse::default().with_api_keys(api_keys())
+    ApiVersionsResponse::default().with_api_keys(api_keys(ctx.listener))
 }
 
 #[cfg(test)]
@@ -75,5 +77,19 @@ mod tests {
         assert!(!is_valid_software_field("-x"));
         assert!(!is_valid_software_field("a b"));
         assert!(!is_valid_software_field("x."));
+    }
+
+    #[test]
+    fn broker_to_controller_apis_only_on_the_controller_listener() {
+        let has = |listener, key: sluice_protocol::ApiKey| {
+            api_keys(listener).iter().any(|a| a.api_key == key as i16)
+        };
+        use sluice_protocol::ApiKey;
+        assert!(!has(ListenerKind::Client, ApiKey::BrokerRegistration));
+        assert!(!has(ListenerKind::Client, ApiKey::BrokerHeartbeat));
+        assert!(has(ListenerKind::Client, ApiKey::DescribeQuorum));
+        assert!(has(ListenerKind::Controller, ApiKey::BrokerRegistration));
+        assert!(has(ListenerKind::Controller, ApiKey::BrokerHeartbeat));
+        assert!(has(ListenerKind::Controller, ApiKey::Metadata));
     }
 }

@@ -5,6 +5,10 @@
 //! `pub(crate) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: XxxRequest) -> XxxResponse`.
 //! ApiVersions is derived from the registry, so an API is advertised exactly when it has an entry here. Adding
 //! an API is one `mod` line and one registry line.
+//!
+//! Before a handler runs, `dispatch` refuses the controller-only APIs on client listeners
+//! ([`CONTROLLER_ONLY_APIS`]) and forwards the admin requests only the active controller can answer when this
+//! node is not it (`forwarding.rs`, KIP-590).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +17,12 @@ use sluice_protocol::{ApiKey, RequestKind, ResponseKind};
 
 use crate::broker::Broker;
 
+mod forwarding;
+
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
+pub(crate) mod broker_heartbeat;
+pub(crate) mod broker_registration;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
 pub(crate) mod delete_groups;
@@ -23,6 +31,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod describe_quorum;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
 pub(crate) mod heartbeat;
@@ -40,6 +49,18 @@ pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
 pub(crate) mod sync_group;
 
+/// The kind of listener a request arrived on. Kafka serves the broker-to-controller APIs (BrokerRegistration,
+/// BrokerHeartbeat) only on the controller listener, and forwards admin requests that reach a broker listener
+/// of a node that is not the active controller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// A client (broker) listener: `listeners` minus `controller.listener.names`.
+    #[default]
+    Client,
+    /// A listener named in `controller.listener.names`.
+    Controller,
+}
+
 /// What a handler knows about the request besides its body.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
@@ -53,6 +74,33 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The listener the request arrived on.
+    pub listener: ListenerKind,
+}
+
+impl RequestContext {
+    /// A context for a request that arrived on a client listener.
+    pub fn new(
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+        client_id: Option<String>,
+        peer: SocketAddr,
+    ) -> RequestContext {
+        RequestContext {
+            api_key,
+            api_version,
+            correlation_id,
+            client_id,
+            peer,
+            listener: ListenerKind::Client,
+        }
+    }
+
+    /// The same context for a request that arrived on `listener`.
+    pub fn with_listener(self, listener: ListenerKind) -> RequestContext {
+        RequestContext { listener, ..self }
+    }
 }
 
 /// One API we serve and the versions we advertise for it.
@@ -72,6 +120,9 @@ pub enum DispatchError {
     /// The API is not in the registry.
     #[error("api key {0:?} is not served by this broker")]
     NotServed(ApiKey),
+    /// The API is served only on the controller listener (BrokerRegistration, BrokerHeartbeat).
+    #[error("api key {0:?} is served only on the controller listener")]
+    NotOnThisListener(ApiKey),
 }
 
 macro_rules! api_registry {
@@ -87,6 +138,13 @@ macro_rules! api_registry {
             ctx: &RequestContext,
             request: RequestKind,
         ) -> Result<ResponseKind, DispatchError> {
+            if !is_served_on(ctx.api_key, ctx.listener) {
+                return Err(DispatchError::NotOnThisListener(ctx.api_key));
+            }
+            let request = match forwarding::forward_if_needed(broker, ctx, request).await {
+                Ok(response) => return Ok(response),
+                Err(request) => request,
+            };
             match request {
                 $( RequestKind::$variant(r) => Ok(ResponseKind::$variant($module::handle(broker, ctx, r).await)), )+
                 _ => Err(DispatchError::NotServed(ctx.api_key)),
@@ -123,6 +181,28 @@ api_registry! {
     DescribeGroups => describe_groups, 0..=5;
     DeleteGroups => delete_groups, 0..=2;
     OffsetDelete => offset_delete, 0..=0;
+    DescribeQuorum => describe_quorum, 0..=2;
+    BrokerRegistration => broker_registration, 0..=4;
+    BrokerHeartbeat => broker_heartbeat, 0..=1;
+}
+
+/// APIs served only on the controller listener (Kafka's `"listeners": ["controller"]` in their message specs):
+/// hidden from ApiVersions and refused on client listeners.
+pub const CONTROLLER_ONLY_APIS: &[ApiKey] = &[ApiKey::BrokerRegistration, ApiKey::BrokerHeartbeat];
+
+/// True when `api_key` may be used on a listener of kind `listener`.
+pub fn is_served_on(api_key: ApiKey, listener: ListenerKind) -> bool {
+    listener == ListenerKind::Controller || !CONTROLLER_ONLY_APIS.contains(&api_key)
+}
+
+/// The advertised range of `api_key` on a listener of kind `listener`, if it is served there. The network layer
+/// checks a request's version with this.
+pub fn supported_versions_on(api_key: ApiKey, listener: ListenerKind) -> Option<(i16, i16)> {
+    if is_served_on(api_key, listener) {
+        supported_versions(api_key)
+    } else {
+        None
+    }
 }
 
 /// The advertised range of `api_key`, if we serve it.
