@@ -1,14 +1,25 @@
-//! FindCoordinator (key 10), v0-v4: the broker that coordinates a group (the leader of its
-//! `__consumer_offsets` partition, which is created on first use). v4 batches keys (KIP-699). Key type
-//! TRANSACTION answers COORDINATOR_NOT_AVAILABLE until the transaction coordinator exists; other key types are
-//! INVALID_REQUEST.
+//! FindCoordinator (key 10), v0-v4: the broker that coordinates a group: the leader of its `__consumer_offsets`
+//! partition in the metadata image, with that broker's registered host and port. COORDINATOR_NOT_AVAILABLE when
+//! the partition has no live leader (none, fenced or unregistered), so the client retries. v4 batches keys
+//! (KIP-699). Key type TRANSACTION answers COORDINATOR_NOT_AVAILABLE until the transaction coordinator exists;
+//! other key types are INVALID_REQUEST.
+//!
+//! `__consumer_offsets` is created on first use, as Kafka does: through the group coordinator on the active
+//! controller (which also loads the group's partition when this node leads it), else by a CreateTopics sent to
+//! the active controller, answering COORDINATOR_NOT_AVAILABLE until the topic reaches this node's image. When
+//! this node leads the group's partition it loads it before answering, so the coordinator is ready when asked.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, FindCoordinatorRequest, FindCoordinatorResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use sluice_coordinator::CONSUMER_OFFSETS_TOPIC;
+use sluice_metadata::{BrokerRegistration, MetadataImage};
 use sluice_protocol::ErrorCode;
 
 use super::RequestContext;
@@ -63,33 +74,172 @@ async fn find_one(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordina
         KEY_TYPE_TRANSACTION => return failed(key, ErrorCode::CoordinatorNotAvailable),
         _ => return failed(key, ErrorCode::InvalidRequest),
     }
-    // Creates the topic if needed and loads the group's partition, so the coordinator is ready when asked.
-    if let Err(e) = broker.groups.describe_group(broker, &key).await {
-        let code = if e.code() == ErrorCode::NotCoordinator.code() {
-            ErrorCode::NotCoordinator
-        } else {
-            ErrorCode::CoordinatorNotAvailable
-        };
-        return failed(key, code);
+    let local = broker.controller.is_active() || !broker.controller_channel.has_voters();
+    if broker
+        .controller
+        .image()
+        .topic(CONSUMER_OFFSETS_TOPIC)
+        .is_none()
+    {
+        if !local {
+            create_offsets_topic_remotely(broker).await;
+            if broker
+                .controller
+                .image()
+                .topic(CONSUMER_OFFSETS_TOPIC)
+                .is_none()
+            {
+                return failed(key, ErrorCode::CoordinatorNotAvailable);
+            }
+        } else if let Err(code) = load(broker, &key).await {
+            // Creates the topic and loads the group's partition.
+            return failed(key, code);
+        }
     }
     let partition = broker.groups.partition_for(&key);
     let image = broker.controller.image();
-    let leader = image
-        .topic(CONSUMER_OFFSETS_TOPIC)
-        .and_then(|t| {
-            usize::try_from(partition)
-                .ok()
-                .and_then(|p| t.partitions.get(p))
-        })
-        .map(|p| p.leader);
-    let Some(node) = leader.and_then(|l| image.brokers.get(&l)) else {
+    let Some(node) = coordinator_node(&image, partition) else {
         return failed(key, ErrorCode::CoordinatorNotAvailable);
     };
+    let (node_id, host, port) = (node.node_id, node.host.clone(), node.port);
+    if node_id == broker.config.node_id {
+        if let Err(code) = load(broker, &key).await {
+            return failed(key, code);
+        }
+    }
     Coordinator::default()
         .with_key(key)
-        .with_node_id(BrokerId(node.node_id))
-        .with_host(StrBytes::from_string(node.host.clone()))
-        .with_port(node.port)
+        .with_node_id(BrokerId(node_id))
+        .with_host(StrBytes::from_string(host))
+        .with_port(port)
         .with_error_code(0)
         .with_error_message(None)
+}
+
+/// Loads the group's partition on this node (creating `__consumer_offsets` if needed).
+async fn load(broker: &Arc<Broker>, key: &StrBytes) -> Result<(), ErrorCode> {
+    match broker.groups.describe_group(broker, key).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == ErrorCode::NotCoordinator.code() => Err(ErrorCode::NotCoordinator),
+        Err(_) => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// The live leader of `__consumer_offsets` partition `partition`: the coordinator of the groups hashed to it.
+fn coordinator_node(image: &MetadataImage, partition: i32) -> Option<&BrokerRegistration> {
+    let leader = image
+        .topic(CONSUMER_OFFSETS_TOPIC)?
+        .partitions
+        .get(usize::try_from(partition).ok()?)?
+        .leader;
+    image.brokers.get(&leader).filter(|b| !b.fenced)
+}
+
+/// Kafka's `offsets.topic.segment.bytes` default, as the group coordinator creates the topic with.
+const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
+/// How long creating `__consumer_offsets` through the active controller may take.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the active controller to create `__consumer_offsets` with the settings the group coordinator uses
+/// (`offsets.topic.num.partitions`, `offsets.topic.replication.factor` capped at the live brokers, compacted).
+async fn create_offsets_topic_remotely(broker: &Arc<Broker>) {
+    let live = super::metadata::live_brokers(&broker.controller.image()).count();
+    let replication_factor = broker
+        .config
+        .offsets_topic_replication_factor
+        .clamp(1, i16::try_from(live.max(1)).unwrap_or(i16::MAX));
+    let config = |name: &'static str, value: &'static str| {
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str(name))
+            .with_value(Some(StrBytes::from_static_str(value)))
+    };
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(CONSUMER_OFFSETS_TOPIC)))
+            .with_num_partitions(broker.config.offsets_topic_num_partitions.max(1))
+            .with_replication_factor(replication_factor)
+            .with_configs(vec![
+                config("cleanup.policy", "compact"),
+                config("segment.bytes", OFFSETS_TOPIC_SEGMENT_BYTES),
+                config("compression.type", "producer"),
+            ])])
+        .with_timeout_ms(i32::try_from(CREATE_TIMEOUT.as_millis()).unwrap_or(i32::MAX));
+    match broker
+        .controller_channel
+        .send(&request, CREATE_TIMEOUT)
+        .await
+    {
+        Ok(response) => {
+            let code = response.topics.first().map_or(0, |t| t.error_code);
+            if code == 0 {
+                tracing::info!("created {CONSUMER_OFFSETS_TOPIC} through the active controller");
+            } else if code != ErrorCode::TopicAlreadyExists.code() {
+                tracing::warn!(
+                    error_code = code,
+                    "creating {CONSUMER_OFFSETS_TOPIC} failed"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "creating {CONSUMER_OFFSETS_TOPIC} through the active controller failed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_metadata::{MetadataDelta, MetadataRecord, PartitionRegistration, Uuid};
+
+    #[test]
+    fn the_coordinator_is_the_live_leader_of_the_groups_partition() {
+        let id = Uuid::from_u128(5);
+        let partition = |partition: i32, leader: i32| MetadataRecord::Partition {
+            topic_id: id,
+            partition,
+            registration: PartitionRegistration {
+                replicas: vec![1, 2],
+                isr: vec![1, 2],
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        };
+        let records = [
+            MetadataRecord::RegisterBroker(BrokerRegistration {
+                node_id: 1,
+                host: "one".into(),
+                port: 9092,
+                ..Default::default()
+            }),
+            MetadataRecord::RegisterBroker(BrokerRegistration {
+                node_id: 2,
+                host: "two".into(),
+                port: 9093,
+                fenced: true,
+                ..Default::default()
+            }),
+            MetadataRecord::Topic {
+                name: CONSUMER_OFFSETS_TOPIC.into(),
+                topic_id: id,
+                internal: true,
+            },
+            partition(0, 1),
+            partition(1, 2),
+            partition(2, -1),
+        ];
+        let base = MetadataImage::empty("c", 1);
+        let mut delta = MetadataDelta::new(&base);
+        for (offset, r) in records.iter().enumerate() {
+            delta.replay(offset as i64, r).unwrap();
+        }
+        let image = delta.apply();
+        assert_eq!(
+            coordinator_node(&image, 0).map(|b| b.host.as_str()),
+            Some("one")
+        );
+        assert!(coordinator_node(&image, 1).is_none(), "fenced leader");
+        assert!(coordinator_node(&image, 2).is_none(), "no leader");
+        assert!(coordinator_node(&image, 3).is_none(), "no such partition");
+    }
 }
