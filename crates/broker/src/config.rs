@@ -26,7 +26,11 @@ const fn key(name: &'static str, default: Option<&'static str>, doc: &'static st
 
 /// Every key `sluice server` accepts, in the order `--help` and the docs list them.
 pub const CONFIG_KEYS: &[ConfigKey] = &[
-    key("node.id", Some("0"), "Id of this node (controller and broker)."),
+    key(
+        "node.id",
+        Some("0"),
+        "Id of this node (as a controller and as a broker); unique in the cluster.",
+    ),
     key(
         "process.roles",
         Some("broker,controller"),
@@ -145,7 +149,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "cluster.id",
         None,
-        "Cluster id for a new metadata log (Kafka sets it with `kafka-storage format`); generated when unset.",
+        "Cluster id this node expects: the embedded single node formats its directories with it (a random one when unset); on a cluster node it must equal the id given to `sluice storage format`.",
     ),
     key("log.dirs", Some("./data"), "Comma-separated directories holding partition logs."),
     key("log.dir", None, "Single log directory, used when `log.dirs` is not set."),

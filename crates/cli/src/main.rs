@@ -1,5 +1,5 @@
-//! The `sluice` binary: `sluice server` runs a broker; further subcommands (topic, produce, consume, ...) plug in
-//! as more variants of [`Command`].
+//! The `sluice` binary: `sluice server` runs a broker, `sluice storage` formats its directories; further
+//! subcommands (topic, produce, consume, ...) plug in as more variants of [`Command`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run a broker (with no arguments: node 0 as controller and broker on 127.0.0.1:9092, data in ./data).
     Server(ServerArgs),
+    /// Format and inspect a node's storage (Kafka's kafka-storage.sh): random-uuid, format, info.
+    #[command(after_help = commands::storage::EXAMPLES)]
+    Storage(commands::storage::StorageArgs),
     #[command(flatten)]
     Tools(commands::ToolCommand),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Storage(args) => commands::storage::run(args),
         Command::Tools(command) => commands::run(command),
     }
 }

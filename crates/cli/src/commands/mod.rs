@@ -14,6 +14,7 @@ pub(crate) mod config;
 pub(crate) mod consume;
 pub(crate) mod group;
 pub(crate) mod produce;
+pub(crate) mod storage;
 pub(crate) mod topic;
 
 /// Options every tool takes (after the subcommand: `sluice topic list --bootstrap-server host:9092`).
