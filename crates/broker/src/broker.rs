@@ -47,6 +47,11 @@ pub struct Broker {
     pub fetch_purgatory: crate::purgatory::FetchPurgatory,
     /// The group coordinator (consumer groups and committed offsets on `__consumer_offsets`).
     pub groups: crate::group_coordinator::GroupCoordinator,
+    /// Requests to the active controller (another node's CONTROLLER listener when this node is not it).
+    pub controller_channel: crate::controller_channel::ControllerChannel,
+    /// Registration with the controller and heartbeats (a cluster's brokers; the embedded single node registers
+    /// itself inline at start-up).
+    pub lifecycle: crate::lifecycle::BrokerLifecycle,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: crate::producer_ids::ProducerIdManager,
     /// Connection tasks that ended in a panic since start-up (see [`Broker::handler_panics`]).
@@ -140,8 +145,12 @@ impl Broker {
             crate::fetch_session::FetchSessionCache::from_config(&config),
         );
         let groups = crate::group_coordinator::GroupCoordinator::new(&config);
+        let controller_channel =
+            crate::controller_channel::ControllerChannel::new(controller.clone(), config.clone());
         let broker = Arc::new(Broker {
             config,
+            controller_channel,
+            lifecycle: crate::lifecycle::BrokerLifecycle::new(),
             controller,
             logs,
             replicas,
@@ -158,6 +167,9 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))?;
         crate::group_coordinator::GroupCoordinator::start(&broker);
+        if !broker.config.quorum_voters.is_empty() {
+            broker.lifecycle.start(&broker);
+        }
         Ok(broker)
     }
 
@@ -174,6 +186,7 @@ impl Broker {
 
     /// Flushes every log and writes the clean-shutdown marker. Called once, after the last request finished.
     pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        self.lifecycle.stop().await;
         // Group timers append to `__consumer_offsets`: stop them before the logs close.
         self.groups.stop().await;
         let logs = self.logs.clone();

@@ -104,6 +104,7 @@ pub(crate) async fn serve_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: crate::apis::ListenerKind,
     shutdown: watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -134,12 +135,12 @@ pub(crate) async fn serve_connection(
                 // Only a Fetch is dropped when the peer goes: it has no effect but its response, and it may wait.
                 let is_fetch = request.api_key == ApiKey::Fetch;
                 let response = if !is_fetch {
-                    process(&broker, *request, peer).await
+                    process(&broker, *request, peer, listener).await
                 } else if muted || *peer_gone.borrow() {
                     Processed::PeerGone
                 } else {
                     tokio::select! {
-                        response = process(&broker, *request, peer) => response,
+                        response = process(&broker, *request, peer, listener) => response,
                         () = peer_went_away(&mut peer_gone) => Processed::PeerGone,
                     }
                 };
@@ -391,8 +392,10 @@ async fn process(
     broker: &Arc<Broker>,
     request: sluice_protocol::Request,
     peer: SocketAddr,
+    listener: crate::apis::ListenerKind,
 ) -> Processed {
     let ctx = RequestContext {
+        listener,
         api_key: request.api_key,
         api_version: request.api_version(),
         correlation_id: request.correlation_id(),

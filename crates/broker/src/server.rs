@@ -20,6 +20,10 @@ use crate::config::BrokerConfig;
 
 /// How long shutdown waits for connections to finish their in-flight requests before dropping them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for the controller to unfence this broker before it logs and carries on.
+const UNFENCE_WAIT: Duration = Duration::from_secs(30);
+/// How long a controlled shutdown waits for the controller to move this broker's leaderships.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// How often logs are checked for a due time-based flush (`flush.ms`).
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -128,6 +132,16 @@ impl Server {
             tokio::spawn(reconcile_loop(broker.clone(), shutdown.subscribe())),
             tokio::spawn(maintenance_loop(broker.clone(), shutdown.subscribe())),
         ];
+        if !broker.config.quorum_voters.is_empty() {
+            // Kafka's broker waits to be unfenced before it counts as started; the listeners already serve (the
+            // quorum needs them), so a slow quorum only delays this line.
+            if !broker.lifecycle.wait_unfenced(UNFENCE_WAIT).await {
+                tracing::warn!(
+                    wait_ms = UNFENCE_WAIT.as_millis(),
+                    "not unfenced by the controller yet; serving while the lifecycle keeps trying"
+                );
+            }
+        }
         tracing::info!(
             node_id = broker.config.node_id,
             cluster_id = %broker.controller.image().cluster_id,
@@ -161,6 +175,15 @@ impl Server {
     /// Stops accepting, lets connections finish their in-flight requests, stops the background tasks, then
     /// flushes every log and writes the clean-shutdown marker.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        if !self.broker.config.quorum_voters.is_empty()
+            && self.broker.config.controlled_shutdown_enable
+        {
+            // Controlled shutdown: the controller moves this broker's leaderships away before it stops serving.
+            self.broker
+                .lifecycle
+                .controlled_shutdown(CONTROLLED_SHUTDOWN_WAIT)
+                .await;
+        }
         tracing::info!("shutting down: no longer accepting connections");
         self.shutdown.send_replace(true);
         for acceptor in self.acceptors {
@@ -236,7 +259,12 @@ async fn accept_loop(
                         if is_controller && crate::quorum_net::is_quorum_connection(&stream).await {
                             crate::quorum_net::serve_quorum_connection(broker.controller.clone(), stream, shutdown).await;
                         } else {
-                            crate::network::serve_connection(broker, stream, peer, shutdown).await;
+                            let kind = if is_controller {
+                                crate::apis::ListenerKind::Controller
+                            } else {
+                                crate::apis::ListenerKind::Client
+                            };
+                            crate::network::serve_connection(broker, stream, peer, kind, shutdown).await;
                         }
                     });
                     peers.insert(task.id(), peer);
