@@ -378,14 +378,10 @@ impl Driver {
                 }
             }
             self.update_shared();
-            if self.in_flight.is_none() && !self.queue.is_empty() {
-                if self.start_next() {
-                    continue;
-                }
-            } else if !progressed {
-                return;
-            }
-            if !progressed && self.queue.is_empty() {
+            // Operations wait while this leader is not caught up (or an election runs); they are retried after the
+            // next tick or message, never in a busy loop here.
+            let started = self.in_flight.is_none() && !self.queue.is_empty() && self.start_next();
+            if !progressed && !started {
                 return;
             }
         }

@@ -251,17 +251,19 @@ pub(crate) fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = &Broke
     image.brokers.values().filter(|b| !b.fenced)
 }
 
-/// The controller id given to clients: the active controller when it is a live broker (combined mode), else
-/// this node if live, else the lowest live broker id (Kafka answers a random live broker; any one forwards), or
-/// -1 when no broker is live.
+/// The controller id given to clients: this node when it is a live broker (it forwards admin requests to the
+/// active controller), else the active controller when it is a live broker, else the lowest live broker id, or -1
+/// when no broker is live. Kafka answers a random live broker. Not the active controller first: right after it
+/// dies it is still "live" until its session expires, and librdkafka keeps sending admin requests to the
+/// controller id it last saw, unreachable, until its metadata refresh minutes later.
 pub(crate) fn controller_id_for_clients(
     image: &MetadataImage,
     active_controller: Option<i32>,
     local_node: i32,
 ) -> i32 {
-    active_controller
-        .filter(|&id| is_live(image, id))
-        .or_else(|| is_live(image, local_node).then_some(local_node))
+    is_live(image, local_node)
+        .then_some(local_node)
+        .or_else(|| active_controller.filter(|&id| is_live(image, id)))
         .or_else(|| live_brokers(image).next().map(|b| b.node_id))
         .unwrap_or(-1)
 }

@@ -1,0 +1,267 @@
+"""A 3-node Sluice cluster (every node `broker,controller`, a Raft quorum of 3 voters) driven by real clients.
+
+Each test starts three `sluice server` processes on free loopback ports (a client listener and a CONTROLLER
+listener each, `controller.quorum.voters` naming all three) and checks what a Kafka operator expects:
+- confluent-kafka's admin and kcat list 3 brokers; topics with replication.factor=3 have replicas on 3 brokers;
+- SIGKILL of the active controller while topics are being created: every CreateTopics that succeeded is in every
+  node's Metadata afterwards, none half-applied, and a new controller accepts CreateTopics (time measured);
+- SIGSTOP of a broker past its session timeout: fenced (left out of Metadata, its leaderships moved); SIGCONT:
+  it comes back unfenced;
+- the whole cluster restarted keeps its topics;
+- a node whose data dir was formatted for another cluster refuses to start, naming both ids.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, free_port
+
+CLUSTER_ID = "MkU3OEVBNTcwNTJENDM2Qk"
+#: Short sessions so fencing tests do not wait 9 s (Kafka's default) each time.
+SESSION_TIMEOUT_MS = 3000
+HEARTBEAT_MS = 500
+
+
+class Cluster:
+    """Three combined broker+controller nodes on loopback."""
+
+    def __init__(self, tmp_path: Path, size: int = 3):
+        self.tmp_path = tmp_path
+        ids = list(range(1, size + 1))
+        self.controller_ports = {i: free_port() for i in ids}
+        voters = ",".join(f"{i}@127.0.0.1:{self.controller_ports[i]}" for i in ids)
+        self.nodes: Dict[int, Broker] = {}
+        for i in ids:
+            node = Broker(tmp_path / f"node-{i}", tmp_path / f"node-{i}.log")
+            client = f"PLAINTEXT://127.0.0.1:{node.port}"
+            node.extra_overrides = {
+                "node.id": str(i),
+                "process.roles": "broker,controller",
+                "listeners": f"{client},CONTROLLER://127.0.0.1:{self.controller_ports[i]}",
+                "advertised.listeners": client,
+                "controller.listener.names": "CONTROLLER",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "controller.quorum.voters": voters,
+                "cluster.id": CLUSTER_ID,
+                "broker.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+                "broker.heartbeat.interval.ms": str(HEARTBEAT_MS),
+                "num.partitions": "3",
+            }
+            self.nodes[i] = node
+
+    def start(self) -> "Cluster":
+        # Start all three at once: each waits for the others to form the quorum.
+        for node in self.nodes.values():
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            node._spawn()
+        for node in self.nodes.values():
+            node._wait_ready()
+            node.starts += 1
+        self.wait_brokers(len(self.nodes))
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.proc is not None:
+                try:
+                    os.kill(node.proc.pid, signal.SIGCONT)
+                except OSError:
+                    pass
+            node.stop()
+
+    def bootstrap(self, exclude: Optional[int] = None) -> str:
+        return ",".join(n.bootstrap for i, n in self.nodes.items() if i != exclude)
+
+    def admin(self, node_id: Optional[int] = None, exclude: Optional[int] = None) -> AdminClient:
+        servers = self.nodes[node_id].bootstrap if node_id else self.bootstrap(exclude)
+        return AdminClient({"bootstrap.servers": servers, "socket.timeout.ms": 5000})
+
+    def metadata(self, node_id: int):
+        return self.admin(node_id).list_topics(timeout=10)
+
+    def wait_brokers(self, count: int, via: Optional[int] = None, timeout_s: float = 30.0) -> List[int]:
+        """Waits until Metadata (through node `via`, or any running node) lists exactly `count` brokers."""
+        deadline = time.monotonic() + timeout_s
+        seen: List[int] = []
+        while time.monotonic() < deadline:
+            ids = [via] if via else [i for i, n in self.nodes.items() if n.is_running()]
+            try:
+                md = self.metadata(ids[0])
+                seen = sorted(md.brokers)
+                if len(seen) == count:
+                    return seen
+            except KafkaException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"expected {count} brokers, Metadata lists {seen}\n{self.log_tails()}")
+
+    def active_controller(self) -> int:
+        """The active controller's id: the running node whose log last says it became the active controller."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for i, n in self.nodes.items():
+                if not n.is_running():
+                    continue
+                lines = [l for l in n.log_path.read_text(errors="replace").splitlines()
+                         if "active controller" in l]
+                if lines and "now the active controller" in lines[-1]:
+                    return i
+            time.sleep(0.2)
+        raise AssertionError("no active controller\n" + self.log_tails())
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- node {i} ---\n{n.log_tail(30)}" for i, n in self.nodes.items())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest):
+    c = Cluster(tmp_path).start()
+    yield c
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    c.stop()
+    if failed:
+        print(c.log_tails())
+
+
+def create(admin: AdminClient, name: str, partitions: int = 3, rf: int = 3) -> None:
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf)],
+                                  operation_timeout=10)
+    futures[name].result(timeout=30)
+
+
+def test_three_nodes_list_three_brokers_and_place_rf3_on_all(cluster: Cluster):
+    admin = cluster.admin()
+    create(admin, "rf3", partitions=6, rf=3)
+    for node_id in cluster.nodes:
+        md = cluster.metadata(node_id)
+        assert sorted(md.brokers) == [1, 2, 3], f"node {node_id} lists {sorted(md.brokers)}"
+        deadline = time.monotonic() + 10
+        while "rf3" not in md.topics and time.monotonic() < deadline:
+            time.sleep(0.1)
+            md = cluster.metadata(node_id)
+        parts = md.topics["rf3"].partitions
+        assert len(parts) == 6
+        leaders = set()
+        for p in parts.values():
+            assert sorted(p.replicas) == [1, 2, 3], p.replicas
+            assert sorted(p.isrs) == [1, 2, 3], p.isrs
+            leaders.add(p.leader)
+        assert leaders == {1, 2, 3}, f"leaders are striped over the brokers: {leaders}"
+    # Too few brokers for the replication factor: Kafka's error.
+    futures = admin.create_topics([NewTopic("rf4", num_partitions=1, replication_factor=4)])
+    with pytest.raises(KafkaException) as e:
+        futures["rf4"].result(timeout=30)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+
+
+def test_kcat_lists_three_brokers(cluster: Cluster):
+    out = subprocess.run(["kcat", "-b", cluster.bootstrap(), "-L", "-m", "10"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "3 brokers:" in out.stdout, out.stdout
+
+
+def test_sigkill_active_controller_while_creating_topics(cluster: Cluster):
+    victim = cluster.active_controller()
+    created: List[str] = []
+    stop = threading.Event()
+
+    def creator():
+        admin = cluster.admin(exclude=victim)
+        n = 0
+        while not stop.is_set():
+            name = f"t{n}"
+            n += 1
+            try:
+                create(admin, name, partitions=2, rf=2)
+                created.append(name)
+            except KafkaException:
+                pass
+            except Exception:  # noqa: BLE001 - timeouts from the futures count as failures too
+                pass
+
+    thread = threading.Thread(target=creator, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    killed_at = time.monotonic()
+    cluster.nodes[victim].kill()
+    # A new controller accepts CreateTopics: measure from the kill to the first success.
+    admin = cluster.admin(exclude=victim)
+    recovered = None
+    while time.monotonic() - killed_at < 30:
+        try:
+            create(admin, f"after-{int((time.monotonic() - killed_at) * 1000)}", partitions=1, rf=1)
+            recovered = time.monotonic() - killed_at
+            break
+        except Exception:  # noqa: BLE001
+            time.sleep(0.05)
+    assert recovered is not None, "no controller accepted CreateTopics after the kill\n" + cluster.log_tails()
+    print(f"controller failover: CreateTopics accepted {recovered:.2f} s after SIGKILL of node {victim}")
+    time.sleep(1.0)
+    stop.set()
+    thread.join(timeout=60)
+    assert created, "the creator made no topic"
+    # Bring the victim back: every node, it included, has every topic that was acknowledged, whole.
+    cluster.nodes[victim].start()
+    for node_id in cluster.nodes:
+        deadline = time.monotonic() + 20
+        while True:
+            md = cluster.metadata(node_id)
+            missing = [t for t in created if t not in md.topics]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert not missing, f"node {node_id} lacks acknowledged topics {missing}"
+        for t in created:
+            assert len(md.topics[t].partitions) == 2, f"{t} half-applied on node {node_id}"
+
+
+def test_sigstop_broker_is_fenced_and_rejoins_after_sigcont(cluster: Cluster):
+    create(cluster.admin(), "fence", partitions=6, rf=3)
+    controller = cluster.active_controller()
+    victim = next(i for i in cluster.nodes if i != controller)
+    proc = cluster.nodes[victim].proc
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        survivors = [i for i in cluster.nodes if i != victim]
+        cluster.wait_brokers(2, via=controller, timeout_s=SESSION_TIMEOUT_MS / 1000 + 15)
+        md = cluster.metadata(controller)
+        for p in md.topics["fence"].partitions.values():
+            assert p.leader in survivors, f"partition {p.id} still led by fenced broker {victim}"
+            assert victim not in p.isrs
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    cluster.wait_brokers(3, via=controller, timeout_s=30)
+
+
+def test_whole_cluster_restart_keeps_topics(cluster: Cluster):
+    create(cluster.admin(), "durable", partitions=4, rf=3)
+    for node in cluster.nodes.values():
+        node.stop()
+    cluster.start()
+    for node_id in cluster.nodes:
+        md = cluster.metadata(node_id)
+        assert "durable" in md.topics and len(md.topics["durable"].partitions) == 4
+
+
+def test_node_of_another_cluster_is_refused(cluster: Cluster):
+    node = cluster.nodes[3]
+    node.stop()
+    node.extra_overrides["cluster.id"] = "AAAAAAAAAAAAAAAAAAAAAA"
+    node._spawn()
+    code = node.proc.wait(timeout=30)
+    node.proc = None
+    assert code != 0
+    tail = node.log_tail()
+    assert "AAAAAAAAAAAAAAAAAAAAAA" in tail and CLUSTER_ID in tail, tail
