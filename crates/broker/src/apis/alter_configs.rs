@@ -42,7 +42,7 @@ pub(crate) async fn handle(
         .await
     {
         Ok(outcomes) => outcomes,
-        Err(e) => failed_outcomes(echo, &e.to_string()),
+        Err(e) => failed_outcomes(echo, &e),
     };
     AlterConfigsResponse::default().with_responses(
         outcomes
@@ -63,18 +63,16 @@ pub(crate) async fn handle(
 /// Every resource failed because the controller could not commit.
 pub(crate) fn failed_outcomes(
     resources: Vec<(i8, String)>,
-    message: &str,
+    error: &crate::controller::ControllerError,
 ) -> Vec<AlterConfigsOutcome> {
+    let message = &error.to_string();
     tracing::error!("config change failed: {message}");
     resources
         .into_iter()
         .map(|(resource_type, resource_name)| AlterConfigsOutcome {
             resource_type,
             resource_name,
-            error: Some(sluice_metadata::ApiError::new(
-                code::UNKNOWN_SERVER_ERROR,
-                message,
-            )),
+            error: Some(sluice_metadata::ApiError::new(error.code(), message)),
         })
         .collect()
 }

@@ -57,7 +57,7 @@ pub(crate) async fn handle(
                 .map(|name| {
                     CreatePartitionsTopicResult::default()
                         .with_name(name)
-                        .with_error_code(code::UNKNOWN_SERVER_ERROR)
+                        .with_error_code(e.code())
                         .with_error_message(Some(StrBytes::from_string(e.to_string())))
                 })
                 .collect()

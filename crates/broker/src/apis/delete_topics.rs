@@ -47,10 +47,7 @@ pub(crate) async fn handle(
                 .map(|t| sluice_metadata::DeleteTopicOutcome {
                     name: t.name,
                     topic_id: t.topic_id,
-                    error: Some(sluice_metadata::ApiError::new(
-                        code::UNKNOWN_SERVER_ERROR,
-                        e.to_string(),
-                    )),
+                    error: Some(sluice_metadata::ApiError::new(e.code(), e.to_string())),
                 })
                 .collect()
         }

@@ -71,7 +71,7 @@ pub(crate) async fn handle(
             .await
         {
             Ok(outcomes) => outcomes,
-            Err(e) => failed_outcomes(echo, &e.to_string()),
+            Err(e) => failed_outcomes(echo, &e),
         }
     };
     let mut outcomes = outcomes.into_iter();
