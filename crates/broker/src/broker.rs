@@ -5,11 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice_storage::{LogManager, StorageError};
-use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::replica_manager::ReplicaManager;
+
+/// How long the embedded single node waits for its own controller to unfence it.
+const SINGLE_NODE_UNFENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why the broker could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -115,30 +117,6 @@ impl Broker {
             tokio::task::spawn_blocking(move || Controller::open(controller_config, transport))
                 .await
                 .map_err(|e| BrokerError::Task(e.to_string()))??;
-        if config.quorum_voters.is_empty() {
-            // The embedded single node is its own active controller and has applied everything it registered
-            // with: register and unfence it before serving (a cluster's brokers do this in `lifecycle`).
-            let registration = controller
-                .register_broker(sluice_metadata::BrokerRegistration {
-                    node_id: config.node_id,
-                    host: config.advertised_host.clone(),
-                    port: i32::from(config.advertised_port),
-                    rack: config.broker_rack.clone(),
-                    incarnation_id: Uuid::new_v4(),
-                    ..Default::default()
-                })
-                .await?;
-            controller
-                .broker_heartbeat(sluice_metadata::controller::Heartbeat {
-                    node_id: config.node_id,
-                    broker_epoch: registration.broker_epoch,
-                    current_metadata_offset: controller.image().offset,
-                    want_fence: false,
-                    want_shut_down: false,
-                })
-                .await?;
-        }
-
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
         let producer_ids = crate::producer_ids::ProducerIdManager::open(&config.metadata_log_dir)?;
         let fetch_sessions = parking_lot::Mutex::new(
@@ -167,8 +145,20 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))?;
         crate::group_coordinator::GroupCoordinator::start(&broker);
-        if !broker.config.quorum_voters.is_empty() {
-            broker.lifecycle.start(&broker);
+        // Registration and heartbeats: without them the controller would fence this broker after
+        // `broker.session.timeout.ms`. The embedded single node is its own active controller and unfences itself at
+        // once, so it is unfenced before anything is served; a cluster's node waits in `Server::start`, once its
+        // listeners serve (the quorum needs them).
+        broker.lifecycle.start(&broker);
+        if broker.config.quorum_voters.is_empty()
+            && !broker
+                .lifecycle
+                .wait_unfenced(SINGLE_NODE_UNFENCE_WAIT)
+                .await
+        {
+            return Err(BrokerError::Task(
+                "the embedded controller did not unfence this broker".into(),
+            ));
         }
         Ok(broker)
     }
