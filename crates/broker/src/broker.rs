@@ -101,6 +101,7 @@ impl Broker {
         let controller_config = ControllerConfig {
             node_id: config.node_id,
             metadata_dir: config.metadata_log_dir.clone(),
+            log_dirs: config.log_dirs.clone(),
             num_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
             cluster_id: config.cluster_id.clone(),

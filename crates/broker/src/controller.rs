@@ -27,6 +27,7 @@ use sluice_metadata::controller::{
 };
 use sluice_metadata::error::code;
 use sluice_metadata::log::{self as mlog, LogError};
+use sluice_metadata::meta_properties;
 use sluice_metadata::quorum::{
     FileDisk, Message, QuorumError, QuorumNode, QuorumSettings, QuorumStore, StoreError,
 };
@@ -63,6 +64,8 @@ pub struct ControllerConfig {
     pub node_id: i32,
     /// The metadata dir (`metadata.log.dir`).
     pub metadata_dir: PathBuf,
+    /// `log.dirs`: checked with the metadata dir to hold one cluster's `meta.properties`.
+    pub log_dirs: Vec<PathBuf>,
     /// `num.partitions`, used when a request says -1.
     pub num_partitions: i32,
     /// `default.replication.factor`, used when a request says -1.
@@ -85,6 +88,7 @@ impl ControllerConfig {
         ControllerConfig {
             node_id,
             metadata_dir,
+            log_dirs: Vec::new(),
             num_partitions: 1,
             default_replication_factor: 1,
             cluster_id: None,
@@ -111,14 +115,9 @@ pub enum ControllerError {
     /// The controller's records did not apply to its own image (a bug); nothing was proposed.
     #[error("controller produced records that do not apply: {0}")]
     Replay(#[from] ReplayError),
-    /// The configured `cluster.id` differs from the one stored in `meta.properties`.
-    #[error("cluster.id {configured} does not match {stored} stored in meta.properties")]
-    ClusterIdMismatch {
-        /// The configured id.
-        configured: String,
-        /// The stored id.
-        stored: String,
-    },
+    /// `meta.properties` is missing, or names another cluster or node (the message names both ids).
+    #[error(transparent)]
+    MetaProperties(#[from] meta_properties::MetaPropertiesError),
     /// This node is not the active controller (the leader it knows of, if any).
     #[error("this node is not the active controller (leader: {leader:?})")]
     NotController {
@@ -168,10 +167,14 @@ struct Proposal {
     done: Box<dyn FnOnce(Result<u64, ControllerError>) + Send>,
 }
 
+/// An operation: computed against the committed image (and the broker sessions) when it is its turn and this node
+/// leads.
+type Op = Box<dyn FnOnce(&MetadataImage, &mut Sessions) -> Proposal + Send>;
+
 /// Work for the controller thread.
 enum Event {
-    /// An operation: computed against the committed image when it is this operation's turn (and this node leads).
-    Op(Box<dyn FnOnce(&MetadataImage, &mut Sessions) -> Proposal + Send>),
+    /// An operation.
+    Op(Op),
     /// A Raft message from a peer.
     Raft(Message),
 }
@@ -291,7 +294,7 @@ struct Driver {
     transport: Arc<dyn Transport>,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
     shared: Arc<Mutex<Shared>>,
-    queue: VecDeque<Box<dyn FnOnce(&MetadataImage, &mut Sessions) -> Proposal + Send>>,
+    queue: VecDeque<Op>,
     in_flight: Option<InFlight>,
     sessions: Sessions,
     was_leader: bool,
@@ -549,24 +552,19 @@ impl Controller {
         config: ControllerConfig,
         transport: Option<Arc<dyn Transport>>,
     ) -> Result<Controller, ControllerError> {
-        let stored = mlog::load_or_create_meta_properties_with(
-            &config.metadata_dir,
+        // Every directory must belong to one cluster and this node (Kafka's start-up check). They are formatted
+        // here only for the embedded single node or when `cluster.id` names the cluster; otherwise a node that was
+        // never formatted (`sluice storage format`) refuses to start rather than invent a cluster of its own.
+        let mut dirs = config.log_dirs.clone();
+        dirs.push(config.metadata_dir.clone());
+        let allow_create = config.voters.is_empty() || config.cluster_id.is_some();
+        let stored = meta_properties::check_or_create(
+            &dirs,
             config.node_id,
             config.cluster_id.as_deref(),
+            allow_create,
         )?;
-        if let Some(configured) = &config.cluster_id {
-            if configured != &stored {
-                return Err(ControllerError::ClusterIdMismatch {
-                    configured: configured.clone(),
-                    stored,
-                });
-            }
-        }
         let dir = config.metadata_dir.join(mlog::LOG_DIR_NAME);
-        std::fs::create_dir_all(&dir).map_err(|source| LogError::Io {
-            context: format!("create {}", dir.display()),
-            source,
-        })?;
         let lock = mlog::lock_dir(&dir, LOCK_WAIT_MS)?;
         let (disk, persisted) = FileDisk::open(&dir)?;
         let voter_ids: Vec<u64> = if config.voters.is_empty() {
@@ -970,10 +968,17 @@ mod tests {
             cluster_id: Some("someOtherClusterId0000".into()),
             ..config(dir.path())
         };
-        assert!(matches!(
-            Controller::open(other, None),
-            Err(ControllerError::ClusterIdMismatch { .. })
-        ));
+        let err = Controller::open(other, None).unwrap_err();
+        assert!(matches!(err, ControllerError::MetaProperties(_)), "{err:?}");
+        let message = err.to_string();
+        let stored = meta_properties::read(dir.path())
+            .unwrap()
+            .expect("formatted by the first open")
+            .cluster_id;
+        assert!(
+            message.contains("someOtherClusterId0000") && message.contains(&stored),
+            "the error names both ids: {message}"
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! Cluster metadata for Sluice: metadata records, the immutable [`MetadataImage`] and the [`MetadataDelta`]
 //! that replays records onto it, pure controller logic returning `(records, response)`, the topic-level
-//! config catalogue, and the durable metadata log (`__cluster_metadata`) with snapshots.
+//! config catalogue, `meta.properties`, and the controller quorum ([`quorum`]): the metadata log replicated by
+//! Raft, with snapshots of the image.
 //!
-//! Nothing here uses tokio: the broker's controller driver serializes operations, appends the records
-//! through [`log::MetadataLog`] and publishes each new image.
+//! Nothing here uses tokio: the broker's controller driver serializes operations, proposes their records through
+//! a [`quorum::QuorumNode`] and publishes each committed image.
 
 pub mod codec;
 pub mod controller;

@@ -1,8 +1,9 @@
-//! Disk contents are untrusted: decoding arbitrary bytes as records, snapshots or a log tail never panics and never
+//! Disk contents are untrusted: decoding arbitrary bytes as records, batches, snapshots or a log tail never panics and never
 //! allocates beyond the input (counts are checked against the remaining bytes).
 
 use proptest::prelude::*;
-use sluice_metadata::log::{FileLogOptions, FileMetadataLog, MetadataLog, LOG_DIR_NAME};
+use sluice_metadata::quorum::{Entry, FileDisk, QuorumStore};
+use sluice_metadata::record::{decode_batch, encode_batch};
 use sluice_metadata::{BrokerRegistration, MetadataImage, MetadataRecord};
 
 proptest! {
@@ -36,35 +37,42 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
 
-    /// Garbage after the last good batch is a torn tail: recovery keeps every committed batch and cuts the rest.
+    /// Garbage after the last good frame of `quorum.log` is a torn tail: loading keeps every persisted entry and cuts
+    /// exactly the garbage.
     #[test]
-    fn garbage_tail_is_cut_and_committed_batches_survive(tail in proptest::collection::vec(any::<u8>(), 1..200)) {
+    fn garbage_tail_is_cut_and_persisted_entries_survive(tail in proptest::collection::vec(any::<u8>(), 1..200)) {
         let dir = tempfile::tempdir().unwrap();
-        let options = FileLogOptions {
-            dir: dir.path().to_path_buf(),
-            node_id: 0,
-            snapshot_interval_records: 0,
-            lock_wait_ms: 0,
-        };
-        let (mut log, _, _) = FileMetadataLog::open(&options, MetadataImage::empty("c", 0)).unwrap();
+        let (disk, persisted) = FileDisk::open(dir.path()).unwrap();
+        let store = QuorumStore::new(Box::new(disk), persisted, &[1]);
         let record = MetadataRecord::RegisterBroker(BrokerRegistration {
             node_id: 0,
             host: "h".into(),
             port: 1,
-            rack: None,
             ..Default::default()
         });
-        log.append(std::slice::from_ref(&record)).unwrap();
-        drop(log);
-        let segment = dir.path().join(LOG_DIR_NAME).join(format!("{:020}.log", 0));
-        let good_len = std::fs::metadata(&segment).unwrap().len();
-        let mut bytes = std::fs::read(&segment).unwrap();
+        let entry = Entry {
+            index: 1,
+            term: 1,
+            data: encode_batch(std::slice::from_ref(&record)).into(),
+            ..Default::default()
+        };
+        store.append(std::slice::from_ref(&entry)).unwrap();
+        drop(store);
+        let log = dir.path().join("quorum.log");
+        let good_len = std::fs::metadata(&log).unwrap().len();
+        let mut bytes = std::fs::read(&log).unwrap();
         bytes.extend_from_slice(&tail);
-        std::fs::write(&segment, &bytes).unwrap();
-        // A random tail can only be a torn frame (its CRC will not match), so recovery cuts exactly it.
-        let (_, image, report) = FileMetadataLog::open(&options, MetadataImage::empty("c", 0)).unwrap();
-        prop_assert_eq!(image.brokers.len(), 1);
-        prop_assert_eq!(report.truncated_bytes, tail.len() as u64);
-        prop_assert_eq!(std::fs::metadata(&segment).unwrap().len(), good_len);
+        std::fs::write(&log, &bytes).unwrap();
+        // A random tail can only be a torn frame (its CRC will not match), so loading cuts exactly it.
+        let (_, persisted) = FileDisk::open(dir.path()).unwrap();
+        prop_assert_eq!(persisted.entries.len(), 1);
+        prop_assert_eq!(decode_batch(&persisted.entries[0].data).unwrap(), vec![record]);
+        prop_assert_eq!(std::fs::metadata(&log).unwrap().len(), good_len);
+    }
+
+    /// A batch (one Raft entry's data) decodes to records or fails; it never panics.
+    #[test]
+    fn batch_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_batch(&bytes);
     }
 }

@@ -388,11 +388,8 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn quorum_keeps_committed_metadata_under_faults() {
     let seeds = seeds();
-    let mut committed_total = 0usize;
     for &seed in &seeds {
-        let sim = Sim::new(seed);
-        sim.run(600);
-        committed_total += 1;
+        Sim::new(seed).run(600);
     }
-    eprintln!("{} seeds passed ({committed_total} runs)", seeds.len());
+    eprintln!("{} seeds passed", seeds.len());
 }

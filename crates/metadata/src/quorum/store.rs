@@ -13,9 +13,6 @@
 //! - `quorum.state`: the hard state protobuf, written to a `.tmp` file, fsynced and renamed.
 //! - `quorum.snapshot`: `[magic 8][length u32][crc32c u32][Snapshot protobuf]`, written the same way.
 
-// raft-rs's protobuf messages are built field by field, as rust-protobuf intends.
-#![allow(clippy::field_reassign_with_default)]
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -377,8 +374,10 @@ impl QuorumStore {
     /// A store over what `disk` holds. `voters` is the static voter set (`controller.quorum.voters`); a store that
     /// has a snapshot takes the voters recorded in it.
     pub fn new(disk: Box<dyn Disk>, persisted: Persisted, voters: &[u64]) -> QuorumStore {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = voters.to_vec();
+        let mut conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
         let mut snapshot = persisted.snapshot;
         if snapshot.get_metadata().index > 0 {
             conf_state = snapshot.get_metadata().get_conf_state().clone();
@@ -487,13 +486,17 @@ impl QuorumStore {
             .find(|e| e.index == index)
             .map(|e| e.term)
             .expect("a committed index above the snapshot has its entry");
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
-        let mut meta = SnapshotMetadata::default();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(inner.conf_state.clone());
-        snapshot.set_metadata(meta);
+        let meta = SnapshotMetadata {
+            index,
+            term,
+            conf_state: Some(inner.conf_state.clone()).into(),
+            ..Default::default()
+        };
+        let snapshot = Snapshot {
+            data: data.into(),
+            metadata: Some(meta).into(),
+            ..Default::default()
+        };
         let keep: Vec<Entry> = inner
             .entries
             .iter()
@@ -624,11 +627,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -644,10 +648,12 @@ mod tests {
             store
                 .append(&[entry(3, 2, b"C"), entry(4, 2, b"d")])
                 .unwrap();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 2;
-            hs.commit = 2;
+            let hs = HardState {
+                term: 2,
+                vote: 2,
+                commit: 2,
+                ..Default::default()
+            };
             store.set_hard_state(&hs).unwrap();
         }
         let (_disk, persisted) = FileDisk::open(dir.path()).unwrap();
