@@ -37,6 +37,8 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 
 /// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB): small segments so compaction has work to do.
+/// How long the start-up load waits for the controller to unfence this broker.
+const LOAD_WAIT_FOR_UNFENCE: std::time::Duration = std::time::Duration::from_secs(60);
 const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
 /// Upper bound of one read while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
@@ -138,7 +140,7 @@ impl GroupCoordinator {
         partition_for(group_id, self.num_partitions)
     }
 
-    /// Starts the background work: loads every partition of an existing `__consumer_offsets` (so that groups,
+    /// Starts the background work (once this broker is unfenced): loads every partition of an existing `__consumer_offsets` (so that groups,
     /// offsets and their timers come back after a restart) and runs the timer loop until the broker is dropped.
     pub fn start(broker: &Arc<Broker>) {
         let weak = Arc::downgrade(broker);
@@ -151,6 +153,14 @@ impl GroupCoordinator {
         let task = tokio::spawn(async move {
             if let Some(b) = weak.upgrade() {
                 if existing {
+                    // A restarted broker registers a new incarnation: its partitions lose their leader until the
+                    // controller unfences it again. Loading before that would find them led by nobody and skip
+                    // them (ListGroups answers COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+                    if !b.lifecycle.wait_unfenced(LOAD_WAIT_FOR_UNFENCE).await {
+                        tracing::warn!(
+                            "not unfenced within {LOAD_WAIT_FOR_UNFENCE:?}; loading {CONSUMER_OFFSETS_TOPIC} anyway"
+                        );
+                    }
                     for p in 0..b.groups.num_partitions {
                         if let Err(e) = b.groups.load_partition(&b, p).await {
                             tracing::warn!("loading {CONSUMER_OFFSETS_TOPIC}-{p}: {e}");
