@@ -169,7 +169,7 @@ api_registry! {
     DescribeConfigs => describe_configs, 1..=4;
     AlterConfigs => alter_configs, 0..=2;
     IncrementalAlterConfigs => incremental_alter_configs, 0..=1;
-    DescribeCluster => describe_cluster, 0..=1;
+    DescribeCluster => describe_cluster, 0..=2;
     FindCoordinator => find_coordinator, 0..=4;
     JoinGroup => join_group, 0..=9;
     SyncGroup => sync_group, 0..=5;
