@@ -1,11 +1,13 @@
-//! The admin client: topics, partitions, configs, offsets, groups and the cluster description.
+//! The admin client: topics, partitions, configs, offsets, groups, the cluster description and the metadata
+//! quorum.
 //!
 //! Requests that change cluster metadata go to the controller (any broker if unknown); offset queries go to
 //! each partition's leader; group requests go to the group's coordinator. Every per-resource error is
 //! reported as a [`ClientError::Broker`] naming the resource.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -15,10 +17,12 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response};
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, TopicName,
+    DescribeQuorumRequest, DescribeQuorumResponse, GroupId, IncrementalAlterConfigsRequest,
+    ListGroupsRequest, ListOffsetsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -262,9 +266,85 @@ pub struct ClusterDescription {
     pub cluster_id: Option<String>,
     /// Controller node id (-1 if unknown).
     pub controller_id: i32,
-    /// Brokers.
-    pub brokers: Vec<BrokerInfo>,
+    /// Brokers by id: the unfenced ones, and the fenced ones too when [`ClusterDescription::fenced_listed`].
+    pub brokers: Vec<ClusterBroker>,
+    /// True when fenced brokers were asked for and the broker could list them (DescribeCluster v2, KIP-1073).
+    /// False otherwise: then a fenced broker is simply absent, as in Metadata.
+    pub fenced_listed: bool,
 }
+
+/// One broker of a [`ClusterDescription`] (Kafka's `Node` with `isFenced`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBroker {
+    /// Id, advertised address and rack.
+    pub info: BrokerInfo,
+    /// Registered but fenced: its heartbeats stopped for longer than its session, or it has not caught up with
+    /// the metadata log since it registered. A fenced broker leads no partition.
+    pub fenced: bool,
+}
+
+/// The metadata quorum as DescribeQuorum reports it (Kafka's `QuorumInfo`, KIP-595, KIP-836, KIP-853).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumInfo {
+    /// The leader (the active controller), -1 if unknown.
+    pub leader_id: i32,
+    /// The leader epoch (the Raft term).
+    pub leader_epoch: i32,
+    /// The metadata log's high watermark (its commit index).
+    pub high_watermark: i64,
+    /// The voters as the leader sees them, in the order it reports them.
+    pub voters: Vec<QuorumReplica>,
+    /// Observers (broker-only nodes replicating the log) the leader has heard from.
+    pub observers: Vec<QuorumReplica>,
+    /// The controller endpoints of each voter (DescribeQuorum v2; empty below).
+    pub nodes: BTreeMap<i32, Vec<RaftEndpoint>>,
+}
+
+impl QuorumInfo {
+    /// The leader's replica state, if the leader is one of the voters.
+    pub fn leader(&self) -> Option<&QuorumReplica> {
+        self.voters.iter().find(|v| v.replica_id == self.leader_id)
+    }
+}
+
+/// One replica of the metadata log in [`QuorumInfo`] (Kafka's `QuorumInfo.ReplicaState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumReplica {
+    /// The node id.
+    pub replica_id: i32,
+    /// The directory id of its metadata log (KIP-853); the nil UUID when not reported.
+    pub directory_id: uuid::Uuid,
+    /// Its log end offset as the leader knows it (-1 unknown).
+    pub log_end_offset: i64,
+    /// When the leader last received a fetch from it, in ms since the epoch (DescribeQuorum v1+).
+    pub last_fetch_timestamp_ms: Option<i64>,
+    /// When it was last caught up with the leader, in ms since the epoch (DescribeQuorum v1+).
+    pub last_caught_up_timestamp_ms: Option<i64>,
+}
+
+/// A voter's listener (Kafka's `RaftVoterEndpoint`); displays as `NAME://host:port`, IPv6 hosts in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftEndpoint {
+    /// The listener name (`CONTROLLER`).
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for RaftEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.name, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.name, self.host, self.port)
+        }
+    }
+}
+
+/// The topic of the metadata log, the one partition DescribeQuorum describes.
+const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// A group as ListGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,29 +636,41 @@ impl Admin {
         list_offsets(&self.client, queries).await
     }
 
-    /// The cluster id, controller and brokers (DescribeCluster if served, else Metadata).
-    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+    /// The cluster id, controller and brokers (DescribeCluster if served, else Metadata). With `include_fenced`,
+    /// fenced brokers are listed too, marked, when the broker speaks DescribeCluster v2 (Kafka's
+    /// `DescribeClusterOptions.includeFencedBrokers`); [`ClusterDescription::fenced_listed`] says whether they were.
+    pub async fn describe_cluster(&self, include_fenced: bool) -> Result<ClusterDescription> {
         let conn = self.client.any_connection().await?;
-        if conn.version_for::<DescribeClusterRequest>(None).is_ok() {
-            let response = conn.send(&DescribeClusterRequest::default(), None).await?;
+        if let Ok(version) = conn.version_for::<DescribeClusterRequest>(None) {
+            // IsFenced cannot be asked for below v2; Kafka's client fails there, ours says it could not.
+            let fenced_listed = include_fenced && version >= 2;
+            let request =
+                DescribeClusterRequest::default().with_include_fenced_brokers(fenced_listed);
+            let response = conn.send(&request, None).await?;
             check_code(
                 response.error_code,
                 || "describing the cluster".to_owned(),
                 response.error_message.as_ref(),
             )?;
-            return Ok(ClusterDescription {
-                cluster_id: Some(response.cluster_id.as_str().to_owned()),
-                controller_id: response.controller_id.0,
-                brokers: response
-                    .brokers
-                    .iter()
-                    .map(|b| BrokerInfo {
+            let mut brokers: Vec<ClusterBroker> = response
+                .brokers
+                .iter()
+                .map(|b| ClusterBroker {
+                    info: BrokerInfo {
                         node_id: b.broker_id.0,
                         host: b.host.as_str().to_owned(),
                         port: b.port,
                         rack: b.rack.as_ref().map(|r| r.as_str().to_owned()),
-                    })
-                    .collect(),
+                    },
+                    fenced: b.is_fenced,
+                })
+                .collect();
+            brokers.sort_by_key(|b| b.info.node_id);
+            return Ok(ClusterDescription {
+                cluster_id: Some(response.cluster_id.as_str().to_owned()),
+                controller_id: response.controller_id.0,
+                brokers,
+                fenced_listed,
             });
         }
         self.client.refresh_metadata(Some(&[]), false).await?;
@@ -586,8 +678,47 @@ impl Admin {
         Ok(ClusterDescription {
             cluster_id: m.cluster_id.clone(),
             controller_id: m.controller_id,
-            brokers: m.brokers.values().cloned().collect(),
+            brokers: m
+                .brokers
+                .values()
+                .map(|info| ClusterBroker {
+                    info: info.clone(),
+                    fenced: false,
+                })
+                .collect(),
+            fenced_listed: false,
         })
+    }
+
+    /// The metadata quorum: DescribeQuorum for `__cluster_metadata` partition 0, sent to any broker (a broker
+    /// forwards it to the active controller, as Kafka's `Admin.describeMetadataQuorum` relies on). Retriable
+    /// errors (an election under way: NOT_LEADER_OR_FOLLOWER, NOT_CONTROLLER, REQUEST_TIMED_OUT) are retried
+    /// until `request_timeout_ms` has passed.
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo> {
+        let request = DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str(CLUSTER_METADATA_TOPIC)))
+                .with_partitions(vec![
+                    describe_quorum_request::PartitionData::default().with_partition_index(0)
+                ]),
+        ]);
+        let deadline =
+            Instant::now() + Duration::from_millis(self.client.config().request_timeout_ms);
+        loop {
+            let attempt = match self.client.send_any(&request, None).await {
+                Ok(response) => quorum_info(&response),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(
+                        self.client.config().retry_backoff_ms,
+                    ))
+                    .await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Every group on every broker (ListGroups).
@@ -674,4 +805,64 @@ impl Admin {
     ) -> Result<()> {
         commit_offsets(&self.client, group, -1, "", offsets).await
     }
+}
+
+/// The quorum from a DescribeQuorum answer; a top-level or partition error is the error.
+fn quorum_info(response: &DescribeQuorumResponse) -> Result<QuorumInfo> {
+    let context = || "describing the metadata quorum".to_owned();
+    check_code(
+        response.error_code,
+        context,
+        response.error_message.as_ref(),
+    )?;
+    let partition = response
+        .topics
+        .iter()
+        .filter(|t| t.topic_name.0.as_str() == CLUSTER_METADATA_TOPIC)
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == 0)
+        .ok_or_else(|| {
+            // Kafka's admin client throws UnknownServerException for such an answer.
+            ClientError::broker(
+                context(),
+                ResponseError::UnknownServerError.code(),
+                Some("the answer does not describe __cluster_metadata partition 0".to_owned()),
+            )
+        })?;
+    check_code(
+        partition.error_code,
+        context,
+        partition.error_message.as_ref(),
+    )?;
+    let replica = |r: &describe_quorum_response::ReplicaState| QuorumReplica {
+        replica_id: r.replica_id.0,
+        directory_id: r.replica_directory_id,
+        log_end_offset: r.log_end_offset,
+        last_fetch_timestamp_ms: (r.last_fetch_timestamp != -1).then_some(r.last_fetch_timestamp),
+        last_caught_up_timestamp_ms: (r.last_caught_up_timestamp != -1)
+            .then_some(r.last_caught_up_timestamp),
+    };
+    Ok(QuorumInfo {
+        leader_id: partition.leader_id.0,
+        leader_epoch: partition.leader_epoch,
+        high_watermark: partition.high_watermark,
+        voters: partition.current_voters.iter().map(replica).collect(),
+        observers: partition.observers.iter().map(replica).collect(),
+        nodes: response
+            .nodes
+            .iter()
+            .map(|n| {
+                let endpoints = n
+                    .listeners
+                    .iter()
+                    .map(|l| RaftEndpoint {
+                        name: l.name.as_str().to_owned(),
+                        host: l.host.as_str().to_owned(),
+                        port: l.port,
+                    })
+                    .collect();
+                (n.node_id.0, endpoints)
+            })
+            .collect(),
+    })
 }

@@ -136,7 +136,7 @@ async fn topic_lifecycle_configs_offsets_cluster_and_groups() {
         4
     );
 
-    let cluster = admin.describe_cluster().await.unwrap();
+    let cluster = admin.describe_cluster(false).await.unwrap();
     assert_eq!(cluster.brokers.len(), 1);
     assert!(cluster.cluster_id.is_some());
 
