@@ -10,6 +10,9 @@ use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::replica_manager::ReplicaManager;
 
+/// A broker-only node waiting for the metadata log at start-up says so this often.
+const OBSERVER_CATCH_UP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long the embedded single node waits for its own controller to unfence it.
 const SINGLE_NODE_UNFENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -25,9 +28,6 @@ pub enum BrokerError {
     /// The producer id allocator could not be opened.
     #[error("producer ids: {0}")]
     ProducerIds(#[from] crate::producer_ids::ProducerIdError),
-    /// The configuration asks for something not built yet.
-    #[error("unsupported configuration: {0}")]
-    Unsupported(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
@@ -81,13 +81,6 @@ impl Broker {
         config: BrokerConfig,
         transport: Option<Arc<dyn crate::controller::Transport>>,
     ) -> Result<Arc<Broker>, BrokerError> {
-        if !config.roles.broker || !config.roles.controller {
-            return Err(BrokerError::Unsupported(
-                "process.roles must be `broker,controller` for now: separate broker-only and controller-only \
-                 nodes are not built yet (every node of a Sluice cluster is a voter and a broker)"
-                    .into(),
-            ));
-        }
         let config = Arc::new(config);
         let log_dirs = config.log_dirs.clone();
         let default_log_config = config.log_config(&Default::default());
@@ -114,10 +107,25 @@ impl Broker {
             session_timeout_ms: config.broker_session_timeout_ms,
             snapshot_after_bytes: config.metadata_log_max_record_bytes_between_snapshots,
         };
-        let controller =
+        let controller = if config.roles.controller {
             tokio::task::spawn_blocking(move || Controller::open(controller_config, transport))
                 .await
-                .map_err(|e| BrokerError::Task(e.to_string()))??;
+                .map_err(|e| BrokerError::Task(e.to_string()))??
+        } else {
+            // A broker-only node follows the voters' committed log. Its partition logs are reconciled with the image
+            // below: wait for the whole committed log first, or an empty image would look like "no topics".
+            let controller = Controller::observe(controller_config)?;
+            let mut waited = std::time::Duration::ZERO;
+            while !controller.wait_caught_up(OBSERVER_CATCH_UP_LOG_EVERY).await {
+                waited += OBSERVER_CATCH_UP_LOG_EVERY;
+                tracing::warn!(
+                    waited_s = waited.as_secs(),
+                    voters = ?config.quorum_voters.iter().map(|v| format!("{}@{}:{}", v.id, v.host, v.port)).collect::<Vec<_>>(),
+                    "still waiting for the controller quorum's metadata log"
+                );
+            }
+            controller
+        };
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
         let producer_ids = crate::producer_ids::ProducerIdManager::open(&config.metadata_log_dir)?;
         let fetch_sessions = parking_lot::Mutex::new(
@@ -139,6 +147,10 @@ impl Broker {
             producer_ids,
             handler_panics: AtomicU64::new(0),
         });
+        if !broker.config.roles.broker {
+            // A controller-only node: the quorum and the CONTROLLER listener, no partitions, groups or registration.
+            return Ok(broker);
+        }
         // Bring the hosted partitions in line with the image (creates and deletes logs: off the async workers)
         // before anything, the group coordinator included, looks partitions up.
         let b = broker.clone();

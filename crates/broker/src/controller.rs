@@ -28,8 +28,10 @@ use sluice_metadata::controller::{
 use sluice_metadata::error::code;
 use sluice_metadata::log::{self as mlog, LogError};
 use sluice_metadata::meta_properties;
+use sluice_metadata::quorum::observer::{self, FetchRequest, FetchResponse, Observer};
 use sluice_metadata::quorum::{
-    FileDisk, Message, QuorumError, QuorumNode, QuorumSettings, QuorumStore, StoreError,
+    CommittedRead, FileDisk, Message, QuorumError, QuorumNode, QuorumSettings, QuorumStore,
+    StoreError,
 };
 use sluice_metadata::{
     BrokerRegistration, CreatePartitions, CreatePartitionsOutcome, CreateTopicOutcome,
@@ -177,6 +179,31 @@ enum Event {
     Op(Op),
     /// A Raft message from a peer.
     Raft(Message),
+    /// An observer's fetch of the committed log.
+    ObserverFetch(FetchRequest, oneshot::Sender<FetchResponse>),
+}
+
+/// The most an observer fetch answer carries (soft: at least one entry goes).
+const OBSERVER_FETCH_MAX_BYTES: u32 = 8 * 1024 * 1024;
+/// An observer that has not fetched for this long is no longer reported (Kafka's `OBSERVER_SESSION_TIMEOUT_MS`).
+const OBSERVER_SESSION: Duration = Duration::from_secs(300);
+
+/// An observer fetch waiting for the commit index to pass its `from` (long polling).
+struct ParkedFetch {
+    request: FetchRequest,
+    deadline: Instant,
+    reply: oneshot::Sender<FetchResponse>,
+}
+
+/// What a voter last saw of an observer.
+#[derive(Debug, Clone, Copy)]
+struct ObserverSeen {
+    /// The last index it has applied (`from - 1` of its last fetch).
+    applied: u64,
+    /// When it fetched (wall clock, ms) and whether it was caught up then.
+    fetched_ms: i64,
+    caught_up_ms: i64,
+    at: Instant,
 }
 
 /// The broker sessions the active controller keeps (Kafka's `BrokerHeartbeatManager`): the last heartbeat of
@@ -210,7 +237,7 @@ pub struct QuorumStatus {
     pub high_watermark: i64,
     /// Each voter's replication state (as the leader sees it; only this node's own on a follower).
     pub voters: Vec<ReplicaStatus>,
-    /// Observers (none: every quorum member is a voter).
+    /// Observers (broker-only nodes following the log) that fetched from this node recently.
     pub observers: Vec<ReplicaStatus>,
 }
 
@@ -227,11 +254,133 @@ pub struct ReplicaStatus {
     pub last_caught_up_timestamp_ms: i64,
 }
 
-/// What the controller thread shares with handles.
+/// What the controller thread (or the observer task) shares with handles.
 #[derive(Debug, Default)]
 struct Shared {
     leader_id: Option<i32>,
     status: QuorumStatus,
+    /// An observer has applied the log up to the commit index of a voter's answer at least once.
+    caught_up: bool,
+}
+
+/// How long a voter may hold an observer's fetch when nothing new is committed (Kafka's
+/// `controller.quorum.fetch.timeout.ms` is 2 s; a fetch waits at most half a second, as Kafka's `FETCH_MAX_WAIT_MS`).
+const OBSERVER_MAX_WAIT_MS: u32 = 500;
+
+/// The observer's fetch loop: asks the leader it knows (any voter, in turn, when it knows none or the leader does not
+/// answer) for the entries after what it applied, applies them and publishes the image.
+async fn observe_loop(
+    mut observer: Observer,
+    node_id: i32,
+    voters: Vec<(i32, String, u16)>,
+    publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
+    shared: Arc<Mutex<Shared>>,
+) {
+    let mut target = 0usize;
+    let mut client: Option<(i32, crate::quorum_net::ObserverClient)> = None;
+    let mut backoff = Duration::from_millis(50);
+    let mut refused_logged = false;
+    loop {
+        let leader = shared.lock().leader_id;
+        let want = leader
+            .and_then(|l| voters.iter().position(|(id, _, _)| *id == l))
+            .unwrap_or(target % voters.len().max(1));
+        let Some((voter_id, host, port)) = voters.get(want).cloned() else {
+            tracing::error!("an observer needs controller.quorum.voters");
+            return;
+        };
+        if client.as_ref().is_none_or(|(id, _)| *id != voter_id) {
+            client = match crate::quorum_net::ObserverClient::connect(host.as_str(), port).await {
+                Ok(c) => Some((voter_id, c)),
+                Err(e) => {
+                    tracing::debug!(voter = voter_id, error = %e, "cannot reach controller");
+                    shared.lock().leader_id = None;
+                    target = want + 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+        }
+        let request = FetchRequest {
+            cluster_id: observer.image().cluster_id.clone(),
+            node_id,
+            from: observer.next_index(),
+            max_bytes: OBSERVER_FETCH_MAX_BYTES,
+            max_wait_ms: OBSERVER_MAX_WAIT_MS,
+        };
+        let (_, conn) = client.as_mut().expect("connected above");
+        let response = match conn.fetch(&request).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(voter = voter_id, error = %e, "observer fetch failed");
+                client = None;
+                shared.lock().leader_id = None;
+                target = want + 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        if response.error_code != 0 {
+            if observer::is_fatal(response.error_code) && !refused_logged {
+                tracing::error!(
+                    voter = voter_id,
+                    cluster_id = %request.cluster_id,
+                    "the controller belongs to another cluster (INCONSISTENT_CLUSTER_ID); this node was formatted \
+                     for cluster {}",
+                    request.cluster_id
+                );
+                refused_logged = true;
+            }
+            client = None;
+            shared.lock().leader_id = None;
+            target = want + 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let changed = match observer.apply(&response.read) {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::error!(voter = voter_id, error = %e, "cannot apply the metadata log; fetching again");
+                client = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let leader = (response.leader_id >= 0).then_some(response.leader_id);
+        let (leader_moved, first_catch_up) = {
+            let mut s = shared.lock();
+            let moved = s.leader_id != leader;
+            s.leader_id = leader;
+            s.status.leader_id = response.leader_id;
+            s.status.high_watermark = response.commit as i64;
+            // Caught up: everything a leader has committed is applied (without a leader, the commit index
+            // answered may be stale, and a brand-new quorum's is 0).
+            let first =
+                leader.is_some() && observer.applied_index() >= response.commit && !s.caught_up;
+            if first {
+                s.caught_up = true;
+                tracing::info!(
+                    applied = observer.applied_index(),
+                    "caught up with the metadata log"
+                );
+            }
+            (moved, first)
+        };
+        // Publish on a first catch-up too: `wait_caught_up` wakes on publications.
+        if changed || leader_moved || first_catch_up {
+            let mut image = (**observer.image()).clone();
+            image.controller_id = response.leader_id;
+            publisher.send_replace(Arc::new(image));
+        }
+        if leader.is_none() {
+            // An election runs: ask the next voter after a pause rather than hammering this one.
+            target = want + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// The controller handle; cheap to clone, shared by every connection task.
@@ -253,10 +402,15 @@ struct ControllerThread {
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The lock on the metadata dir, released after the thread ends.
     _lock: Option<std::fs::File>,
+    /// An observer's fetch task (no thread, no events), stopped with the last handle.
+    observer_task: Option<tokio::task::AbortHandle>,
 }
 
 impl Drop for ControllerThread {
     fn drop(&mut self) {
+        if let Some(task) = self.observer_task.take() {
+            task.abort();
+        }
         self.events.lock().take();
         if let Some(handle) = self.handle.lock().take() {
             if handle.join().is_err() {
@@ -300,6 +454,12 @@ struct Driver {
     was_leader: bool,
     /// Set when the member failed (storage): it stops taking part and answers every operation with the error.
     failed: Option<String>,
+    /// The cluster id observers must name.
+    cluster_id: String,
+    /// Observer fetches waiting for new commits.
+    parked: Vec<ParkedFetch>,
+    /// Observers that fetched from this node, by node id.
+    observers: HashMap<i32, ObserverSeen>,
 }
 
 struct InFlight {
@@ -322,6 +482,7 @@ impl Driver {
                     }
                 }
                 Ok(Event::Op(op)) => self.queue.push_back(op),
+                Ok(Event::ObserverFetch(request, reply)) => self.observer_fetch(request, reply),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -331,6 +492,7 @@ impl Driver {
                     self.node.tick();
                     self.leader_duties();
                 }
+                self.expire_parked();
             }
             self.drive();
         }
@@ -379,6 +541,9 @@ impl Driver {
                     };
                     (f.done)(result);
                 }
+            }
+            if progressed && !self.parked.is_empty() {
+                self.answer_parked();
             }
             self.update_shared();
             // Operations wait while this leader is not caught up (or an election runs); they are retried after the
@@ -503,6 +668,95 @@ impl Driver {
         }
     }
 
+    /// Answers an observer's fetch at once when there is something to send (or it must be refused), else parks it
+    /// until a commit or its wait ends.
+    fn observer_fetch(&mut self, request: FetchRequest, reply: oneshot::Sender<FetchResponse>) {
+        if request.cluster_id != self.cluster_id {
+            tracing::warn!(
+                observer = request.node_id,
+                theirs = %request.cluster_id,
+                ours = %self.cluster_id,
+                "observer fetch from another cluster refused"
+            );
+            let _ = reply.send(self.fetch_response(observer::INCONSISTENT_CLUSTER_ID, None));
+            return;
+        }
+        let commit = self.node.commit_index();
+        let now_ms = crate::apis::now_ms();
+        let applied = request.from.saturating_sub(1);
+        let previous = self.observers.get(&request.node_id).copied();
+        self.observers.insert(
+            request.node_id,
+            ObserverSeen {
+                applied,
+                fetched_ms: now_ms,
+                caught_up_ms: if applied >= commit {
+                    now_ms
+                } else {
+                    previous.map_or(-1, |p| p.caught_up_ms)
+                },
+                at: Instant::now(),
+            },
+        );
+        if self.failed.is_some() {
+            let _ = reply.send(self.fetch_response(code::NOT_CONTROLLER, None));
+            return;
+        }
+        let read = self.read_for(&request);
+        if has_data(&read) || request.max_wait_ms == 0 {
+            let _ = reply.send(self.fetch_response(0, Some(read)));
+        } else {
+            let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
+            self.parked.push(ParkedFetch {
+                request,
+                deadline,
+                reply,
+            });
+        }
+    }
+
+    fn read_for(&self, request: &FetchRequest) -> CommittedRead {
+        self.node.store().read_committed(
+            request.from,
+            request.max_bytes.min(OBSERVER_FETCH_MAX_BYTES) as usize,
+        )
+    }
+
+    fn fetch_response(&self, error_code: i16, read: Option<CommittedRead>) -> FetchResponse {
+        FetchResponse {
+            error_code,
+            leader_id: self.leader().unwrap_or(-1),
+            commit: self.node.commit_index(),
+            read: read.unwrap_or(CommittedRead::Entries(Vec::new())),
+        }
+    }
+
+    /// Answers the parked fetches that now have entries to read.
+    fn answer_parked(&mut self) {
+        for parked in std::mem::take(&mut self.parked) {
+            let read = self.read_for(&parked.request);
+            if has_data(&read) {
+                let _ = parked.reply.send(self.fetch_response(0, Some(read)));
+            } else {
+                self.parked.push(parked);
+            }
+        }
+    }
+
+    /// Answers the parked fetches whose wait is over (with nothing new) and forgets observers gone silent.
+    fn expire_parked(&mut self) {
+        let now = Instant::now();
+        for parked in std::mem::take(&mut self.parked) {
+            if parked.deadline <= now || parked.reply.is_closed() {
+                let _ = parked.reply.send(self.fetch_response(0, None));
+            } else {
+                self.parked.push(parked);
+            }
+        }
+        self.observers
+            .retain(|_, seen| seen.at.elapsed() < OBSERVER_SESSION);
+    }
+
     fn update_shared(&self) {
         let (last, progress) = self.node.progress();
         let now_ms = crate::apis::now_ms();
@@ -539,8 +793,29 @@ impl Driver {
             leader_epoch: i32::try_from(self.node.term()).unwrap_or(i32::MAX),
             high_watermark: self.node.commit_index() as i64,
             voters,
-            observers: Vec::new(),
+            observers: {
+                let mut observers: Vec<ReplicaStatus> = self
+                    .observers
+                    .iter()
+                    .map(|(id, seen)| ReplicaStatus {
+                        replica_id: *id,
+                        log_end_offset: seen.applied as i64,
+                        last_fetch_timestamp_ms: seen.fetched_ms,
+                        last_caught_up_timestamp_ms: seen.caught_up_ms,
+                    })
+                    .collect();
+                observers.sort_by_key(|o| o.replica_id);
+                observers
+            },
         };
+    }
+}
+
+/// True when a committed read has something for the observer.
+fn has_data(read: &CommittedRead) -> bool {
+    match read {
+        CommittedRead::Entries(entries) => !entries.is_empty(),
+        CommittedRead::Snapshot(_) => true,
     }
 }
 
@@ -615,6 +890,7 @@ impl Controller {
         let publisher = Arc::new(publisher);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (events, queue) = std_mpsc::channel::<Event>();
+        let cluster_id = node.image().cluster_id.clone();
         let mut driver = Driver {
             node,
             node_id: config.node_id,
@@ -629,6 +905,9 @@ impl Controller {
             },
             was_leader: false,
             failed: None,
+            cluster_id,
+            parked: Vec::new(),
+            observers: HashMap::new(),
         };
         // Apply what is committed before anyone reads the image (start-up replay).
         driver.drive();
@@ -641,6 +920,7 @@ impl Controller {
                 events: Mutex::new(Some(events)),
                 handle: Mutex::new(Some(handle)),
                 _lock: lock,
+                observer_task: None,
             }),
             publisher,
             shared,
@@ -650,7 +930,96 @@ impl Controller {
         })
     }
 
+    /// Follows the committed metadata log as an observer (a broker-only node: `process.roles=broker`): fetches it
+    /// from the voters over their CONTROLLER listeners and publishes images from it; it never votes, and every
+    /// operation answers NOT_CONTROLLER with the leader it knows (callers go there over the controller channel).
+    /// Checks (or, with `cluster.id` configured, creates) `meta.properties` in every dir as voters do. Call within a
+    /// tokio runtime; the fetch task stops with the last handle.
+    pub fn observe(config: ControllerConfig) -> Result<Controller, ControllerError> {
+        let mut dirs = config.log_dirs.clone();
+        dirs.push(config.metadata_dir.clone());
+        let stored = meta_properties::check_or_create(
+            &dirs,
+            config.node_id,
+            config.cluster_id.as_deref(),
+            config.cluster_id.is_some(),
+        )?;
+        let observer = Observer::new(MetadataImage::empty(stored, -1));
+        let (publisher, _) = watch::channel(observer.image().clone());
+        let publisher = Arc::new(publisher);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let task = tokio::spawn(observe_loop(
+            observer,
+            config.node_id,
+            config.voters.clone(),
+            publisher.clone(),
+            shared.clone(),
+        ));
+        Ok(Controller {
+            thread: Arc::new(ControllerThread {
+                events: Mutex::new(None),
+                handle: Mutex::new(None),
+                _lock: None,
+                observer_task: Some(task.abort_handle()),
+            }),
+            publisher,
+            shared,
+            defaults: ControllerDefaults {
+                num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+            },
+            node_id: config.node_id,
+            voters: Arc::new(config.voters),
+        })
+    }
+
+    /// True when this node observes the metadata log rather than voting on it (a broker-only node).
+    pub fn is_observer(&self) -> bool {
+        self.thread.observer_task.is_some()
+    }
+
+    /// Waits until an observer has applied the committed log as of its first answer from a voter (at once for
+    /// a voter, whose log is local); false if `timeout` passed first.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        if !self.is_observer() {
+            return true;
+        }
+        let mut changes = self.publisher.subscribe();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if self.shared.lock().caught_up {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Answers an observer's fetch of the committed log (long-polled up to its `max_wait_ms`).
+    pub async fn observer_fetch(&self, request: FetchRequest) -> FetchResponse {
+        let (tx, rx) = oneshot::channel();
+        let refused = |leader: Option<i32>| FetchResponse {
+            error_code: code::NOT_CONTROLLER,
+            leader_id: leader.unwrap_or(-1),
+            commit: 0,
+            read: CommittedRead::Entries(Vec::new()),
+        };
+        if self.send_event(Event::ObserverFetch(request, tx)).is_err() {
+            return refused(self.leader_id());
+        }
+        rx.await.unwrap_or_else(|_| refused(self.leader_id()))
+    }
+
     fn send_event(&self, event: Event) -> Result<(), ControllerError> {
+        if self.is_observer() {
+            return Err(ControllerError::NotController {
+                leader: self.leader_id(),
+            });
+        }
         let events = self.thread.events.lock();
         let sender = events
             .as_ref()

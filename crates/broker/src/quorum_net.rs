@@ -5,9 +5,12 @@
 //! served by `network.rs` like any client connection), and quorum connections, whose frames carry
 //! [`QUORUM_API_KEY`], a key Kafka does not use:
 //!
-//! `[size i32][api key i16 = QUORUM_API_KEY][kind u8 = 1][raft-rs Message protobuf]`, size counting everything after
-//! itself. Quorum frames are one-way (Raft's messages carry their own responses); a peer that sends anything else
-//! is disconnected with a log line.
+//! `[size i32][api key i16 = QUORUM_API_KEY][kind u8][body]`, size counting everything after itself. Kinds:
+//! - 1, a raft-rs `Message` protobuf between voters: one-way (Raft's messages carry their own responses);
+//! - 2, an observer's fetch of the committed log ([`FetchRequest`]), answered on the same connection by a frame of
+//!   kind 3 ([`FetchResponse`]): broker-only nodes follow the metadata log this way (KIP-595 observers).
+//!
+//! A peer that sends anything else is disconnected with a log line.
 //!
 //! Each voter keeps one outbound connection per peer, fed by a bounded queue: a message that finds the queue full
 //! or the connection down is dropped, and Raft retransmits (heartbeats, probes, snapshot retry).
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use sluice_metadata::quorum::observer::{FetchRequest, FetchResponse};
 use sluice_metadata::quorum::{self, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,6 +31,10 @@ use crate::controller::{Controller, Transport};
 /// The API key of quorum frames (outside Kafka's range of API keys).
 pub const QUORUM_API_KEY: i16 = 0x7A00;
 const KIND_RAFT_MESSAGE: u8 = 1;
+const KIND_OBSERVER_FETCH: u8 = 2;
+const KIND_OBSERVER_FETCH_RESPONSE: u8 = 3;
+/// An observer gives up on a fetch answer after its long-poll wait plus this.
+const OBSERVER_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest quorum frame accepted (a snapshot of a large image travels in one message).
 const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// Messages queued per peer before new ones are dropped.
@@ -47,13 +55,79 @@ impl std::fmt::Debug for NetTransport {
 }
 
 fn frame(message: &Message) -> Bytes {
-    let body = quorum::encode_message(message);
+    frame_of(KIND_RAFT_MESSAGE, &quorum::encode_message(message))
+}
+
+fn frame_of(kind: u8, body: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(body.len() + 7);
     buf.put_i32(i32::try_from(body.len() + 3).unwrap_or(i32::MAX));
     buf.put_i16(QUORUM_API_KEY);
-    buf.put_u8(KIND_RAFT_MESSAGE);
-    buf.put_slice(&body);
+    buf.put_u8(kind);
+    buf.put_slice(body);
     buf.freeze()
+}
+
+/// Reads one quorum frame into `buf`: `(kind, body)`. `Err` names what was wrong (the connection should close).
+async fn read_frame<'a>(
+    stream: &mut TcpStream,
+    buf: &'a mut Vec<u8>,
+) -> Result<(u8, &'a [u8]), String> {
+    let size = stream.read_i32().await.map_err(|e| e.to_string())?;
+    let size = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
+    if !(3..=MAX_FRAME_BYTES).contains(&size) {
+        return Err(format!("frame size {size} out of bounds"));
+    }
+    buf.resize(size, 0);
+    stream.read_exact(buf).await.map_err(|e| e.to_string())?;
+    let api_key = i16::from_be_bytes([buf[0], buf[1]]);
+    if api_key != QUORUM_API_KEY {
+        return Err(format!("not a quorum frame (api key {api_key})"));
+    }
+    Ok((buf[2], &buf[3..]))
+}
+
+/// An observer's connection to one voter's CONTROLLER listener.
+#[derive(Debug)]
+pub struct ObserverClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl ObserverClient {
+    /// Connects to a voter (bounded by two seconds).
+    pub async fn connect(host: &str, port: u16) -> Result<ObserverClient, String> {
+        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| format!("connecting to {host}:{port} timed out"))?
+            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(ObserverClient {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one fetch and waits for its answer. After an error the connection must be dropped.
+    pub async fn fetch(&mut self, request: &FetchRequest) -> Result<FetchResponse, String> {
+        let mut body = Vec::new();
+        request.encode(&mut body);
+        let exchange = async {
+            self.stream
+                .write_all(&frame_of(KIND_OBSERVER_FETCH, &body))
+                .await
+                .map_err(|e| e.to_string())?;
+            let (kind, body) = read_frame(&mut self.stream, &mut self.buf).await?;
+            if kind != KIND_OBSERVER_FETCH_RESPONSE {
+                return Err(format!("unexpected quorum frame kind {kind}"));
+            }
+            FetchResponse::decode(body).map_err(|e| e.to_string())
+        };
+        let timeout =
+            Duration::from_millis(u64::from(request.max_wait_ms)) + OBSERVER_FETCH_TIMEOUT;
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| "no fetch answer in time".to_string())?
+    }
 }
 
 impl Transport for NetTransport {
@@ -157,8 +231,8 @@ pub async fn is_quorum_connection(stream: &TcpStream) -> bool {
     false
 }
 
-/// Reads quorum frames from a peer and feeds their Raft messages to the controller, until the peer closes or sends
-/// something that is not a quorum frame.
+/// Reads quorum frames from a peer: Raft messages go to the controller, observer fetches are answered on this
+/// connection; until the peer closes or sends something that is not a quorum frame.
 pub async fn serve_quorum_connection(
     controller: Controller,
     mut stream: TcpStream,
@@ -167,34 +241,49 @@ pub async fn serve_quorum_connection(
     let peer = stream.peer_addr().ok();
     let mut buf = Vec::new();
     loop {
-        let size = tokio::select! {
-            size = stream.read_i32() => match size {
-                Ok(size) => size,
-                Err(_) => return,
-            },
+        let frame = tokio::select! {
+            frame = read_frame(&mut stream, &mut buf) => frame,
             _ = shutdown.changed() => return,
         };
-        let Ok(size) = usize::try_from(size) else {
-            tracing::warn!(?peer, size, "quorum frame with a negative size; closing");
-            return;
+        let (kind, body) = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "quorum connection closed");
+                return;
+            }
         };
-        if !(3..=MAX_FRAME_BYTES).contains(&size) {
-            tracing::warn!(?peer, size, "quorum frame size out of bounds; closing");
-            return;
-        }
-        buf.resize(size, 0);
-        if stream.read_exact(&mut buf).await.is_err() {
-            return;
-        }
-        let api_key = i16::from_be_bytes([buf[0], buf[1]]);
-        if api_key != QUORUM_API_KEY || buf[2] != KIND_RAFT_MESSAGE {
-            tracing::warn!(?peer, api_key, kind = buf[2], "not a quorum frame; closing");
-            return;
-        }
-        match quorum::decode_message(&buf[3..]) {
-            Some(message) => controller.step(message),
-            None => {
-                tracing::warn!(?peer, "undecodable raft message; closing");
+        match kind {
+            KIND_RAFT_MESSAGE => match quorum::decode_message(body) {
+                Some(message) => controller.step(message),
+                None => {
+                    tracing::warn!(?peer, "undecodable raft message; closing");
+                    return;
+                }
+            },
+            KIND_OBSERVER_FETCH => {
+                let request = match FetchRequest::decode(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(?peer, error = %e, "closing");
+                        return;
+                    }
+                };
+                let response = tokio::select! {
+                    r = controller.observer_fetch(request) => r,
+                    _ = shutdown.changed() => return,
+                };
+                let mut out = Vec::new();
+                response.encode(&mut out);
+                if stream
+                    .write_all(&frame_of(KIND_OBSERVER_FETCH_RESPONSE, &out))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            other => {
+                tracing::warn!(?peer, kind = other, "unknown quorum frame kind; closing");
                 return;
             }
         }

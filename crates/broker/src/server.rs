@@ -93,7 +93,7 @@ impl Server {
         }
         let (shutdown, _) = watch::channel(false);
         let transport: Option<Arc<dyn crate::controller::Transport>> =
-            if config.quorum_voters.is_empty() {
+            if config.quorum_voters.is_empty() || !config.roles.controller {
                 None
             } else {
                 let voters: Vec<(i32, String, u16)> = config
@@ -128,11 +128,15 @@ impl Server {
                 shutdown.subscribe(),
             )));
         }
-        let background = vec![
-            tokio::spawn(reconcile_loop(broker.clone(), shutdown.subscribe())),
-            tokio::spawn(maintenance_loop(broker.clone(), shutdown.subscribe())),
-        ];
-        if !broker.config.quorum_voters.is_empty() {
+        let background = if broker.config.roles.broker {
+            vec![
+                tokio::spawn(reconcile_loop(broker.clone(), shutdown.subscribe())),
+                tokio::spawn(maintenance_loop(broker.clone(), shutdown.subscribe())),
+            ]
+        } else {
+            Vec::new()
+        };
+        if broker.config.roles.broker && !broker.config.quorum_voters.is_empty() {
             // Kafka's broker waits to be unfenced before it counts as started; the listeners already serve (the
             // quorum needs them), so a slow quorum only delays this line.
             if !broker.lifecycle.wait_unfenced(UNFENCE_WAIT).await {
@@ -146,7 +150,8 @@ impl Server {
             node_id = broker.config.node_id,
             cluster_id = %broker.controller.image().cluster_id,
             advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
-            "sluice broker started"
+            roles = %broker.config.roles,
+            "sluice node started"
         );
         Ok(Server {
             broker,
@@ -175,7 +180,8 @@ impl Server {
     /// Stops accepting, lets connections finish their in-flight requests, stops the background tasks, then
     /// flushes every log and writes the clean-shutdown marker.
     pub async fn shutdown(self) -> Result<(), ServerError> {
-        if !self.broker.config.quorum_voters.is_empty()
+        if self.broker.config.roles.broker
+            && !self.broker.config.quorum_voters.is_empty()
             && self.broker.config.controlled_shutdown_enable
         {
             // Controlled shutdown: the controller moves this broker's leaderships away before it stops serving.

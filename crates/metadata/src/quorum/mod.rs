@@ -2,6 +2,7 @@
 //!
 //! - [`store`]: the durable Raft state (entries, hard state, snapshot of the image) behind a [`store::Disk`] seam.
 //! - [`node`]: one member, events in and outputs out, applying committed entries to the [`crate::MetadataImage`].
+//! - [`observer`]: a node that is not a voter following the committed log (broker-only nodes).
 //!
 //! Why raft-rs rather than openraft: it does no I/O and owns no runtime (ticks and messages in, a `Ready` of
 //! messages and entries out), so the same member code runs in the broker's driver thread and under a seeded,
@@ -10,6 +11,7 @@
 //! `docs/metadata.md`.
 
 pub mod node;
+pub mod observer;
 pub mod store;
 
 pub use node::{ProposeError, QuorumError, QuorumNode, QuorumSettings, ReadyOutput};

@@ -259,36 +259,12 @@ impl QuorumNode {
     }
 
     fn apply(&mut self, entries: Vec<Entry>, out: &mut ReadyOutput) -> Result<(), QuorumError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut delta: Option<MetadataDelta> = None;
-        for entry in entries {
-            if entry.index <= self.applied {
-                continue;
-            }
-            if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-                let records =
-                    record::decode_batch(&entry.data).map_err(|e| QuorumError::Apply {
-                        index: entry.index,
-                        reason: e.to_string(),
-                    })?;
-                let d = delta.get_or_insert_with(|| MetadataDelta::new(&self.image));
-                for r in &records {
-                    d.replay(entry.index as i64, r).map_err(|e: ReplayError| {
-                        QuorumError::Apply {
-                            index: entry.index,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                }
-            }
-            // Conf changes are never proposed (the voter set is static, `controller.quorum.voters`).
-            self.applied = entry.index;
-            out.applied.push((entry.index, entry.term));
-        }
-        if let Some(delta) = delta {
-            self.image = Arc::new(delta.apply());
+        if let Some(image) =
+            apply_entries(&self.image, &mut self.applied, &entries, |index, term| {
+                out.applied.push((index, term))
+            })?
+        {
+            self.image = Arc::new(image);
             out.image_changed = true;
         }
         Ok(())
@@ -383,6 +359,42 @@ impl QuorumNode {
     pub fn report_unreachable(&mut self, peer: u64) {
         self.raw.report_unreachable(peer);
     }
+}
+
+/// Applies the committed `entries` after `*applied` to `image`, in order, advancing `*applied` and calling
+/// `on_applied(index, term)` for each; returns the new image when some entry carried records. Entries at or below
+/// `*applied` are skipped. Voters ([`QuorumNode`]) and observers ([`crate::quorum::observer::Observer`]) apply
+/// through this one function, so both reach the same image at the same index.
+pub(crate) fn apply_entries(
+    image: &MetadataImage,
+    applied: &mut u64,
+    entries: &[Entry],
+    mut on_applied: impl FnMut(u64, u64),
+) -> Result<Option<MetadataImage>, QuorumError> {
+    let mut delta: Option<MetadataDelta> = None;
+    for entry in entries {
+        if entry.index <= *applied {
+            continue;
+        }
+        if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+            let records = record::decode_batch(&entry.data).map_err(|e| QuorumError::Apply {
+                index: entry.index,
+                reason: e.to_string(),
+            })?;
+            let d = delta.get_or_insert_with(|| MetadataDelta::new(image));
+            for r in &records {
+                d.replay(entry.index as i64, r)
+                    .map_err(|e: ReplayError| QuorumError::Apply {
+                        index: entry.index,
+                        reason: e.to_string(),
+                    })?;
+            }
+        }
+        // Conf changes are never proposed (the voter set is static, `controller.quorum.voters`).
+        *applied = entry.index;
+        on_applied(entry.index, entry.term);
+    }
+    Ok(delta.map(MetadataDelta::apply))
 }
 
 /// Decodes the image a snapshot carries.
