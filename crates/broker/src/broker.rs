@@ -28,6 +28,9 @@ pub enum BrokerError {
     /// The producer id allocator could not be opened.
     #[error("producer ids: {0}")]
     ProducerIds(#[from] crate::producer_ids::ProducerIdError),
+    /// The configuration asks for something not built yet.
+    #[error("unsupported configuration: {0}")]
+    Unsupported(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
@@ -81,6 +84,13 @@ impl Broker {
         config: BrokerConfig,
         transport: Option<Arc<dyn crate::controller::Transport>>,
     ) -> Result<Arc<Broker>, BrokerError> {
+        if config.quorum_voters.is_empty() && !config.quorum_bootstrap_servers.is_empty() {
+            return Err(BrokerError::Unsupported(
+                "controller.quorum.bootstrap.servers without controller.quorum.voters is a dynamic quorum \
+                 (KIP-853), which Sluice does not run yet: list the voters in controller.quorum.voters"
+                    .into(),
+            ));
+        }
         let config = Arc::new(config);
         let log_dirs = config.log_dirs.clone();
         let default_log_config = config.log_config(&Default::default());

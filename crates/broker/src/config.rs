@@ -69,7 +69,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "controller.quorum.bootstrap.servers",
         None,
-        "Comma-separated `{host}:{port}` of controllers to discover the quorum from (instead of, or besides, `controller.quorum.voters`).",
+        "Comma-separated `{host}:{port}` of controllers to discover the quorum from. Accepted beside `controller.quorum.voters`; alone (a dynamic quorum, KIP-853) it is refused at start-up: Sluice's voter set is static.",
     ),
     key(
         "controller.quorum.election.timeout.ms",
