@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every Sluice test on a fresh Debian machine: installs the test dependencies (kcat, a Python venv with
-# confluent-kafka / kafka-python / pytest, kafkajs), builds the workspace once in release mode, then runs the
+# confluent-kafka / kafka-python / pytest, kafkajs), builds the workspace once (profile `ci`), then runs the
 # suites and ends with one line "suites: N passed, N failed" (exit status non-zero if any suite failed).
 #
 #   ./test.sh                 every suite
-#   ./test.sh python js       only the named suites (rust, python, js, librdkafka, fuzz)
+#   ./test.sh python js       only the named suites (lint, rust, python, js, librdkafka, fuzz)
+#
+# Everything is built once with the `ci` profile (release optimizations, debug assertions and overflow checks on).
 #
 # Suites:
+#   lint        cargo fmt --check and cargo clippy --workspace --all-targets -D warnings
 #   rust        cargo nextest (unit, property, crash and rdkafka interop tests) over the whole workspace,
 #               then the doctests (cargo test --doc)
 #   python      pytest tests/interop/python: confluent-kafka, kafka-python, kcat (parallel, pytest-xdist)
@@ -24,7 +27,7 @@ LOG_DIR="$TARGET_DIR/test-logs"
 export PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$LOG_DIR"
 
-ALL_SUITES=(rust python js librdkafka fuzz)
+ALL_SUITES=(lint rust python js librdkafka fuzz)
 if (($#)); then
     SELECTED=("$@")
     for s in "${SELECTED[@]}"; do
@@ -52,29 +55,43 @@ section "install test dependencies"
 scripts/install-test-deps.sh
 
 # ---------------------------------------------------------------------------------------------------
-section "build (release, whole workspace, all targets)"
-if ! cargo build --release --workspace --all-targets; then
+section "build (profile ci: release + debug assertions, whole workspace, all targets)"
+if ! cargo build --profile ci --workspace --all-targets; then
     echo "build failed: no suite run"
     echo "suites: 0 passed, 1 failed"
     exit 1
 fi
-export SLUICE_BIN="$TARGET_DIR/release/sluice"
+export SLUICE_BIN="$TARGET_DIR/ci/sluice"
 [[ -x "$SLUICE_BIN" ]] || { echo "build did not produce $SLUICE_BIN" >&2; exit 1; }
 echo "SLUICE_BIN=$SLUICE_BIN"
 
 # ---------------------------------------------------------------------------------------------------
+if selected lint; then
+    section "suite lint: cargo fmt --check, cargo clippy -D warnings"
+    set +e
+    {
+        cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings
+    } 2>&1 | tee "$LOG_DIR/lint.log"
+    code=${PIPESTATUS[0]}
+    set -e
+    record lint "$code"
+fi
+
+# ---------------------------------------------------------------------------------------------------
 if selected rust; then
     section "suite rust: cargo nextest"
+    # The quorum simulation runs 400 seeds when debug assertions are on (debug builds); the ci profile is optimized.
+    export SLUICE_SIM_SEEDS="${SLUICE_SIM_SEEDS:-3000}"
     set +e
     if cargo nextest --version >/dev/null 2>&1; then
-        timeout --kill-after=30 1800 cargo nextest run --release --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
+        timeout --kill-after=30 1800 cargo nextest run --cargo-profile ci --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
         code=${PIPESTATUS[0]}
         # nextest does not run doctests.
-        timeout --kill-after=30 600 cargo test --release --workspace --doc 2>&1 | tee -a "$LOG_DIR/rust.log"
+        timeout --kill-after=30 600 cargo test --profile ci --workspace --doc 2>&1 | tee -a "$LOG_DIR/rust.log"
         doc_code=${PIPESTATUS[0]}
         ((code != 0)) || code=$doc_code
     else
-        timeout --kill-after=30 1800 cargo test --release --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
+        timeout --kill-after=30 1800 cargo test --profile ci --workspace --no-fail-fast 2>&1 | tee "$LOG_DIR/rust.log"
         code=${PIPESTATUS[0]}
     fi
     set -e
