@@ -331,7 +331,11 @@ impl ReplicaManager {
             log.update_config(log_config);
         }
         let leo = log.log_end_offset();
-        log.set_high_watermark(leo);
+        // A sole in-sync replica has everything it holds committed; with followers in the ISR, the high watermark
+        // read back from the checkpoint stands until they report their log end offsets.
+        if registration.isr.len() <= 1 {
+            log.set_high_watermark(leo);
+        }
         let (appended, _) = watch::channel(leo);
         let p = Arc::new(Partition {
             topic: key.0.clone(),

@@ -367,8 +367,16 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
         Duration::from_millis(broker.config.log_retention_check_interval_ms.max(1));
     let mut retention = tokio::time::interval(retention_every);
     let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
+    // Kafka's `ReplicaManager.checkpointHighWatermarks`: after a crash, logs reopen with the last checkpoint.
+    let mut hw_checkpoint = tokio::time::interval(Duration::from_millis(
+        broker
+            .config
+            .replica_high_watermark_checkpoint_interval_ms
+            .max(1),
+    ));
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    hw_checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick of an interval fires at once; retention waits one period after start-up, like Kafka.
     retention.tick().await;
     loop {
@@ -383,6 +391,14 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
                 let logs = broker.logs.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || logs.flush_due(now_ms())).await {
                     tracing::error!(error = %e, "flush task failed");
+                }
+            }
+            _ = hw_checkpoint.tick() => {
+                let logs = broker.logs.clone();
+                match tokio::task::spawn_blocking(move || logs.checkpoint_high_watermarks()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "high-watermark checkpoint failed"),
+                    Err(e) => tracing::error!(error = %e, "high-watermark checkpoint task failed"),
                 }
             }
             _ = shutdown.changed() => return,

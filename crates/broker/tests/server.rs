@@ -1565,3 +1565,52 @@ async fn broker_fetch_max_bytes_caps_the_response() {
     assert_eq!(batches, 1, "{} bytes returned", records.len());
     server.shutdown().await.unwrap();
 }
+
+/// A running broker writes `replication-offset-checkpoint` every `replica.high.watermark.checkpoint.interval.ms`
+/// (Kafka's format), so a crash reopens with a recent high watermark rather than none.
+#[tokio::test]
+async fn high_watermarks_are_checkpointed_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::from_pairs([
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dir.path().display().to_string()),
+        (
+            "replica.high.watermark.checkpoint.interval.ms",
+            "100".to_string(),
+        ),
+    ])
+    .unwrap();
+    let server = Server::start(config).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &metadata_request(&["checkpointed"], true),
+    )
+    .await;
+    let response: ProduceResponse = call(
+        &mut s,
+        ApiKey::Produce,
+        9,
+        &produce_request("checkpointed", 1, 7),
+    )
+    .await;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let path = dir.path().join("replication-offset-checkpoint");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().any(|l| l == "checkpointed 0 7") {
+            assert!(text.starts_with("0\n"), "version 0 first: {text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint with the high watermark 7: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(s);
+    server.shutdown().await.unwrap();
+}
