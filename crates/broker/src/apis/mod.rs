@@ -19,6 +19,7 @@ use crate::broker::Broker;
 
 mod forwarding;
 
+pub(crate) mod allocate_producer_ids;
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
 pub(crate) mod broker_heartbeat;
@@ -184,11 +185,16 @@ api_registry! {
     DescribeQuorum => describe_quorum, 0..=2;
     BrokerRegistration => broker_registration, 0..=4;
     BrokerHeartbeat => broker_heartbeat, 0..=1;
+    AllocateProducerIds => allocate_producer_ids, 0..=0;
 }
 
 /// APIs served only on the controller listener (Kafka's `"listeners": ["controller"]` in their message specs):
 /// hidden from ApiVersions and refused on client listeners.
-pub const CONTROLLER_ONLY_APIS: &[ApiKey] = &[ApiKey::BrokerRegistration, ApiKey::BrokerHeartbeat];
+pub const CONTROLLER_ONLY_APIS: &[ApiKey] = &[
+    ApiKey::BrokerRegistration,
+    ApiKey::BrokerHeartbeat,
+    ApiKey::AllocateProducerIds,
+];
 
 /// True when `api_key` may be used on a listener of kind `listener`.
 pub fn is_served_on(api_key: ApiKey, listener: ListenerKind) -> bool {
