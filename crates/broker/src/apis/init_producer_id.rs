@@ -4,14 +4,25 @@
 //! KIP-360) are not reused. Transactions are not supported: a request with a transactional id gets
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (fatal for the client, so it stops at once instead of retrying). The
 //! sequence checks that make the producer idempotent are in `Partition::append_producer_batch`.
+//!
+//! Ids come from producer-id blocks the active controller hands out (`producer_ids.rs`), so they are unique
+//! across the cluster. When no block is at hand within [`BLOCK_WAIT`] the answer is COORDINATOR_LOAD_IN_PROGRESS,
+//! retriable, as Kafka's transaction coordinator answers when its `RPCProducerIdManager` is waiting for a block.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use sluice_protocol::ErrorCode;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::producer_ids::ControllerBlocks;
+
+/// How long a request waits for a producer-id block when the current one is used up and the prefetched one has
+/// not arrived (one controller round trip and a metadata commit; a leader election takes longer). Past it the
+/// client gets COORDINATOR_LOAD_IN_PROGRESS and retries, rather than waiting without end.
+const BLOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Allocates a producer id.
 pub(crate) async fn handle(
@@ -33,25 +44,22 @@ pub(crate) async fn handle(
                 .with_producer_epoch(-1);
         }
     }
-    let b = broker.clone();
-    // Reserving a new block of ids fsyncs.
-    match tokio::task::spawn_blocking(move || b.producer_ids.generate()).await {
-        Ok(Ok(id)) => {
+    match broker
+        .producer_ids
+        .generate(ControllerBlocks::of(broker), BLOCK_WAIT)
+        .await
+    {
+        Ok(id) => {
             tracing::debug!(producer_id = id, client = ?ctx.client_id, "producer id allocated");
             InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0)
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot allocate a producer id");
-            InitProducerIdResponse::default()
-                .with_error_code(ErrorCode::KafkaStorageError.code())
-                .with_producer_epoch(-1)
-        }
         Err(e) => {
-            tracing::error!(error = %e, "producer id task failed");
+            tracing::debug!(error = %e, client = ?ctx.client_id, "no producer id yet");
             InitProducerIdResponse::default()
-                .with_error_code(ErrorCode::UnknownServerError.code())
+                .with_producer_id(ProducerId(-1))
+                .with_error_code(ErrorCode::CoordinatorLoadInProgress.code())
                 .with_producer_epoch(-1)
         }
     }
