@@ -12,12 +12,16 @@
 //! - `acknowledged_never_lost`: a proposal its proposer saw applied with its own term is in the committed sequence
 //!   at that index, and, once faults stop, every member applies it.
 //! - liveness after faults stop: a leader emerges and a new proposal commits; a run that commits nothing fails.
+//! - `observer_prefix`: an observer (a broker-only node) that reads the committed log from random live voters
+//!   (snapshots included) and restarts with nothing, has after index `i` the voters' image after `i`; once faults
+//!   stop it catches up with everything acknowledged.
 //!
 //! `SLUICE_SIM_SEEDS=N` sets how many seeds run (default 400 in debug builds, 3000 in release);
 //! `SLUICE_SIM_SEED=S` runs one seed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use sluice_metadata::quorum::observer::Observer;
 use sluice_metadata::quorum::{MemoryDisk, Message, QuorumNode, QuorumSettings, QuorumStore};
 use sluice_metadata::{ConfigResourceType, MetadataImage, MetadataRecord};
 
@@ -79,6 +83,9 @@ struct Sim {
     /// Acknowledged proposals: index -> (term, id).
     acked: BTreeMap<u64, (u64, u64)>,
     next_proposal: u64,
+    /// A broker-only node following the committed log.
+    observer: Observer,
+    rng_observer: Rng,
 }
 
 fn fail(seed: u64, invariant: &str, detail: String) -> ! {
@@ -128,6 +135,8 @@ impl Sim {
             images: HashMap::new(),
             acked: BTreeMap::new(),
             next_proposal: 0,
+            observer: Observer::new(MetadataImage::empty("sim-cluster", -1)),
+            rng_observer: Rng::new(config.next()),
         };
         for i in 0..voters.len() {
             let disk = MemoryDisk::default();
@@ -321,9 +330,49 @@ impl Sim {
         }
     }
 
+    /// The observer fetches from a random live voter (sometimes crashing first: it restarts with nothing) and checks
+    /// its image against the voters'.
+    fn observe(&mut self, faults: bool) {
+        if !self.rng_observer.chance(300) {
+            return;
+        }
+        if faults && self.rng_observer.chance(5) {
+            self.observer = Observer::new(MetadataImage::empty("sim-cluster", -1));
+        }
+        let i = self.rng_observer.below(self.members.len() as u64) as usize;
+        let max_bytes = [1usize, 64, 1 << 20][self.rng_observer.below(3) as usize];
+        let Some(node) = self.members[i].node.as_ref() else {
+            return;
+        };
+        let read = node
+            .store()
+            .read_committed(self.observer.next_index(), max_bytes);
+        if let Err(e) = self.observer.apply(&read) {
+            fail(
+                self.seed,
+                "observer_prefix",
+                format!("observer cannot apply what voter {} served: {e}", i + 1),
+            );
+        }
+        let applied = self.observer.applied_index();
+        if applied == 0 {
+            return;
+        }
+        if let Some(bytes) = self.images.get(&applied) {
+            if *bytes != self.observer.image().encode() {
+                fail(
+                    self.seed,
+                    "observer_prefix",
+                    format!("the observer's image after index {applied} differs from the voters'"),
+                );
+            }
+        }
+    }
+
     fn run(mut self, fault_steps: u64) {
         for _ in 0..fault_steps {
             self.run_step(true);
+            self.observe(true);
         }
         // Faults stop: every member up, links healed. A leader must emerge and commit a new proposal, and every
         // member must apply everything acknowledged.
@@ -332,13 +381,15 @@ impl Sim {
         let mut quiet_steps = 0;
         loop {
             self.run_step(false);
+            self.observe(false);
             quiet_steps += 1;
             let max_acked = self.acked.keys().next_back().copied().unwrap_or(0);
-            let all_applied = self.members.iter().all(|m| {
-                m.node
-                    .as_ref()
-                    .is_some_and(|n| n.applied_index() >= max_acked)
-            });
+            let all_applied = self.observer.applied_index() >= max_acked
+                && self.members.iter().all(|m| {
+                    m.node
+                        .as_ref()
+                        .is_some_and(|n| n.applied_index() >= max_acked)
+                });
             let new_commit = self.acked.values().any(|(_, pid)| *pid > before);
             if all_applied && new_commit {
                 break;
