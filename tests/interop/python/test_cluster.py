@@ -8,7 +8,9 @@ listener each, `controller.quorum.voters` naming all three) and checks what a Ka
 - SIGSTOP of a broker past its session timeout: fenced (left out of Metadata, its leaderships moved); SIGCONT:
   it comes back unfenced;
 - the whole cluster restarted keeps its topics;
-- a node whose data dir was formatted for another cluster refuses to start, naming both ids.
+- a node whose data dir was formatted for another cluster refuses to start, naming both ids;
+- `sluice cluster describe` shows a SIGSTOPped broker fenced (as kafka-python's DescribeCluster v2 does), then
+  unfenced after SIGCONT, and `sluice cluster quorum --replication` lists the 3 voters, leader first.
 """
 
 from __future__ import annotations
@@ -265,3 +267,218 @@ def test_node_of_another_cluster_is_refused(cluster: Cluster):
     assert code != 0
     tail = node.log_tail()
     assert "AAAAAAAAAAAAAAAAAAAAAA" in tail and CLUSTER_ID in tail, tail
+
+
+# --- `sluice cluster describe` / `sluice cluster quorum` against the 3-node cluster -------------------------------
+
+
+def sluice_tool(*args: str, bootstrap: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    """Runs a `sluice` tool (the binary under test) against `bootstrap`; fails the test on a non-zero exit."""
+    from conftest import sluice_bin
+
+    out = subprocess.run([str(sluice_bin()), *args, "--bootstrap-server", bootstrap], capture_output=True,
+                         text=True, timeout=timeout_s)
+    assert out.returncode == 0, f"sluice {' '.join(args)} failed: {out.stderr}"
+    return out
+
+
+def sluice_describe(bootstrap: str) -> dict:
+    import json
+
+    return json.loads(sluice_tool("cluster", "describe", "--output", "json", bootstrap=bootstrap).stdout)
+
+
+def wait_fenced_state(bootstrap: str, node_id: int, fenced: bool, timeout_s: float = 20.0) -> dict:
+    """Polls `sluice cluster describe` until it lists `node_id` with that fenced state; returns the description."""
+    deadline = time.monotonic() + timeout_s
+    described: dict = {}
+    while time.monotonic() < deadline:
+        described = sluice_describe(bootstrap)
+        states = {b["id"]: b["fenced"] for b in described["brokers"]}
+        if states.get(node_id) is fenced:
+            return described
+        time.sleep(0.3)
+    raise AssertionError(f"broker {node_id} never shown fenced={fenced}: {described}")
+
+
+def kafka_python_brokers(bootstrap: str) -> Dict[int, bool]:
+    """Broker id -> fenced, as kafka-python's `describe_cluster` sees them (it asks for fenced brokers, v2)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sluice-pytest-cluster",
+                             request_timeout_ms=15_000)
+    try:
+        return {b["broker_id"]: b["is_fenced"] for b in admin.describe_cluster()["brokers"]}
+    finally:
+        admin.close()
+
+
+def replication_rows(bootstrap: str) -> List[List[str]]:
+    """`sluice cluster quorum --replication` as rows of cells (Kafka's tab-separated table), header first."""
+    out = sluice_tool("cluster", "quorum", "--replication", bootstrap=bootstrap).stdout
+    return [[cell.strip() for cell in line.split("\t")][:7] for line in out.splitlines()]
+
+
+def test_cluster_describe_shows_fenced_broker_and_quorum_replication(cluster: Cluster):
+    controller = cluster.active_controller()
+    via = cluster.nodes[controller].bootstrap
+
+    described = sluice_describe(via)
+    assert described["fenced_listed"] is True
+    assert {b["id"]: b["fenced"] for b in described["brokers"]} == {1: False, 2: False, 3: False}
+    for b in described["brokers"]:
+        assert f'{b["host"]}:{b["port"]}' == cluster.nodes[b["id"]].bootstrap
+    assert sorted(described["quorum"]["voters"]) == [1, 2, 3]
+    # Third-party witnesses: librdkafka (confluent-kafka, DescribeCluster) and kafka-python (DescribeCluster v2
+    # with IncludeFencedBrokers) list the same brokers at the same addresses.
+    librdkafka = cluster.admin(controller)  # kept: the future fails if its handle is destroyed first
+    nodes = librdkafka.describe_cluster(request_timeout=15).result(timeout=30).nodes
+    assert sorted((n.id, f"{n.host}:{n.port}") for n in nodes) == sorted(
+        (b["id"], f'{b["host"]}:{b["port"]}') for b in described["brokers"])
+    assert kafka_python_brokers(via) == {1: False, 2: False, 3: False}
+
+    # `--replication` lists the three voters, the leader first; `--status` and kafka-python's
+    # describe_metadata_quorum name the same leader.
+    rows = replication_rows(via)
+    assert rows[0] == ["NodeId", "DirectoryId", "LogEndOffset", "Lag", "LastFetchTimestamp",
+                       "LastCaughtUpTimestamp", "Status"], rows
+    assert sorted(int(r[0]) for r in rows[1:]) == [1, 2, 3], rows
+    assert [r[6] for r in rows[1:]] == ["Leader", "Follower", "Follower"], rows
+    assert rows[1][3] == "0", "the leader has no lag"
+    leader = int(rows[1][0])
+    status = dict(line.split(":", 1) for line in
+                  sluice_tool("cluster", "quorum", "--status", bootstrap=via).stdout.splitlines())
+    assert int(status["LeaderId"]) == leader
+    assert status["ClusterId"].strip() == CLUSTER_ID
+    assert status["CurrentVoters"].count('"id"') == 3, status["CurrentVoters"]
+    from kafka import KafkaAdminClient
+
+    kp = KafkaAdminClient(bootstrap_servers=via, request_timeout_ms=15_000)
+    try:
+        partition = kp.describe_metadata_quorum()["topics"][0]["partitions"][0]
+    finally:
+        kp.close()
+    assert partition["leader_id"] == leader
+    assert sorted(v["replica_id"] for v in partition["current_voters"]) == [1, 2, 3]
+
+    # SIGSTOP a broker that is not the active controller past its session: fenced, but still registered.
+    victim = next(i for i in cluster.nodes if i != controller)
+    proc = cluster.nodes[victim].proc
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        # Once Metadata drops it no client (ours included) connects to the stopped process.
+        cluster.wait_brokers(2, via=controller, timeout_s=SESSION_TIMEOUT_MS / 1000 + 15)
+        described = wait_fenced_state(via, victim, True)
+        assert {b["id"] for b in described["brokers"]} == {1, 2, 3}, "a fenced broker stays registered"
+        assert all(not b["fenced"] for b in described["brokers"] if b["id"] != victim)
+        text = sluice_tool("cluster", "describe", bootstrap=via).stdout
+        row = next(l.split() for l in text.splitlines() if l.split()[:1] == [str(victim)])
+        assert row[-1] == "fenced", text
+        assert kafka_python_brokers(via) == {i: i == victim for i in cluster.nodes}
+        # A fresh handle: it learns the brokers from Metadata, which no longer has the stopped one.
+        librdkafka = cluster.admin(controller)
+        nodes = librdkafka.describe_cluster(request_timeout=15).result(timeout=30).nodes
+        assert sorted(n.id for n in nodes) == sorted(i for i in cluster.nodes if i != victim), \
+            "librdkafka does not ask for fenced brokers: the victim is left out"
+        # The quorum still has its three voters (a stopped voter is a lagging follower, not removed).
+        rows = replication_rows(via)
+        assert sorted(int(r[0]) for r in rows[1:]) == [1, 2, 3], rows
+        assert rows[1][6] == "Leader" and int(rows[1][0]) != victim, rows
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    cluster.wait_brokers(3, via=controller, timeout_s=30)
+    described = wait_fenced_state(via, victim, False)
+    assert {b["id"]: b["fenced"] for b in described["brokers"]} == {1: False, 2: False, 3: False}
+    assert kafka_python_brokers(via) == {1: False, 2: False, 3: False}
+
+
+# --- Producer ids: blocks from the controller (AllocateProducerIds), unique across the cluster --------------------
+
+COORDINATOR_LOAD_IN_PROGRESS = 14
+
+
+def init_producer_id(bootstrap: str, timeout_s: float = 30.0) -> int:
+    """A producer id from the broker at `bootstrap` itself: a raw InitProducerId v0 without a transactional id (a
+    client would send it to any broker), retried on COORDINATOR_LOAD_IN_PROGRESS as clients retry it."""
+    import socket
+    import struct
+
+    from conftest import _recv_exact
+
+    host, port = bootstrap.rsplit(":", 1)
+    client_id = b"sluice-pytest-pids"
+    request = struct.pack(">hhih", 22, 0, 7, len(client_id)) + client_id + struct.pack(">hi", -1, 60_000)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+            s.sendall(struct.pack(">i", len(request)) + request)
+            payload = _recv_exact(s, struct.unpack(">i", _recv_exact(s, 4))[0])
+        correlation_id, _throttle_ms, error_code, producer_id, epoch = struct.unpack(">iihqh", payload)
+        assert correlation_id == 7
+        if error_code == COORDINATOR_LOAD_IN_PROGRESS and time.monotonic() < deadline:
+            time.sleep(0.1)
+            continue
+        assert error_code == 0, f"InitProducerId from {bootstrap}: error {error_code}"
+        assert epoch == 0
+        return producer_id
+
+
+def test_producer_ids_are_unique_across_brokers(cluster: Cluster):
+    """Every broker hands out producer ids from its own block of 1000, taken from the active controller through the
+    metadata log (AllocateProducerIds on the CONTROLLER listener, or locally on the controller): no two brokers,
+    and no restart, ever hand out the same id. With per-node blocks every broker started at 0."""
+    per_broker = {i: [init_producer_id(n.bootstrap) for _ in range(5)] for i, n in cluster.nodes.items()}
+    every = [pid for ids in per_broker.values() for pid in ids]
+    assert len(set(every)) == len(every), per_broker
+    blocks = {i: {pid // 1000 for pid in ids} for i, ids in per_broker.items()}
+    assert all(len(b) == 1 for b in blocks.values()), f"one block per broker: {per_broker}"
+    assert len(set.union(*blocks.values())) == 3, f"three different blocks: {per_broker}"
+    for ids in per_broker.values():
+        assert ids == list(range(ids[0], ids[0] + 5)), "ids come from the block in order"
+
+    # A restarted broker does not reuse the rest of its block (it lives only in memory): a new block.
+    victim = next(i for i in cluster.nodes if i != cluster.active_controller())
+    cluster.nodes[victim].stop()
+    cluster.nodes[victim].start()
+    cluster.wait_brokers(3)
+    after = init_producer_id(cluster.nodes[victim].bootstrap)
+    assert after not in every and after // 1000 not in set.union(*blocks.values()), (after, per_broker)
+    every.append(after)
+
+    # confluent-kafka idempotent producers, one bootstrapped to each broker, each produce to partitions led by all
+    # three brokers: every message is delivered, and the producer ids librdkafka acquired (its `eos` debug log)
+    # differ from each other and from every id above.
+    import logging
+    import re
+
+    from confluent_kafka import Producer
+
+    create(cluster.admin(), "pids", partitions=3, rf=1)
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: List[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    acquired: Dict[int, int] = {}
+    for i, node in cluster.nodes.items():
+        logger = logging.getLogger(f"sluice-pytest-pids-{i}")
+        logger.setLevel(logging.DEBUG)
+        lines = Lines()
+        logger.addHandler(lines)
+        producer = Producer({"bootstrap.servers": node.bootstrap, "enable.idempotence": True, "acks": "all",
+                             "debug": "eos", "logger": logger})
+        errors: List[object] = []
+        for n in range(30):
+            producer.produce("pids", b"from-%d-%d" % (i, n), partition=n % 3,
+                             on_delivery=lambda err, msg: errors.append(err))
+        assert producer.flush(30) == 0, f"producer bootstrapped to {i} did not deliver everything"
+        assert errors == [None] * 30, errors
+        pids = {int(m.group(1)) for l in lines.lines for m in [re.search(r"Acquired PID\{Id:(\d+),", l)] if m}
+        assert len(pids) == 1, lines.lines
+        acquired[i] = pids.pop()
+    assert len(set(acquired.values())) == 3, acquired
+    assert not set(acquired.values()) & set(every), (acquired, every)
