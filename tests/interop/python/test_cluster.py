@@ -390,3 +390,95 @@ def test_cluster_describe_shows_fenced_broker_and_quorum_replication(cluster: Cl
     described = wait_fenced_state(via, victim, False)
     assert {b["id"]: b["fenced"] for b in described["brokers"]} == {1: False, 2: False, 3: False}
     assert kafka_python_brokers(via) == {1: False, 2: False, 3: False}
+
+
+# --- Producer ids: blocks from the controller (AllocateProducerIds), unique across the cluster --------------------
+
+COORDINATOR_LOAD_IN_PROGRESS = 14
+
+
+def init_producer_id(bootstrap: str, timeout_s: float = 30.0) -> int:
+    """A producer id from the broker at `bootstrap` itself: a raw InitProducerId v0 without a transactional id (a
+    client would send it to any broker), retried on COORDINATOR_LOAD_IN_PROGRESS as clients retry it."""
+    import socket
+    import struct
+
+    from conftest import _recv_exact
+
+    host, port = bootstrap.rsplit(":", 1)
+    client_id = b"sluice-pytest-pids"
+    request = struct.pack(">hhih", 22, 0, 7, len(client_id)) + client_id + struct.pack(">hi", -1, 60_000)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+            s.sendall(struct.pack(">i", len(request)) + request)
+            payload = _recv_exact(s, struct.unpack(">i", _recv_exact(s, 4))[0])
+        correlation_id, _throttle_ms, error_code, producer_id, epoch = struct.unpack(">iihqh", payload)
+        assert correlation_id == 7
+        if error_code == COORDINATOR_LOAD_IN_PROGRESS and time.monotonic() < deadline:
+            time.sleep(0.1)
+            continue
+        assert error_code == 0, f"InitProducerId from {bootstrap}: error {error_code}"
+        assert epoch == 0
+        return producer_id
+
+
+def test_producer_ids_are_unique_across_brokers(cluster: Cluster):
+    """Every broker hands out producer ids from its own block of 1000, taken from the active controller through the
+    metadata log (AllocateProducerIds on the CONTROLLER listener, or locally on the controller): no two brokers,
+    and no restart, ever hand out the same id. With per-node blocks every broker started at 0."""
+    per_broker = {i: [init_producer_id(n.bootstrap) for _ in range(5)] for i, n in cluster.nodes.items()}
+    every = [pid for ids in per_broker.values() for pid in ids]
+    assert len(set(every)) == len(every), per_broker
+    blocks = {i: {pid // 1000 for pid in ids} for i, ids in per_broker.items()}
+    assert all(len(b) == 1 for b in blocks.values()), f"one block per broker: {per_broker}"
+    assert len(set.union(*blocks.values())) == 3, f"three different blocks: {per_broker}"
+    for ids in per_broker.values():
+        assert ids == list(range(ids[0], ids[0] + 5)), "ids come from the block in order"
+
+    # A restarted broker does not reuse the rest of its block (it lives only in memory): a new block.
+    victim = next(i for i in cluster.nodes if i != cluster.active_controller())
+    cluster.nodes[victim].stop()
+    cluster.nodes[victim].start()
+    cluster.wait_brokers(3)
+    after = init_producer_id(cluster.nodes[victim].bootstrap)
+    assert after not in every and after // 1000 not in set.union(*blocks.values()), (after, per_broker)
+    every.append(after)
+
+    # confluent-kafka idempotent producers, one bootstrapped to each broker, each produce to partitions led by all
+    # three brokers: every message is delivered, and the producer ids librdkafka acquired (its `eos` debug log)
+    # differ from each other and from every id above.
+    import logging
+    import re
+
+    from confluent_kafka import Producer
+
+    create(cluster.admin(), "pids", partitions=3, rf=1)
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: List[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    acquired: Dict[int, int] = {}
+    for i, node in cluster.nodes.items():
+        logger = logging.getLogger(f"sluice-pytest-pids-{i}")
+        logger.setLevel(logging.DEBUG)
+        lines = Lines()
+        logger.addHandler(lines)
+        producer = Producer({"bootstrap.servers": node.bootstrap, "enable.idempotence": True, "acks": "all",
+                             "debug": "eos", "logger": logger})
+        errors: List[object] = []
+        for n in range(30):
+            producer.produce("pids", b"from-%d-%d" % (i, n), partition=n % 3,
+                             on_delivery=lambda err, msg: errors.append(err))
+        assert producer.flush(30) == 0, f"producer bootstrapped to {i} did not deliver everything"
+        assert errors == [None] * 30, errors
+        pids = {int(m.group(1)) for l in lines.lines for m in [re.search(r"Acquired PID\{Id:(\d+),", l)] if m}
+        assert len(pids) == 1, lines.lines
+        acquired[i] = pids.pop()
+    assert len(set(acquired.values())) == 3, acquired
+    assert not set(acquired.values()) & set(every), (acquired, every)
