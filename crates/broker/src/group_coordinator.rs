@@ -592,8 +592,10 @@ fn append_records(
         .map_err(|code| format!("partition unavailable (error {code})"))?;
     let now = now_ms();
     let mut buf = encode_batch(records, now)?;
+    // acks=1: the coordinator answers once its own log has the records (waiting for the followers comes with
+    // partition replication).
     hosted
-        .append_as_leader(&mut buf, now)
+        .append_as_leader(broker.config.node_id, &mut buf, 1, now)
         .map_err(|e| format!("append: {e:?}"))?;
     Ok(())
 }

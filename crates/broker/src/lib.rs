@@ -12,6 +12,7 @@ pub mod fetch_session;
 pub mod group_coordinator;
 pub mod lifecycle;
 pub mod network;
+pub mod partition;
 pub mod producer_ids;
 pub mod purgatory;
 pub mod quorum_net;

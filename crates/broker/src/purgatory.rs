@@ -1,9 +1,10 @@
-//! The fetch purgatory: where a fetch that found fewer than `min_bytes` waits (long polling) until an append to
-//! one of its partitions, its `max_wait_ms` deadline, or the end of its connection.
+//! The fetch purgatory: where a fetch that found fewer than `min_bytes` waits (long polling) until the high
+//! watermark of one of its partitions moves, its `max_wait_ms` deadline, or the end of its connection.
 //!
-//! Kafka parks a `DelayedFetch` keyed by its partitions and completes it from the append path. Here a parked fetch
-//! is an `.await` on the append notifiers of its partitions (the replica manager's per-partition `watch` channel,
-//! bumped after every append) raced against the deadline; the handler then reads again and decides whether the
+//! Kafka parks a `DelayedFetch` keyed by its partitions and completes it when the high watermark moves. Here a
+//! parked fetch is an `.await` on the high-watermark notifiers of its partitions
+//! (`Partition::subscribe_high_watermark`, bumped whenever the high watermark or the replica state changes) raced
+//! against the deadline; the handler then reads again and decides whether the
 //! fetch is now satisfied (see `apis::fetch`). Nothing is locked while waiting, and the wait is cancel-safe:
 //! dropping the handler's future just drops the receivers and frees the slot. The connection processor
 //! (`network.rs`) relies on this: when the peer closes the connection, it drops the in-flight fetch at once rather
@@ -26,7 +27,7 @@ pub const DEFAULT_MAX_PARKED: usize = 10_000;
 /// Why a parked fetch woke up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WakeReason {
-    /// A watched partition was appended to (or went away: its notifier closed).
+    /// A watched partition's high watermark (or state) changed, or it went away (its notifier closed).
     Appended,
     /// The fetch's `max_wait_ms` deadline passed.
     Expired,

@@ -450,8 +450,8 @@ fn read_partition(
         return PartitionRead::error(ReadStage::Read, index, code);
     }
 
-    // Subscribe before reading, so that an append racing this read wakes a parked fetch.
-    notifiers.push(partition.subscribe_appends());
+    // Subscribe before reading, so that a high watermark moving during this read wakes a parked fetch.
+    notifiers.push(partition.subscribe_high_watermark());
     let log = &partition.log;
     let high_watermark = log.high_watermark();
     // Without transactions the last stable offset is the high watermark.

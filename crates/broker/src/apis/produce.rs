@@ -30,7 +30,7 @@ use sluice_storage::{AppendError, AppendInfo};
 
 use super::{now_ms, RequestContext};
 use crate::broker::Broker;
-use crate::replica_manager::{Partition, ProduceError};
+use crate::replica_manager::{Partition, ProduceError, Replicated};
 
 /// The outcome of one partition's append, before it is shaped for the response version.
 struct Outcome {
@@ -60,6 +60,10 @@ pub(crate) async fn handle(
 ) -> ProduceResponse {
     let version = ctx.api_version;
     let acks = request.acks;
+    // acks=all waits (Kafka's DelayedProduce) until the high watermark passes the records, at most `timeout_ms`
+    // for the whole request.
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let request_error: Option<(i16, String)> = if !matches!(acks, -1..=1) {
         Some((
             ErrorCode::InvalidRequiredAcks.code(),
@@ -82,8 +86,15 @@ pub(crate) async fn handle(
             let outcome = match &request_error {
                 Some((code, message)) => Outcome::error(*code, message.clone()),
                 None => {
-                    produce_partition(broker, &name, data.index, data.records.as_deref(), acks)
-                        .await
+                    produce_partition(
+                        broker,
+                        &name,
+                        data.index,
+                        data.records.as_deref(),
+                        acks,
+                        deadline,
+                    )
+                    .await
                 }
             };
             if outcome.error_code != 0 {
@@ -216,6 +227,12 @@ fn check_single_batch(records: &[u8]) -> Result<(), Outcome> {
 fn produce_error(error: ProduceError) -> Outcome {
     match error {
         ProduceError::Append(e) => append_error(e),
+        e @ ProduceError::NotLeader => {
+            Outcome::error(ErrorCode::NotLeaderOrFollower.code(), e.to_string())
+        }
+        e @ ProduceError::NotEnoughReplicas { .. } => {
+            Outcome::error(ErrorCode::NotEnoughReplicas.code(), e.to_string())
+        }
         ProduceError::OutOfOrderSequence(m) => {
             Outcome::error(ErrorCode::OutOfOrderSequenceNumber.code(), m)
         }
@@ -256,6 +273,7 @@ async fn produce_partition(
     index: i32,
     records: Option<&[u8]>,
     acks: i16,
+    deadline: tokio::time::Instant,
 ) -> Outcome {
     let partition: Arc<Partition> = match broker.replicas.partition(topic, index) {
         Ok(p) => p,
@@ -288,23 +306,18 @@ async fn produce_partition(
                 .to_string(),
         );
     }
-    if acks == -1 && partition.isr_size() < partition.min_insync_replicas() {
-        return Outcome::error(
-            ErrorCode::NotEnoughReplicas.code(),
-            format!(
-                "ISR size {} is below min.insync.replicas {}",
-                partition.isr_size(),
-                partition.min_insync_replicas()
-            ),
-        );
-    }
     // The one copy: the request frame is shared and immutable, the log rewrites header fields in place.
+    let node_id = broker.config.node_id;
     let mut buf = records.to_vec();
     let now = now_ms();
     let result = if partition.append_may_block() {
         // flush.messages may fsync inside the append: keep it off the async workers.
         let p = partition.clone();
-        match tokio::task::spawn_blocking(move || p.append_producer_batch(&mut buf, now)).await {
+        match tokio::task::spawn_blocking(move || {
+            p.append_producer_batch(node_id, &mut buf, acks, now)
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "append task failed");
@@ -315,16 +328,38 @@ async fn produce_partition(
             }
         }
     } else {
-        partition.append_producer_batch(&mut buf, now)
+        partition.append_producer_batch(node_id, &mut buf, acks, now)
     };
-    match result {
-        Ok(info) => Outcome {
-            error_code: 0,
-            error_message: None,
-            info: Some(info),
-            record_errors: Vec::new(),
-        },
-        Err(e) => produce_error(e),
+    let info = match result {
+        Ok(info) => info,
+        Err(e) => return produce_error(e),
+    };
+    if acks == -1 {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let failure = match partition.wait_replicated(info.last_offset, wait).await {
+            Replicated::Done => None,
+            Replicated::BelowMinIsr => Some((
+                ErrorCode::NotEnoughReplicasAfterAppend,
+                "the in-sync replicas fell below min.insync.replicas after the append",
+            )),
+            Replicated::NotLeader => Some((
+                ErrorCode::NotLeaderOrFollower,
+                "leadership moved before the records were replicated",
+            )),
+            Replicated::TimedOut => Some((
+                ErrorCode::RequestTimedOut,
+                "the records were not replicated to the in-sync replicas within the request timeout",
+            )),
+        };
+        if let Some((code, message)) = failure {
+            return Outcome::error(code.code(), message.to_string());
+        }
+    }
+    Outcome {
+        error_code: 0,
+        error_message: None,
+        info: Some(info),
+        record_errors: Vec::new(),
     }
 }
 

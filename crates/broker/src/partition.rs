@@ -1,0 +1,574 @@
+//! One hosted partition: its log and its replica state (role, leader, epochs, replicas, ISR, what the leader
+//! knows of its followers), held together under one lock and changed only by [`Partition::make_leader`] and
+//! [`Partition::make_follower`], which the replica manager calls with this partition's registration when the
+//! metadata image changes it (Kafka's `Partition.makeLeader`/`makeFollower`).
+//!
+//! The high watermark lives here too: the leader moves it to the smallest log end offset over the ISR (its own
+//! included) and never back; with the leader alone in the ISR it is the log end offset after every append. Fetches
+//! (the purgatory) and acks=all produces wait on [`Partition::subscribe_high_watermark`], not on appends.
+//!
+//! Lock order: the state lock is taken for reading around a leader append (so leadership cannot change in the
+//! middle of one) and for writing by `make_leader`/`make_follower`; the log's own locks nest inside. Never held
+//! across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use sluice_metadata::PartitionRegistration;
+use sluice_storage::{AppendError, AppendInfo, Log, ProducerError};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// This broker's role for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It serves produce and fetch, and moves the high watermark.
+    Leader,
+    /// Another broker leads (or none does); this one holds a replica.
+    Follower,
+}
+
+/// A partition's replica state, as the metadata image last set it (plus, on a leader, its followers' progress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// This broker's role.
+    pub role: Role,
+    /// The leader's broker id (-1: none).
+    pub leader: i32,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// The partition epoch (bumped on every registration change, KIP-497).
+    pub partition_epoch: i32,
+    /// Every replica, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+    /// `min.insync.replicas` in force for the topic.
+    pub min_insync_replicas: i32,
+    /// On a leader: each follower's log end offset as last reported (-1 until it fetches). Followers fill it in
+    /// once partition replication lands; until then a follower in the ISR holds the high watermark back.
+    pub follower_log_end_offsets: BTreeMap<i32, i64>,
+}
+
+/// Why a leader append was refused before or by the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// This broker does not lead the partition (any more).
+    #[error("this broker is not the leader of the partition")]
+    NotLeader,
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas` (nothing was appended).
+    #[error("the in-sync replicas ({isr}) are fewer than min.insync.replicas ({min})")]
+    NotEnoughReplicas {
+        /// ISR size.
+        isr: usize,
+        /// `min.insync.replicas`.
+        min: i32,
+    },
+    /// The log refused the batch.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The batch's sequence does not follow the producer's last one (`OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// The batch's producer epoch is older than the producer's current one (`INVALID_PRODUCER_EPOCH`).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+}
+
+/// What an acks=all produce learns once its records are (or are not) below the high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    /// The high watermark passed the records, with enough in-sync replicas.
+    Done,
+    /// The high watermark passed them, but the ISR shrank below `min.insync.replicas` meanwhile
+    /// (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    BelowMinIsr,
+    /// This broker stopped leading the partition before the high watermark passed them.
+    NotLeader,
+    /// The timeout ended first (REQUEST_TIMED_OUT).
+    TimedOut,
+}
+
+/// One partition this broker hosts.
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    /// The topic's id.
+    pub topic_id: Uuid,
+    /// True for internal topics (`__consumer_offsets`, `__transaction_state`), which clients may not produce to.
+    pub internal: bool,
+    /// The partition log.
+    pub log: Arc<Log>,
+    /// True when the topic's `cleanup.policy` includes `compact` (every record then needs a key).
+    compacted: AtomicBool,
+    state: RwLock<PartitionState>,
+    /// The high watermark, published whenever it moves (and when the state changes, so waiters re-check).
+    high_watermark: watch::Sender<i64>,
+    /// Serializes reading, comparing and setting the high watermark (appends run under a shared state lock).
+    hw_update: parking_lot::Mutex<()>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("index", &self.index)
+            .field("state", &*self.state.read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partition {
+    /// A partition over `log`, a follower of no leader until `make_leader` or `make_follower` applies its
+    /// registration.
+    pub(crate) fn new(
+        topic: String,
+        index: i32,
+        topic_id: Uuid,
+        internal: bool,
+        log: Arc<Log>,
+    ) -> Partition {
+        let (high_watermark, _) = watch::channel(log.high_watermark());
+        Partition {
+            topic,
+            index,
+            topic_id,
+            internal,
+            log,
+            compacted: AtomicBool::new(false),
+            state: RwLock::new(PartitionState {
+                role: Role::Follower,
+                leader: -1,
+                leader_epoch: -1,
+                partition_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                min_insync_replicas: 1,
+                follower_log_end_offsets: BTreeMap::new(),
+            }),
+            high_watermark,
+            hw_update: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// A copy of the replica state.
+    pub fn state(&self) -> PartitionState {
+        self.state.read().clone()
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.read().leader_epoch
+    }
+
+    /// True when this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.state.read().role == Role::Leader
+    }
+
+    /// True when the topic's `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_compacted(&self, compacted: bool) {
+        self.compacted.store(compacted, Ordering::Release);
+    }
+
+    /// The high watermark: offsets below it are committed (on every ISR member) and visible to consumers.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.high_watermark()
+    }
+
+    /// Receives the high watermark whenever it moves or the replica state changes; a fetch waiting for data and
+    /// an acks=all produce waiting for replication await `changed()` on it.
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Makes this broker the leader as `registration` says (`node_id` is this broker). Returns false, changing
+    /// nothing, for a registration older than the state (a stale image). A new leader epoch forgets what was known
+    /// of the followers: they report again.
+    pub fn make_leader(
+        &self,
+        node_id: i32,
+        registration: &PartitionRegistration,
+        min_insync_replicas: i32,
+    ) -> bool {
+        let mut state = self.state.write();
+        if !Self::newer(&state, registration) {
+            return false;
+        }
+        let new_epoch =
+            state.role != Role::Leader || state.leader_epoch != registration.leader_epoch;
+        let followers = registration
+            .replicas
+            .iter()
+            .filter(|&&r| r != node_id)
+            .map(|&r| {
+                let known = if new_epoch {
+                    None
+                } else {
+                    state.follower_log_end_offsets.get(&r).copied()
+                };
+                (r, known.unwrap_or(-1))
+            })
+            .collect();
+        *state = PartitionState {
+            role: Role::Leader,
+            leader: node_id,
+            leader_epoch: registration.leader_epoch,
+            partition_epoch: registration.partition_epoch,
+            replicas: registration.replicas.clone(),
+            isr: registration.isr.clone(),
+            min_insync_replicas,
+            follower_log_end_offsets: followers,
+        };
+        self.maybe_increment_high_watermark(node_id, &state);
+        drop(state);
+        self.notify();
+        true
+    }
+
+    /// Makes this broker a follower as `registration` says. Returns false, changing nothing, for a registration
+    /// older than the state. (Fetching from the leader and truncating to it come with partition replication.)
+    pub fn make_follower(
+        &self,
+        registration: &PartitionRegistration,
+        min_insync_replicas: i32,
+    ) -> bool {
+        let mut state = self.state.write();
+        if !Self::newer(&state, registration) {
+            return false;
+        }
+        *state = PartitionState {
+            role: Role::Follower,
+            leader: registration.leader,
+            leader_epoch: registration.leader_epoch,
+            partition_epoch: registration.partition_epoch,
+            replicas: registration.replicas.clone(),
+            isr: registration.isr.clone(),
+            min_insync_replicas,
+            follower_log_end_offsets: BTreeMap::new(),
+        };
+        drop(state);
+        self.notify();
+        true
+    }
+
+    /// Updates `min.insync.replicas` (a topic config change) without touching the registration.
+    pub(crate) fn set_min_insync_replicas(&self, min: i32) {
+        self.state.write().min_insync_replicas = min;
+    }
+
+    /// True when `registration` is not older than `state` (epochs never move back).
+    fn newer(state: &PartitionState, registration: &PartitionRegistration) -> bool {
+        if registration.leader_epoch < state.leader_epoch
+            || (registration.leader_epoch == state.leader_epoch
+                && registration.partition_epoch < state.partition_epoch)
+        {
+            tracing::debug!(
+                state_epochs = ?(state.leader_epoch, state.partition_epoch),
+                registration_epochs = ?(registration.leader_epoch, registration.partition_epoch),
+                "stale partition registration ignored"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Moves the high watermark to the smallest log end offset over the ISR, if that is higher (Kafka's
+    /// `maybeIncrementLeaderHW`). The caller holds the state lock.
+    fn maybe_increment_high_watermark(&self, node_id: i32, state: &PartitionState) {
+        let _serial = self.hw_update.lock();
+        let leo = self.log.log_end_offset();
+        let mut hw = leo;
+        for member in &state.isr {
+            if *member == node_id {
+                continue;
+            }
+            let follower = state
+                .follower_log_end_offsets
+                .get(member)
+                .copied()
+                .unwrap_or(-1);
+            hw = hw.min(follower);
+        }
+        let current = self.log.high_watermark();
+        if hw > current {
+            debug_assert!(
+                hw <= leo,
+                "high watermark {hw} beyond the log end offset {leo}"
+            );
+            self.log.set_high_watermark(hw);
+            self.high_watermark.send_replace(hw);
+        }
+    }
+
+    fn notify(&self) {
+        self.high_watermark.send_replace(self.log.high_watermark());
+    }
+
+    /// Appends producer batches as leader (see `Log::append_as_leader`: CRC checked, offsets and the leader epoch
+    /// written in place) and moves the high watermark. `acks == -1` first checks `min.insync.replicas`
+    /// (NOT_ENOUGH_REPLICAS). May fsync when the topic has `flush.messages` set: call it from a blocking context
+    /// then (see [`Partition::append_may_block`]).
+    pub fn append_as_leader(
+        &self,
+        node_id: i32,
+        batches: &mut [u8],
+        acks: i16,
+        now_ms: i64,
+    ) -> Result<AppendInfo, ProduceError> {
+        let state = self.state.read();
+        if state.role != Role::Leader {
+            return Err(ProduceError::NotLeader);
+        }
+        if acks == -1 && (state.isr.len() as i64) < i64::from(state.min_insync_replicas) {
+            return Err(ProduceError::NotEnoughReplicas {
+                isr: state.isr.len(),
+                min: state.min_insync_replicas,
+            });
+        }
+        let info = self
+            .log
+            .append_as_leader(batches, state.leader_epoch, now_ms)?;
+        self.maybe_increment_high_watermark(node_id, &state);
+        Ok(info)
+    }
+
+    /// Appends one producer batch, enforcing idempotence for batches with a producer id (KIP-98): the log's
+    /// producer state (`sluice_storage::producer_state`, rebuilt from snapshots and batch headers on open, so it
+    /// survives a restart) refuses an older producer epoch or a sequence that does not follow the producer's last
+    /// one, and a retry of one of the producer's last 5 batches is answered with the original offsets without
+    /// appending again. A producer the partition does not know (new or expired) may start at any sequence, as in
+    /// Kafka.
+    pub fn append_producer_batch(
+        &self,
+        node_id: i32,
+        batch: &mut [u8],
+        acks: i16,
+        now_ms: i64,
+    ) -> Result<AppendInfo, ProduceError> {
+        match self.append_as_leader(node_id, batch, acks, now_ms) {
+            Ok(info) => Ok(info),
+            Err(ProduceError::Append(AppendError::DuplicateSequence {
+                base_offset,
+                last_offset,
+                max_timestamp_ms,
+                ..
+            })) => Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                max_timestamp_ms,
+                log_append_time_ms: -1,
+                record_count: (last_offset - base_offset + 1).max(0) as u64,
+                log_start_offset: self.log.log_start_offset(),
+            }),
+            Err(ProduceError::Append(AppendError::Producer(
+                e @ ProducerError::OutOfOrderSequence { .. },
+            ))) => Err(ProduceError::OutOfOrderSequence(e.to_string())),
+            Err(ProduceError::Append(AppendError::Producer(
+                e @ ProducerError::InvalidProducerEpoch { .. },
+            ))) => Err(ProduceError::InvalidProducerEpoch(e.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the high watermark passes `last_offset` (an acks=all produce, Kafka's `DelayedProduce`), this
+    /// broker stops leading, or `timeout` ends.
+    pub async fn wait_replicated(
+        &self,
+        last_offset: i64,
+        timeout: std::time::Duration,
+    ) -> Replicated {
+        let mut changes = self.subscribe_high_watermark();
+        let check = |p: &Partition| {
+            let state = p.state.read();
+            if state.role != Role::Leader {
+                return Some(Replicated::NotLeader);
+            }
+            if p.log.high_watermark() > last_offset {
+                return Some(
+                    if (state.isr.len() as i64) < i64::from(state.min_insync_replicas) {
+                        Replicated::BelowMinIsr
+                    } else {
+                        Replicated::Done
+                    },
+                );
+            }
+            None
+        };
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if let Some(outcome) = check(self) {
+                    return outcome;
+                }
+                if changes.changed().await.is_err() {
+                    return Replicated::NotLeader;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Replicated::TimedOut)
+    }
+
+    /// The leader epoch of the batch holding `offset`, from the leader-epoch cache (`None` when the cache has
+    /// no epoch starting at or before it). A binary search over `Log::end_offset_for_epoch`, which is monotonic
+    /// in the requested epoch.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        let latest = self.log.latest_epoch()?;
+        if latest < 0 {
+            return None;
+        }
+        // Smallest requested epoch whose (floor epoch's) end offset lies beyond `offset`.
+        let (mut lo, mut hi) = (0i32, latest);
+        let mut found = None;
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.log.end_offset_for_epoch(mid) {
+                Some((epoch, end)) if epoch >= 0 && end > offset => {
+                    found = Some(epoch);
+                    if mid == 0 {
+                        break;
+                    }
+                    hi = mid - 1;
+                }
+                _ => lo = mid + 1,
+            }
+        }
+        found.or(Some(latest).filter(|_| offset >= self.log.log_start_offset()))
+    }
+
+    /// True when an append may fsync (the topic forces flushes by message count), so it must not run on an
+    /// async worker thread.
+    pub fn append_may_block(&self) -> bool {
+        self.log.config().flush_messages.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_protocol::batch::build_batch;
+    use sluice_storage::{LogConfig, LogManager};
+    use std::time::Duration;
+
+    const ME: i32 = 1;
+
+    fn registration(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionRegistration {
+        PartitionRegistration {
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+        }
+    }
+
+    fn partition(dir: &std::path::Path) -> (LogManager, Partition) {
+        let logs = LogManager::open(vec![dir.to_path_buf()], LogConfig::default()).unwrap();
+        let log = logs.get_or_create("t", 0, LogConfig::default()).unwrap();
+        let p = Partition::new("t".into(), 0, Uuid::new_v4(), false, log);
+        (logs, p)
+    }
+
+    fn batch(n: usize) -> Vec<u8> {
+        let values: Vec<Vec<u8>> = (0..n).map(|i| format!("v{i}").into_bytes()).collect();
+        let records: Vec<_> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+        build_batch(0, &records, -1, -1, -1)
+    }
+
+    #[test]
+    fn a_sole_in_sync_leader_commits_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        assert!(matches!(
+            p.append_as_leader(ME, &mut batch(1), 1, 0),
+            Err(ProduceError::NotLeader)
+        ));
+        assert!(p.make_leader(ME, &registration(ME, 0, &[ME]), 1));
+        let info = p.append_as_leader(ME, &mut batch(3), -1, 0).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 2));
+        assert_eq!(p.high_watermark(), 3);
+    }
+
+    #[test]
+    fn followers_in_the_isr_hold_the_high_watermark_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        p.make_leader(ME, &registration(ME, 0, &[1, 2, 3]), 2);
+        p.append_as_leader(ME, &mut batch(3), 1, 0).unwrap();
+        assert_eq!(p.high_watermark(), 0, "no follower has reported anything");
+        assert_eq!(p.state().follower_log_end_offsets.get(&2), Some(&-1));
+        // The ISR shrinks to the leader (the controller moved the followers out): everything is committed.
+        let shrunk = PartitionRegistration {
+            partition_epoch: 1,
+            ..registration(ME, 0, &[ME])
+        };
+        p.make_leader(ME, &shrunk, 2);
+        assert_eq!(p.high_watermark(), 3);
+        // ... and acks=all is refused below min.insync.replicas, before anything is appended.
+        assert!(matches!(
+            p.append_as_leader(ME, &mut batch(1), -1, 0),
+            Err(ProduceError::NotEnoughReplicas { isr: 1, min: 2 })
+        ));
+        assert_eq!(p.log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn stale_registrations_are_ignored_and_epochs_never_move_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        assert!(p.make_leader(ME, &registration(ME, 5, &[ME]), 1));
+        assert!(!p.make_follower(&registration(2, 4, &[2]), 1));
+        assert!(!p.make_leader(ME, &registration(ME, 4, &[ME]), 1));
+        assert_eq!((p.leader_epoch(), p.is_leader()), (5, true));
+        assert!(p.make_follower(&registration(2, 6, &[2, 3]), 1));
+        let state = p.state();
+        assert_eq!(
+            (state.role, state.leader, state.leader_epoch),
+            (Role::Follower, 2, 6)
+        );
+        assert!(state.follower_log_end_offsets.is_empty());
+    }
+
+    #[tokio::test]
+    async fn acks_all_waits_for_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        let p = Arc::new(p);
+        p.make_leader(ME, &registration(ME, 0, &[1, 2]), 1);
+        let info = p.append_as_leader(ME, &mut batch(2), -1, 0).unwrap();
+        assert_eq!(
+            p.wait_replicated(info.last_offset, Duration::from_millis(50))
+                .await,
+            Replicated::TimedOut
+        );
+        // Leadership moves while a produce waits: it learns at once.
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.wait_replicated(info.last_offset, Duration::from_secs(10))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        p.make_follower(&registration(2, 1, &[2]), 1);
+        assert_eq!(waiter.await.unwrap(), Replicated::NotLeader);
+        // A sole in-sync leader is replicated as soon as it appended.
+        p.make_leader(ME, &registration(ME, 2, &[ME]), 1);
+        let info = p.append_as_leader(ME, &mut batch(1), -1, 0).unwrap();
+        assert_eq!(
+            p.wait_replicated(info.last_offset, Duration::from_secs(1))
+                .await,
+            Replicated::Done
+        );
+    }
+}
