@@ -36,8 +36,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::controller::Controller;
-use crate::controller_channel::ControllerChannel;
 
 /// The per-node file earlier versions reserved blocks in (now only read, as a floor).
 pub const LEGACY_PRODUCER_IDS_FILE: &str = "producer-ids";
@@ -353,35 +351,35 @@ fn read_legacy_floor(dir: &Path) -> Result<i64, ProducerIdError> {
 }
 
 /// Blocks from the active controller: asked directly when this node is the active controller (or the embedded
-/// single node, its own controller), else with AllocateProducerIds over the [`ControllerChannel`], as
-/// `lifecycle.rs` reaches the controller.
+/// single node, its own controller), else with AllocateProducerIds over the [`ControllerChannel`](crate::controller_channel::ControllerChannel), as
+/// `lifecycle.rs` reaches the controller. The broker epoch is read at every request, so a retry after
+/// STALE_BROKER_EPOCH carries the epoch of the broker's new registration.
 #[derive(Clone)]
 pub struct ControllerBlocks {
-    node_id: i32,
-    broker_epoch: Option<i64>,
-    controller: Controller,
-    channel: ControllerChannel,
+    broker: Arc<Broker>,
 }
 
 impl ControllerBlocks {
-    /// The source for `broker` under its current broker epoch.
-    pub fn of(broker: &Broker) -> ControllerBlocks {
+    /// The source for `broker`.
+    pub fn of(broker: &Arc<Broker>) -> ControllerBlocks {
         ControllerBlocks {
-            node_id: broker.config.node_id,
-            broker_epoch: broker.lifecycle.broker_epoch(),
-            controller: broker.controller.clone(),
-            channel: broker.controller_channel.clone(),
+            broker: broker.clone(),
         }
     }
 }
 
 impl BlockSource for ControllerBlocks {
     async fn allocate(&self) -> Result<IdBlock, BlockError> {
-        let broker_epoch = self.broker_epoch.ok_or(BlockError::NotRegistered)?;
-        if self.controller.is_active() || !self.channel.has_voters() {
-            let block = self
+        let broker = &self.broker;
+        let node_id = broker.config.node_id;
+        let broker_epoch = broker
+            .lifecycle
+            .broker_epoch()
+            .ok_or(BlockError::NotRegistered)?;
+        if broker.controller.is_active() || !broker.controller_channel.has_voters() {
+            let block = broker
                 .controller
-                .allocate_producer_ids(self.node_id, broker_epoch)
+                .allocate_producer_ids(node_id, broker_epoch)
                 .await
                 .map_err(|e| match e.code() {
                     code if code == ErrorCode::NotController.code() => BlockError::Refused(code),
@@ -393,10 +391,10 @@ impl BlockSource for ControllerBlocks {
             return IdBlock::new(block.first_producer_id, block.size);
         }
         let request = AllocateProducerIdsRequest::default()
-            .with_broker_id(BrokerId(self.node_id))
+            .with_broker_id(BrokerId(node_id))
             .with_broker_epoch(broker_epoch);
-        let response = self
-            .channel
+        let response = broker
+            .controller_channel
             .send(&request, FETCH_TIMEOUT)
             .await
             .map_err(|e| BlockError::Unreachable(e.to_string()))?;
