@@ -48,12 +48,13 @@ pub const INITIAL_EPOCH: i32 = 0;
 /// The epoch of a full fetch that wants no session, or closes one (`FetchMetadata.FINAL_EPOCH`).
 pub const FINAL_EPOCH: i32 = -1;
 
-/// Kafka error codes this module produces.
+/// Kafka error codes this module produces (values from the one table, `sluice_protocol::ErrorCode`).
 mod error_code {
-    pub(super) const NONE: i16 = 0;
-    pub(super) const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-    pub(super) const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-    pub(super) const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
+    use sluice_protocol::ErrorCode;
+    pub(super) const NONE: i16 = sluice_protocol::ERROR_NONE;
+    pub(super) const FETCH_SESSION_ID_NOT_FOUND: i16 = ErrorCode::FetchSessionIdNotFound.code();
+    pub(super) const INVALID_FETCH_SESSION_EPOCH: i16 = ErrorCode::InvalidFetchSessionEpoch.code();
+    pub(super) const FETCH_SESSION_TOPIC_ID_ERROR: i16 = ErrorCode::FetchSessionTopicIdError.code();
 }
 
 /// The first Fetch version that names topics by id.

@@ -29,12 +29,13 @@ use sluice_coordinator::{
     partition_for, ClientInfo, CommittedOffset, CoordinatorRecord, CoordinatorResult, Delivery,
     GroupCoordinatorConfig, GroupCoordinatorShard, Parkable, CONSUMER_OFFSETS_TOPIC,
 };
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{batch, ErrorCode};
 use tokio::sync::{oneshot, Notify};
 
 use crate::apis::now_ms;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::replica_manager::ReplicaError;
 
 /// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB): small segments so compaction has work to do.
 /// How long the start-up load waits for the controller to unfence this broker.
@@ -270,10 +271,9 @@ impl GroupCoordinator {
         let hosted = broker
             .replicas
             .partition(CONSUMER_OFFSETS_TOPIC, partition)
-            .map_err(|code| {
-                if code == ErrorCode::NotLeaderOrFollower.code() {
-                    CoordinatorError::NotCoordinator
-                } else {
+            .map_err(|e| match e {
+                ReplicaError::NotLeader => CoordinatorError::NotCoordinator,
+                ReplicaError::UnknownTopicOrPartition | ReplicaError::Storage => {
                     CoordinatorError::NotAvailable
                 }
             })?;
@@ -589,7 +589,7 @@ fn append_records(
     let hosted = broker
         .replicas
         .partition(CONSUMER_OFFSETS_TOPIC, partition)
-        .map_err(|code| format!("partition unavailable (error {code})"))?;
+        .map_err(|e| format!("partition unavailable: {e}"))?;
     let now = now_ms();
     let mut buf = encode_batch(records, now)?;
     // acks=1: the coordinator answers once its own log has the records (waiting for the followers comes with
@@ -671,27 +671,20 @@ fn read_records(log: &sluice_storage::Log) -> Vec<CoordinatorRecord> {
 fn decode_chunk(data: &[u8], out: &mut Vec<CoordinatorRecord>) -> Option<i64> {
     let mut next_offset = None;
     let mut rest: &[u8] = data;
-    while rest.len() >= 61 {
-        let batch_len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        let Some(total) = usize::try_from(batch_len).ok().map(|l| l + 12) else {
-            break;
-        };
-        if total < 61 || total > rest.len() {
+    while let Some(total) = batch::batch_size(rest) {
+        if total > rest.len() {
             break;
         }
         let (batch, tail) = rest.split_at(total);
         rest = tail;
-        let mut base = [0u8; 8];
-        base.copy_from_slice(&batch[..8]);
-        let base_offset = i64::from_be_bytes(base);
-        let last_delta = i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]]);
-        next_offset = Some(base_offset + i64::from(last_delta) + 1);
-        let attributes = i16::from_be_bytes([batch[21], batch[22]]);
-        let is_control = attributes & 0x20 != 0;
-        let record_count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
+        let Ok(header) = batch::BatchHeader::new(batch) else {
+            break;
+        };
+        next_offset = Some(header.next_offset());
+        let record_count = header.record_count();
         // Each record takes at least 7 bytes.
         let plausible = usize::try_from(record_count).is_ok_and(|c| c <= total / 7);
-        if is_control || !plausible {
+        if header.is_control() || !plausible {
             continue;
         }
         let mut bytes = Bytes::copy_from_slice(batch);
@@ -709,7 +702,8 @@ fn decode_chunk(data: &[u8], out: &mut Vec<CoordinatorRecord>) -> Option<i64> {
                 }
             }
             Err(e) => tracing::warn!(
-                "skipping unreadable {CONSUMER_OFFSETS_TOPIC} batch at {base_offset}: {e}"
+                "skipping unreadable {CONSUMER_OFFSETS_TOPIC} batch at {}: {e}",
+                header.base_offset()
             ),
         }
     }

@@ -16,10 +16,23 @@ use uuid::Uuid;
 pub use crate::partition::{Partition, PartitionState, ProduceError, Replicated, Role};
 
 use crate::config::BrokerConfig;
-use sluice_protocol::ErrorCode;
 
 /// The topic holding the metadata log; it is never a partition log of the replica manager.
 const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// Why a partition cannot be served here; `apis/` maps it to a Kafka error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    /// The image has no such topic or partition.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// This broker does not lead the partition (it follows it, or holds no replica of it).
+    #[error("this broker is not the leader of the partition")]
+    NotLeader,
+    /// The partition's log could not be opened.
+    #[error("the partition log could not be opened")]
+    Storage,
+}
 
 /// What changed for this node between two images (Kafka's `LocalReplicaChanges`): the partitions it now leads or
 /// follows whose registration, topic id or topic configs changed, and the partitions it no longer hosts.
@@ -130,9 +143,12 @@ impl ReplicaManager {
 
     /// The hosted partition `topic`-`partition` when this broker leads it, creating its log and applying its
     /// registration if the image has it and that is not done yet (so a topic is writable as soon as the controller
-    /// committed it). Errors are Kafka error codes: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER,
-    /// KAFKA_STORAGE_ERROR.
-    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, i16> {
+    /// committed it).
+    pub(crate) fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Partition>, ReplicaError> {
         let image = self.image();
         let (topic_image, registration) = self.lookup(&image, topic, partition)?;
         if let Some(p) = self.partitions.read().get(&(topic.to_string(), partition)) {
@@ -141,7 +157,7 @@ impl ReplicaManager {
             }
         }
         if registration.leader != self.config.node_id {
-            return Err(ErrorCode::NotLeaderOrFollower.code());
+            return Err(ReplicaError::NotLeader);
         }
         // Slow path, under the lock and against the latest image: a reconcile may have run since the lookup
         // above, and a log must never be created from an image older than the one reconciled last.
@@ -152,12 +168,12 @@ impl ReplicaManager {
             .ensure_partition(topic_image, partition, registration)
             .map_err(|e| {
                 tracing::error!(topic, partition, error = %e, "cannot open partition log");
-                ErrorCode::KafkaStorageError.code()
+                ReplicaError::Storage
             })?;
         if p.is_leader() {
             Ok(p)
         } else {
-            Err(ErrorCode::NotLeaderOrFollower.code())
+            Err(ReplicaError::NotLeader)
         }
     }
 
@@ -167,19 +183,19 @@ impl ReplicaManager {
         image: &'a MetadataImage,
         topic: &str,
         partition: i32,
-    ) -> Result<(&'a TopicImage, &'a PartitionRegistration), i16> {
+    ) -> Result<(&'a TopicImage, &'a PartitionRegistration), ReplicaError> {
         let Some(topic_image) = image.topic(topic) else {
-            return Err(ErrorCode::UnknownTopicOrPartition.code());
+            return Err(ReplicaError::UnknownTopicOrPartition);
         };
         let Some(registration) = usize::try_from(partition)
             .ok()
             .and_then(|i| topic_image.partitions.get(i))
         else {
-            return Err(ErrorCode::UnknownTopicOrPartition.code());
+            return Err(ReplicaError::UnknownTopicOrPartition);
         };
         let node_id = self.config.node_id;
         if registration.leader != node_id && !registration.replicas.contains(&node_id) {
-            return Err(ErrorCode::NotLeaderOrFollower.code());
+            return Err(ReplicaError::NotLeader);
         }
         Ok((topic_image, registration))
     }

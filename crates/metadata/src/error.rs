@@ -3,52 +3,57 @@
 //! The pure controller answers with Kafka's own codes because its responses go straight to the wire;
 //! the names match `org.apache.kafka.common.protocol.Errors`.
 
-/// Kafka error codes used by the controller and the admin APIs.
+/// Kafka error codes used by the controller and the admin APIs: names for the values of the one table,
+/// `sluice_protocol::ErrorCode` (kafka-protocol's), so they cannot drift from what the wire carries.
 pub mod code {
+    use sluice_protocol::ErrorCode;
+
     /// No error.
     pub const NONE: i16 = 0;
     /// An unexpected server error.
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNKNOWN_SERVER_ERROR: i16 = ErrorCode::UnknownServerError.code();
     /// The topic or partition does not exist.
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ErrorCode::UnknownTopicOrPartition.code();
     /// The request timed out.
-    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const REQUEST_TIMED_OUT: i16 = ErrorCode::RequestTimedOut.code();
     /// The topic name is invalid.
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = ErrorCode::InvalidTopicException.code();
     /// Not authorized for the topic.
-    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = ErrorCode::TopicAuthorizationFailed.code();
     /// Not authorized for the cluster.
-    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = ErrorCode::ClusterAuthorizationFailed.code();
     /// The version of the API is not supported.
-    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const UNSUPPORTED_VERSION: i16 = ErrorCode::UnsupportedVersion.code();
     /// The topic already exists.
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const TOPIC_ALREADY_EXISTS: i16 = ErrorCode::TopicAlreadyExists.code();
     /// The number of partitions is invalid.
-    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_PARTITIONS: i16 = ErrorCode::InvalidPartitions.code();
     /// The replication factor is invalid.
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICATION_FACTOR: i16 = ErrorCode::InvalidReplicationFactor.code();
     /// The replica assignment is invalid.
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = ErrorCode::InvalidReplicaAssignment.code();
     /// A configuration is invalid.
-    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_CONFIG: i16 = ErrorCode::InvalidConfig.code();
     /// This is not the controller.
-    pub const NOT_CONTROLLER: i16 = 41;
+    pub const NOT_CONTROLLER: i16 = ErrorCode::NotController.code();
     /// The request is malformed or inconsistent.
-    pub const INVALID_REQUEST: i16 = 42;
+    pub const INVALID_REQUEST: i16 = ErrorCode::InvalidRequest.code();
     /// The request violates a configured policy.
-    pub const POLICY_VIOLATION: i16 = 44;
+    pub const POLICY_VIOLATION: i16 = ErrorCode::PolicyViolation.code();
     /// A disk error on the broker.
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const KAFKA_STORAGE_ERROR: i16 = ErrorCode::KafkaStorageError.code();
     /// Topic deletion is disabled.
-    pub const TOPIC_DELETION_DISABLED: i16 = 73;
+    pub const TOPIC_DELETION_DISABLED: i16 = ErrorCode::TopicDeletionDisabled.code();
     /// The topic id does not exist.
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const UNKNOWN_TOPIC_ID: i16 = ErrorCode::UnknownTopicId.code();
     /// The broker epoch in the request is not the broker's current one.
-    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const STALE_BROKER_EPOCH: i16 = ErrorCode::StaleBrokerEpoch.code();
     /// The broker id is not registered with the controller.
-    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = ErrorCode::BrokerIdNotRegistered.code();
     /// Another live incarnation of this broker id is registered.
-    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = ErrorCode::DuplicateBrokerRegistration.code();
+    /// The request names another cluster.
+    pub const INCONSISTENT_CLUSTER_ID: i16 = ErrorCode::InconsistentClusterId.code();
 }
 
 /// A Kafka error code with an optional message, as a response carries it.

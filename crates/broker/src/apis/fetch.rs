@@ -57,6 +57,7 @@ use crate::fetch_session::{
     PartitionFetchOutcome, TopicKey, FIRST_TOPIC_ID_VERSION,
 };
 use crate::purgatory::WakeReason;
+use crate::replica_manager::ReplicaError;
 
 /// Records shorter than this are read into memory rather than sent with `sendfile`.
 const SENDFILE_MIN_BYTES: u64 = 1024;
@@ -421,11 +422,15 @@ fn read_partition(
     };
     let partition = match broker.replicas.partition(topic, index) {
         Ok(p) => p,
-        Err(code) if code == ErrorCode::UnknownTopicOrPartition.code() => {
-            return PartitionRead::error(ReadStage::Rejected, index, code)
+        Err(e @ ReplicaError::UnknownTopicOrPartition) => {
+            return PartitionRead::error(ReadStage::Rejected, index, e.into())
         }
-        Err(code) => {
-            return PartitionRead::error(ReadStage::Read, index, storage_code(params.version, code))
+        Err(e) => {
+            return PartitionRead::error(
+                ReadStage::Read,
+                index,
+                storage_code(params.version, e.into()),
+            )
         }
     };
     if let TopicKey::Id(id) = cp.key.topic {
@@ -611,13 +616,9 @@ fn whole_batches_within(data: Bytes, max_bytes: usize) -> Bytes {
     data.slice(..end)
 }
 
-/// Size of the batch starting at `at` (`LOG_OVERHEAD` + batch length), if its length field is present and sane.
+/// Size of the batch starting at `at`, if its length field is present and sane.
 fn batch_size_at(data: &[u8], at: usize) -> Option<usize> {
-    const LOG_OVERHEAD: usize = 12;
-    let header = data.get(at..at.checked_add(LOG_OVERHEAD)?)?;
-    let length = i32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-    let length = usize::try_from(length).ok().filter(|&l| l > 0)?;
-    LOG_OVERHEAD.checked_add(length)
+    sluice_protocol::batch::batch_size(data.get(at..)?)
 }
 
 fn needs_leader_hint(error_code: i16) -> bool {

@@ -227,6 +227,19 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The Kafka error code of a partition the replica manager cannot serve here.
+impl From<crate::replica_manager::ReplicaError> for i16 {
+    fn from(e: crate::replica_manager::ReplicaError) -> i16 {
+        use crate::replica_manager::ReplicaError;
+        use sluice_protocol::ErrorCode;
+        match e {
+            ReplicaError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition.code(),
+            ReplicaError::NotLeader => ErrorCode::NotLeaderOrFollower.code(),
+            ReplicaError::Storage => ErrorCode::KafkaStorageError.code(),
+        }
+    }
+}
+
 /// Checks a request's `current_leader_epoch` against the partition's (KIP-320): -1 skips the check; an older
 /// epoch is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
 pub(crate) fn check_leader_epoch(

@@ -277,7 +277,7 @@ async fn produce_partition(
 ) -> Outcome {
     let partition: Arc<Partition> = match broker.replicas.partition(topic, index) {
         Ok(p) => p,
-        Err(code) => return Outcome::error(code, None),
+        Err(e) => return Outcome::error(e.into(), None),
     };
     if partition.internal {
         // Internal topics are written by their coordinators only (Kafka: "Cannot append to internal topic").

@@ -50,7 +50,7 @@ pub struct FetchResponse {
 }
 
 /// Kafka's INCONSISTENT_CLUSTER_ID.
-pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+pub const INCONSISTENT_CLUSTER_ID: i16 = crate::error::code::INCONSISTENT_CLUSTER_ID;
 
 /// Why bytes are not a fetch message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
