@@ -181,6 +181,8 @@ enum Event {
     Raft(Message),
     /// An observer's fetch of the committed log.
     ObserverFetch(FetchRequest, oneshot::Sender<FetchResponse>),
+    /// The node is shutting down: answer what waits, take no new operation, stop taking part.
+    Shutdown,
 }
 
 /// The most an observer fetch answer carries (soft: at least one entry goes).
@@ -483,6 +485,14 @@ impl Driver {
                 }
                 Ok(Event::Op(op)) => self.queue.push_back(op),
                 Ok(Event::ObserverFetch(request, reply)) => self.observer_fetch(request, reply),
+                Ok(Event::Shutdown) => {
+                    self.failed = Some("the controller is shutting down".into());
+                    if let Some(f) = self.in_flight.take() {
+                        (f.done)(Err(ControllerError::Stopped(
+                            "the controller is shutting down".into(),
+                        )));
+                    }
+                }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -971,6 +981,14 @@ impl Controller {
             node_id: config.node_id,
             voters: Arc::new(config.voters),
         })
+    }
+
+    /// Shutting down: operations waiting or arriving from now on are answered NOT_CONTROLLER (callers retry on
+    /// the next controller) and this member stops taking part in the quorum. The thread ends with the last handle.
+    pub fn shutdown(&self) {
+        if !self.is_observer() {
+            let _ = self.send_event(Event::Shutdown);
+        }
     }
 
     /// True when this node observes the metadata log rather than voting on it (a broker-only node).

@@ -199,11 +199,17 @@ impl Link {
         listener_name: &str,
     ) -> Result<RegistrationOutcome, String> {
         if self.is_local() {
-            return self
-                .controller
-                .register_broker(registration.clone())
-                .await
-                .map_err(|e| e.to_string());
+            // Bounded as a remote call is: a controller that lost its quorum would hold the operation for its
+            // whole commit timeout.
+            return tokio::time::timeout(
+                RPC_TIMEOUT,
+                self.controller.register_broker(registration.clone()),
+            )
+            .await
+            .map_err(|_| {
+                "the local controller did not commit the registration in time".to_string()
+            })?
+            .map_err(|e| e.to_string());
         }
         let port = u16::try_from(registration.port).map_err(|e| e.to_string())?;
         let request = BrokerRegistrationRequest::default()
@@ -232,10 +238,11 @@ impl Link {
 
     async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatOutcome, String> {
         if self.is_local() {
-            return self
-                .controller
-                .broker_heartbeat(heartbeat)
+            return tokio::time::timeout(RPC_TIMEOUT, self.controller.broker_heartbeat(heartbeat))
                 .await
+                .map_err(|_| {
+                    "the local controller did not commit the heartbeat in time".to_string()
+                })?
                 .map_err(|e| e.to_string());
         }
         let request = BrokerHeartbeatRequest::default()
@@ -299,7 +306,11 @@ async fn run(link: Link, config: Arc<BrokerConfig>, shared: Arc<Shared>) {
             if *stop.borrow() {
                 return;
             }
-            match link.register(&registration, &listener_name).await {
+            let attempt = tokio::select! {
+                r = link.register(&registration, &listener_name) => r,
+                _ = stop.changed() => return,
+            };
+            match attempt {
                 Ok(outcome) if outcome.error_code == 0 => break outcome.broker_epoch,
                 Ok(outcome) => tracing::warn!(
                     node_id = registration.node_id,
@@ -336,7 +347,12 @@ async fn run(link: Link, config: Arc<BrokerConfig>, shared: Arc<Shared>) {
                 want_fence: false,
                 want_shut_down,
             };
-            let next = match link.heartbeat(heartbeat).await {
+            // Stopping never waits for an answer (a controller without a quorum may take its whole timeout).
+            let attempt = tokio::select! {
+                r = link.heartbeat(heartbeat) => r,
+                _ = stop.changed() => return,
+            };
+            let next = match attempt {
                 Ok(o) if o.error_code == 0 => {
                     let before = shared.status.send_replace(LifecycleStatus {
                         broker_epoch: epoch,

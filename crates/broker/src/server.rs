@@ -191,6 +191,9 @@ impl Server {
                 .await;
         }
         tracing::info!("shutting down: no longer accepting connections");
+        // Requests waiting on this node's controller (a peer's heartbeat, a forwarded CreateTopics) are answered
+        // NOT_CONTROLLER now, so their callers go to the next controller instead of holding up the drain.
+        self.broker.controller.shutdown();
         self.shutdown.send_replace(true);
         for acceptor in self.acceptors {
             if let Err(e) = acceptor.await {

@@ -26,7 +26,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -250,6 +250,22 @@ class Broker:
 
 class _PortClash(Exception):
     pass
+
+
+def stop_all(brokers: Iterable["Broker"]) -> None:
+    """Stops brokers in parallel: SIGCONT (a test may have paused one) and SIGTERM to every running one, then waits
+    for each. A cluster's last nodes cannot finish a controlled shutdown once the quorum is gone (they wait
+    `CONTROLLED_SHUTDOWN_WAIT`); stopping them one by one would pay that wait per node."""
+    brokers = list(brokers)
+    for b in brokers:
+        if b.proc is not None and b.proc.poll() is None:
+            try:
+                os.kill(b.proc.pid, signal.SIGCONT)
+                b.proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+    for b in brokers:
+        b.stop()
 
 
 @pytest.fixture

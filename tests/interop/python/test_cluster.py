@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port
+from conftest import Broker, free_port, stop_all
 
 CLUSTER_ID = "MkU3OEVBNTcwNTJENDM2Qk"
 #: Short sessions so fencing tests do not wait 9 s (Kafka's default) each time.
@@ -74,13 +74,7 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        for node in self.nodes.values():
-            if node.proc is not None:
-                try:
-                    os.kill(node.proc.pid, signal.SIGCONT)
-                except OSError:
-                    pass
-            node.stop()
+        stop_all(self.nodes.values())
 
     def bootstrap(self, exclude: Optional[int] = None) -> str:
         return ",".join(n.bootstrap for i, n in self.nodes.items() if i != exclude)
@@ -249,8 +243,7 @@ def test_sigstop_broker_is_fenced_and_rejoins_after_sigcont(cluster: Cluster):
 
 def test_whole_cluster_restart_keeps_topics(cluster: Cluster):
     create(cluster.admin(), "durable", partitions=4, rf=3)
-    for node in cluster.nodes.values():
-        node.stop()
+    stop_all(cluster.nodes.values())
     cluster.start()
     for node_id in cluster.nodes:
         md = cluster.metadata(node_id)

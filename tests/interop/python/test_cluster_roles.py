@@ -13,8 +13,6 @@ with the active controller, and serve clients. Checked with confluent-kafka and 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port
+from conftest import Broker, free_port, stop_all
 
 CLUSTER_ID = "U3BsaXRSb2xlc0NsdXN0ZQ"
 SESSION_TIMEOUT_MS = 3000
@@ -82,14 +80,9 @@ class SplitCluster:
         return self
 
     def stop(self) -> None:
-        # Brokers first: their controlled shutdown needs a controller.
-        for node in sorted(self.nodes.values(), key=lambda n: n.extra_overrides["process.roles"] != "broker"):
-            if node.proc is not None:
-                try:
-                    os.kill(node.proc.pid, signal.SIGCONT)
-                except OSError:
-                    pass
-            node.stop()
+        # Brokers first (in parallel): their controlled shutdown needs the controllers.
+        stop_all(self.nodes[i] for i in BROKERS)
+        stop_all(self.nodes[i] for i in CONTROLLERS)
 
     def bootstrap(self) -> str:
         return ",".join(self.nodes[i].bootstrap for i in BROKERS if self.nodes[i].is_running())
