@@ -14,13 +14,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+    CreateTopicsRequest, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -37,10 +39,12 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::replica_manager::ReplicaError;
 
-/// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB): small segments so compaction has work to do.
 /// How long the start-up load waits for the controller to unfence this broker.
 const LOAD_WAIT_FOR_UNFENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// `offsets.topic.segment.bytes` (Kafka's default, 100 MiB): small segments so compaction has work to do.
 const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
+/// How long creating `__consumer_offsets` (and seeing it in this node's image) may take.
+const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Upper bound of one read while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// The timer loop wakes at least this often.
@@ -210,50 +214,101 @@ impl GroupCoordinator {
         self.load_partition(broker, partition).await
     }
 
-    async fn ensure_topic(&self, broker: &Arc<Broker>) -> Result<(), CoordinatorError> {
-        if broker
-            .controller
-            .image()
+    /// Ensures `__consumer_offsets` exists, creating it as Kafka does on first use: with
+    /// `offsets.topic.num.partitions` partitions and `offsets.topic.replication.factor` replicas (capped at the live
+    /// brokers), compacted. Through the local controller when this node is the active one (or the embedded single
+    /// node), else with a CreateTopics to the active controller, then waiting (briefly) for the topic to reach this
+    /// node's image. `Err` is retriable (COORDINATOR_NOT_AVAILABLE).
+    pub(crate) async fn ensure_topic(&self, broker: &Arc<Broker>) -> Result<(), CoordinatorError> {
+        let mut images = broker.controller.subscribe();
+        if images
+            .borrow_and_update()
             .topic(CONSUMER_OFFSETS_TOPIC)
             .is_some()
         {
             return Ok(());
         }
-        let brokers = i16::try_from(broker.controller.image().brokers.len().max(1)).unwrap_or(1);
-        let topic = sluice_metadata::NewTopic {
-            name: CONSUMER_OFFSETS_TOPIC.to_string(),
-            num_partitions: self.num_partitions,
-            replication_factor: self.replication_factor.clamp(1, brokers),
-            assignments: Vec::new(),
-            configs: vec![
-                ("cleanup.policy".to_string(), Some("compact".to_string())),
-                (
-                    "segment.bytes".to_string(),
-                    Some(OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
-                ),
-                ("compression.type".to_string(), Some("producer".to_string())),
-            ],
-        };
-        let outcomes = broker.controller.create_topics(vec![topic], false).await;
-        match outcomes.first() {
-            Some(o)
-                if o.error_code == 0 || o.error_code == ErrorCode::TopicAlreadyExists.code() =>
+        let live = crate::apis::metadata::live_brokers(&broker.controller.image()).count();
+        let replication_factor = self
+            .replication_factor
+            .clamp(1, i16::try_from(live.max(1)).unwrap_or(i16::MAX));
+        let configs = [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", OFFSETS_TOPIC_SEGMENT_BYTES),
+            ("compression.type", "producer"),
+        ];
+        let local = broker.controller.is_active() || !broker.controller_channel.has_voters();
+        let error_code = if local {
+            let topic = sluice_metadata::NewTopic {
+                name: CONSUMER_OFFSETS_TOPIC.to_string(),
+                num_partitions: self.num_partitions,
+                replication_factor,
+                assignments: Vec::new(),
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                    .collect(),
+            };
+            let outcomes = broker.controller.create_topics(vec![topic], false).await;
+            outcomes.first().map_or(-1, |o| o.error_code)
+        } else {
+            let request = CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(CONSUMER_OFFSETS_TOPIC)))
+                    .with_num_partitions(self.num_partitions)
+                    .with_replication_factor(replication_factor)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_static_str(k))
+                                    .with_value(Some(StrBytes::from_static_str(v)))
+                            })
+                            .collect(),
+                    )])
+                .with_timeout_ms(i32::try_from(CREATE_TIMEOUT.as_millis()).unwrap_or(i32::MAX));
+            match broker
+                .controller_channel
+                .send(&request, CREATE_TIMEOUT)
+                .await
             {
-                tracing::info!(
-                    "created {CONSUMER_OFFSETS_TOPIC} with {} partitions",
-                    self.num_partitions
-                );
-                Ok(())
+                Ok(response) => response.topics.first().map_or(-1, |t| t.error_code),
+                Err(e) => {
+                    tracing::warn!(error = %e, "creating {CONSUMER_OFFSETS_TOPIC} through the active controller failed");
+                    return Err(CoordinatorError::NotAvailable);
+                }
             }
-            Some(o) => {
-                tracing::warn!(
-                    "creating {CONSUMER_OFFSETS_TOPIC} failed: {} {:?}",
-                    o.error_code,
-                    o.error_message
-                );
-                Err(CoordinatorError::NotAvailable)
+        };
+        if error_code == 0 {
+            tracing::info!(
+                partitions = self.num_partitions,
+                replication_factor,
+                "created {CONSUMER_OFFSETS_TOPIC}"
+            );
+        } else if error_code != ErrorCode::TopicAlreadyExists.code() {
+            tracing::warn!(error_code, "creating {CONSUMER_OFFSETS_TOPIC} failed");
+            return Err(CoordinatorError::NotAvailable);
+        }
+        // The controller answered once the topic was committed; this node's image may follow a moment later.
+        let arrived = tokio::time::timeout(CREATE_TIMEOUT, async {
+            loop {
+                if images
+                    .borrow_and_update()
+                    .topic(CONSUMER_OFFSETS_TOPIC)
+                    .is_some()
+                {
+                    return true;
+                }
+                if images.changed().await.is_err() {
+                    return false;
+                }
             }
-            None => Err(CoordinatorError::NotAvailable),
+        })
+        .await;
+        match arrived {
+            Ok(true) => Ok(()),
+            _ => Err(CoordinatorError::NotAvailable),
         }
     }
 

@@ -241,3 +241,28 @@ def test_restarted_broker_fetches_the_log_before_touching_its_partitions(split: 
     assert sorted(got) == sorted(f"v{n}".encode() for n in range(300)), "records lost across broker restarts"
     for i in BROKERS:
         assert "stray log" not in split.nodes[i].log_path.read_text(errors="replace")
+
+
+def test_consumer_group_on_broker_only_nodes(split: SplitCluster):
+    """FindCoordinator on a broker-only node creates `__consumer_offsets` through the active controller; a group
+    consumer reads everything and its commit is read back by a new member."""
+    create(split.admin(), "grouped", partitions=3, rf=1)
+    split.wait_topic("grouped", 3)
+    produce(split.bootstrap(), "grouped", 90)
+    conf = {"bootstrap.servers": split.bootstrap(), "group.id": "g1", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False}
+    c = Consumer(conf)
+    c.subscribe(["grouped"])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 90 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    assert len(got) == 90, f"read {len(got)} of 90\n{split.log_tails()}"
+    c.commit(asynchronous=False)
+    c.close()
+    c = Consumer(conf)
+    committed = c.committed([TopicPartition("grouped", p) for p in range(3)], timeout=30)
+    c.close()
+    assert sum(tp.offset for tp in committed) == 90, committed

@@ -4,19 +4,15 @@
 //! (KIP-699). Key type TRANSACTION answers COORDINATOR_NOT_AVAILABLE until the transaction coordinator exists;
 //! other key types are INVALID_REQUEST.
 //!
-//! `__consumer_offsets` is created on first use, as Kafka does: through the group coordinator on the active
-//! controller (which also loads the group's partition when this node leads it), else by a CreateTopics sent to
-//! the active controller, answering COORDINATOR_NOT_AVAILABLE until the topic reaches this node's image. When
-//! this node leads the group's partition it loads it before answering, so the coordinator is ready when asked.
+//! `__consumer_offsets` is created on first use, as Kafka does (`GroupCoordinator::ensure_topic`: through the local
+//! controller when it is the active one, else a CreateTopics to the active controller), answering
+//! COORDINATOR_NOT_AVAILABLE until the topic reaches this node's image. When this node leads the group's partition
+//! it loads it before answering, so the coordinator is ready when asked.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, FindCoordinatorRequest, FindCoordinatorResponse, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_coordinator::CONSUMER_OFFSETS_TOPIC;
 use sluice_metadata::{BrokerRegistration, MetadataImage};
@@ -74,27 +70,9 @@ async fn find_one(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordina
         KEY_TYPE_TRANSACTION => return failed(key, ErrorCode::CoordinatorNotAvailable),
         _ => return failed(key, ErrorCode::InvalidRequest),
     }
-    let local = broker.controller.is_active() || !broker.controller_channel.has_voters();
-    if broker
-        .controller
-        .image()
-        .topic(CONSUMER_OFFSETS_TOPIC)
-        .is_none()
-    {
-        if !local {
-            create_offsets_topic_remotely(broker).await;
-            if broker
-                .controller
-                .image()
-                .topic(CONSUMER_OFFSETS_TOPIC)
-                .is_none()
-            {
-                return failed(key, ErrorCode::CoordinatorNotAvailable);
-            }
-        } else if let Err(code) = load(broker, &key).await {
-            // Creates the topic and loads the group's partition.
-            return failed(key, code);
-        }
+    // `__consumer_offsets` is created on first use, through whichever controller is active.
+    if broker.groups.ensure_topic(broker).await.is_err() {
+        return failed(key, ErrorCode::CoordinatorNotAvailable);
     }
     let partition = broker.groups.partition_for(&key);
     let image = broker.controller.image();
@@ -133,57 +111,6 @@ fn coordinator_node(image: &MetadataImage, partition: i32) -> Option<&BrokerRegi
         .get(usize::try_from(partition).ok()?)?
         .leader;
     image.brokers.get(&leader).filter(|b| !b.fenced)
-}
-
-/// Kafka's `offsets.topic.segment.bytes` default, as the group coordinator creates the topic with.
-const OFFSETS_TOPIC_SEGMENT_BYTES: &str = "104857600";
-/// How long creating `__consumer_offsets` through the active controller may take.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Asks the active controller to create `__consumer_offsets` with the settings the group coordinator uses
-/// (`offsets.topic.num.partitions`, `offsets.topic.replication.factor` capped at the live brokers, compacted).
-async fn create_offsets_topic_remotely(broker: &Arc<Broker>) {
-    let live = super::metadata::live_brokers(&broker.controller.image()).count();
-    let replication_factor = broker
-        .config
-        .offsets_topic_replication_factor
-        .clamp(1, i16::try_from(live.max(1)).unwrap_or(i16::MAX));
-    let config = |name: &'static str, value: &'static str| {
-        CreatableTopicConfig::default()
-            .with_name(StrBytes::from_static_str(name))
-            .with_value(Some(StrBytes::from_static_str(value)))
-    };
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(CONSUMER_OFFSETS_TOPIC)))
-            .with_num_partitions(broker.config.offsets_topic_num_partitions.max(1))
-            .with_replication_factor(replication_factor)
-            .with_configs(vec![
-                config("cleanup.policy", "compact"),
-                config("segment.bytes", OFFSETS_TOPIC_SEGMENT_BYTES),
-                config("compression.type", "producer"),
-            ])])
-        .with_timeout_ms(i32::try_from(CREATE_TIMEOUT.as_millis()).unwrap_or(i32::MAX));
-    match broker
-        .controller_channel
-        .send(&request, CREATE_TIMEOUT)
-        .await
-    {
-        Ok(response) => {
-            let code = response.topics.first().map_or(0, |t| t.error_code);
-            if code == 0 {
-                tracing::info!("created {CONSUMER_OFFSETS_TOPIC} through the active controller");
-            } else if code != ErrorCode::TopicAlreadyExists.code() {
-                tracing::warn!(
-                    error_code = code,
-                    "creating {CONSUMER_OFFSETS_TOPIC} failed"
-                );
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "creating {CONSUMER_OFFSETS_TOPIC} through the active controller failed")
-        }
-    }
 }
 
 #[cfg(test)]
