@@ -35,7 +35,9 @@ const FAST_BEAT: Duration = Duration::from_millis(50);
 /// First pause before registering again; doubled up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// One registration or heartbeat gives up after this (retries to a new controller leader included).
+/// One registration or heartbeat gives up after this (retries to a new controller leader included), or after half
+/// the broker session if that is shorter (Kafka's KAFKA-14392): a heartbeat stuck on a controller that went silent
+/// must be retried on the new one before the session it is renewing runs out.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Kafka's security protocol id for PLAINTEXT, the only one served.
 const SECURITY_PROTOCOL_PLAINTEXT: i16 = 0;
@@ -108,6 +110,9 @@ impl BrokerLifecycle {
         let link = Link {
             controller: broker.controller.clone(),
             channel: broker.controller_channel.clone(),
+            rpc_timeout: RPC_TIMEOUT.min(
+                Duration::from_millis(broker.config.broker_session_timeout_ms / 2).max(FAST_BEAT),
+            ),
         };
         let config = broker.config.clone();
         let shared = self.shared.clone();
@@ -186,6 +191,8 @@ fn heartbeat_interval(config: &BrokerConfig) -> Duration {
 struct Link {
     controller: Controller,
     channel: ControllerChannel,
+    /// `RPC_TIMEOUT`, or half of `broker.session.timeout.ms` if shorter.
+    rpc_timeout: Duration,
 }
 
 impl Link {
@@ -202,7 +209,7 @@ impl Link {
             // Bounded as a remote call is: a controller that lost its quorum would hold the operation for its
             // whole commit timeout.
             return tokio::time::timeout(
-                RPC_TIMEOUT,
+                self.rpc_timeout,
                 self.controller.register_broker(registration.clone()),
             )
             .await
@@ -227,7 +234,7 @@ impl Link {
             .with_previous_broker_epoch(-1);
         let response = self
             .channel
-            .send(&request, RPC_TIMEOUT)
+            .send(&request, self.rpc_timeout)
             .await
             .map_err(|e| e.to_string())?;
         Ok(RegistrationOutcome {
@@ -238,12 +245,13 @@ impl Link {
 
     async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatOutcome, String> {
         if self.is_local() {
-            return tokio::time::timeout(RPC_TIMEOUT, self.controller.broker_heartbeat(heartbeat))
-                .await
-                .map_err(|_| {
-                    "the local controller did not commit the heartbeat in time".to_string()
-                })?
-                .map_err(|e| e.to_string());
+            return tokio::time::timeout(
+                self.rpc_timeout,
+                self.controller.broker_heartbeat(heartbeat),
+            )
+            .await
+            .map_err(|_| "the local controller did not commit the heartbeat in time".to_string())?
+            .map_err(|e| e.to_string());
         }
         let request = BrokerHeartbeatRequest::default()
             .with_broker_id(BrokerId(heartbeat.node_id))
@@ -253,7 +261,7 @@ impl Link {
             .with_want_shut_down(heartbeat.want_shut_down);
         let response = self
             .channel
-            .send(&request, RPC_TIMEOUT)
+            .send(&request, self.rpc_timeout)
             .await
             .map_err(|e| e.to_string())?;
         Ok(HeartbeatOutcome {
