@@ -450,7 +450,8 @@ struct Driver {
     transport: Arc<dyn Transport>,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
     shared: Arc<Mutex<Shared>>,
-    queue: VecDeque<Op>,
+    /// Operations waiting their turn, with when they arrived.
+    queue: VecDeque<(Instant, Op)>,
     in_flight: Option<InFlight>,
     sessions: Sessions,
     was_leader: bool,
@@ -483,7 +484,7 @@ impl Driver {
                         self.node.step(m);
                     }
                 }
-                Ok(Event::Op(op)) => self.queue.push_back(op),
+                Ok(Event::Op(op)) => self.queue.push_back((Instant::now(), op)),
                 Ok(Event::ObserverFetch(request, reply)) => self.observer_fetch(request, reply),
                 Ok(Event::Shutdown) => {
                     self.failed = Some("the controller is shutting down".into());
@@ -515,7 +516,7 @@ impl Driver {
     fn drive(&mut self) {
         loop {
             if let Some(reason) = &self.failed {
-                for op in self.queue.drain(..) {
+                for (_, op) in self.queue.drain(..) {
                     let proposal = op(self.node.image(), &mut self.sessions);
                     (proposal.done)(Err(ControllerError::Stopped(reason.clone())));
                 }
@@ -579,7 +580,7 @@ impl Driver {
             if candidate && self.queue.len() < 1024 {
                 return false;
             }
-            for op in self.queue.drain(..) {
+            for (_, op) in self.queue.drain(..) {
                 let proposal = op(self.node.image(), &mut self.sessions);
                 (proposal.done)(Err(ControllerError::NotController { leader }));
             }
@@ -588,7 +589,7 @@ impl Driver {
         if !self.node.leader_caught_up() {
             return false;
         }
-        while let Some(op) = self.queue.pop_front() {
+        while let Some((_, op)) = self.queue.pop_front() {
             let image = self.node.image().clone();
             let proposal = op(&image, &mut self.sessions);
             if proposal.records.is_empty() {
@@ -633,6 +634,17 @@ impl Driver {
                 (f.done)(Err(ControllerError::Timeout(COMMIT_TIMEOUT)));
             }
         }
+        // An operation that waited its whole timeout in the queue (no leader known, or behind a stuck one) is
+        // answered now and never run: its caller gave up, and running it later would surprise everyone.
+        while self
+            .queue
+            .front()
+            .is_some_and(|(arrived, _)| arrived.elapsed() > COMMIT_TIMEOUT)
+        {
+            let (_, op) = self.queue.pop_front().expect("checked above");
+            let proposal = op(self.node.image(), &mut self.sessions);
+            (proposal.done)(Err(ControllerError::Timeout(COMMIT_TIMEOUT)));
+        }
         let leader_now = self.node.is_leader();
         if leader_now && !self.was_leader {
             // A new active controller gives every broker a full session before fencing it.
@@ -663,8 +675,9 @@ impl Driver {
             tracing::warn!(broker = node_id, "broker session expired; fencing it");
             // Refresh so the fence is proposed once, not every tick until it commits.
             self.sessions.touch(node_id);
-            self.queue
-                .push_back(Box::new(move |image: &MetadataImage, _: &mut Sessions| {
+            self.queue.push_back((
+                Instant::now(),
+                Box::new(move |image: &MetadataImage, _: &mut Sessions| {
                     let result = logic::fence_broker(image, node_id);
                     Proposal {
                         records: result.records,
@@ -674,7 +687,8 @@ impl Driver {
                             }
                         }),
                     }
-                }));
+                }),
+            ));
         }
     }
 
