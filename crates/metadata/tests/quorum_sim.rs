@@ -24,29 +24,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use sluice_metadata::quorum::observer::Observer;
 use sluice_metadata::quorum::{MemoryDisk, Message, QuorumNode, QuorumSettings, QuorumStore};
 use sluice_metadata::{ConfigResourceType, MetadataImage, MetadataRecord};
-
-/// SplitMix64: small, seedable, and one independent stream per concern.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
+// SplitMix64, one independent stream per concern (forked from the seed's stream, in this order).
+use sluice_testkit::Rng;
 
 struct Member {
     disk: MemoryDisk,
@@ -105,7 +84,7 @@ fn record(id: u64) -> MetadataRecord {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let mut config = Rng::new(seed);
+        let mut config = Rng::from_seed(seed);
         let n = if config.chance(300) { 5 } else { 3 };
         let voters: Vec<u64> = (1..=n).collect();
         let snapshot_after_bytes = [0, 64, 256, 4096][config.below(4) as usize];
@@ -121,9 +100,9 @@ impl Sim {
             .collect();
         let mut sim = Sim {
             seed,
-            rng_net: Rng::new(config.next()),
-            rng_fault: Rng::new(config.next()),
-            rng_time: Rng::new(config.next()),
+            rng_net: config.fork(),
+            rng_fault: config.fork(),
+            rng_time: config.fork(),
             settings,
             voters: voters.clone(),
             members: Vec::new(),
@@ -136,7 +115,7 @@ impl Sim {
             acked: BTreeMap::new(),
             next_proposal: 0,
             observer: Observer::new(MetadataImage::empty("sim-cluster", -1)),
-            rng_observer: Rng::new(config.next()),
+            rng_observer: config.fork(),
         };
         for i in 0..voters.len() {
             let disk = MemoryDisk::default();
