@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 
 use sluice_protocol::batch::Batches;
 use sluice_storage::{Log, LogConfig, ReadError};
+use sluice_testkit::Rng;
 
 #[test]
 fn readers_never_see_partial_batches_during_appends_and_retention() {
@@ -38,13 +39,10 @@ fn readers_never_see_partial_batches_during_appends_and_retention() {
         let (log, stop) = (log.clone(), stop.clone());
         handles.push(std::thread::spawn(move || {
             let mut reads = 0u64;
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ r;
+            let mut rng = Rng::from_seed(0x9e37_79b9_7f4a_7c15u64 ^ r);
             while !stop.load(Ordering::Relaxed) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
                 let (lso, leo) = (log.log_start_offset(), log.log_end_offset());
-                let offset = lso + (seed % (leo - lso + 1) as u64) as i64;
+                let offset = lso + rng.below((leo - lso + 1) as u64) as i64;
                 match log.read(offset, 4096, i64::MAX) {
                     Ok(res) => {
                         let mut prev: Option<i64> = None;

@@ -14,10 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::read_all;
-use sluice_protocol::batch::{
-    build_batch, set_base_offset, set_partition_leader_epoch, RecordKeyValue,
-};
+use sluice_protocol::batch::{set_base_offset, set_partition_leader_epoch};
 use sluice_storage::{AppendError, Log, LogConfig, ProducerError};
+use sluice_testkit::rng::{seed_from_env, Rng};
+use sluice_testkit::BatchBuilder;
 
 /// The child's producer id; its sequence numbers equal the offsets (it is the only writer).
 const PRODUCER_ID: i64 = 4242;
@@ -49,8 +49,11 @@ fn expected_batch(base_offset: i64) -> Vec<u8> {
             v
         })
         .collect();
-    let recs: Vec<RecordKeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    build_batch(base_offset, &recs, PRODUCER_ID, 0, base_offset as i32)
+    BatchBuilder::new()
+        .timestamp_ms(base_offset)
+        .values(values)
+        .idempotent(PRODUCER_ID, 0, base_offset as i32)
+        .build()
 }
 
 /// Child mode: append forever, printing `ACK <next offset>` after each append returns.
@@ -80,16 +83,6 @@ fn crash_child_entry() {
         let mut out = stdout.lock();
         writeln!(out, "ACK {}", info.last_offset + 1).expect("stdout");
         out.flush().expect("stdout");
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -153,17 +146,9 @@ fn verify(path: &Path, acked: i64, flush: bool, last_start: &mut i64) -> i64 {
 fn crash_sigkill_recover_keeps_every_acknowledged_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash-0");
-    let seed = std::env::var("SLUICE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            (nanos ^ u64::from(std::process::id())) | 1
-        });
+    let seed = seed_from_env("SLUICE_CRASH_SEED");
     println!("crash test seed {seed} (reproduce with SLUICE_CRASH_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_seed(seed);
     let exe = std::env::current_exe().unwrap();
     let mut last_leo = 0;
     let mut last_start = 0;
@@ -205,7 +190,7 @@ fn crash_sigkill_recover_keeps_every_acknowledged_batch() {
         ready_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("child did not open the log");
-        std::thread::sleep(Duration::from_millis(5 + rng.next() % 40));
+        std::thread::sleep(Duration::from_millis(5 + rng.below(40)));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         assert_eq!(

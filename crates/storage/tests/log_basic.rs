@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{batch, read_all, sized_batch};
+use common::{batch, read_all};
 use sluice_protocol::batch::{Batches, CRC_OFFSET, MAGIC_OFFSET};
 use sluice_storage::{AppendError, Log, LogConfig, ReadError, StorageError, TimestampType};
+use sluice_testkit::batch::sized_batch;
 
 fn small_config() -> LogConfig {
     LogConfig {

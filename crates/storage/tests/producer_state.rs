@@ -5,9 +5,9 @@
 mod common;
 
 use proptest::prelude::*;
-use sluice_protocol::batch::{build_batch, RecordKeyValue};
 use sluice_storage::producer_state::SNAPSHOT_SUFFIX;
 use sluice_storage::{AppendError, Log, LogConfig, ProducerError};
+use sluice_testkit::BatchBuilder;
 
 fn small() -> LogConfig {
     LogConfig {
@@ -19,11 +19,11 @@ fn small() -> LogConfig {
 
 /// An idempotent batch of `records` records from `producer_id` at `epoch` starting at `sequence`.
 fn idem(producer_id: i64, epoch: i16, sequence: i32, records: usize) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = (0..records)
-        .map(|i| format!("p{producer_id}-e{epoch}-s{}", sequence as usize + i).into_bytes())
-        .collect();
-    let recs: Vec<RecordKeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    build_batch(1_000, &recs, producer_id, epoch, sequence)
+    BatchBuilder::new()
+        .timestamp_ms(1_000)
+        .values((0..records).map(|i| format!("p{producer_id}-e{epoch}-s{}", sequence as usize + i)))
+        .idempotent(producer_id, epoch, sequence)
+        .build()
 }
 
 fn snapshots(dir: &std::path::Path) -> Vec<String> {

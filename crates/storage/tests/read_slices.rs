@@ -6,10 +6,11 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use common::{batch, sized_batch};
+use common::batch;
 use proptest::prelude::*;
 use sluice_storage::log::FileReadResult;
 use sluice_storage::{Log, LogConfig, ReadError};
+use sluice_testkit::batch::sized_batch;
 
 /// The bytes the slices cover, read from their files.
 fn materialize(result: &FileReadResult) -> Vec<u8> {

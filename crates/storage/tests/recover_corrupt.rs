@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{batch, read_all};
 use sluice_storage::{Log, LogConfig};
+use sluice_testkit::batch::sized_batch;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -206,7 +207,7 @@ fn clean_reopen_walks_only_the_tail_of_the_active_segment() {
     {
         let log = Log::open(&path, LogConfig::default()).unwrap();
         for i in 0..200 {
-            log.append_as_leader(&mut common::sized_batch(16, 1000, 1_000 + i), 2, 0)
+            log.append_as_leader(&mut sized_batch(16, 1000, 1_000 + i), 2, 0)
                 .unwrap();
         }
         log.close().unwrap();
@@ -243,7 +244,7 @@ fn clean_reopen_walks_only_the_tail_of_the_active_segment() {
         assert_eq!(common::header(&r.data).base_offset(), b * 16);
     }
     // Appending after the resumed walk keeps indexing correctly, and a later clean reopen agrees.
-    log.append_as_leader(&mut common::sized_batch(16, 1000, 5_000), 2, 0)
+    log.append_as_leader(&mut sized_batch(16, 1000, 5_000), 2, 0)
         .unwrap();
     log.close().unwrap();
     drop(log);

@@ -1,25 +1,14 @@
-//! Helpers shared by the storage integration tests: deterministic batches and whole-log verification.
+//! Helpers shared by the storage integration tests: deterministic batches (built with the test kit) and whole-log
+//! verification.
 #![allow(dead_code, unreachable_pub)]
 
-use sluice_protocol::batch::{build_batch, BatchHeader, Batches, RecordKeyValue};
+use sluice_protocol::batch::{BatchHeader, Batches};
 use sluice_storage::Log;
+use sluice_testkit::batch::values_batch;
 
 /// A batch of `records` records whose values encode `tag` (so content can be checked after reads).
 pub fn batch(records: usize, tag: u64, timestamp_ms: i64) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = (0..records)
-        .map(|i| format!("v-{tag}-{i}").into_bytes())
-        .collect();
-    let recs: Vec<RecordKeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    build_batch(timestamp_ms, &recs, -1, -1, -1)
-}
-
-/// A batch with values of `value_bytes` bytes each.
-pub fn sized_batch(records: usize, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
-    let value = vec![b'x'; value_bytes];
-    let recs: Vec<RecordKeyValue<'_>> = (0..records)
-        .map(|_| (None, Some(value.as_slice())))
-        .collect();
-    build_batch(timestamp_ms, &recs, -1, -1, -1)
+    values_batch(timestamp_ms, (0..records).map(|i| format!("v-{tag}-{i}")))
 }
 
 /// Reads the whole log from the start, checking that every batch is whole, CRC-valid and that offsets
