@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 mod common;
 
 use common::Client;
-use sluice_broker::{BrokerConfig, Server};
+use sluice_testkit::TestBroker;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -36,14 +36,8 @@ fn grow(name: &str, count: i32) -> CreatePartitionsTopic {
         .with_assignments(None)
 }
 
-async fn start(dir: &std::path::Path) -> Server {
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-        ("log.segment.bytes", "1048576".to_string()),
-    ])
-    .unwrap();
-    Server::start(config).await.unwrap()
+async fn start() -> TestBroker {
+    TestBroker::start_with(&[("log.segment.bytes", "1048576")]).await
 }
 
 fn config_value<'a>(
@@ -72,9 +66,8 @@ async fn describe_topic(
 
 #[tokio::test]
 async fn admin_apis_behave_like_kafka() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = start().await;
+    let mut client = Client::connect(broker.server()).await;
 
     // CreateTopics v7: defaults, configs, topic id and the configs of the new topic.
     let orders = topic("orders", 3, -1).with_configs(vec![CreatableTopicConfig::default()
@@ -292,10 +285,7 @@ async fn admin_apis_behave_like_kafka() {
     assert_eq!(cluster.error_code, 0);
     assert_eq!(cluster.cluster_id.len(), 22);
     assert_eq!(cluster.brokers.len(), 1);
-    assert_eq!(
-        cluster.brokers[0].port,
-        i32::from(server.local_addr().port())
-    );
+    assert_eq!(cluster.brokers[0].port, i32::from(broker.addr().port()));
 
     // DeleteTopics v6 by id and name; unknown ones.
     let request = DeleteTopicsRequest::default().with_topics(vec![
@@ -309,15 +299,14 @@ async fn admin_apis_behave_like_kafka() {
     assert_eq!(codes, vec![0, 3, 100]);
 
     drop(client);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 /// Admin changes are in the metadata log, so a restarted broker answers from them.
 #[tokio::test]
 async fn admin_changes_survive_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = start().await;
+    let mut client = Client::connect(broker.server()).await;
     let created = client
         .send(
             7,
@@ -358,10 +347,10 @@ async fn admin_changes_survive_restart() {
         .cluster_id
         .to_string();
     drop(client);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    broker.restart().await;
+    let mut client = Client::connect(broker.server()).await;
     let cluster = client.send(0, DescribeClusterRequest::default()).await;
     assert_eq!(cluster.cluster_id.as_str(), cluster_id);
     let described = describe_topic(&mut client, "orders").await;
@@ -388,5 +377,5 @@ async fn admin_changes_survive_restart() {
         Some("orders")
     );
     drop(client);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }

@@ -4,19 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use sluice_broker::{BrokerConfig, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+mod common;
+
+use common::Client;
+use sluice_testkit::{BatchBuilder, TestBroker};
 use uuid::Uuid;
 
 const NONE: i16 = 0;
@@ -29,65 +28,8 @@ const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Client {
-    async fn connect(server: &Server) -> Client {
-        Client {
-            stream: TcpStream::connect(server.local_addr())
-                .await
-                .expect("connect"),
-            correlation_id: 0,
-        }
-    }
-
-    async fn send<Q>(&mut self, version: i16, request: Q) -> Q::Response
-    where
-        Q: Request + Encodable + HeaderVersion,
-        Q::Response: Decodable + HeaderVersion,
-    {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(Q::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("fetch-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, Q::header_version(version))
-            .expect("header");
-        request.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_i32(i32::try_from(body.len()).expect("len"));
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.expect("write");
-        let len = self.stream.read_i32().await.expect("response size");
-        let mut buf = vec![0u8; usize::try_from(len).expect("size")];
-        self.stream.read_exact(&mut buf).await.expect("response");
-        let mut bytes = Bytes::from(buf);
-        let header = ResponseHeader::decode(&mut bytes, Q::Response::header_version(version))
-            .expect("header");
-        assert_eq!(header.correlation_id, self.correlation_id);
-        let response = Q::Response::decode(&mut bytes, version).expect("decode");
-        assert_eq!(bytes.remaining(), 0, "the whole response body is decoded");
-        response
-    }
-}
-
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-async fn start(dir: &std::path::Path) -> Server {
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-    ])
-    .expect("config");
-    Server::start(config).await.expect("start")
 }
 
 /// Creates `name` with `partitions` partitions and returns its topic id.
@@ -108,44 +50,16 @@ async fn create_topic(client: &mut Client, name: &str, partitions: i32) -> Uuid 
     response.topics[0].topic_id
 }
 
-/// One batch of records with these values.
+/// One batch of records with these values (keys `k0`, `k1`, ...), timestamped now: an old timestamp would roll a
+/// segment per batch (`segment.ms`), and a fetch reads one segment.
 fn batch(values: &[&[u8]]) -> Bytes {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).expect("ms"))
-        .expect("clock");
-    let records: Vec<Record> = values
+    values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).expect("offset"),
-            // One batch: kafka-protocol starts a new batch when offset - sequence changes.
-            sequence: i32::try_from(i).expect("sequence") - 1,
-            // Now: an old timestamp would roll a segment per batch (segment.ms), and a fetch reads one segment.
-            timestamp: now_ms,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
+        .fold(BatchBuilder::new().now(), |b, (i, v)| {
+            b.key_value(format!("k{i}"), v)
         })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+        .build_bytes()
 }
 
 /// Produces one batch to `topic`-`partition` with acks=-1 and returns its base offset.
@@ -226,9 +140,8 @@ fn partition(response: &FetchResponse, index: i32) -> &PartitionData {
 
 #[tokio::test]
 async fn fetch_returns_what_was_produced_at_every_version_family() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     let id = create_topic(&mut client, "events", 2).await;
     assert_eq!(
         produce(&mut client, "events", 0, batch(&[b"a", b"b"])).await,
@@ -299,14 +212,13 @@ async fn fetch_returns_what_was_produced_at_every_version_family() {
     assert_eq!(values(p0).len(), 3);
     assert_eq!(p0.last_stable_offset, 3);
     assert_eq!(p0.aborted_transactions, Some(vec![]));
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn kafka_errors_per_partition() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     let id = create_topic(&mut client, "t", 1).await;
     produce(&mut client, "t", 0, batch(&[b"x", b"y", b"z"])).await;
 
@@ -373,15 +285,14 @@ async fn kafka_errors_per_partition() {
     request.topics[0].partitions[0].current_leader_epoch = 0;
     let response = client.send(15, request).await;
     assert_eq!(partition(&response, 0).error_code, UNKNOWN_LEADER_EPOCH);
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn long_poll_wakes_on_produce() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut consumer = Client::connect(&server).await;
-    let mut producer = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut consumer = Client::connect(broker.server()).await;
+    let mut producer = Client::connect(broker.server()).await;
     let id = create_topic(&mut consumer, "live", 1).await;
 
     let request = fetch_request(12, ("live", id), &[(0, 0)])
@@ -397,7 +308,7 @@ async fn long_poll_wakes_on_produce() {
         !fetch.is_finished(),
         "an empty fetch with max_wait 20 s must wait"
     );
-    assert_eq!(server.broker().fetch_purgatory.parked(), 1);
+    assert_eq!(broker.broker().fetch_purgatory.parked(), 1);
     produce(&mut producer, "live", 0, batch(&[b"wake"])).await;
     let (response, waited) = tokio::time::timeout(Duration::from_secs(10), fetch)
         .await
@@ -406,15 +317,14 @@ async fn long_poll_wakes_on_produce() {
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(values(partition(&response, 0)), vec![b"wake".to_vec()]);
-    assert_eq!(server.broker().fetch_purgatory.parked(), 0);
-    server.shutdown().await.expect("shutdown");
+    assert_eq!(broker.broker().fetch_purgatory.parked(), 0);
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn min_bytes_and_max_wait() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     let id = create_topic(&mut client, "mb", 1).await;
     produce(&mut client, "mb", 0, batch(&[b"small"])).await;
 
@@ -461,14 +371,13 @@ async fn min_bytes_and_max_wait() {
         .await;
     assert!(started.elapsed() < Duration::from_millis(2000));
     assert_eq!(partition(&response, 0).error_code, OFFSET_OUT_OF_RANGE);
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn kip74_oversize_batches_and_byte_limits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     let id = create_topic(&mut client, "big", 2).await;
     let big = vec![7u8; 100_000];
     produce(&mut client, "big", 0, batch(&[&big])).await;
@@ -508,7 +417,7 @@ async fn kip74_oversize_batches_and_byte_limits() {
     let p1 = partition(&response, 1);
     assert_eq!(p1.records.as_ref().map(Bytes::len), Some(2 * small.len()));
     assert_eq!(values(p1).len(), 2);
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 fn session_fetch(
@@ -538,9 +447,8 @@ fn session_fetch(
 
 #[tokio::test]
 async fn fetch_sessions_full_incremental_forgotten() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     let id = create_topic(&mut client, "s", 3).await;
     produce(&mut client, "s", 0, batch(&[b"p0"])).await;
 
@@ -611,15 +519,14 @@ async fn fetch_sessions_full_incremental_forgotten() {
     assert_eq!(partitions(&response).len(), 1);
     let response = client.send(13, session_fetch(session, 6, id, &[])).await;
     assert_eq!(response.error_code, FETCH_SESSION_ID_NOT_FOUND);
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_incremental_long_poll_wakes_on_produce_to_a_cached_partition() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut consumer = Client::connect(&server).await;
-    let mut producer = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut consumer = Client::connect(broker.server()).await;
+    let mut producer = Client::connect(broker.server()).await;
     let id = create_topic(&mut consumer, "sl", 2).await;
     let response = consumer
         .send(16, session_fetch(0, 0, id, &[(0, 0), (1, 0)]))
@@ -640,5 +547,5 @@ async fn an_incremental_long_poll_wakes_on_produce_to_a_cached_partition() {
     let sent = partitions(&response);
     assert_eq!(sent.len(), 1, "{response:?}");
     assert_eq!(values(sent[0]), vec![b"late".to_vec()]);
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }

@@ -9,7 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 mod common;
 
 use common::Client;
-use sluice_broker::{BrokerConfig, Server};
+use sluice_testkit::TestBroker;
 
 /// The calls these tests make, on the shared test [`Client`].
 trait GroupCalls {
@@ -33,65 +33,50 @@ impl GroupCalls for Client {
     }
 }
 
-async fn start(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
-    let mut pairs = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("log.dirs".to_string(), dir.display().to_string()),
-        // A new group's first rebalance would otherwise wait 3 s.
-        (
-            "group.initial.rebalance.delay.ms".to_string(),
-            "0".to_string(),
-        ),
-    ];
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Server::start(BrokerConfig::from_pairs(pairs).unwrap())
-        .await
-        .unwrap()
+/// A broker with these overrides; a new group's first rebalance would otherwise wait 3 s.
+async fn start(extra: &[(&str, &str)]) -> TestBroker {
+    let mut overrides = vec![("group.initial.rebalance.delay.ms", "0")];
+    overrides.extend_from_slice(extra);
+    TestBroker::start_with(&overrides).await
 }
 
 #[tokio::test]
 async fn group_max_session_timeout_ms_rejects_a_longer_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("group.max.session.timeout.ms", "10000")]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = start(&[("group.max.session.timeout.ms", "10000")]).await;
+    let mut client = Client::connect(broker.server()).await;
     let response = client.join("capped", 30_000).await;
     assert_eq!(response.error_code, 26, "INVALID_SESSION_TIMEOUT");
     // Within the configured bound the same consumer is accepted.
     let response = client.join("capped", 10_000).await;
     assert_eq!(response.error_code, 0);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn default_group_max_session_timeout_accepts_the_same_join() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = start(&[]).await;
+    let mut client = Client::connect(broker.server()).await;
     let response = client.join("uncapped", 30_000).await;
     assert_eq!(response.error_code, 0);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 /// Shutdown stops the group timers before the logs close: a timer firing afterwards (a session expiring, a
 /// rebalance completing) would append to a closed `__consumer_offsets` log and lose that group change.
 #[tokio::test]
 async fn shutdown_stops_group_timers_before_the_logs_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = start(&[]).await;
+    let mut client = Client::connect(broker.server()).await;
     let response = client.join("timers", 6_000).await;
     assert_eq!(response.error_code, 0);
-    let broker = server.broker().clone();
+    let state = broker.broker().clone();
     assert!(
-        !broker.groups.timers_stopped(),
+        !state.groups.timers_stopped(),
         "the timer loop runs while serving"
     );
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
     assert!(
-        broker.groups.timers_stopped(),
+        state.groups.timers_stopped(),
         "shutdown waited for the timer loop to end"
     );
 }

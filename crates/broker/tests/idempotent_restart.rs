@@ -12,20 +12,11 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use sluice_broker::{BrokerConfig, Server};
+use sluice_testkit::{BatchBuilder, TestBroker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn start(dir: &std::path::Path) -> Server {
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-    ])
-    .unwrap();
-    Server::start(config).await.unwrap()
-}
 
 /// Sends one request and decodes its response.
 async fn call<Req, Resp>(stream: &mut TcpStream, key: ApiKey, version: i16, body: &Req) -> Resp
@@ -65,11 +56,11 @@ where
 }
 
 fn produce(producer_id: i64, sequence: i32, records: usize) -> ProduceRequest {
-    let values: Vec<Vec<u8>> = (0..records).map(|i| format!("v{i}").into_bytes()).collect();
-    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-    let recs: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    let batch =
-        sluice_protocol::batch::build_batch(1_700_000_000_000, &recs, producer_id, 0, sequence);
+    let batch = BatchBuilder::new()
+        .timestamp_ms(1_700_000_000_000)
+        .values((0..records).map(|i| format!("v{i}")))
+        .idempotent(producer_id, 0, sequence)
+        .build_bytes();
     ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(5000)
@@ -77,7 +68,7 @@ fn produce(producer_id: i64, sequence: i32, records: usize) -> ProduceRequest {
             .with_name(TopicName(StrBytes::from_static_str("idem")))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(Bytes::from(batch)))])])
+                .with_records(Some(batch))])])
 }
 
 async fn send(s: &mut TcpStream, request: &ProduceRequest) -> (i16, i64) {
@@ -88,10 +79,9 @@ async fn send(s: &mut TcpStream, request: &ProduceRequest) -> (i16, i64) {
 
 #[tokio::test]
 async fn a_retry_spanning_a_restart_is_deduplicated() {
-    let dir = tempfile::tempdir().unwrap();
     let pid = 77;
-    let server = start(dir.path()).await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let metadata = MetadataRequest::default()
         .with_topics(Some(vec![MetadataRequestTopic::default()
             .with_name(Some(TopicName(StrBytes::from_static_str("idem"))))]))
@@ -100,10 +90,8 @@ async fn a_retry_spanning_a_restart_is_deduplicated() {
     assert_eq!(send(&mut s, &produce(pid, 0, 4)).await, (0, 0));
     assert_eq!(send(&mut s, &produce(pid, 4, 2)).await, (0, 4));
     drop(s);
-    server.shutdown().await.unwrap();
-
-    let server = start(dir.path()).await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    broker.restart().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     // The producer did not see the ack of its last batch and retries it after the restart.
     assert_eq!(
         send(&mut s, &produce(pid, 4, 2)).await,
@@ -126,5 +114,5 @@ async fn a_retry_spanning_a_restart_is_deduplicated() {
         "nothing was appended twice"
     );
     drop(s);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }

@@ -9,48 +9,20 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 mod common;
 
-use common::{create_topic, frame, read_response, start};
+use common::{create_topic, frame, read_response};
+use sluice_testkit::{BatchBuilder, TestBroker};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// One batch of `count` records whose values are `size` bytes derived from `seed`.
+/// One batch of `count` records whose values are `size` bytes derived from `seed`, timestamped now.
 fn batch(count: usize, size: usize, seed: u8) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).expect("offset"),
-            sequence: i32::try_from(i).expect("sequence") - 1,
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).expect("ms"))
-                .expect("clock"),
-            key: None,
-            value: Some(value(size, seed, i)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+    BatchBuilder::new()
+        .now()
+        .values((0..count).map(|i| value(size, seed, i)))
+        .build_bytes()
 }
 
 fn value(size: usize, seed: u8, index: usize) -> Bytes {
@@ -94,12 +66,9 @@ async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -
 
 #[tokio::test]
 async fn a_closed_peer_releases_its_parked_fetch_at_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let purgatory = || server.broker().fetch_purgatory.parked();
-    let mut stream = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut broker = TestBroker::start().await;
+    let purgatory = || broker.broker().fetch_purgatory.parked();
+    let mut stream = TcpStream::connect(broker.addr()).await.expect("connect");
     create_topic(&mut stream, "quiet", 1).await;
 
     // A fetch of an empty partition that would wait 30 s, and an ApiVersions pipelined behind it.
@@ -129,9 +98,7 @@ async fn a_closed_peer_releases_its_parked_fetch_at_once() {
     assert!(closed_at.elapsed() < Duration::from_secs(2));
 
     // The broker keeps serving: another connection's long poll still waits and is woken by a produce.
-    let mut other = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut other = TcpStream::connect(broker.addr()).await.expect("connect");
     other
         .write_all(&frame(11, 4, &fetch("quiet", &[0], 30_000)))
         .await
@@ -140,9 +107,7 @@ async fn a_closed_peer_releases_its_parked_fetch_at_once() {
         purgatory() == 1
     })
     .await;
-    let mut producer = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut producer = TcpStream::connect(broker.addr()).await.expect("connect");
     let produce = ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(5000)
@@ -164,16 +129,13 @@ async fn a_closed_peer_releases_its_parked_fetch_at_once() {
     let batches = RecordBatchDecoder::decode_all(&mut records).expect("decode");
     assert_eq!(batches.iter().map(|b| b.records.len()).sum::<usize>(), 3);
     assert_eq!(purgatory(), 0);
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn large_fetch_responses_arrive_whole_and_in_order_to_a_slow_reader() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut stream = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut broker = TestBroker::start().await;
+    let mut stream = TcpStream::connect(broker.addr()).await.expect("connect");
     create_topic(&mut stream, "big", 4).await;
     // Each partition: a few batches of 1 KiB records, about 600 KiB in all.
     let mut produced: Vec<Vec<Bytes>> = vec![Vec::new(); 4];
@@ -208,7 +170,7 @@ async fn large_fetch_responses_arrive_whole_and_in_order_to_a_slow_reader() {
     for (i, &version) in versions.iter().enumerate() {
         let mut request = fetch("big", &[0, 1, 2, 3], 0);
         if version >= 13 {
-            let id = server
+            let id = broker
                 .broker()
                 .replicas
                 .image()
@@ -252,16 +214,15 @@ async fn large_fetch_responses_arrive_whole_and_in_order_to_a_slow_reader() {
         let _: MetadataResponse = read_response(&mut stream, 12, 101 + i as i32 * 2).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn requests_read_before_the_close_still_take_effect() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let purgatory = || server.broker().fetch_purgatory.parked();
+    let mut broker = TestBroker::start().await;
+    let purgatory = || broker.broker().fetch_purgatory.parked();
     let log_end = || {
-        server
+        broker
             .broker()
             .replicas
             .partitions()
@@ -269,9 +230,7 @@ async fn requests_read_before_the_close_still_take_effect() {
             .find(|p| p.topic == "late")
             .map_or(-1, |p| p.log.log_end_offset())
     };
-    let mut stream = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut stream = TcpStream::connect(broker.addr()).await.expect("connect");
     create_topic(&mut stream, "late", 1).await;
     // A long poll on another (empty) topic, then an acks=0 produce behind it, then the client closes: the fetch
     // is dropped without an answer, the produce (already read, no answer expected) is still appended.
@@ -306,5 +265,5 @@ async fn requests_read_before_the_close_still_take_effect() {
         log_end() == 4
     })
     .await;
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }

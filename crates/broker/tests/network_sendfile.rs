@@ -5,58 +5,28 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 mod common;
 
-use common::{call, create_topic, frame, start};
+use common::{call, create_topic, frame};
+use sluice_testkit::{BatchBuilder, TestBroker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// One batch of `count` records with `size`-byte values derived from `seed`.
+/// One batch of `count` records with `size`-byte values derived from `seed`, timestamped now.
 fn batch(count: usize, size: usize, seed: u8) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).expect("offset"),
-            sequence: i32::try_from(i).expect("sequence") - 1,
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).expect("ms"))
-                .expect("clock"),
-            key: None,
-            value: Some(
-                (0..size)
-                    .map(|j| (j as u8).wrapping_add(seed).wrapping_add(i as u8))
-                    .collect::<Vec<u8>>()
-                    .into(),
-            ),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+    BatchBuilder::new()
+        .now()
+        .values((0..count).map(|i| {
+            (0..size)
+                .map(|j| (j as u8).wrapping_add(seed).wrapping_add(i as u8))
+                .collect::<Vec<u8>>()
+        }))
+        .build_bytes()
 }
 
 async fn produce(stream: &mut TcpStream, topic: &str, partition: i32, records: Bytes, id: i32) {
@@ -99,11 +69,8 @@ fn fetch(topic: &str, partitions: &[(i32, i64)], partition_max_bytes: i32) -> Fe
 
 #[tokio::test]
 async fn fetched_records_are_the_logs_bytes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut stream = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut broker = TestBroker::start().await;
+    let mut stream = TcpStream::connect(broker.addr()).await.expect("connect");
     create_topic(&mut stream, "t", 3).await;
     // Partition 0: large batches (file ranges); 1: tiny batches (read into memory); 2: empty.
     let mut id = 10;
@@ -113,8 +80,8 @@ async fn fetched_records_are_the_logs_bytes() {
         id += 1;
         produce(&mut stream, "t", 1, batch(1, 10, b), id).await;
     }
-    let broker = server.broker();
-    let log_of = |p: i32| broker.logs.get("t", p).expect("log");
+    let state = broker.broker();
+    let log_of = |p: i32| state.logs.get("t", p).expect("log");
     for offset in [0i64, 49, 50, 120, 249] {
         for partition_max_bytes in [1, 40_000, 8 << 20] {
             id += 1;
@@ -162,16 +129,13 @@ async fn fetched_records_are_the_logs_bytes() {
             }
         }
     }
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_segment_truncated_under_a_send_closes_the_connection_without_a_short_frame() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path()).await;
-    let mut stream = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut broker = TestBroker::start().await;
+    let mut stream = TcpStream::connect(broker.addr()).await.expect("connect");
     create_topic(&mut stream, "trunc", 1).await;
     // About 20 MiB in one segment: far more than the sockets buffer with a small receive buffer.
     for b in 0..24u8 {
@@ -186,13 +150,16 @@ async fn a_segment_truncated_under_a_send_closes_the_connection_without_a_short_
     }
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(64 * 1024).expect("rcvbuf");
-    let mut slow = socket.connect(server.local_addr()).await.expect("connect");
+    let mut slow = socket.connect(broker.addr()).await.expect("connect");
     slow.write_all(&frame(11, 7, &fetch("trunc", &[(0, 0)], 60 << 20)))
         .await
         .expect("write");
     // Let the broker fill the socket buffers, then cut the segment under the pending send.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let segment = dir.path().join("trunc-0").join("00000000000000000000.log");
+    let segment = broker
+        .dir()
+        .join("trunc-0")
+        .join("00000000000000000000.log");
     std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
@@ -221,9 +188,7 @@ async fn a_segment_truncated_under_a_send_closes_the_connection_without_a_short_
         "a short frame is never completed: {received} of {declared} bytes"
     );
     // The broker serves other connections.
-    let mut other = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
+    let mut other = TcpStream::connect(broker.addr()).await.expect("connect");
     let response: MetadataResponse = call(
         &mut other,
         12,
@@ -232,5 +197,5 @@ async fn a_segment_truncated_under_a_send_closes_the_connection_without_a_short_
     )
     .await;
     assert!(!response.topics.is_empty());
-    server.shutdown().await.expect("shutdown");
+    broker.shutdown().await;
 }

@@ -22,22 +22,12 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use sluice_broker::{BrokerConfig, Server};
+use sluice_testkit::rng::{seed_from_env, Rng};
+use sluice_testkit::{BatchBuilder, TestBroker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn start() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.path().display().to_string()),
-    ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    (server, dir)
-}
 
 /// Encodes a request frame (size, header, body).
 fn frame<R: Encodable + HeaderVersion>(
@@ -121,15 +111,12 @@ fn metadata_request(topics: &[&str], auto_create: bool) -> MetadataRequest {
 }
 
 fn produce_request(topic: &str, acks: i16, records: usize) -> ProduceRequest {
-    let values: Vec<Vec<u8>> = (0..records)
-        .map(|i| format!("value-{i}").into_bytes())
-        .collect();
-    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-    let recs: Vec<KeyValue<'_>> = values
-        .iter()
-        .map(|v| (Some(&b"key"[..]), Some(v.as_slice())))
-        .collect();
-    let batch = sluice_protocol::batch::build_batch(1_700_000_000_000, &recs, -1, -1, -1);
+    let batch = (0..records)
+        .fold(
+            BatchBuilder::new().timestamp_ms(1_700_000_000_000),
+            |b, i| b.key_value("key", format!("value-{i}")),
+        )
+        .build_bytes();
     ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(5000)
@@ -137,7 +124,7 @@ fn produce_request(topic: &str, acks: i16, records: usize) -> ProduceRequest {
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(Bytes::from(batch)))])])
+                .with_records(Some(batch))])])
 }
 
 fn list_offsets_request(topic: &str, timestamp: i64) -> ListOffsetsRequest {
@@ -153,8 +140,8 @@ fn list_offsets_request(topic: &str, timestamp: i64) -> ListOffsetsRequest {
 
 #[tokio::test]
 async fn api_versions_every_version_and_fallback() {
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     for version in 0..=4 {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("sluice-test"))
@@ -206,13 +193,13 @@ async fn api_versions_every_version_and_fallback() {
             .with_client_software_version(StrBytes::from_static_str("1")),
     )
     .await;
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn metadata_auto_creates_and_rejects_invalid_names() {
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     for version in 0i16..=12 {
         let topic = format!("auto-{version}");
         let response: MetadataResponse = call(
@@ -223,10 +210,7 @@ async fn metadata_auto_creates_and_rejects_invalid_names() {
         )
         .await;
         assert_eq!(response.brokers.len(), 1, "v{version}");
-        assert_eq!(
-            response.brokers[0].port,
-            i32::from(server.local_addr().port())
-        );
+        assert_eq!(response.brokers[0].port, i32::from(broker.addr().port()));
         let t = response
             .topics
             .iter()
@@ -270,13 +254,13 @@ async fn metadata_auto_creates_and_rejects_invalid_names() {
         13,
         "one auto-created topic per version"
     );
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn produce_then_list_offsets_delete_records_and_epochs() {
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -428,13 +412,13 @@ async fn produce_then_list_offsets_delete_records_and_epochs() {
         call(&mut s, ApiKey::OffsetForLeaderEpoch, 4, &request).await;
     let p = &response.topics[0].partitions[0];
     assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 25));
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -479,13 +463,13 @@ async fn pipelined_requests_are_answered_in_order() {
             assert_eq!(response.get_i32(), i);
         }
     }
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn bad_input_closes_the_connection_and_the_server_keeps_serving() {
-    let (server, _dir) = start().await;
-    let addr = server.local_addr();
+    let mut broker = TestBroker::start().await;
+    let addr = broker.addr();
     let api_versions = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("x"))
         .with_client_software_version(StrBytes::from_static_str("1"));
@@ -570,42 +554,27 @@ async fn bad_input_closes_the_connection_and_the_server_keeps_serving() {
     s.shutdown().await.unwrap();
     assert!(closed(&mut s).await);
     assert_eq!(
-        server.broker().handler_panics(),
+        broker.broker().handler_panics(),
         0,
         "bad input must close the connection, never panic a handler"
     );
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.path().display().to_string()),
-        ("connections.max.idle.ms", "200".to_string()),
-    ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start_with(&[("connections.max.idle.ms", "200")]).await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let started = std::time::Instant::now();
     assert!(closed(&mut s).await);
     assert!(started.elapsed() >= Duration::from_millis(150));
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn data_survives_a_clean_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = || {
-        BrokerConfig::from_pairs([
-            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-            ("log.dirs", dir.path().display().to_string()),
-        ])
-        .unwrap()
-    };
-    let server = Server::start(config()).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -621,10 +590,9 @@ async fn data_survives_a_clean_restart() {
     )
     .await;
     drop(s);
-    server.shutdown().await.unwrap();
+    broker.restart().await;
 
-    let server = Server::start(config()).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let latest: ListOffsetsResponse = call(
         &mut s,
         ApiKey::ListOffsets,
@@ -634,20 +602,13 @@ async fn data_survives_a_clean_restart() {
     .await;
     assert_eq!(latest.topics[0].partitions[0].error_code, 0);
     assert_eq!(latest.topics[0].partitions[0].offset, 7);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn acks_all_below_min_insync_replicas_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.path().display().to_string()),
-        ("min.insync.replicas", "2".to_string()),
-    ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start_with(&[("min.insync.replicas", "2")]).await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -671,37 +632,7 @@ async fn acks_all_below_min_insync_replicas_is_refused() {
         response.responses[0].partition_responses[0].error_code, 21,
         "INVALID_REQUIRED_ACKS"
     );
-    server.shutdown().await.unwrap();
-}
-
-/// xorshift64*: a tiny seeded generator, so a failing case reproduces from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// The seed of a randomised test: `SLUICE_TEST_SEED` (decimal or `0x` hex) when set, else the clock.
-fn test_seed() -> u64 {
-    let parsed = std::env::var("SLUICE_TEST_SEED").ok().and_then(|v| {
-        let v = v.trim();
-        match v.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16).ok(),
-            None => v.parse().ok(),
-        }
-    });
-    parsed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5eed_1234)
-            | 1 // xorshift must not start at 0
-    })
+    broker.shutdown().await;
 }
 
 /// A valid request body for `api`, with content where it makes the handler do real work (a topic that exists,
@@ -822,33 +753,33 @@ fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> BytesMut {
 
 /// A byte biased towards the values that make lengths and counts extreme.
 fn extreme_byte(rng: &mut Rng) -> u8 {
-    match rng.next() % 4 {
+    match rng.below(4) {
         0 => 0x00,
         1 => 0xff,
         2 => 0x7f,
-        _ => rng.next() as u8,
+        _ => rng.next_u64() as u8,
     }
 }
 
 /// Mutates a valid request body; returns the strategy's name. Strategy 0 keeps the body valid.
 fn mutate(body: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
-    match rng.next() % 6 {
+    match rng.below(6) {
         0 => "valid",
         1 => {
-            let len = (rng.next() % 200) as usize;
+            let len = rng.below(200) as usize;
             *body = (0..len).map(|_| extreme_byte(rng)).collect();
             "random body"
         }
         2 if !body.is_empty() => {
-            for _ in 0..1 + rng.next() % 4 {
-                let at = (rng.next() as usize) % body.len();
-                body[at] ^= 1 << (rng.next() % 8);
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.index(body.len());
+                body[at] ^= 1 << rng.below(8);
             }
             "bit flips"
         }
         3 if !body.is_empty() => {
             // An extreme length, count or number written over a field.
-            let at = (rng.next() as usize) % body.len();
+            let at = rng.index(body.len());
             let patterns: [&[u8]; 5] = [
                 &[0xff, 0xff, 0xff, 0xff],
                 &[0x7f, 0xff, 0xff, 0xff],
@@ -856,7 +787,7 @@ fn mutate(body: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
                 &[0xff, 0xff, 0xff, 0xff, 0x0f],
                 &[0x00, 0x00],
             ];
-            let pattern = patterns[(rng.next() as usize) % patterns.len()];
+            let pattern = patterns[rng.index(patterns.len())];
             for (i, b) in pattern.iter().enumerate() {
                 if let Some(slot) = body.get_mut(at + i) {
                     *slot = *b;
@@ -865,11 +796,11 @@ fn mutate(body: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
             "extreme field"
         }
         4 if !body.is_empty() => {
-            body.truncate((rng.next() as usize) % body.len());
+            body.truncate(rng.index(body.len()));
             "truncated"
         }
         _ => {
-            for _ in 0..1 + rng.next() % 16 {
+            for _ in 0..1 + rng.below(16) {
                 body.push(extreme_byte(rng));
             }
             "trailing bytes"
@@ -879,11 +810,11 @@ fn mutate(body: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
 
 #[tokio::test]
 async fn random_frames_never_take_the_server_down() {
-    let seed = test_seed();
+    let seed = seed_from_env("SLUICE_TEST_SEED");
     eprintln!("random_frames_never_take_the_server_down: seed {seed:#x} (rerun with SLUICE_TEST_SEED={seed:#x})");
-    let (server, _dir) = start().await;
-    let addr = server.local_addr();
-    let mut rng = Rng(seed);
+    let mut broker = TestBroker::start().await;
+    let addr = broker.addr();
+    let mut rng = Rng::from_seed(seed);
     // A topic for the valid bodies to name, so mutated requests reach real partitions.
     let mut s = TcpStream::connect(addr).await.unwrap();
     let created: MetadataResponse = call(
@@ -924,9 +855,9 @@ async fn random_frames_never_take_the_server_down() {
         }
     }
     for case in 0..1000 {
-        let api = apis[(rng.next() as usize) % apis.len()];
+        let api = apis[rng.index(apis.len())];
         let span = (api.max_version - api.min_version + 1) as u64;
-        let version = api.min_version + (rng.next() % span) as i16;
+        let version = api.min_version + rng.below(span) as i16;
         let request = valid_request(api.api_key, version, "fuzz", topic_id);
         let mut encoded = BytesMut::new();
         request.encode(&mut encoded, version).unwrap_or_else(|e| {
@@ -967,7 +898,7 @@ async fn random_frames_never_take_the_server_down() {
             assert_eq!(&sink[4..8], &case.to_be_bytes(), "{what}: correlation id");
         }
         assert_eq!(
-            server.broker().handler_panics(),
+            broker.broker().handler_panics(),
             0,
             "{what}: a handler panicked"
         );
@@ -984,16 +915,16 @@ async fn random_frames_never_take_the_server_down() {
     )
     .await;
     assert_eq!(response.error_code, 0, "seed {seed:#x}");
-    assert_eq!(server.broker().handler_panics(), 0, "seed {seed:#x}");
-    server.shutdown().await.unwrap();
+    assert_eq!(broker.broker().handler_panics(), 0, "seed {seed:#x}");
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, FetchResponse};
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1019,7 +950,7 @@ async fn shutdown_finishes_in_flight_requests() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
-    let shutdown = tokio::spawn(server.shutdown());
+    let shutdown = tokio::spawn(async move { broker.shutdown().await });
     // The fetch is answered (not dropped), then the connection closes, then shutdown completes.
     let mut response = read_frame(&mut s)
         .await
@@ -1029,7 +960,7 @@ async fn shutdown_finishes_in_flight_requests() {
     let decoded = FetchResponse::decode(&mut response, 12).unwrap();
     assert_eq!(decoded.responses[0].partitions[0].error_code, 0);
     assert!(closed(&mut s).await);
-    shutdown.await.unwrap().unwrap();
+    shutdown.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     // Nothing listens any more.
     assert!(TcpStream::connect(s.peer_addr().unwrap()).await.is_err());
@@ -1037,8 +968,8 @@ async fn shutdown_finishes_in_flight_requests() {
 
 #[tokio::test]
 async fn metadata_by_topic_id() {
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let created: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1064,13 +995,13 @@ async fn metadata_by_topic_id() {
     );
     assert_eq!(response.topics[1].error_code, 100, "UNKNOWN_TOPIC_ID");
     assert_eq!(response.topics[1].topic_id, unknown);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn deleting_a_topic_deletes_its_log_and_recreating_starts_empty() {
-    let (server, dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1080,10 +1011,10 @@ async fn deleting_a_topic_deletes_its_log_and_recreating_starts_empty() {
     .await;
     let _: ProduceResponse =
         call(&mut s, ApiKey::Produce, 9, &produce_request("doomed", 1, 4)).await;
-    let partition_dir = dir.path().join("doomed-0");
+    let partition_dir = broker.dir().join("doomed-0");
     assert!(partition_dir.exists());
 
-    let outcomes = server
+    let outcomes = broker
         .broker()
         .controller
         .delete_topics(vec![sluice_metadata::DeleteTopicTarget {
@@ -1121,25 +1052,13 @@ async fn deleting_a_topic_deletes_its_log_and_recreating_starts_empty() {
         call(&mut s, ApiKey::Produce, 9, &produce_request("doomed", 1, 2)).await;
     let p = &response.responses[0].partition_responses[0];
     assert_eq!((p.error_code, p.base_offset), (0, 0));
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_empty_metadata_log_does_not_wipe_existing_logs() {
-    let data = tempfile::tempdir().unwrap();
-    let other_metadata = tempfile::tempdir().unwrap();
-    let config = |metadata_dir: Option<&std::path::Path>| {
-        let mut pairs = vec![
-            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-            ("log.dirs", data.path().display().to_string()),
-        ];
-        if let Some(dir) = metadata_dir {
-            pairs.push(("metadata.log.dir", dir.display().to_string()));
-        }
-        BrokerConfig::from_pairs(pairs).unwrap()
-    };
-    let server = Server::start(config(None)).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1149,18 +1068,18 @@ async fn an_empty_metadata_log_does_not_wipe_existing_logs() {
     .await;
     let _: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce_request("kept", 1, 3)).await;
     drop(s);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 
     // A misconfigured metadata.log.dir: the image is empty, the partition logs must be left alone.
-    let server = Server::start(config(Some(other_metadata.path())))
-        .await
-        .unwrap();
-    assert!(data.path().join("kept-0").exists());
-    server.shutdown().await.unwrap();
+    let other_metadata = tempfile::tempdir().unwrap();
+    let other = other_metadata.path().display().to_string();
+    broker.restart_with(&[("metadata.log.dir", &other)]).await;
+    assert!(broker.dir().join("kept-0").exists());
+    broker.shutdown().await;
 
     // Back on the right metadata log, the data is still there.
-    let server = Server::start(config(None)).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    broker.restart().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let latest: ListOffsetsResponse = call(
         &mut s,
         ApiKey::ListOffsets,
@@ -1169,7 +1088,7 @@ async fn an_empty_metadata_log_does_not_wipe_existing_logs() {
     )
     .await;
     assert_eq!(latest.topics[0].partitions[0].offset, 3);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 fn idempotent_produce(
@@ -1179,11 +1098,11 @@ fn idempotent_produce(
     sequence: i32,
     records: usize,
 ) -> ProduceRequest {
-    let values: Vec<Vec<u8>> = (0..records).map(|i| format!("v{i}").into_bytes()).collect();
-    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-    let recs: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    let batch =
-        sluice_protocol::batch::build_batch(1_700_000_000_000, &recs, producer_id, epoch, sequence);
+    let batch = BatchBuilder::new()
+        .timestamp_ms(1_700_000_000_000)
+        .values((0..records).map(|i| format!("v{i}")))
+        .idempotent(producer_id, epoch, sequence)
+        .build_bytes();
     ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(5000)
@@ -1191,14 +1110,14 @@ fn idempotent_produce(
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(Bytes::from(batch)))])])
+                .with_records(Some(batch))])])
 }
 
 #[tokio::test]
 async fn idempotent_producer_retries_are_deduplicated_and_gaps_refused() {
     use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1283,22 +1202,18 @@ async fn idempotent_producer_retries_are_deduplicated_and_gaps_refused() {
     tx.topic_data[0].partition_data[0].records = Some(Bytes::from(bytes));
     let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &tx).await;
     assert_eq!(result(&r).0, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn retention_runs_periodically() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.path().display().to_string()),
-        ("log.segment.bytes", "1024".to_string()),
-        ("log.retention.ms", "60000".to_string()),
-        ("log.retention.check.interval.ms", "100".to_string()),
+    let mut broker = TestBroker::start_with(&[
+        ("log.segment.bytes", "1024"),
+        ("log.retention.ms", "60000"),
+        ("log.retention.check.interval.ms", "100"),
     ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    .await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1327,7 +1242,7 @@ async fn retention_runs_periodically() {
         assert!(std::time::Instant::now() < deadline, "retention never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 /// One batch as a client builds it, with the given record timestamps and keys.
@@ -1382,8 +1297,8 @@ fn produce_bytes(topic: &str, records: Bytes) -> ProduceRequest {
 #[tokio::test]
 async fn offsets_for_times_look_inside_batches() {
     use kafka_protocol::records::Compression;
-    let (server, _dir) = start().await;
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start().await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1435,14 +1350,14 @@ async fn offsets_for_times_look_inside_batches() {
     .await;
     let p = &max.topics[0].partitions[0];
     assert_eq!((p.offset, p.timestamp), (2, 1040));
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn compacted_topics_refuse_records_without_a_key() {
     use kafka_protocol::records::Compression;
-    let (server, _dir) = start().await;
-    let outcomes = server
+    let mut broker = TestBroker::start().await;
+    let outcomes = broker
         .broker()
         .controller
         .create_topics(
@@ -1457,7 +1372,7 @@ async fn compacted_topics_refuse_records_without_a_key() {
         )
         .await;
     assert_eq!(outcomes[0].error_code, 0, "{:?}", outcomes[0].error_message);
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     for compression in [Compression::None, Compression::Lz4, Compression::Snappy] {
         let records = client_batch(
             compression,
@@ -1500,22 +1415,15 @@ async fn compacted_topics_refuse_records_without_a_key() {
     let r: ProduceResponse =
         call(&mut s, ApiKey::Produce, 9, &produce_bytes("plain", records)).await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn broker_fetch_max_bytes_caps_the_response() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, FetchResponse};
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.path().display().to_string()),
-        ("fetch.max.bytes", "1024".to_string()),
-    ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker = TestBroker::start_with(&[("fetch.max.bytes", "1024")]).await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1526,20 +1434,12 @@ async fn broker_fetch_max_bytes_caps_the_response() {
     // Three batches of ~700 bytes each: 2.1 KB in the log.
     let value = vec![b'x'; 640];
     for _ in 0..3 {
-        let batch = sluice_protocol::batch::build_batch(
-            1_700_000_000_000,
-            &[(None, Some(&value[..]))],
-            -1,
-            -1,
-            -1,
-        );
-        let r: ProduceResponse = call(
-            &mut s,
-            ApiKey::Produce,
-            9,
-            &produce_bytes("capped", Bytes::from(batch)),
-        )
-        .await;
+        let batch = BatchBuilder::new()
+            .timestamp_ms(1_700_000_000_000)
+            .value(&value)
+            .build_bytes();
+        let r: ProduceResponse =
+            call(&mut s, ApiKey::Produce, 9, &produce_bytes("capped", batch)).await;
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     }
     // The client asks for 1 MiB; the broker's fetch.max.bytes (1 KiB) wins: one whole batch (KIP-74), not three.
@@ -1563,25 +1463,16 @@ async fn broker_fetch_max_bytes_caps_the_response() {
         .filter(Result::is_ok)
         .count();
     assert_eq!(batches, 1, "{} bytes returned", records.len());
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 /// A running broker writes `replication-offset-checkpoint` every `replica.high.watermark.checkpoint.interval.ms`
 /// (Kafka's format), so a crash reopens with a recent high watermark rather than none.
 #[tokio::test]
 async fn high_watermarks_are_checkpointed_while_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.path().display().to_string()),
-        (
-            "replica.high.watermark.checkpoint.interval.ms",
-            "100".to_string(),
-        ),
-    ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut broker =
+        TestBroker::start_with(&[("replica.high.watermark.checkpoint.interval.ms", "100")]).await;
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
     let _: MetadataResponse = call(
         &mut s,
         ApiKey::Metadata,
@@ -1597,7 +1488,7 @@ async fn high_watermarks_are_checkpointed_while_running() {
     )
     .await;
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
-    let path = dir.path().join("replication-offset-checkpoint");
+    let path = broker.dir().join("replication-offset-checkpoint");
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -1612,5 +1503,5 @@ async fn high_watermarks_are_checkpointed_while_running() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(s);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }

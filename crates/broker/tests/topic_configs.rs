@@ -16,8 +16,10 @@ use kafka_protocol::protocol::StrBytes;
 mod common;
 
 use common::Client;
-use sluice_broker::{BrokerConfig, Server};
 use sluice_protocol::batch::BatchHeader;
+use sluice_testkit::batch::sized_batch;
+use sluice_testkit::clock::wall_clock_ms;
+use sluice_testkit::TestBroker;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const TOPIC: i8 = 2;
@@ -102,74 +104,45 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-async fn start(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
-    let mut pairs = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("log.dirs".to_string(), dir.display().to_string()),
-    ];
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Server::start(BrokerConfig::from_pairs(pairs).unwrap())
-        .await
-        .unwrap()
-}
-
-/// A batch of `count` records of `value_bytes` each, timestamped `timestamp_ms`.
-fn batch(timestamp_ms: i64, count: usize, value_bytes: usize) -> Vec<u8> {
-    let value = vec![b'v'; value_bytes];
-    let records: Vec<sluice_protocol::batch::RecordKeyValue<'_>> =
-        (0..count).map(|_| (None, Some(value.as_slice()))).collect();
-    sluice_protocol::batch::build_batch(timestamp_ms, &records, -1, -1, -1)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[tokio::test]
 async fn a_batch_above_the_topics_max_message_bytes_is_message_too_large() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     client
         .create_topic("small", &[("max.message.bytes", "2048")])
         .await;
-    let too_large = batch(now_ms(), 4, 1000);
+    let too_large = sized_batch(4, 1000, wall_clock_ms());
     assert!(too_large.len() > 2048);
     let p = client.produce("small", 1, too_large).await;
     assert_eq!(p.error_code, 10, "MESSAGE_TOO_LARGE");
     // Nothing was appended; a batch within the limit goes in at offset 0.
-    let fits = batch(now_ms(), 1, 1000);
+    let fits = sized_batch(1, 1000, wall_clock_ms());
     assert!(fits.len() <= 2048);
     let p = client.produce("small", 1, fits).await;
     assert_eq!((p.error_code, p.base_offset), (0, 0));
     // The limit is the topic's: the same large batch is fine on a topic with the broker default (1 MiB).
     client.create_topic("roomy", &[]).await;
-    let p = client.produce("roomy", 1, batch(now_ms(), 4, 1000)).await;
+    let p = client
+        .produce("roomy", 1, sized_batch(4, 1000, wall_clock_ms()))
+        .await;
     assert_eq!(p.error_code, 0);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn log_append_time_topics_stamp_batches_with_the_brokers_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     client
         .create_topic("stamped", &[("message.timestamp.type", "LogAppendTime")])
         .await;
     client.create_topic("create-time", &[]).await;
     let producer_timestamp_ms = 1_600_000_000_000;
-    let before_ms = now_ms();
+    let before_ms = wall_clock_ms();
     let p = client
-        .produce("stamped", -1, batch(producer_timestamp_ms, 3, 10))
+        .produce("stamped", -1, sized_batch(3, 10, producer_timestamp_ms))
         .await;
-    let after_ms = now_ms();
+    let after_ms = wall_clock_ms();
     assert_eq!(p.error_code, 0);
     assert!(
         (before_ms..=after_ms).contains(&p.log_append_time_ms),
@@ -178,7 +151,7 @@ async fn log_append_time_topics_stamp_batches_with_the_brokers_clock() {
     );
     // CreateTime topics answer -1, as Kafka.
     let p2 = client
-        .produce("create-time", -1, batch(producer_timestamp_ms, 3, 10))
+        .produce("create-time", -1, sized_batch(3, 10, producer_timestamp_ms))
         .await;
     assert_eq!((p2.error_code, p2.log_append_time_ms), (0, -1));
 
@@ -203,7 +176,7 @@ async fn log_append_time_topics_stamp_batches_with_the_brokers_clock() {
     assert!(header.is_log_append_time());
     assert_eq!(header.max_timestamp(), p.log_append_time_ms);
     assert_eq!(header.record_count(), 3);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 /// Waits until the topic's log start offset moves past 0 (retention deleted a segment); returns it.
@@ -233,20 +206,19 @@ fn segment_count(dir: &std::path::Path, topic: &str) -> usize {
 
 #[tokio::test]
 async fn retention_altered_on_a_live_topic_is_applied_by_the_periodic_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("log.retention.check.interval.ms", "100")]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start_with(&[("log.retention.check.interval.ms", "100")]).await;
+    let mut client = Client::connect(broker.server()).await;
     // segment.bytes cannot go below 1 MiB (Kafka 4's minimum): write ~3.5 MiB in 256 KiB batches.
     client
         .create_topic("by-bytes", &[("segment.bytes", "1048576")])
         .await;
     for _ in 0..14 {
         let p = client
-            .produce("by-bytes", 1, batch(now_ms(), 256, 1000))
+            .produce("by-bytes", 1, sized_batch(256, 1000, wall_clock_ms()))
             .await;
         assert_eq!(p.error_code, 0);
     }
-    assert!(segment_count(dir.path(), "by-bytes") >= 3);
+    assert!(segment_count(broker.dir(), "by-bytes") >= 3);
     // The defaults (7 days, unbounded bytes) keep every segment of this fresh data.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
@@ -274,17 +246,16 @@ async fn retention_altered_on_a_live_topic_is_applied_by_the_periodic_task() {
     assert!(earliest < latest);
     // What is left is at most retention.bytes plus the active segment.
     assert!(
-        segment_count(dir.path(), "by-bytes") <= 2,
+        segment_count(broker.dir(), "by-bytes") <= 2,
         "old segments deleted"
     );
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn retention_ms_altered_with_alter_configs_deletes_old_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("log.retention.check.interval.ms", "100")]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start_with(&[("log.retention.check.interval.ms", "100")]).await;
+    let mut client = Client::connect(broker.server()).await;
     // Forever at first; batches timestamped 2020.
     client
         .create_topic(
@@ -294,7 +265,7 @@ async fn retention_ms_altered_with_alter_configs_deletes_old_segments() {
         .await;
     for _ in 0..14 {
         let p = client
-            .produce("by-time", 1, batch(1_600_000_000_000, 256, 1000))
+            .produce("by-time", 1, sized_batch(256, 1000, 1_600_000_000_000))
             .await;
         assert_eq!(p.error_code, 0);
     }
@@ -325,21 +296,24 @@ async fn retention_ms_altered_with_alter_configs_deletes_old_segments() {
     let earliest = wait_for_retention(&mut client, "by-time").await;
     assert!(earliest <= 14 * 256);
     assert_eq!(client.offset("by-time", -1).await, 14 * 256);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_topics_min_insync_replicas_above_its_isr_refuses_acks_all_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
-    let mut client = Client::connect(&server).await;
+    let mut broker = TestBroker::start().await;
+    let mut client = Client::connect(broker.server()).await;
     // Kafka accepts min.insync.replicas above the replication factor at creation; produce enforces it.
     client
         .create_topic("strict", &[("min.insync.replicas", "2")])
         .await;
-    let p = client.produce("strict", -1, batch(now_ms(), 2, 10)).await;
+    let p = client
+        .produce("strict", -1, sized_batch(2, 10, wall_clock_ms()))
+        .await;
     assert_eq!(p.error_code, 19, "NOT_ENOUGH_REPLICAS");
-    let p = client.produce("strict", 1, batch(now_ms(), 2, 10)).await;
+    let p = client
+        .produce("strict", 1, sized_batch(2, 10, wall_clock_ms()))
+        .await;
     assert_eq!(
         (p.error_code, p.base_offset),
         (0, 0),
@@ -352,7 +326,9 @@ async fn a_topics_min_insync_replicas_above_its_isr_refuses_acks_all_only() {
     );
     // The broker default (1) still governs other topics.
     client.create_topic("relaxed", &[]).await;
-    let p = client.produce("relaxed", -1, batch(now_ms(), 2, 10)).await;
+    let p = client
+        .produce("relaxed", -1, sized_batch(2, 10, wall_clock_ms()))
+        .await;
     assert_eq!(p.error_code, 0);
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use sluice_broker::{BrokerConfig, Server};
+use sluice_broker::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,16 +43,6 @@ impl Client {
             .await
             .expect("response in time")
     }
-}
-
-/// A broker on a free loopback port with its log in `dir`.
-pub(crate) async fn start(dir: &std::path::Path) -> Server {
-    let config = BrokerConfig::from_pairs([
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-    ])
-    .expect("config");
-    Server::start(config).await.expect("start")
 }
 
 /// A request frame (size prefix, header v1/v2, body).
