@@ -17,6 +17,7 @@ pub mod producer_ids;
 pub mod purgatory;
 pub mod quorum_net;
 mod records;
+pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod server;
 

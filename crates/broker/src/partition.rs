@@ -77,6 +77,21 @@ pub enum ProduceError {
     InvalidProducerEpoch(String),
 }
 
+/// Where a follower stands, for its next fetch from the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerPosition {
+    /// The leader to fetch from.
+    pub leader: i32,
+    /// The leader epoch this broker knows (the fetch's `current_leader_epoch`).
+    pub leader_epoch: i32,
+    /// This log's end offset: the next offset to fetch.
+    pub fetch_offset: i64,
+    /// The epoch of the last batch in this log (-1: none), for the leader's divergence check.
+    pub last_fetched_epoch: i32,
+    /// This log's start offset.
+    pub log_start_offset: i64,
+}
+
 /// What an acks=all produce learns once its records are (or are not) below the high watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replicated {
@@ -338,6 +353,9 @@ impl Partition {
             .log
             .append_as_leader(batches, state.leader_epoch, now_ms)?;
         self.maybe_increment_high_watermark(node_id, &state);
+        drop(state);
+        // Wake followers' fetches parked on this partition even when the high watermark did not move.
+        self.notify();
         Ok(info)
     }
 
@@ -377,6 +395,92 @@ impl Partition {
             ))) => Err(ProduceError::InvalidProducerEpoch(e.to_string())),
             Err(e) => Err(e),
         }
+    }
+
+    /// On a leader: records a follower's fetch at `fetch_offset` (its log end offset: Kafka's
+    /// `updateFollowerFetchState`) and moves the high watermark if every ISR member now has more. Ignored on a
+    /// follower or for a broker that holds no replica.
+    pub fn update_follower_fetch(&self, node_id: i32, follower: i32, fetch_offset: i64) {
+        let mut state = self.state.write();
+        if state.role != Role::Leader || !state.replicas.contains(&follower) {
+            return;
+        }
+        let leo = self.log.log_end_offset();
+        state
+            .follower_log_end_offsets
+            .insert(follower, fetch_offset.min(leo));
+        self.maybe_increment_high_watermark(node_id, &state);
+    }
+
+    /// Where a follower fetches from next: `None` unless this broker follows a known leader.
+    pub fn follower_position(&self) -> Option<FollowerPosition> {
+        let state = self.state.read();
+        if state.role != Role::Follower || state.leader < 0 {
+            return None;
+        }
+        Some(FollowerPosition {
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+            fetch_offset: self.log.log_end_offset(),
+            last_fetched_epoch: self.log.latest_epoch().unwrap_or(-1),
+            log_start_offset: self.log.log_start_offset(),
+        })
+    }
+
+    /// On a follower of `leader_epoch`: appends the leader's batches as they are (offsets and epochs kept, CRC
+    /// checked) and takes the leader's high watermark (bounded by this log). Returns false, appending nothing,
+    /// when the partition's state moved on meanwhile (a new epoch, or this broker leads it now).
+    pub fn append_as_follower(
+        &self,
+        leader_epoch: i32,
+        records: &mut [u8],
+        leader_high_watermark: i64,
+    ) -> Result<bool, AppendError> {
+        let state = self.state.read();
+        if state.role != Role::Follower || state.leader_epoch != leader_epoch {
+            return Ok(false);
+        }
+        if !records.is_empty() {
+            self.log.append_as_follower(records)?;
+        }
+        self.log
+            .update_high_watermark_as_follower(leader_high_watermark);
+        drop(state);
+        self.notify();
+        Ok(true)
+    }
+
+    /// On a follower of `leader_epoch` told by the leader that its log diverges after `end_offset` of `epoch`
+    /// (Fetch's diverging epoch, KIP-320/KIP-595): cuts the records the leader does not have, from the smaller of
+    /// the leader's end offset and this log's own end offset for that epoch. Returns the new log end offset, or
+    /// `None` when the state moved on meanwhile.
+    pub fn truncate_as_follower(
+        &self,
+        leader_epoch: i32,
+        epoch: i32,
+        end_offset: i64,
+    ) -> Result<Option<i64>, sluice_storage::StorageError> {
+        let state = self.state.read();
+        if state.role != Role::Follower || state.leader_epoch != leader_epoch {
+            return Ok(None);
+        }
+        let own_end = self
+            .log
+            .end_offset_for_epoch(epoch)
+            .map_or(self.log.log_start_offset(), |(_, end)| end);
+        let to = own_end.min(end_offset).max(0);
+        tracing::info!(
+            topic = %self.topic,
+            partition = self.index,
+            epoch,
+            leader_end_offset = end_offset,
+            truncate_to = to,
+            "log diverges from the leader's; truncating"
+        );
+        self.log.truncate_to(to)?;
+        drop(state);
+        self.notify();
+        Ok(Some(self.log.log_end_offset()))
     }
 
     /// Waits until the high watermark passes `last_offset` (an acks=all produce, Kafka's `DelayedProduce`), this

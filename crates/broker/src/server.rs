@@ -132,6 +132,10 @@ impl Server {
             vec![
                 tokio::spawn(reconcile_loop(broker.clone(), shutdown.subscribe())),
                 tokio::spawn(maintenance_loop(broker.clone(), shutdown.subscribe())),
+                tokio::spawn(crate::replica_fetcher::run(
+                    broker.clone(),
+                    shutdown.subscribe(),
+                )),
             ]
         } else {
             Vec::new()

@@ -20,9 +20,11 @@
 //! OFFSET_OUT_OF_RANGE, KAFKA_STORAGE_ERROR (NOT_LEADER_OR_FOLLOWER for v4-v5, which predate it); an errored
 //! partition carries high watermark, last stable offset and log start offset -1 and empty records.
 //!
-//! Follower fetches (`replica_id` >= 0) are not served yet: replication is later work. They are answered as Kafka
-//! answers a fetcher that is not in the partition's replica set (`Partition.followerReplicaOrThrow`):
-//! UNKNOWN_LEADER_EPOCH when the request carries a leader epoch, NOT_LEADER_OR_FOLLOWER otherwise.
+//! Follower fetches (`replica_id` >= 0, `replica_state` from v15) read up to the log end offset rather than the high
+//! watermark; their fetch offset is the follower's log end offset, which the leader records
+//! (`Partition::update_follower_fetch`) and which may move the high watermark. A follower whose last fetched epoch
+//! ends earlier in this log gets the diverging epoch and no records (KIP-320/KIP-595), at once. A fetcher with no
+//! replica of the partition is ignored for the high watermark.
 //!
 //! Copies: on a connection that writes with `sendfile` (plaintext; see `network.rs`), the records of a partition
 //! are a segment file range (`Log::read_slices`) registered with the connection, and the encoder makes them a file
@@ -37,7 +39,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -93,6 +96,7 @@ pub(crate) async fn handle(
     let params = FetchParams {
         version,
         is_from_follower: replica_id >= 0,
+        replica_id,
         read_committed: request.isolation_level == READ_COMMITTED,
         max_bytes: clamp_max_bytes(request.max_bytes, broker_fetch_max_bytes(broker)),
         min_bytes: usize::try_from(request.min_bytes).unwrap_or(0),
@@ -194,6 +198,8 @@ pub(crate) async fn handle(
 struct FetchParams {
     version: i16,
     is_from_follower: bool,
+    /// The fetching follower's broker id (-1 for consumers).
+    replica_id: i32,
     read_committed: bool,
     /// Response-level byte limit (the first partition with data may exceed it by one batch, KIP-74).
     max_bytes: usize,
@@ -340,6 +346,39 @@ impl PartitionRead {
         }
     }
 
+    /// A follower's fetch that diverges from this leader's log after `end_offset` of `epoch`: no records, the
+    /// diverging epoch set, answered at once.
+    fn diverging(
+        partition: i32,
+        high_watermark: i64,
+        log_start_offset: i64,
+        epoch: i32,
+        end_offset: i64,
+    ) -> PartitionRead {
+        PartitionRead {
+            stage: ReadStage::Read,
+            data: PartitionData::default()
+                .with_partition_index(partition)
+                .with_error_code(0)
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(log_start_offset)
+                .with_diverging_epoch(
+                    EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset),
+                )
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_records(Some(Bytes::new())),
+            records_bytes: 0,
+        }
+    }
+
+    /// True when this partition's answer must go out at once (a divergence to report).
+    fn urgent(&self) -> bool {
+        self.data.diverging_epoch.epoch >= 0
+    }
+
     fn outcome(&self) -> PartitionFetchOutcome {
         PartitionFetchOutcome {
             error_code: self.data.error_code,
@@ -396,7 +435,7 @@ fn read_pass(broker: &Broker, params: &FetchParams, partitions: &[ContextPartiti
         );
         if read.stage == ReadStage::Read {
             pass.any_read = true;
-            pass.any_read_error |= read.data.error_code != 0;
+            pass.any_read_error |= read.data.error_code != 0 || read.urgent();
         }
         if read.records_bytes > 0 {
             min_one_batch = false;
@@ -446,22 +485,40 @@ fn read_partition(
     if let Err(code) = check_leader_epoch(cp.data.current_leader_epoch, partition.leader_epoch()) {
         return PartitionRead::error(ReadStage::Read, index, code);
     }
-    if params.is_from_follower {
-        let code = if cp.data.current_leader_epoch >= 0 {
-            ErrorCode::UnknownLeaderEpoch.code()
-        } else {
-            ErrorCode::NotLeaderOrFollower.code()
-        };
-        return PartitionRead::error(ReadStage::Read, index, code);
-    }
-
-    // Subscribe before reading, so that a high watermark moving during this read wakes a parked fetch.
+    // Subscribe before reading, so that a high watermark moving (or, for a follower, an append) during this read
+    // wakes a parked fetch.
     notifiers.push(partition.subscribe_high_watermark());
     let log = &partition.log;
+    if params.is_from_follower {
+        // KIP-320/KIP-595: a follower whose last fetched epoch ends earlier here (or is unknown past it) has records
+        // this leader does not: tell it where the logs diverge instead of sending records.
+        if cp.data.last_fetched_epoch >= 0 {
+            if let Some((epoch, end_offset)) = log.end_offset_for_epoch(cp.data.last_fetched_epoch)
+            {
+                if epoch < cp.data.last_fetched_epoch || end_offset < cp.data.fetch_offset {
+                    return PartitionRead::diverging(
+                        index,
+                        log.high_watermark(),
+                        log.log_start_offset(),
+                        epoch,
+                        end_offset,
+                    );
+                }
+            }
+        }
+        // The fetch offset is the follower's log end offset: it may move the high watermark.
+        partition.update_follower_fetch(
+            broker.config.node_id,
+            params.replica_id,
+            cp.data.fetch_offset,
+        );
+    }
     let high_watermark = log.high_watermark();
-    // Without transactions the last stable offset is the high watermark.
+    // Without transactions the last stable offset is the high watermark. Followers read up to the log end.
     let last_stable_offset = high_watermark;
-    let upper_bound = if params.read_committed {
+    let upper_bound = if params.is_from_follower {
+        log.log_end_offset()
+    } else if params.read_committed {
         last_stable_offset
     } else {
         high_watermark

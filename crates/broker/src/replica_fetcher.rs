@@ -1,0 +1,283 @@
+//! Replica fetchers: a follower copies its leaders' logs with the Fetch API, as a Kafka replica does
+//! (`ReplicaFetcherThread`): one task per source broker (`num.replica.fetchers` = 1), each fetching every partition
+//! this broker follows on that leader in one request (Fetch v12, `replica_id` = this broker, `last_fetched_epoch`
+//! for the leader's divergence check), long-polled by the leader.
+//!
+//! Per partition in an answer: records are appended as they are (`Partition::append_as_follower`: offsets and
+//! epochs kept, CRC checked, producer state rebuilt from the batches) and the leader's high watermark taken; a
+//! diverging epoch truncates the log first (`Partition::truncate_as_follower`); leadership errors wait for the next
+//! metadata image. The leader learns each follower's log end offset from its fetch offset and moves the high
+//! watermark (`apis::fetch`), which releases acks=all produces.
+//!
+//! Not yet (the replication issue): ISR changes (AlterPartition: the ISR is what the controller set, members
+//! leave only when fenced), OffsetForLeaderEpoch for leaders older than Fetch v12, throttling, fetch sessions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_client::Connection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// The Fetch version followers send (topic names; last fetched epoch and diverging epochs since v12).
+const REPLICA_FETCH_VERSION: i16 = 12;
+/// `replica.fetch.wait.max.ms` (Kafka's default).
+const FETCH_WAIT_MAX_MS: i32 = 500;
+/// `replica.fetch.min.bytes` (Kafka's default).
+const FETCH_MIN_BYTES: i32 = 1;
+/// `replica.fetch.max.bytes` (Kafka's default, per partition).
+const FETCH_MAX_BYTES_PER_PARTITION: i32 = 1024 * 1024;
+/// `replica.fetch.response.max.bytes` (Kafka's default).
+const FETCH_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+/// `replica.fetch.backoff.ms` (Kafka's default): the pause after a failed fetch.
+const FETCH_BACKOFF: Duration = Duration::from_millis(1000);
+/// How often the manager looks for leaders to fetch from besides metadata changes.
+const MANAGER_TICK: Duration = Duration::from_secs(1);
+
+/// Runs the replica fetchers of `broker` until `shutdown`: a task per leader this broker follows partitions on,
+/// started when such a partition appears and ending when none is left.
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut images = broker.replicas.image_receiver();
+    let mut fetchers: HashMap<i32, JoinHandle<()>> = HashMap::new();
+    loop {
+        fetchers.retain(|_, task| !task.is_finished());
+        for leader in leaders_followed(&broker) {
+            fetchers.entry(leader).or_insert_with(|| {
+                tracing::info!(leader, "starting a replica fetcher");
+                tokio::spawn(fetch_from(broker.clone(), leader, shutdown.clone()))
+            });
+        }
+        tokio::select! {
+            _ = images.changed() => {}
+            _ = tokio::time::sleep(MANAGER_TICK) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, task) in fetchers {
+        let _ = task.await;
+    }
+}
+
+/// The leaders of the partitions this broker follows.
+fn leaders_followed(broker: &Broker) -> Vec<i32> {
+    let mut leaders: Vec<i32> = broker
+        .replicas
+        .partitions()
+        .iter()
+        .filter_map(|p| p.follower_position().map(|pos| pos.leader))
+        .filter(|&l| l != broker.config.node_id)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    leaders
+}
+
+/// One leader's fetcher: fetches every partition this broker follows on `leader` until there is none left.
+async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Receiver<bool>) {
+    let node_id = broker.config.node_id;
+    let client_id = format!("sluice-replica-fetcher-{node_id}");
+    let mut conn: Option<(String, Connection)> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let partitions: Vec<Arc<Partition>> = broker
+            .replicas
+            .partitions()
+            .into_iter()
+            .filter(|p| {
+                p.follower_position()
+                    .is_some_and(|pos| pos.leader == leader)
+            })
+            .collect();
+        if partitions.is_empty() {
+            tracing::info!(
+                leader,
+                "no partition left to fetch from this leader; fetcher stops"
+            );
+            return;
+        }
+        let image = broker.replicas.image();
+        let Some(address) = image
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .map(|b| format!("{}:{}", b.host, b.port))
+        else {
+            if !backoff(&mut shutdown).await {
+                return;
+            }
+            continue;
+        };
+        if conn
+            .as_ref()
+            .is_none_or(|(a, c)| *a != address || !c.is_alive())
+        {
+            match Connection::connect(&address, &client_id, 5_000, 30_000).await {
+                Ok(c) => conn = Some((address.clone(), c)),
+                Err(e) => {
+                    tracing::debug!(leader, %address, error = %e, "cannot reach the leader");
+                    conn = None;
+                    if !backoff(&mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let (request, positions) = fetch_request(node_id, &partitions);
+        let (_, c) = conn.as_ref().expect("connected above");
+        let response = tokio::select! {
+            r = c.send_at(&request, REPLICA_FETCH_VERSION) => r,
+            _ = shutdown.changed() => return,
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "replica fetch failed");
+                conn = None;
+                if !backoff(&mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if response.error_code != 0 {
+            tracing::debug!(
+                leader,
+                error_code = response.error_code,
+                "replica fetch refused"
+            );
+            if !backoff(&mut shutdown).await {
+                return;
+            }
+            continue;
+        }
+        let mut any_failed = false;
+        for topic in response.responses {
+            for data in topic.partitions {
+                let key = (topic.topic.0.to_string(), data.partition_index);
+                let Some((partition, epoch)) = positions.get(&key) else {
+                    continue;
+                };
+                if !apply(partition, *epoch, data) {
+                    any_failed = true;
+                }
+            }
+        }
+        if any_failed && !backoff(&mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// The Fetch request for `partitions` at their current positions, and each one's leader epoch by (topic,
+/// partition).
+#[allow(clippy::type_complexity)]
+fn fetch_request(
+    node_id: i32,
+    partitions: &[Arc<Partition>],
+) -> (FetchRequest, HashMap<(String, i32), (Arc<Partition>, i32)>) {
+    let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+    let mut positions = HashMap::new();
+    for p in partitions {
+        let Some(pos) = p.follower_position() else {
+            continue;
+        };
+        by_topic.entry(p.topic.clone()).or_default().push(
+            FetchPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(pos.leader_epoch)
+                .with_fetch_offset(pos.fetch_offset)
+                .with_last_fetched_epoch(pos.last_fetched_epoch)
+                .with_log_start_offset(pos.log_start_offset)
+                .with_partition_max_bytes(FETCH_MAX_BYTES_PER_PARTITION),
+        );
+        positions.insert((p.topic.clone(), p.index), (p.clone(), pos.leader_epoch));
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(name, partitions)| {
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(node_id))
+        .with_max_wait_ms(FETCH_WAIT_MAX_MS)
+        .with_min_bytes(FETCH_MIN_BYTES)
+        .with_max_bytes(FETCH_RESPONSE_MAX_BYTES)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    (request, positions)
+}
+
+/// Applies one partition's answer; false when it failed (the fetcher backs off).
+fn apply(
+    partition: &Partition,
+    leader_epoch: i32,
+    data: kafka_protocol::messages::fetch_response::PartitionData,
+) -> bool {
+    if data.error_code != 0 {
+        // NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH, OFFSET_OUT_OF_RANGE...: the next image settles
+        // leadership; retried after the backoff.
+        tracing::debug!(
+            topic = %partition.topic,
+            partition = partition.index,
+            error_code = data.error_code,
+            "replica fetch of a partition refused"
+        );
+        return false;
+    }
+    if data.diverging_epoch.epoch >= 0 {
+        return match partition.truncate_as_follower(
+            leader_epoch,
+            data.diverging_epoch.epoch,
+            data.diverging_epoch.end_offset,
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e,
+                    "truncating to the leader's log failed");
+                false
+            }
+        };
+    }
+    let records = data.records.unwrap_or_default();
+    // Whole batches only (a leader may end an answer with a partial batch); the rest comes with the next fetch.
+    let mut whole = 0;
+    while let Some(size) = sluice_protocol::batch::batch_size(&records[whole..]) {
+        if whole + size > records.len() {
+            break;
+        }
+        whole += size;
+    }
+    let mut records = BytesMut::from(&records[..whole]);
+    match partition.append_as_follower(leader_epoch, &mut records, data.high_watermark) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e,
+                "appending the leader's records failed");
+            false
+        }
+    }
+}
+
+/// Sleeps for the fetch backoff; false when shutting down.
+async fn backoff(shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(FETCH_BACKOFF) => true,
+        _ = shutdown.changed() => false,
+    }
+}

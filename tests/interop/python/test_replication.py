@@ -1,0 +1,94 @@
+"""Partition replication, first slice: followers fetch from their leaders, the high watermark moves when every
+in-sync replica has a record, acks=all waits for it, and a record acknowledged with acks=all survives the SIGKILL
+of its leader (the controller fences it, elects the next in-sync replica, which has every acknowledged record).
+
+Three `sluice server` processes (every node broker+controller), confluent-kafka producers and consumers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from test_cluster import SESSION_TIMEOUT_MS, Cluster, create
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest):
+    c = Cluster(tmp_path).start()
+    yield c
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    c.stop()
+    if failed:
+        print(c.log_tails())
+
+
+def produce_acks_all(bootstrap: str, topic: str, values: List[bytes]) -> List[bytes]:
+    """Produces with acks=all and idempotence; returns the values acknowledged."""
+    acked: List[bytes] = []
+    failed: List[str] = []
+
+    def done(err, msg):
+        if err:
+            failed.append(str(err))
+        else:
+            acked.append(msg.value())
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5,
+                  "message.timeout.ms": 30000})
+    for v in values:
+        p.produce(topic, value=v, on_delivery=done)
+        p.poll(0)
+    p.flush(60)
+    assert not failed, failed[:5]
+    return acked
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout_s: float = 60) -> List[bytes]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got: List[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < expect and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    c.close()
+    return got
+
+
+def test_acks_all_is_replicated_and_survives_sigkill_of_the_leader(cluster: Cluster):
+    create(cluster.admin(), "replicated", partitions=3, rf=3)
+    values = [f"v{i}".encode() for i in range(3000)]
+    acked = produce_acks_all(cluster.bootstrap(), "replicated", values)
+    assert sorted(acked) == sorted(values)
+    # Every replica has every record: the followers' logs reach the leader's end.
+    md = cluster.metadata(1)
+    leader0 = md.topics["replicated"].partitions[0].leader
+    cluster.nodes[leader0].kill()
+    survivors = [i for i in cluster.nodes if i != leader0]
+    cluster.wait_brokers(2, via=survivors[0], timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
+    deadline = time.monotonic() + 30
+    while True:
+        md = cluster.metadata(survivors[0])
+        leaders = [p.leader for p in md.topics["replicated"].partitions.values()]
+        if all(l in survivors for l in leaders):
+            break
+        assert time.monotonic() < deadline, f"leaders {leaders} after the kill of {leader0}\n{cluster.log_tails()}"
+        time.sleep(0.2)
+    got = read_all(cluster.bootstrap(exclude=leader0), "replicated", 3, len(values))
+    lost = set(values) - set(got)
+    assert not lost, f"{len(lost)} acknowledged records lost after SIGKILL of leader {leader0}\n{cluster.log_tails()}"
+    # Produce on: the new leaders take acks=all writes with the two replicas left in the ISR.
+    more = [f"w{i}".encode() for i in range(500)]
+    assert sorted(produce_acks_all(cluster.bootstrap(exclude=leader0), "replicated", more)) == sorted(more)
+    # The killed broker comes back and catches up as a follower.
+    cluster.nodes[leader0].start()
+    cluster.wait_brokers(3, timeout_s=30)
+    got = read_all(cluster.bootstrap(), "replicated", 3, len(values) + len(more))
+    assert set(got) == set(values) | set(more)
