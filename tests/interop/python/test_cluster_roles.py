@@ -197,12 +197,9 @@ def test_brokers_and_controllers_apart(split: SplitCluster):
                          timeout=30)
     assert out.returncode == 0, out.stderr
     assert "3 brokers:" in out.stdout, out.stdout
-    # Records: on RF 1 partitions (until partition replication lands, an RF 3 partition's high watermark stays at
-    # 0: nothing replicates to its followers).
-    create(admin, "data", partitions=6, rf=1)
-    split.wait_topic("data", 6)
-    produce(split.bootstrap(), "data", 600)
-    got = consume_all(split.bootstrap(), "data", 6)
+    # Records on the RF 3 partitions: acks=all returns once the broker-only followers have them.
+    produce(split.bootstrap(), "apart", 600)
+    got = consume_all(split.bootstrap(), "apart", 6)
     assert sorted(got) == sorted(f"v{n}".encode() for n in range(600))
 
 
