@@ -142,6 +142,11 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "How often each log dir's high watermarks are written to `replication-offset-checkpoint`.",
     ),
     key(
+        "replica.lag.time.max.ms",
+        Some("30000"),
+        "A follower that has not caught up with its leader for this long leaves the ISR (AlterPartition); one that reaches the high watermark rejoins it.",
+    ),
+    key(
         "controlled.shutdown.enable",
         Some("true"),
         "On shutdown, ask the controller to move leadership away before stopping (a broker in a cluster).",
@@ -479,6 +484,8 @@ pub struct BrokerConfig {
     pub metadata_log_max_snapshot_interval_ms: u64,
     /// `replica.high.watermark.checkpoint.interval.ms`.
     pub replica_high_watermark_checkpoint_interval_ms: u64,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
     /// `controlled.shutdown.enable`.
     pub controlled_shutdown_enable: bool,
     /// Host returned to clients in Metadata.
@@ -1450,6 +1457,7 @@ impl BrokerConfig {
             long_at_least("metadata.log.max.snapshot.interval.ms", 0)? as u64;
         let replica_high_watermark_checkpoint_interval_ms =
             long_at_least("replica.high.watermark.checkpoint.interval.ms", 1)? as u64;
+        let replica_lag_time_max_ms = long_at_least("replica.lag.time.max.ms", 1)? as u64;
         let controlled_shutdown_enable = parse_bool(
             "controlled.shutdown.enable",
             &req("controlled.shutdown.enable"),
@@ -1485,6 +1493,7 @@ impl BrokerConfig {
             metadata_log_max_record_bytes_between_snapshots,
             metadata_log_max_snapshot_interval_ms,
             replica_high_watermark_checkpoint_interval_ms,
+            replica_lag_time_max_ms,
             controlled_shutdown_enable,
             advertised_host,
             advertised_port,

@@ -1178,6 +1178,19 @@ impl Controller {
         .await
     }
 
+    /// Changes partition ISRs for their leader `broker_id` (AlterPartition, KIP-497).
+    pub async fn alter_partition(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        changes: Vec<logic::IsrChange>,
+    ) -> Result<logic::AlterPartitionOutcome, ControllerError> {
+        self.run_with_sessions(move |image, _| {
+            logic::alter_partition(image, broker_id, broker_epoch, &changes)
+        })
+        .await
+    }
+
     /// The current (committed) metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.publisher.borrow().clone()

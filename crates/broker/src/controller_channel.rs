@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AlterConfigsRequest, BrokerHeartbeatRequest,
+    AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
     BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeQuorumRequest, IncrementalAlterConfigsRequest,
 };
@@ -364,6 +364,15 @@ impl ControllerRequest for AllocateProducerIdsRequest {
         Self::Response::default()
             .with_error_code(error_code)
             .with_producer_id_start(kafka_protocol::messages::ProducerId(-1))
+    }
+}
+
+impl ControllerRequest for AlterPartitionRequest {
+    fn is_not_controller(response: &Self::Response) -> bool {
+        response.error_code == ErrorCode::NotController.code()
+    }
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        Self::Response::default().with_error_code(error_code)
     }
 }
 

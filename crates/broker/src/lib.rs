@@ -10,6 +10,7 @@ pub mod controller;
 pub mod controller_channel;
 pub mod fetch_session;
 pub mod group_coordinator;
+pub mod isr;
 pub mod lifecycle;
 pub mod network;
 pub mod partition;

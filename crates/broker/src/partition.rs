@@ -21,6 +21,8 @@ use sluice_storage::{AppendError, AppendInfo, Log, ProducerError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::apis::now_ms;
+
 /// This broker's role for a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -47,9 +49,48 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
     /// `min.insync.replicas` in force for the topic.
     pub min_insync_replicas: i32,
-    /// On a leader: each follower's log end offset as last reported (-1 until it fetches). Followers fill it in
-    /// once partition replication lands; until then a follower in the ISR holds the high watermark back.
-    pub follower_log_end_offsets: BTreeMap<i32, i64>,
+    /// On a leader: what it knows of each follower (log end offset -1 until it fetches).
+    pub followers: BTreeMap<i32, ReplicaProgress>,
+    /// On a leader: an ISR proposed to the controller (AlterPartition) and not yet in the image, with when it was
+    /// proposed (ms). Until it is, the high watermark counts the union of both ISRs (KIP-497's "maximal ISR").
+    pub pending_isr: Option<(Vec<i32>, i64)>,
+}
+
+/// What a leader knows of one follower (Kafka's `Replica` state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    /// Its log end offset, from its last fetch (-1: none since this leader's epoch began).
+    pub log_end_offset: i64,
+    /// When it last was caught up with the leader (ms).
+    pub last_caught_up_ms: i64,
+    /// The leader's log end offset at its previous fetch.
+    pub last_fetch_leader_leo: i64,
+    /// When its previous fetch came (ms).
+    pub last_fetch_ms: i64,
+}
+
+impl ReplicaProgress {
+    fn unknown(now_ms: i64, in_sync: bool) -> ReplicaProgress {
+        ReplicaProgress {
+            log_end_offset: -1,
+            // An in-sync follower starts a new leader's epoch caught up, as in Kafka: it gets a full
+            // `replica.lag.time.max.ms` to fetch before it can be taken out of the ISR.
+            last_caught_up_ms: if in_sync { now_ms } else { -1 },
+            last_fetch_leader_leo: -1,
+            last_fetch_ms: -1,
+        }
+    }
+}
+
+/// An ISR change a leader proposes to the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    /// The leader epoch it acts on.
+    pub leader_epoch: i32,
+    /// The partition epoch it acts on.
+    pub partition_epoch: i32,
+    /// The proposed ISR.
+    pub new_isr: Vec<i32>,
 }
 
 /// Why a leader append was refused before or by the log.
@@ -163,7 +204,8 @@ impl Partition {
                 replicas: Vec::new(),
                 isr: Vec::new(),
                 min_insync_replicas: 1,
-                follower_log_end_offsets: BTreeMap::new(),
+                followers: BTreeMap::new(),
+                pending_isr: None,
             }),
             high_watermark,
             hw_update: parking_lot::Mutex::new(()),
@@ -220,6 +262,7 @@ impl Partition {
         }
         let new_epoch =
             state.role != Role::Leader || state.leader_epoch != registration.leader_epoch;
+        let now = now_ms();
         let followers = registration
             .replicas
             .iter()
@@ -228,11 +271,21 @@ impl Partition {
                 let known = if new_epoch {
                     None
                 } else {
-                    state.follower_log_end_offsets.get(&r).copied()
+                    state.followers.get(&r).copied()
                 };
-                (r, known.unwrap_or(-1))
+                (
+                    r,
+                    known.unwrap_or_else(|| {
+                        ReplicaProgress::unknown(now, registration.isr.contains(&r))
+                    }),
+                )
             })
             .collect();
+        // A proposal the image now answers (a new partition epoch) or a new leader epoch settles it.
+        let pending_isr = state
+            .pending_isr
+            .take()
+            .filter(|_| !new_epoch && registration.partition_epoch == state.partition_epoch);
         *state = PartitionState {
             role: Role::Leader,
             leader: node_id,
@@ -241,7 +294,8 @@ impl Partition {
             replicas: registration.replicas.clone(),
             isr: registration.isr.clone(),
             min_insync_replicas,
-            follower_log_end_offsets: followers,
+            followers,
+            pending_isr,
         };
         self.maybe_increment_high_watermark(node_id, &state);
         drop(state);
@@ -268,7 +322,8 @@ impl Partition {
             replicas: registration.replicas.clone(),
             isr: registration.isr.clone(),
             min_insync_replicas,
-            follower_log_end_offsets: BTreeMap::new(),
+            followers: BTreeMap::new(),
+            pending_isr: None,
         };
         drop(state);
         self.notify();
@@ -302,15 +357,12 @@ impl Partition {
         let _serial = self.hw_update.lock();
         let leo = self.log.log_end_offset();
         let mut hw = leo;
-        for member in &state.isr {
+        let pending = state.pending_isr.as_ref().map(|(isr, _)| isr.as_slice());
+        for member in state.isr.iter().chain(pending.unwrap_or_default()) {
             if *member == node_id {
                 continue;
             }
-            let follower = state
-                .follower_log_end_offsets
-                .get(member)
-                .copied()
-                .unwrap_or(-1);
+            let follower = state.followers.get(member).map_or(-1, |f| f.log_end_offset);
             hw = hw.min(follower);
         }
         let current = self.log.high_watermark();
@@ -406,10 +458,93 @@ impl Partition {
             return;
         }
         let leo = self.log.log_end_offset();
-        state
-            .follower_log_end_offsets
-            .insert(follower, fetch_offset.min(leo));
+        let now = now_ms();
+        let progress = state
+            .followers
+            .entry(follower)
+            .or_insert_with(|| ReplicaProgress::unknown(now, false));
+        // Kafka's `Replica.updateFetchState`: caught up when the fetch reaches the leader's end now, or reaches
+        // what the leader's end was at the previous fetch (then it was caught up as of that fetch).
+        if fetch_offset >= leo {
+            progress.last_caught_up_ms = now;
+        } else if fetch_offset >= progress.last_fetch_leader_leo {
+            progress.last_caught_up_ms = progress.last_caught_up_ms.max(progress.last_fetch_ms);
+        }
+        progress.log_end_offset = fetch_offset.min(leo);
+        progress.last_fetch_leader_leo = leo;
+        progress.last_fetch_ms = now;
         self.maybe_increment_high_watermark(node_id, &state);
+    }
+
+    /// On a leader with no proposal pending (or one older than `retry_after_ms`): the ISR this leader should
+    /// propose (Kafka's `maybeShrinkIsr`/`maybeExpandIsr`), recorded as pending. Members other than the leader not
+    /// caught up for `lag_max_ms` leave; replicas outside it, caught up, whose log end offset reached the high
+    /// watermark and the start of this leader's epoch join.
+    pub fn propose_isr(
+        &self,
+        node_id: i32,
+        now_ms: i64,
+        lag_max_ms: i64,
+        retry_after_ms: i64,
+    ) -> Option<IsrProposal> {
+        let mut state = self.state.write();
+        if state.role != Role::Leader {
+            return None;
+        }
+        if let Some((_, at)) = &state.pending_isr {
+            if now_ms - at < retry_after_ms {
+                return None;
+            }
+        }
+        let hw = self.log.high_watermark();
+        let epoch_start = self
+            .log
+            .epoch_entries()
+            .iter()
+            .find(|(e, _)| *e == state.leader_epoch)
+            .map_or(0, |(_, start)| *start);
+        let caught_up = |f: &ReplicaProgress| now_ms - f.last_caught_up_ms <= lag_max_ms;
+        let mut new_isr: Vec<i32> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| r == node_id || state.followers.get(&r).is_some_and(caught_up))
+            .collect();
+        for (&r, f) in &state.followers {
+            if !new_isr.contains(&r)
+                && f.log_end_offset >= hw
+                && f.log_end_offset >= epoch_start
+                && caught_up(f)
+            {
+                new_isr.push(r);
+            }
+        }
+        let mut sorted_new = new_isr.clone();
+        sorted_new.sort_unstable();
+        let mut sorted_old = state.isr.clone();
+        sorted_old.sort_unstable();
+        if sorted_new == sorted_old {
+            state.pending_isr = None;
+            return None;
+        }
+        state.pending_isr = Some((new_isr.clone(), now_ms));
+        Some(IsrProposal {
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// The controller refused `proposal` (or could not be asked): it is no longer pending.
+    pub fn isr_proposal_failed(&self, proposal: &IsrProposal) {
+        let mut state = self.state.write();
+        if state
+            .pending_isr
+            .as_ref()
+            .is_some_and(|(isr, _)| *isr == proposal.new_isr)
+        {
+            state.pending_isr = None;
+        }
     }
 
     /// Where a follower fetches from next: `None` unless this broker follows a known leader.
@@ -610,7 +745,7 @@ mod tests {
         p.make_leader(ME, &registration(ME, 0, &[1, 2, 3]), 2);
         p.append_as_leader(ME, &mut batch(3), 1, 0).unwrap();
         assert_eq!(p.high_watermark(), 0, "no follower has reported anything");
-        assert_eq!(p.state().follower_log_end_offsets.get(&2), Some(&-1));
+        assert_eq!(p.state().followers[&2].log_end_offset, -1);
         // The ISR shrinks to the leader (the controller moved the followers out): everything is committed.
         let shrunk = PartitionRegistration {
             partition_epoch: 1,
@@ -640,7 +775,7 @@ mod tests {
             (state.role, state.leader, state.leader_epoch),
             (Role::Follower, 2, 6)
         );
-        assert!(state.follower_log_end_offsets.is_empty());
+        assert!(state.followers.is_empty());
     }
 
     #[tokio::test]
@@ -674,5 +809,48 @@ mod tests {
                 .await,
             Replicated::Done
         );
+    }
+
+    #[test]
+    fn laggards_leave_the_isr_and_caught_up_replicas_join_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        p.make_leader(ME, &registration(ME, 0, &[1, 2]), 1);
+        p.append_as_leader(ME, &mut batch(3), 1, 0).unwrap();
+        let now = now_ms();
+        // Follower 2 fetched to the end (caught up); follower 3 is outside the ISR and behind.
+        p.update_follower_fetch(ME, 2, 3);
+        p.update_follower_fetch(ME, 3, 1);
+        assert_eq!(p.high_watermark(), 3);
+        assert_eq!(
+            p.propose_isr(ME, now, 1_000, 5_000),
+            None,
+            "nothing to change"
+        );
+        // 3 reaches the high watermark: it joins; the proposal stays pending (not proposed twice).
+        p.update_follower_fetch(ME, 3, 3);
+        let join = p.propose_isr(ME, now_ms(), 1_000, 5_000).expect("3 joins");
+        assert_eq!(join.new_isr, vec![1, 2, 3]);
+        assert_eq!(p.propose_isr(ME, now_ms(), 1_000, 5_000), None);
+        // While pending, the high watermark waits for 3 as well (the union of both ISRs).
+        p.append_as_leader(ME, &mut batch(1), 1, 0).unwrap();
+        p.update_follower_fetch(ME, 2, 4);
+        assert_eq!(p.high_watermark(), 3);
+        p.update_follower_fetch(ME, 3, 4);
+        assert_eq!(p.high_watermark(), 4);
+        // The controller refused it: recomputed next round. Later nobody fetched for longer than the lag bound.
+        p.isr_proposal_failed(&join);
+        let shrink = p
+            .propose_isr(ME, now_ms() + 10_000, 1_000, 5_000)
+            .expect("2 left behind");
+        assert_eq!(shrink.new_isr, vec![1]);
+        // The image answers (a new partition epoch): nothing pending any more.
+        let applied = PartitionRegistration {
+            partition_epoch: 1,
+            ..registration(ME, 0, &[1])
+        };
+        p.make_leader(ME, &applied, 1);
+        assert_eq!(p.state().pending_isr, None);
+        assert_eq!(p.state().isr, vec![1]);
     }
 }

@@ -136,6 +136,7 @@ impl Server {
                     broker.clone(),
                     shutdown.subscribe(),
                 )),
+                tokio::spawn(crate::isr::run(broker.clone(), shutdown.subscribe())),
             ]
         } else {
             Vec::new()

@@ -7,6 +7,8 @@ Three `sluice server` processes (every node broker+controller), confluent-kafka 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import List
@@ -14,12 +16,21 @@ from typing import List
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from test_cluster import SESSION_TIMEOUT_MS, Cluster, create
+from test_cluster import Cluster, create
+
+#: Short, so that a paused follower leaves the ISR in the test below without waiting Kafka's 30 s.
+LAG_MAX_MS = 1500
+#: Longer than the lag bound, so that the paused follower leaves the ISR by lag, not by being fenced.
+SESSION_MS = 8000
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest):
-    c = Cluster(tmp_path).start()
+    c = Cluster(tmp_path)
+    for node in c.nodes.values():
+        node.extra_overrides["replica.lag.time.max.ms"] = str(LAG_MAX_MS)
+        node.extra_overrides["broker.session.timeout.ms"] = str(SESSION_MS)
+    c.start()
     yield c
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     c.stop()
@@ -72,7 +83,7 @@ def test_acks_all_is_replicated_and_survives_sigkill_of_the_leader(cluster: Clus
     leader0 = md.topics["replicated"].partitions[0].leader
     cluster.nodes[leader0].kill()
     survivors = [i for i in cluster.nodes if i != leader0]
-    cluster.wait_brokers(2, via=survivors[0], timeout_s=SESSION_TIMEOUT_MS / 1000 + 20)
+    cluster.wait_brokers(2, via=survivors[0], timeout_s=SESSION_MS / 1000 + 20)
     deadline = time.monotonic() + 30
     while True:
         md = cluster.metadata(survivors[0])
@@ -87,8 +98,46 @@ def test_acks_all_is_replicated_and_survives_sigkill_of_the_leader(cluster: Clus
     # Produce on: the new leaders take acks=all writes with the two replicas left in the ISR.
     more = [f"w{i}".encode() for i in range(500)]
     assert sorted(produce_acks_all(cluster.bootstrap(exclude=leader0), "replicated", more)) == sorted(more)
-    # The killed broker comes back and catches up as a follower.
+    # The killed broker comes back, catches up as a follower and rejoins every ISR (AlterPartition).
     cluster.nodes[leader0].start()
     cluster.wait_brokers(3, timeout_s=30)
+    wait_isr(cluster, "replicated", lambda isr: leader0 in isr)
     got = read_all(cluster.bootstrap(), "replicated", 3, len(values) + len(more))
     assert set(got) == set(values) | set(more)
+
+
+def wait_isr(cluster: Cluster, topic: str, ok, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        md = cluster.admin().list_topics(timeout=10)
+        isrs = {p.id: sorted(p.isrs) for p in md.topics[topic].partitions.values()}
+        if all(ok(isr) for isr in isrs.values()):
+            return
+        assert time.monotonic() < deadline, f"ISRs {isrs}\n{cluster.log_tails()}"
+        time.sleep(0.2)
+
+
+def test_a_paused_follower_leaves_the_isr_and_rejoins_it(cluster: Cluster):
+    """A follower that stops fetching leaves the ISR after replica.lag.time.max.ms, long before its session ends, so
+    acks=all produces go on; once it fetches again it catches up and rejoins."""
+    for node in cluster.nodes.values():
+        assert node.proc is not None
+    create(cluster.admin(), "lagging", partitions=1, rf=3)
+    wait_isr(cluster, "lagging", lambda isr: len(isr) == 3)
+    md = cluster.admin().list_topics(timeout=10)
+    leader = md.topics["lagging"].partitions[0].leader
+    follower = next(i for i in cluster.nodes if i != leader)
+    os.kill(cluster.nodes[follower].proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        acked = produce_acks_all(cluster.bootstrap(exclude=follower), "lagging",
+                                 [f"p{i}".encode() for i in range(200)])
+        took = time.monotonic() - started
+        assert len(acked) == 200
+        md = cluster.admin(node_id=leader).list_topics(timeout=10)
+        assert follower not in md.topics["lagging"].partitions[0].isrs
+        assert sorted(md.brokers) == sorted(cluster.nodes), "out of the ISR by lag, not fenced"
+        print(f"acks=all resumed {took:.2f} s after a follower paused (replica.lag.time.max.ms={LAG_MAX_MS})")
+    finally:
+        os.kill(cluster.nodes[follower].proc.pid, signal.SIGCONT)
+    wait_isr(cluster, "lagging", lambda isr: follower in isr)

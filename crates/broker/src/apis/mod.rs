@@ -21,6 +21,7 @@ mod forwarding;
 
 pub(crate) mod allocate_producer_ids;
 pub(crate) mod alter_configs;
+pub(crate) mod alter_partition;
 pub(crate) mod api_versions;
 pub(crate) mod broker_heartbeat;
 pub(crate) mod broker_registration;
@@ -186,6 +187,7 @@ api_registry! {
     BrokerRegistration => broker_registration, 0..=4;
     BrokerHeartbeat => broker_heartbeat, 0..=1;
     AllocateProducerIds => allocate_producer_ids, 0..=0;
+    AlterPartition => alter_partition, 2..=3;
 }
 
 /// APIs served only on the controller listener (Kafka's `"listeners": ["controller"]` in their message specs):
@@ -194,6 +196,7 @@ pub const CONTROLLER_ONLY_APIS: &[ApiKey] = &[
     ApiKey::BrokerRegistration,
     ApiKey::BrokerHeartbeat,
     ApiKey::AllocateProducerIds,
+    ApiKey::AlterPartition,
 ];
 
 /// True when `api_key` may be used on a listener of kind `listener`.

@@ -355,7 +355,11 @@ mod tests {
     use crate::image::MetadataDelta;
     use uuid::Uuid;
 
-    fn apply(image: &MetadataImage, records: &[MetadataRecord], offset: i64) -> MetadataImage {
+    pub(super) fn apply(
+        image: &MetadataImage,
+        records: &[MetadataRecord],
+        offset: i64,
+    ) -> MetadataImage {
         let mut delta = MetadataDelta::new(image);
         for r in records {
             delta.replay(offset, r).unwrap();
@@ -373,7 +377,7 @@ mod tests {
         }
     }
 
-    fn registered(ids: &[i32]) -> MetadataImage {
+    pub(super) fn registered(ids: &[i32]) -> MetadataImage {
         let mut image = MetadataImage::empty("c", 1);
         for (i, &id) in ids.iter().enumerate() {
             let r = register_broker(&image, reg(id, 1), false);
@@ -470,7 +474,10 @@ mod tests {
         assert!(!image.brokers[&1].fenced);
     }
 
-    fn with_partition(image: &MetadataImage, replicas: Vec<i32>) -> (MetadataImage, Uuid) {
+    pub(super) fn with_partition(
+        image: &MetadataImage,
+        replicas: Vec<i32>,
+    ) -> (MetadataImage, Uuid) {
         let id = Uuid::from_u128(77);
         let records = vec![
             MetadataRecord::Topic {
@@ -558,5 +565,90 @@ mod tests {
             allocate_producer_ids(&image, 1, 9).response.error_code,
             code::STALE_BROKER_EPOCH
         );
+    }
+}
+
+#[cfg(test)]
+mod isr_tests {
+    use super::fence_broker;
+    use super::tests::{apply, registered, with_partition};
+    use crate::controller::{alter_partition, IsrChange};
+    use crate::error::code;
+    use sluice_protocol::ErrorCode;
+
+    fn change(
+        image: &MetadataImage,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> IsrChange {
+        IsrChange {
+            topic_id: image.topic("t").unwrap().id,
+            topic_name: None,
+            partition: 0,
+            leader_epoch,
+            partition_epoch,
+            new_isr: isr.to_vec(),
+        }
+    }
+
+    use crate::image::MetadataImage;
+
+    #[test]
+    fn the_leader_shrinks_and_expands_the_isr_with_current_epochs_only() {
+        let image = registered(&[1, 2, 3]);
+        let (image, _) = with_partition(&image, vec![1, 2, 3]);
+        let epoch1 = image.brokers[&1].epoch;
+        // Shrink to {1, 3}: recorded with the partition epoch bumped, in replica order.
+        let r = alter_partition(&image, 1, epoch1, &[change(&image, 0, 0, &[3, 1])]);
+        assert_eq!(r.response.error_code, 0);
+        assert_eq!(r.response.partitions[0].error_code, 0);
+        let image = apply(&image, &r.records, 300);
+        let p = &image.topic("t").unwrap().partitions[0];
+        assert_eq!(
+            (p.isr.clone(), p.partition_epoch, p.leader_epoch),
+            (vec![1, 3], 1, 0)
+        );
+        // The same request again acted on an old partition epoch.
+        let stale = alter_partition(&image, 1, epoch1, &[change(&image, 0, 0, &[1, 3])]);
+        assert_eq!(
+            stale.response.partitions[0].error_code,
+            ErrorCode::InvalidUpdateVersion.code()
+        );
+        assert!(stale.records.is_empty());
+        // A leader epoch that is not the current one is fenced; a non-leader is refused.
+        let fenced = alter_partition(&image, 1, epoch1, &[change(&image, 7, 1, &[1])]);
+        assert_eq!(
+            fenced.response.partitions[0].error_code,
+            ErrorCode::FencedLeaderEpoch.code()
+        );
+        let epoch2 = image.brokers[&2].epoch;
+        let other = alter_partition(&image, 2, epoch2, &[change(&image, 0, 1, &[2])]);
+        assert_eq!(
+            other.response.partitions[0].error_code,
+            ErrorCode::NotLeaderOrFollower.code()
+        );
+        // The ISR must hold the leader and only replicas.
+        for bad in [&[3][..], &[1, 4], &[1, 1]] {
+            let r = alter_partition(&image, 1, epoch1, &[change(&image, 0, 1, bad)]);
+            assert_eq!(
+                r.response.partitions[0].error_code,
+                code::INVALID_REQUEST,
+                "{bad:?}"
+            );
+        }
+        // A stale broker epoch is refused as a whole.
+        let r = alter_partition(&image, 1, epoch1 + 1000, &[change(&image, 0, 1, &[1])]);
+        assert_eq!(r.response.error_code, code::STALE_BROKER_EPOCH);
+        // A fenced broker cannot join the ISR; an unfenced one can.
+        let image2 = apply(&image, &fence_broker(&image, 2).records, 301);
+        let r = alter_partition(&image2, 1, epoch1, &[change(&image2, 0, 1, &[1, 2, 3])]);
+        assert_eq!(
+            r.response.partitions[0].error_code,
+            ErrorCode::IneligibleReplica.code()
+        );
+        let r = alter_partition(&image, 1, epoch1, &[change(&image, 0, 1, &[1, 2, 3])]);
+        let image = apply(&image, &r.records, 302);
+        assert_eq!(image.topic("t").unwrap().partitions[0].isr, vec![1, 2, 3]);
     }
 }

@@ -4,6 +4,7 @@
 
 mod brokers;
 mod configs;
+mod isr;
 mod topics;
 
 pub use brokers::{
@@ -14,6 +15,7 @@ pub use configs::{
     alter_configs, incremental_alter_configs, AlterConfigOp, AlterConfigsOutcome,
     AlterConfigsResource, ConfigOpType, IncrementalAlterConfigsResource,
 };
+pub use isr::{alter_partition, AlterPartitionOutcome, IsrChange, IsrChangeOutcome};
 pub use topics::{
     create_partitions, create_topics, delete_topics, is_internal_topic, validate_topic_name,
     CreatePartitions, CreatePartitionsOutcome, CreateTopicOutcome, DeleteTopicOutcome,
