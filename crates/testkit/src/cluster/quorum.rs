@@ -304,7 +304,9 @@ impl TestCluster {
     }
 
     /// Starts node `i` again on its directory and ports (after [`TestCluster::kill`]); returns once it is
-    /// serving (and, as `sluice server` does, waited to be unfenced).
+    /// serving and, as `sluice server` does, waited to be unfenced. Its new registration is refused
+    /// (DUPLICATE_BROKER_REGISTRATION) until the controller expires the old session, so this takes up to
+    /// `broker.session.timeout.ms` (3 s here).
     pub async fn restart(&mut self, i: usize) {
         self.kill(i).await;
         let deadline = Instant::now() + RESTART_TIMEOUT;
@@ -334,8 +336,21 @@ impl TestCluster {
 
     /// Stops every node and waits for it.
     pub async fn shutdown(mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill(i).await;
+        let servers: Vec<Server> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.server.take())
+            .collect();
+        stop_all(servers).await;
+    }
+}
+
+/// Stops nodes one after another (a node's shutdown waits for its in-flight requests, bounded by the server's
+/// drain timeout).
+async fn stop_all(servers: Vec<Server>) {
+    for server in servers {
+        if let Err(e) = server.shutdown().await {
+            eprintln!("TestCluster: shutdown failed: {e}");
         }
     }
 }
@@ -353,9 +368,7 @@ impl Drop for TestCluster {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                for server in servers {
-                    let _ = server.shutdown().await;
-                }
+                stop_all(servers).await;
                 drop(dirs);
             });
         }
