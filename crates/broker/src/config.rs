@@ -280,8 +280,8 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
     ),
     key(
         "offsets.topic.replication.factor",
-        Some("1"),
-        "Replication factor of `__consumer_offsets` (Kafka defaults to 3; a single node needs 1).",
+        Some("3"),
+        "Replication factor of `__consumer_offsets`, capped at the live brokers when the topic is first created (a single node gets 1).",
     ),
     key(
         "transaction.state.log.num.partitions",

@@ -84,6 +84,12 @@ impl CoordinatorError {
     }
 }
 
+/// What a step wrote: the partition and the last offset, which its answer waits to see replicated.
+type Written = Option<(Arc<crate::partition::Partition>, i64)>;
+
+/// How long an answer waits for its records to reach every in-sync replica (Kafka's `offsets.commit.timeout.ms`).
+const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The group coordinator of this broker.
 pub struct GroupCoordinator {
     config: GroupCoordinatorConfig,
@@ -372,17 +378,21 @@ impl GroupCoordinator {
         shard: &Shard,
         state: &mut ShardState,
         result: &CoordinatorResult<T>,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Written, CoordinatorError> {
+        let mut written = None;
         if !result.records.is_empty() {
-            if let Err(e) = append_records(broker, shard.partition, &result.records) {
-                tracing::error!(
-                    "writing to {CONSUMER_OFFSETS_TOPIC}-{}: {e}; reloading the partition",
-                    shard.partition
-                );
-                state.joins.clear();
-                state.syncs.clear();
-                self.shards.lock().remove(&shard.partition);
-                return Err(CoordinatorError::NotCoordinator);
+            match append_records(broker, shard.partition, &result.records) {
+                Ok(w) => written = w,
+                Err(e) => {
+                    tracing::error!(
+                        "writing to {CONSUMER_OFFSETS_TOPIC}-{}: {e}; reloading the partition",
+                        shard.partition
+                    );
+                    state.joins.clear();
+                    state.syncs.clear();
+                    self.shards.lock().remove(&shard.partition);
+                    return Err(CoordinatorError::NotCoordinator);
+                }
             }
         }
         for d in &result.deliveries {
@@ -408,7 +418,56 @@ impl GroupCoordinator {
             }
         }
         self.wake.notify_one();
-        Ok(())
+        Ok(written)
+    }
+
+    /// Waits until what a step wrote is on every in-sync replica of its partition: the step's own answer goes out
+    /// only then (a commit acknowledged before would be lost with its leader). Leadership lost meanwhile is
+    /// NOT_COORDINATOR (the client finds the new coordinator); a timeout or too few in-sync replicas is
+    /// COORDINATOR_NOT_AVAILABLE (retried).
+    async fn replicated(&self, written: Written) -> Result<(), CoordinatorError> {
+        let Some((partition, last_offset)) = written else {
+            return Ok(());
+        };
+        match partition
+            .wait_replicated(last_offset, REPLICATION_TIMEOUT)
+            .await
+        {
+            crate::partition::Replicated::Done => Ok(()),
+            crate::partition::Replicated::NotLeader => Err(CoordinatorError::NotCoordinator),
+            crate::partition::Replicated::BelowMinIsr | crate::partition::Replicated::TimedOut => {
+                Err(CoordinatorError::NotAvailable)
+            }
+        }
+    }
+
+    /// Unloads the shards of `__consumer_offsets` partitions this broker no longer leads (Kafka's
+    /// `onResignation`): their parked members get NOT_COORDINATOR and go to the new coordinator, which loads the
+    /// groups from its replica of the log.
+    pub(crate) fn unload_lost(&self, broker: &Broker) {
+        let lost: Vec<i32> = self
+            .shards
+            .lock()
+            .keys()
+            .copied()
+            .filter(|&p| {
+                broker
+                    .replicas
+                    .partition(CONSUMER_OFFSETS_TOPIC, p)
+                    .is_err()
+            })
+            .collect();
+        for p in lost {
+            if let Some(shard) = self.shards.lock().remove(&p) {
+                let mut state = shard.state.lock();
+                state.joins.clear();
+                state.syncs.clear();
+                tracing::info!(
+                    partition = p,
+                    "no longer the leader of {CONSUMER_OFFSETS_TOPIC}-{p}; its groups are unloaded"
+                );
+            }
+        }
     }
 
     /// JoinGroup: answers at once or parks until the join completes.
@@ -454,24 +513,28 @@ impl GroupCoordinator {
         waiters: impl FnOnce(&mut ShardState) -> &mut HashMap<(String, String), oneshot::Sender<T>>,
     ) -> Result<T, CoordinatorError> {
         let shard = self.shard(broker, group_id).await?;
-        let rx = {
+        let (rx, written) = {
             let mut state = shard.state.lock();
             let result = step(&mut state);
-            let rx = match &result.response {
+            match &result.response {
                 Parkable::Now(r) => {
-                    self.commit(broker, &shard, &mut state, &result)?;
-                    return Ok(r.clone());
+                    let response = r.clone();
+                    let written = self.commit(broker, &shard, &mut state, &result)?;
+                    (Err(response), written)
                 }
                 Parkable::Parked { member_id } => {
                     let (tx, rx) = oneshot::channel();
                     waiters(&mut state).insert((group_id.to_string(), member_id.clone()), tx);
-                    rx
+                    let written = self.commit(broker, &shard, &mut state, &result)?;
+                    (Ok(rx), written)
                 }
-            };
-            self.commit(broker, &shard, &mut state, &result)?;
-            rx
+            }
         };
-        rx.await.map_err(|_| CoordinatorError::NotCoordinator)
+        self.replicated(written).await?;
+        match rx {
+            Err(response) => Ok(response),
+            Ok(rx) => rx.await.map_err(|_| CoordinatorError::NotCoordinator),
+        }
     }
 
     /// Heartbeat.
@@ -481,9 +544,13 @@ impl GroupCoordinator {
         request: HeartbeatRequest,
     ) -> Result<HeartbeatResponse, CoordinatorError> {
         let shard = self.shard(broker, &request.group_id.0).await?;
-        let mut state = shard.state.lock();
-        let result = state.shard.heartbeat(now_ms(), &request);
-        self.commit(broker, &shard, &mut state, &result)?;
+        let (result, written) = {
+            let mut state = shard.state.lock();
+            let result = state.shard.heartbeat(now_ms(), &request);
+            let written = self.commit(broker, &shard, &mut state, &result)?;
+            (result, written)
+        };
+        self.replicated(written).await?;
         Ok(result.response)
     }
 
@@ -495,9 +562,13 @@ impl GroupCoordinator {
         request: LeaveGroupRequest,
     ) -> Result<LeaveGroupResponse, CoordinatorError> {
         let shard = self.shard(broker, &request.group_id.0).await?;
-        let mut state = shard.state.lock();
-        let result = state.shard.leave_group(now_ms(), api_version, &request);
-        self.commit(broker, &shard, &mut state, &result)?;
+        let (result, written) = {
+            let mut state = shard.state.lock();
+            let result = state.shard.leave_group(now_ms(), api_version, &request);
+            let written = self.commit(broker, &shard, &mut state, &result)?;
+            (result, written)
+        };
+        self.replicated(written).await?;
         Ok(result.response)
     }
 
@@ -515,11 +586,15 @@ impl GroupCoordinator {
                 .topic(topic)
                 .is_some_and(|t| usize::try_from(partition).is_ok_and(|p| p < t.partitions.len()))
         };
-        let mut state = shard.state.lock();
-        let result = state
-            .shard
-            .offset_commit(now_ms(), api_version, &request, &known);
-        self.commit(broker, &shard, &mut state, &result)?;
+        let (result, written) = {
+            let mut state = shard.state.lock();
+            let result = state
+                .shard
+                .offset_commit(now_ms(), api_version, &request, &known);
+            let written = self.commit(broker, &shard, &mut state, &result)?;
+            (result, written)
+        };
+        self.replicated(written).await?;
         Ok(result.response)
     }
 
@@ -542,9 +617,13 @@ impl GroupCoordinator {
         request: OffsetDeleteRequest,
     ) -> Result<OffsetDeleteResponse, CoordinatorError> {
         let shard = self.shard(broker, &request.group_id.0).await?;
-        let mut state = shard.state.lock();
-        let result = state.shard.offset_delete(&request);
-        self.commit(broker, &shard, &mut state, &result)?;
+        let (result, written) = {
+            let mut state = shard.state.lock();
+            let result = state.shard.offset_delete(&request);
+            let written = self.commit(broker, &shard, &mut state, &result)?;
+            (result, written)
+        };
+        self.replicated(written).await?;
         Ok(result.response)
     }
 
@@ -566,9 +645,13 @@ impl GroupCoordinator {
         group_id: &str,
     ) -> Result<i16, CoordinatorError> {
         let shard = self.shard(broker, group_id).await?;
-        let mut state = shard.state.lock();
-        let result = state.shard.delete_group(group_id);
-        self.commit(broker, &shard, &mut state, &result)?;
+        let (result, written) = {
+            let mut state = shard.state.lock();
+            let result = state.shard.delete_group(group_id);
+            let written = self.commit(broker, &shard, &mut state, &result)?;
+            (result, written)
+        };
+        self.replicated(written).await?;
         Ok(result.response)
     }
 
@@ -599,6 +682,7 @@ impl GroupCoordinator {
             let now = now_ms();
             if state.shard.next_deadline_ms().is_some_and(|d| d <= now) {
                 let result = state.shard.poll(now);
+                // Timer steps (expired members) have nobody to answer: nothing waits for replication.
                 if self.commit(broker, &s, &mut state, &result).is_err() {
                     continue;
                 }
@@ -635,24 +719,25 @@ async fn timer_loop(broker: Weak<Broker>) {
     }
 }
 
-/// Encodes records as one uncompressed magic-v2 batch and appends it as leader.
+/// Encodes records as one uncompressed magic-v2 batch and appends it as leader; returns the partition and the last
+/// offset written, for [`GroupCoordinator::replicated`].
 fn append_records(
     broker: &Broker,
     partition: i32,
     records: &[CoordinatorRecord],
-) -> Result<(), String> {
+) -> Result<Written, String> {
     let hosted = broker
         .replicas
         .partition(CONSUMER_OFFSETS_TOPIC, partition)
         .map_err(|e| format!("partition unavailable: {e}"))?;
     let now = now_ms();
     let mut buf = encode_batch(records, now)?;
-    // acks=1: the coordinator answers once its own log has the records (waiting for the followers comes with
-    // partition replication).
-    hosted
+    // The append itself is acks=1 (a min.insync.replicas refusal must not drop the shard); the answer waits for
+    // the high watermark (`GroupCoordinator::replicated`), as Kafka's coordinator writes with acks=all.
+    let info = hosted
         .append_as_leader(broker.config.node_id, &mut buf, 1, now)
         .map_err(|e| format!("append: {e:?}"))?;
-    Ok(())
+    Ok(Some((hosted, info.last_offset)))
 }
 
 /// Encodes records as one uncompressed magic-v2 batch (offsets from 0; the log assigns the real ones).

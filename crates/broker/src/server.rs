@@ -363,6 +363,8 @@ async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                 if let Err(e) = tokio::task::spawn_blocking(move || b.replicas.reconcile(&image, false)).await {
                     tracing::error!(error = %e, "metadata reconciliation failed");
                 }
+                // Groups whose `__consumer_offsets` partition moved to another leader go with it.
+                broker.groups.unload_lost(&broker);
             }
             _ = shutdown.changed() => return,
         }

@@ -141,3 +141,48 @@ def test_a_paused_follower_leaves_the_isr_and_rejoins_it(cluster: Cluster):
     finally:
         os.kill(cluster.nodes[follower].proc.pid, signal.SIGCONT)
     wait_isr(cluster, "lagging", lambda isr: follower in isr)
+
+
+def test_group_commits_survive_the_coordinator_leaving(cluster: Cluster):
+    """`__consumer_offsets` is replicated (RF 3); a commit is answered once it is on every in-sync replica, so
+    SIGKILL of the coordinator loses none: the group's new coordinator (the new leader of its partition) loads
+    it and a new member resumes from the committed offsets."""
+    create(cluster.admin(), "consumed", partitions=3, rf=3)
+    values = [f"c{i}".encode() for i in range(300)]
+    produce_acks_all(cluster.bootstrap(), "consumed", values)
+    conf = {"bootstrap.servers": cluster.bootstrap(), "group.id": "failover", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "session.timeout.ms": 6000}
+    c = Consumer(conf)
+    c.subscribe(["consumed"])
+    first: List[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(first) < 150 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            first.append(m.value())
+            if len(first) == 150:
+                c.commit(message=m, asynchronous=False)
+    committed = c.committed([TopicPartition("consumed", p) for p in range(3)], timeout=30)
+    c.close()
+    # The coordinator: the leader of the group's __consumer_offsets partition (Java's hashCode % 50).
+    md = cluster.admin().list_topics(timeout=10)
+    h = 0
+    for ch in "failover":
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    h = h - (1 << 32) if h >= (1 << 31) else h
+    coordinator = md.topics["__consumer_offsets"].partitions[abs(h) % 50].leader
+    assert sorted(md.topics["__consumer_offsets"].partitions[0].replicas) == [1, 2, 3], "RF 3"
+    cluster.nodes[coordinator].kill()
+    c = Consumer({**conf, "bootstrap.servers": cluster.bootstrap(exclude=coordinator)})
+    after = c.committed([TopicPartition("consumed", p) for p in range(3)], timeout=60)
+    assert {(tp.partition, tp.offset) for tp in after} == {(tp.partition, tp.offset) for tp in committed}, \
+        f"committed offsets changed across the coordinator's SIGKILL\n{cluster.log_tails()}"
+    c.subscribe(["consumed"])
+    rest: List[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(set(first) | set(rest)) < len(values) and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            rest.append(m.value())
+    c.close()
+    assert set(first) | set(rest) == set(values)
