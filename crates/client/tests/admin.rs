@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::TestBroker;
+use common::{ClientFixture, TestBroker};
 use sluice_client::admin::{ConfigChange, ConfigResourceType, NewTopic, OffsetSpec};
 use sluice_client::{Admin, ClientError, Producer, ProducerConfig, ProducerRecord};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_lifecycle_configs_offsets_cluster_and_groups() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     let admin = Admin::new(broker.client_config()).await.unwrap();
 
     admin
@@ -161,5 +161,5 @@ async fn topic_lifecycle_configs_offsets_cluster_and_groups() {
     admin.delete_topic("orders").await.unwrap();
     let err = admin.describe_topic("orders").await.unwrap_err();
     assert!(matches!(err, ClientError::UnknownTopic(_)), "{err}");
-    broker.stop().await;
+    broker.shutdown().await;
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestBroker;
+use common::{ClientFixture, TestBroker};
 use parking_lot::Mutex;
 use sluice_client::{
     Assignor, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
@@ -100,7 +100,7 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_members_split_the_partitions_with_every_assignor() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     for assignor in [
         Assignor::Range,
         Assignor::RoundRobin,
@@ -171,12 +171,12 @@ async fn two_members_split_the_partitions_with_every_assignor() {
         );
         late.close().await.unwrap();
     }
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leaving_member_hands_its_partitions_over() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     fill(&broker, "handover").await;
     let stop_a = Arc::new(AtomicBool::new(false));
     let stop_b = Arc::new(AtomicBool::new(false));
@@ -202,5 +202,5 @@ async fn a_leaving_member_hands_its_partitions_over() {
     .await;
     stop_b.store(true, Ordering::Relaxed);
     hb.await.unwrap();
-    broker.stop().await;
+    broker.shutdown().await;
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::TestBroker;
+use common::{ClientFixture, TestBroker};
 use sluice_client::partitioner::murmur2_partition;
 use sluice_client::{
     CompressionType, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
@@ -88,7 +88,7 @@ async fn run_python(python: PathBuf, args: Vec<String>) -> std::process::Output 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librdkafka_reads_what_sluice_client_produced_for_every_codec() {
     let Some(python) = python() else { return };
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     for codec in CompressionType::ALL {
         let topic = format!("to-librdkafka-{codec}");
         broker.create_topic(&topic, PARTITIONS).await;
@@ -146,13 +146,13 @@ async fn librdkafka_reads_what_sluice_client_produced_for_every_codec() {
         }
         producer.close().await;
     }
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_client_reads_what_librdkafka_produced_and_placement_matches_murmur2_random() {
     let Some(python) = python() else { return };
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     for codec in CompressionType::ALL {
         let topic = format!("from-librdkafka-{codec}");
         broker.create_topic(&topic, PARTITIONS).await;
@@ -204,7 +204,7 @@ async fn sluice_client_reads_what_librdkafka_produced_and_placement_matches_murm
             );
         }
     }
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 /// The string value of `"name": "..."` in a flat JSON line written by the script above.

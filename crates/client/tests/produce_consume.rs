@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TestBroker;
+use common::{ClientFixture, TestBroker};
 use sluice_client::partitioner::murmur2_partition;
 use sluice_client::{
     Acks, CompressionType, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset,
@@ -47,7 +47,7 @@ async fn consume_n(consumer: &mut Consumer, n: usize) -> Vec<ConsumerRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_codec_round_trips_with_offsets_keys_and_headers() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     for codec in CompressionType::ALL {
         let topic = format!("codec-{codec}");
         broker.create_topic(&topic, 1).await;
@@ -90,12 +90,12 @@ async fn every_codec_round_trips_with_offsets_keys_and_headers() {
         }
         producer.close().await;
     }
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_records_land_where_murmur2_puts_them() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     broker.create_topic("keyed", 6).await;
     let producer = Producer::new(producer_config(&broker)).await.unwrap();
     let mut expected: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
@@ -129,12 +129,12 @@ async fn keyed_records_land_where_murmur2_puts_them() {
         seen.len() > 3,
         "120 keys should spread over most of 6 partitions"
     );
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioners_spread_or_stick_as_configured() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     broker.create_topic("spread", 4).await;
     // Round-robin: every partition in turn.
     let producer = Producer::new(ProducerConfig {
@@ -190,12 +190,12 @@ async fn partitioners_spread_or_stick_as_configured() {
         .send(ProducerRecord::new("spread", "p").with_partition(9))
         .await
         .is_err());
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_pause_resume_reset_and_commit() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     broker.create_topic("nav", 2).await;
     let producer = Producer::new(ProducerConfig {
         acks: Acks::Leader,
@@ -280,12 +280,12 @@ async fn seek_pause_resume_reset_and_commit() {
     again.seek("nav", 1, 1_000).unwrap();
     let records = consume_n(&mut again, 10).await;
     assert_eq!(records.first().map(|r| r.offset), Some(0));
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_zero_delivers_without_offsets_and_unknown_topics_fail_cleanly() {
-    let broker = TestBroker::start_with(&[("auto.create.topics.enable", "false")]).await;
+    let mut broker = TestBroker::start_with(&[("auto.create.topics.enable", "false")]).await;
     broker.create_topic("fire", 1).await;
     let producer = Producer::new(ProducerConfig {
         acks: Acks::None,
@@ -308,7 +308,7 @@ async fn acks_zero_delivers_without_offsets_and_unknown_topics_fail_cleanly() {
     consumer.assign(vec![("fire".into(), 0)]).await.unwrap();
     let records = consume_n(&mut consumer, 1).await;
     assert_eq!(records.len(), 1);
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +328,7 @@ async fn unreachable_broker_is_a_clear_error() {
 async fn batches_stay_under_batch_size_while_requests_are_in_flight() {
     // With one request in flight, records pile up behind it; they must be cut into batches of at most
     // batch.size, never one batch past the broker's max.message.bytes (1 MiB).
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     broker.create_topic("pileup", 1).await;
     let producer = Producer::new(ProducerConfig {
         batch_size_bytes: 900_000,
@@ -351,12 +351,12 @@ async fn batches_stay_under_batch_size_while_requests_are_in_flight() {
     for (i, d) in deliveries.into_iter().enumerate() {
         assert_eq!(d.await.unwrap().offset, i as i64);
     }
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_batch_fails_each_of_its_records() {
-    let broker = TestBroker::start().await;
+    let mut broker = TestBroker::start().await;
     broker.create_topic("big", 1).await;
     let producer = Producer::new(producer_config(&broker)).await.unwrap();
     let too_big = producer
@@ -375,25 +375,15 @@ async fn a_rejected_batch_fails_each_of_its_records() {
         .await
         .unwrap();
     assert_eq!(ok.await.unwrap().offset, 0);
-    broker.stop().await;
+    broker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_and_consumer_ride_out_a_broker_restart() {
     // A restart drops every connection: sends in flight fail with a retriable connection error, are retried
     // after a metadata refresh on a new connection, and the consumer reconnects the same way.
-    let dir = tempfile::tempdir().unwrap();
-    let config = |listener: String| {
-        sluice_broker::BrokerConfig::from_pairs([
-            ("listeners".to_owned(), listener),
-            ("log.dirs".to_owned(), dir.path().display().to_string()),
-        ])
-        .unwrap()
-    };
-    let server = sluice_broker::Server::start(config("PLAINTEXT://127.0.0.1:0".into()))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
+    let mut broker = TestBroker::start().await;
+    let addr = broker.addr();
     let mut client = sluice_client::ClientConfig::new(&addr.to_string());
     client.request_timeout_ms = 5_000;
     client.retry_backoff_ms = 200;
@@ -431,20 +421,23 @@ async fn producer_and_consumer_ride_out_a_broker_restart() {
     consumer.assign(vec![("durable".into(), 0)]).await.unwrap();
     assert_eq!(consume_n(&mut consumer, 1).await.len(), 1);
 
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
     // Queue a record while the broker is down, then bring it back on the same port and directory.
     let pending = producer
         .send(ProducerRecord::new("durable", "during"))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let server = sluice_broker::Server::start(config(format!("PLAINTEXT://{addr}")))
-        .await
-        .unwrap();
+    broker.restart().await;
+    assert_eq!(
+        broker.addr(),
+        addr,
+        "restarted on the port the clients know"
+    );
     let meta = pending.await.unwrap();
     assert_eq!(meta.offset, 1);
     let records = consume_n(&mut consumer, 1).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value.as_deref(), Some(&b"during"[..]));
-    server.shutdown().await.unwrap();
+    broker.shutdown().await;
 }
