@@ -3,9 +3,11 @@
 //! marker so that the next start skips the recovery scan.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sluice_testkit::cluster::free_port;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -107,14 +109,6 @@ fn metadata_v0_topic_error_code(port: u16, topic: &str) -> std::io::Result<i16> 
     let topics = i32::from_be_bytes(take(&mut at, 4).try_into().unwrap());
     assert_eq!(topics, 1);
     Ok(i16::from_be_bytes(take(&mut at, 2).try_into().unwrap()))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `sluice server` on `port` with data in `dir` and waits until it answers ApiVersions.

@@ -5,38 +5,23 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use sluice_broker::{BrokerConfig, Server};
+use sluice_testkit::BlockingBroker;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// A broker on its own runtime, so the test thread can run the binary synchronously.
+/// The kit's in-process broker, on its own runtime so the test thread can run the binary synchronously; shut
+/// down cleanly when dropped.
 struct TestBroker {
-    runtime: tokio::runtime::Runtime,
-    server: Option<Server>,
     bootstrap: String,
-    _dir: tempfile::TempDir,
+    _broker: BlockingBroker,
 }
 
 impl TestBroker {
     fn start() -> TestBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = BrokerConfig::from_pairs([
-            ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-            ("log.dirs", dir.path().display().to_string()),
-        ])
-        .unwrap();
-        let server = runtime.block_on(Server::start(config)).unwrap();
-        let bootstrap = server.local_addr().to_string();
+        let broker = BlockingBroker::start();
         TestBroker {
-            runtime,
-            server: Some(server),
-            bootstrap,
-            _dir: dir,
+            bootstrap: broker.bootstrap(),
+            _broker: broker,
         }
     }
 
@@ -72,14 +57,6 @@ impl TestBroker {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server.shutdown());
-        }
     }
 }
 
