@@ -3,9 +3,10 @@
 //! heartbeats stop, controlled shutdown, and the leader elections these cause. Time is not read here: the driver
 //! tracks heartbeat times and calls [`fence_broker`] when a session expires.
 
+use super::election::{partition_change, partition_record, ElectionConfig};
 use super::ControllerResult;
 use crate::error::code;
-use crate::image::{BrokerRegistration, MetadataImage, PartitionRegistration};
+use crate::image::{BrokerRegistration, MetadataImage};
 use crate::record::MetadataRecord;
 
 /// The answer to a BrokerRegistration.
@@ -22,10 +23,27 @@ pub struct RegistrationOutcome {
 ///
 /// The broker epoch is the offset the registration record will get, which only the driver knows; the outcome's
 /// `broker_epoch` is -1 when records are returned and the driver fills it in after commit.
+///
+/// Elections use Kafka's default election settings; the driver calls [`register_broker_with`].
 pub fn register_broker(
     image: &MetadataImage,
     registration: BrokerRegistration,
     old_session_alive: bool,
+) -> ControllerResult<RegistrationOutcome> {
+    register_broker_with(
+        image,
+        registration,
+        old_session_alive,
+        &ElectionConfig::default(),
+    )
+}
+
+/// As [`register_broker`], electing with `elections` (the broker default for unclean elections).
+pub fn register_broker_with(
+    image: &MetadataImage,
+    registration: BrokerRegistration,
+    old_session_alive: bool,
+    elections: &ElectionConfig,
 ) -> ControllerResult<RegistrationOutcome> {
     if let Some(existing) = image.brokers.get(&registration.node_id) {
         if existing.incarnation_id == registration.incarnation_id {
@@ -50,7 +68,7 @@ pub fn register_broker(
     let mut records = Vec::new();
     // A new incarnation: the old one's leaderships move first (it is gone, its replacement has to catch up).
     if image.brokers.contains_key(&registration.node_id) {
-        records.extend(elect_without(image, registration.node_id));
+        records.extend(elect_without(image, registration.node_id, elections));
     }
     let registration = BrokerRegistration {
         epoch: -1,
@@ -98,9 +116,20 @@ pub struct HeartbeatOutcome {
 
 /// Handles a heartbeat: unfences a caught-up broker, fences one that asks, and moves the leaderships of one that
 /// wants to shut down (answering `should_shut_down` once it leads nothing).
+///
+/// Elections use Kafka's default election settings; the driver calls [`broker_heartbeat_with`].
 pub fn broker_heartbeat(
     image: &MetadataImage,
     hb: Heartbeat,
+) -> ControllerResult<HeartbeatOutcome> {
+    broker_heartbeat_with(image, hb, &ElectionConfig::default())
+}
+
+/// As [`broker_heartbeat`], electing with `elections` (the broker default for unclean elections).
+pub fn broker_heartbeat_with(
+    image: &MetadataImage,
+    hb: Heartbeat,
+    elections: &ElectionConfig,
 ) -> ControllerResult<HeartbeatOutcome> {
     let Some(broker) = image.brokers.get(&hb.node_id) else {
         return ControllerResult {
@@ -131,7 +160,7 @@ pub fn broker_heartbeat(
     if hb.want_shut_down {
         // Kafka: move every leadership away (and leave the ISRs), then the broker may go; fenced once it leads
         // nothing.
-        let moves = elect_without(image, hb.node_id);
+        let moves = elect_without(image, hb.node_id, elections);
         let leads_after = leads_any_after(image, hb.node_id, &moves);
         records.extend(moves);
         if !broker.in_controlled_shutdown || (!leads_after && !fenced) {
@@ -147,7 +176,7 @@ pub fn broker_heartbeat(
             should_shut_down = true;
         }
     } else if hb.want_fence && !fenced {
-        records.extend(elect_without(image, hb.node_id));
+        records.extend(elect_without(image, hb.node_id, elections));
         records.push(MetadataRecord::BrokerState {
             node_id: hb.node_id,
             epoch: broker.epoch,
@@ -162,7 +191,7 @@ pub fn broker_heartbeat(
             fenced: false,
             in_controlled_shutdown: false,
         });
-        records.extend(elect_offline_with(image, hb.node_id));
+        records.extend(elect_offline_with(image, hb.node_id, elections));
         fenced = false;
     }
     ControllerResult {
@@ -177,8 +206,14 @@ pub fn broker_heartbeat(
 }
 
 /// Fences a broker whose session expired: it leaves every ISR it can leave, and the partitions it led elect a new
-/// leader from the rest of the ISR (or go offline). Nothing when it is already fenced or unknown.
-pub fn fence_broker(image: &MetadataImage, node_id: i32) -> ControllerResult<()> {
+/// leader from the rest of the ISR; with none left, a replica outside the ISR where the topic allows unclean
+/// elections (`elections` holds the broker default), else the partition goes offline. Nothing when it is already
+/// fenced or unknown.
+pub fn fence_broker(
+    image: &MetadataImage,
+    node_id: i32,
+    elections: &ElectionConfig,
+) -> ControllerResult<()> {
     let Some(broker) = image.brokers.get(&node_id) else {
         return ControllerResult {
             records: Vec::new(),
@@ -191,7 +226,7 @@ pub fn fence_broker(image: &MetadataImage, node_id: i32) -> ControllerResult<()>
             response: (),
         };
     }
-    let mut records = elect_without(image, node_id);
+    let mut records = elect_without(image, node_id, elections);
     records.push(MetadataRecord::BrokerState {
         node_id,
         epoch: broker.epoch,
@@ -213,72 +248,54 @@ pub fn is_eligible_leader(image: &MetadataImage, node_id: i32) -> bool {
 }
 
 /// Partition changes that take `node_id` out of every ISR it is in (unless it is the last member, which Kafka keeps
-/// so that the partition can come back with it) and give the partitions it leads the next eligible ISR member in
-/// replica order as leader (or none: leader -1, offline). Epochs are bumped as Kafka's `PartitionChangeBuilder`
-/// does: the leader epoch on a leader change, the partition epoch on any change.
-fn elect_without(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+/// so that the partition can come back with it) and give the partitions it leads (and leaderless ones it was in the
+/// ISR of) a new leader: the next eligible ISR member in replica order; with none, where the topic allows it, the
+/// first eligible replica outside the ISR, which becomes the whole ISR (unclean); else none (leader -1, offline).
+/// Kafka's `generateLeaderAndIsrUpdates` with `brokerToRemove`.
+fn elect_without(
+    image: &MetadataImage,
+    node_id: i32,
+    elections: &ElectionConfig,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    let acceptable = |r: i32| r != node_id && is_eligible_leader(image, r);
     for topic in image.topics() {
+        let election = elections.election_for(topic);
         for (index, p) in topic.partitions.iter().enumerate() {
             if p.leader != node_id && !p.isr.contains(&node_id) {
                 continue;
             }
-            let mut next = p.clone();
-            if next.isr.len() > 1 {
-                next.isr.retain(|&r| r != node_id);
+            let target_isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != node_id).collect();
+            if let Some(next) = partition_change(p, &target_isr, election, acceptable) {
+                records.push(partition_record(topic.id, index, next));
             }
-            if p.leader == node_id {
-                next.leader = p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|&r| {
-                        r != node_id && next.isr.contains(&r) && is_eligible_leader(image, r)
-                    })
-                    .unwrap_or(-1);
-            }
-            push_change(&mut records, topic.id, index, p, next);
         }
     }
     records
 }
 
-/// Partition changes that give offline partitions (leader -1) whose ISR holds `node_id` that broker as leader.
-fn elect_offline_with(image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+/// Partition changes that give leaderless partitions a leader now that `node_id` is unfenced (it counts as eligible
+/// although the image still has it fenced): the first eligible ISR member in replica order; with none, where the
+/// topic allows it, the first eligible replica (unclean). Kafka's `handleBrokerUnfenced`.
+fn elect_offline_with(
+    image: &MetadataImage,
+    node_id: i32,
+    elections: &ElectionConfig,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    let acceptable = |r: i32| r == node_id || is_eligible_leader(image, r);
     for topic in image.topics() {
+        let election = elections.election_for(topic);
         for (index, p) in topic.partitions.iter().enumerate() {
-            if p.leader == -1 && p.isr.contains(&node_id) {
-                let next = PartitionRegistration {
-                    leader: node_id,
-                    ..p.clone()
-                };
-                push_change(&mut records, topic.id, index, p, next);
+            if p.leader != -1 {
+                continue;
+            }
+            if let Some(next) = partition_change(p, &p.isr, election, acceptable) {
+                records.push(partition_record(topic.id, index, next));
             }
         }
     }
     records
-}
-
-fn push_change(
-    records: &mut Vec<MetadataRecord>,
-    topic_id: uuid::Uuid,
-    index: usize,
-    before: &PartitionRegistration,
-    mut next: PartitionRegistration,
-) {
-    if &next == before {
-        return;
-    }
-    if next.leader != before.leader {
-        next.leader_epoch = before.leader_epoch + 1;
-    }
-    next.partition_epoch = before.partition_epoch + 1;
-    records.push(MetadataRecord::Partition {
-        topic_id,
-        partition: i32::try_from(index).unwrap_or(i32::MAX),
-        registration: next,
-    });
 }
 
 /// True when `node_id` still leads a partition once `changes` apply.
@@ -352,7 +369,7 @@ pub fn allocate_producer_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::MetadataDelta;
+    use crate::image::{MetadataDelta, PartitionRegistration};
     use uuid::Uuid;
 
     pub(super) fn apply(
@@ -504,7 +521,7 @@ mod tests {
     fn fencing_the_leader_elects_the_next_live_isr_member_and_bumps_epochs() {
         let image = registered(&[1, 2, 3]);
         let (image, _) = with_partition(&image, vec![1, 2, 3]);
-        let fenced = fence_broker(&image, 1);
+        let fenced = fence_broker(&image, 1, &ElectionConfig::default());
         let image = apply(&image, &fenced.records, 200);
         assert!(image.brokers[&1].fenced);
         let p = &image.topic("t").unwrap().partitions[0];
@@ -512,8 +529,16 @@ mod tests {
         assert_eq!(p.isr, vec![2, 3]);
         assert_eq!((p.leader_epoch, p.partition_epoch), (1, 1));
         // Fencing 2 and then 3: the last ISR member stays in the ISR and the partition goes offline.
-        let image = apply(&image, &fence_broker(&image, 2).records, 201);
-        let image = apply(&image, &fence_broker(&image, 3).records, 202);
+        let image = apply(
+            &image,
+            &fence_broker(&image, 2, &ElectionConfig::default()).records,
+            201,
+        );
+        let image = apply(
+            &image,
+            &fence_broker(&image, 3, &ElectionConfig::default()).records,
+            202,
+        );
         let p = &image.topic("t").unwrap().partitions[0];
         assert_eq!(p.leader, -1);
         assert_eq!(p.isr, vec![3]);
@@ -530,7 +555,12 @@ mod tests {
         );
         let image = apply(&image, &hb.records, 203);
         assert_eq!(image.topic("t").unwrap().partitions[0].leader, 3);
-        assert!(fence_broker(&image, 1).records.is_empty(), "already fenced");
+        assert!(
+            fence_broker(&image, 1, &ElectionConfig::default())
+                .records
+                .is_empty(),
+            "already fenced"
+        );
     }
 
     #[test]
@@ -570,8 +600,8 @@ mod tests {
 
 #[cfg(test)]
 mod isr_tests {
-    use super::fence_broker;
     use super::tests::{apply, registered, with_partition};
+    use super::{fence_broker, ElectionConfig};
     use crate::controller::{alter_partition, IsrChange};
     use crate::error::code;
     use sluice_protocol::ErrorCode;
@@ -641,7 +671,11 @@ mod isr_tests {
         let r = alter_partition(&image, 1, epoch1 + 1000, &[change(&image, 0, 1, &[1])]);
         assert_eq!(r.response.error_code, code::STALE_BROKER_EPOCH);
         // A fenced broker cannot join the ISR; an unfenced one can.
-        let image2 = apply(&image, &fence_broker(&image, 2).records, 301);
+        let image2 = apply(
+            &image,
+            &fence_broker(&image, 2, &ElectionConfig::default()).records,
+            301,
+        );
         let r = alter_partition(&image2, 1, epoch1, &[change(&image2, 0, 1, &[1, 2, 3])]);
         assert_eq!(
             r.response.partitions[0].error_code,

@@ -4,16 +4,23 @@
 
 mod brokers;
 mod configs;
+mod election;
 mod isr;
 mod topics;
 
 pub use brokers::{
-    allocate_producer_ids, broker_heartbeat, fence_broker, is_eligible_leader, register_broker,
-    Heartbeat, HeartbeatOutcome, ProducerIdBlock, RegistrationOutcome, PRODUCER_ID_BLOCK_SIZE,
+    allocate_producer_ids, broker_heartbeat, broker_heartbeat_with, fence_broker,
+    is_eligible_leader, register_broker, register_broker_with, Heartbeat, HeartbeatOutcome,
+    ProducerIdBlock, RegistrationOutcome, PRODUCER_ID_BLOCK_SIZE,
 };
 pub use configs::{
     alter_configs, incremental_alter_configs, AlterConfigOp, AlterConfigsOutcome,
     AlterConfigsResource, ConfigOpType, IncrementalAlterConfigsResource,
+};
+pub use election::{
+    elect_leaders, periodic_elections, ElectLeadersOutcome, ElectionConfig, ElectionTarget,
+    ElectionType, PartitionElectionOutcome, TopicElectionOutcome, MAX_ELECTIONS_PER_IMBALANCE,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 pub use isr::{alter_partition, AlterPartitionOutcome, IsrChange, IsrChangeOutcome};
 pub use topics::{
