@@ -116,6 +116,7 @@ impl Broker {
             election_timeout_ms: config.quorum_election_timeout_ms,
             session_timeout_ms: config.broker_session_timeout_ms,
             snapshot_after_bytes: config.metadata_log_max_record_bytes_between_snapshots,
+            elections: config.election_config(),
         };
         let controller = if config.roles.controller {
             tokio::task::spawn_blocking(move || Controller::open(controller_config, transport))

@@ -152,6 +152,26 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "On shutdown, ask the controller to move leadership away before stopping (a broker in a cluster).",
     ),
     key(
+        "unclean.leader.election.enable",
+        Some("false"),
+        "Let a replica outside the ISR lead when no in-sync replica can (acknowledged records may be lost); the default for topics without their own `unclean.leader.election.enable`. Read by the active controller.",
+    ),
+    key(
+        "auto.leader.rebalance.enable",
+        Some("true"),
+        "The active controller moves leadership back to preferred replicas every `leader.imbalance.check.interval.seconds` when a broker's leader imbalance is above `leader.imbalance.per.broker.percentage`.",
+    ),
+    key(
+        "leader.imbalance.check.interval.seconds",
+        Some("300"),
+        "How often the active controller checks leader imbalance (and elects leaders for offline partitions of topics that allow unclean elections). At least 1.",
+    ),
+    key(
+        "leader.imbalance.per.broker.percentage",
+        Some("10"),
+        "Share (percent) of a broker's preferred partitions led by others above which the controller moves them back; 0 moves every one.",
+    ),
+    key(
         "cluster.id",
         None,
         "Cluster id this node expects: the embedded single node formats its directories with it (a random one when unset); on a cluster node it must equal the id given to `sluice storage format`.",
@@ -488,6 +508,14 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// `controlled.shutdown.enable`.
     pub controlled_shutdown_enable: bool,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_per_broker_percentage: i32,
     /// Host returned to clients in Metadata.
     pub advertised_host: String,
     /// Port returned to clients in Metadata (resolved after binding when the listener port is 0).
@@ -1462,6 +1490,21 @@ impl BrokerConfig {
             "controlled.shutdown.enable",
             &req("controlled.shutdown.enable"),
         )?;
+        let unclean_leader_election_enable = parse_bool(
+            "unclean.leader.election.enable",
+            &req("unclean.leader.election.enable"),
+        )?;
+        let auto_leader_rebalance_enable = parse_bool(
+            "auto.leader.rebalance.enable",
+            &req("auto.leader.rebalance.enable"),
+        )?;
+        let leader_imbalance_check_interval_seconds =
+            long_at_least("leader.imbalance.check.interval.seconds", 1)? as u64;
+        // Kafka defines it as an INT without a range.
+        let leader_imbalance_per_broker_percentage: i32 = parse_num(
+            "leader.imbalance.per.broker.percentage",
+            &req("leader.imbalance.per.broker.percentage"),
+        )?;
         let broker_rack = match set.get("broker.rack").map(|r| r.trim()) {
             Some("") => {
                 return Err(invalid("broker.rack", "", "must not be empty"));
@@ -1495,6 +1538,10 @@ impl BrokerConfig {
             replica_high_watermark_checkpoint_interval_ms,
             replica_lag_time_max_ms,
             controlled_shutdown_enable,
+            unclean_leader_election_enable,
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds,
+            leader_imbalance_per_broker_percentage,
             advertised_host,
             advertised_port,
             log_dirs,
@@ -1617,6 +1664,18 @@ impl BrokerConfig {
             _ => return None,
         };
         Some(value)
+    }
+
+    /// The settings the controller's leader elections take from this config (unclean elections, leader rebalance).
+    pub fn election_config(&self) -> sluice_metadata::controller::ElectionConfig {
+        sluice_metadata::controller::ElectionConfig {
+            unclean_leader_election_enable: self.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: self.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms: self
+                .leader_imbalance_check_interval_seconds
+                .saturating_mul(1000),
+            leader_imbalance_per_broker_percentage: self.leader_imbalance_per_broker_percentage,
+        }
     }
 
     /// The storage [`LogConfig`] for a topic: broker defaults overlaid with the topic's config overrides. Overrides

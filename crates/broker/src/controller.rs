@@ -82,6 +82,8 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// `metadata.log.max.record.bytes.between.snapshots`.
     pub snapshot_after_bytes: u64,
+    /// Leader election settings: the unclean-election default and the leader rebalance.
+    pub elections: logic::ElectionConfig,
 }
 
 impl ControllerConfig {
@@ -98,6 +100,7 @@ impl ControllerConfig {
             election_timeout_ms: 1000,
             session_timeout_ms: 9000,
             snapshot_after_bytes: 20 * 1024 * 1024,
+            elections: logic::ElectionConfig::default(),
         }
     }
 }
@@ -392,6 +395,7 @@ pub struct Controller {
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
     shared: Arc<Mutex<Shared>>,
     defaults: ControllerDefaults,
+    elections: logic::ElectionConfig,
     node_id: i32,
     voters: Arc<Vec<(i32, String, u16)>>,
 }
@@ -463,6 +467,10 @@ struct Driver {
     parked: Vec<ParkedFetch>,
     /// Observers that fetched from this node, by node id.
     observers: HashMap<i32, ObserverSeen>,
+    /// Leader election settings (`ControllerConfig::elections`).
+    elections: logic::ElectionConfig,
+    /// When the active controller next runs its periodic elections (leader imbalance, offline partitions).
+    next_periodic_elections: Instant,
 }
 
 struct InFlight {
@@ -655,6 +663,7 @@ impl Driver {
             for id in self.node.image().brokers.keys() {
                 self.sessions.touch(*id);
             }
+            self.next_periodic_elections = Instant::now() + self.periodic_elections_interval();
         }
         if !leader_now && self.was_leader {
             tracing::info!(leader = ?self.leader(), "this node is no longer the active controller");
@@ -671,6 +680,7 @@ impl Driver {
             .filter(|b| !b.fenced && !self.sessions.alive(b.node_id))
             .map(|b| b.node_id)
             .collect();
+        let elections = self.elections;
         for node_id in expired {
             tracing::warn!(broker = node_id, "broker session expired; fencing it");
             // Refresh so the fence is proposed once, not every tick until it commits.
@@ -678,7 +688,7 @@ impl Driver {
             self.queue.push_back((
                 Instant::now(),
                 Box::new(move |image: &MetadataImage, _: &mut Sessions| {
-                    let result = logic::fence_broker(image, node_id);
+                    let result = logic::fence_broker(image, node_id, &elections);
                     Proposal {
                         records: result.records,
                         done: Box::new(move |r| {
@@ -690,6 +700,35 @@ impl Driver {
                 }),
             ));
         }
+        if Instant::now() >= self.next_periodic_elections {
+            self.next_periodic_elections = Instant::now() + self.periodic_elections_interval();
+            self.queue.push_back((
+                Instant::now(),
+                Box::new(move |image: &MetadataImage, _: &mut Sessions| {
+                    let result = logic::periodic_elections(image, &elections);
+                    if !result.records.is_empty() {
+                        tracing::info!(
+                            elections = result.records.len(),
+                            more = result.response,
+                            "periodic leader elections (imbalance, offline partitions)"
+                        );
+                    }
+                    Proposal {
+                        records: result.records,
+                        done: Box::new(|r| {
+                            if let Err(e) = r {
+                                tracing::warn!(error = %e, "periodic leader elections failed");
+                            }
+                        }),
+                    }
+                }),
+            ));
+        }
+    }
+
+    /// `leader.imbalance.check.interval.seconds`.
+    fn periodic_elections_interval(&self) -> Duration {
+        Duration::from_millis(self.elections.leader_imbalance_check_interval_ms)
     }
 
     /// Answers an observer's fetch at once when there is something to send (or it must be refused), else parks it
@@ -932,6 +971,8 @@ impl Controller {
             cluster_id,
             parked: Vec::new(),
             observers: HashMap::new(),
+            elections: config.elections,
+            next_periodic_elections: Instant::now(),
         };
         // Apply what is committed before anyone reads the image (start-up replay).
         driver.drive();
@@ -949,6 +990,7 @@ impl Controller {
             publisher,
             shared,
             defaults,
+            elections: config.elections,
             node_id: config.node_id,
             voters: Arc::new(config.voters.clone()),
         })
@@ -992,6 +1034,7 @@ impl Controller {
                 num_partitions: config.num_partitions,
                 default_replication_factor: config.default_replication_factor,
             },
+            elections: config.elections,
             node_id: config.node_id,
             voters: Arc::new(config.voters),
         })
@@ -1119,12 +1162,13 @@ impl Controller {
         registration: BrokerRegistration,
     ) -> Result<RegistrationOutcome, ControllerError> {
         let node_id = registration.node_id;
+        let elections = self.elections;
         let (tx, rx) = oneshot::channel();
         let event = Event::Op(Box::new(
             move |image: &MetadataImage, sessions: &mut Sessions| {
                 let alive = sessions.alive(node_id)
                     && image.brokers.get(&node_id).is_some_and(|b| !b.fenced);
-                let result = logic::register_broker(image, registration, alive);
+                let result = logic::register_broker_with(image, registration, alive, &elections);
                 let response = result.response.clone();
                 if response.error_code == 0 {
                     sessions.touch(node_id);
@@ -1156,8 +1200,9 @@ impl Controller {
         &self,
         hb: Heartbeat,
     ) -> Result<HeartbeatOutcome, ControllerError> {
+        let elections = self.elections;
         self.run_with_sessions(move |image, sessions| {
-            let result = logic::broker_heartbeat(image, hb);
+            let result = logic::broker_heartbeat_with(image, hb, &elections);
             if result.response.error_code == 0 {
                 sessions.touch(hb.node_id);
             }
@@ -1187,6 +1232,18 @@ impl Controller {
     ) -> Result<logic::AlterPartitionOutcome, ControllerError> {
         self.run_with_sessions(move |image, _| {
             logic::alter_partition(image, broker_id, broker_epoch, &changes)
+        })
+        .await
+    }
+
+    /// Runs preferred or unclean leader elections (ElectLeaders); `targets` `None` is every partition.
+    pub async fn elect_leaders(
+        &self,
+        election_type: logic::ElectionType,
+        targets: Option<Vec<logic::ElectionTarget>>,
+    ) -> Result<logic::ElectLeadersOutcome, ControllerError> {
+        self.run_with_sessions(move |image, _| {
+            logic::elect_leaders(image, election_type, targets.as_deref())
         })
         .await
     }
