@@ -67,6 +67,8 @@ pub struct ReplicaProgress {
     pub last_fetch_leader_leo: i64,
     /// When its previous fetch came (ms).
     pub last_fetch_ms: i64,
+    /// Its log start offset, from its last fetch (-1: unknown).
+    pub log_start_offset: i64,
 }
 
 impl ReplicaProgress {
@@ -78,6 +80,7 @@ impl ReplicaProgress {
             last_caught_up_ms: if in_sync { now_ms } else { -1 },
             last_fetch_leader_leo: -1,
             last_fetch_ms: -1,
+            log_start_offset: -1,
         }
     }
 }
@@ -452,7 +455,13 @@ impl Partition {
     /// On a leader: records a follower's fetch at `fetch_offset` (its log end offset: Kafka's
     /// `updateFollowerFetchState`) and moves the high watermark if every ISR member now has more. Ignored on a
     /// follower or for a broker that holds no replica.
-    pub fn update_follower_fetch(&self, node_id: i32, follower: i32, fetch_offset: i64) {
+    pub fn update_follower_fetch(
+        &self,
+        node_id: i32,
+        follower: i32,
+        fetch_offset: i64,
+        follower_log_start_offset: i64,
+    ) {
         let mut state = self.state.write();
         if state.role != Role::Leader || !state.replicas.contains(&follower) {
             return;
@@ -473,7 +482,45 @@ impl Partition {
         progress.log_end_offset = fetch_offset.min(leo);
         progress.last_fetch_leader_leo = leo;
         progress.last_fetch_ms = now;
+        let start_moved = follower_log_start_offset > progress.log_start_offset;
+        progress.log_start_offset = follower_log_start_offset;
         self.maybe_increment_high_watermark(node_id, &state);
+        drop(state);
+        if start_moved {
+            // A DeleteRecords may be waiting for the low watermark.
+            self.notify();
+        }
+    }
+
+    /// On a leader: the smallest log start offset over this log and the in-sync followers (Kafka's
+    /// `lowWatermarkIfLeader`): DeleteRecords answers once it passed the requested offset. A follower that has not
+    /// reported its log start yet counts as 0.
+    pub fn low_watermark(&self) -> i64 {
+        let state = self.state.read();
+        let mut low = self.log.log_start_offset();
+        for member in &state.isr {
+            if let Some(f) = state.followers.get(member) {
+                low = low.min(f.log_start_offset.max(0));
+            }
+        }
+        low
+    }
+
+    /// Waits until [`Partition::low_watermark`] reaches `offset` or `timeout` ends; true when it did.
+    pub async fn wait_low_watermark(&self, offset: i64, timeout: std::time::Duration) -> bool {
+        let mut changes = self.subscribe_high_watermark();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if self.low_watermark() >= offset {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
     /// On a leader with no proposal pending (or one older than `retry_after_ms`): the ISR this leader should
@@ -563,13 +610,15 @@ impl Partition {
     }
 
     /// On a follower of `leader_epoch`: appends the leader's batches as they are (offsets and epochs kept, CRC
-    /// checked) and takes the leader's high watermark (bounded by this log). Returns false, appending nothing,
+    /// checked), takes the leader's high watermark (bounded by this log) and its log start offset (bounded by that
+    /// high watermark). Returns false, appending nothing,
     /// when the partition's state moved on meanwhile (a new epoch, or this broker leads it now).
     pub fn append_as_follower(
         &self,
         leader_epoch: i32,
         records: &mut [u8],
         leader_high_watermark: i64,
+        leader_log_start_offset: i64,
     ) -> Result<bool, AppendError> {
         let state = self.state.read();
         if state.role != Role::Follower || state.leader_epoch != leader_epoch {
@@ -578,8 +627,17 @@ impl Partition {
         if !records.is_empty() {
             self.log.append_as_follower(records)?;
         }
-        self.log
+        let hw = self
+            .log
             .update_high_watermark_as_follower(leader_high_watermark);
+        // The leader's log start moved (DeleteRecords, retention): follow it, within what is committed here.
+        let start = leader_log_start_offset.min(hw);
+        if start > self.log.log_start_offset() {
+            if let Err(e) = self.log.delete_records_before(start) {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                    "cannot move the log start to the leader's");
+            }
+        }
         drop(state);
         self.notify();
         Ok(true)
@@ -819,8 +877,8 @@ mod tests {
         p.append_as_leader(ME, &mut batch(3), 1, 0).unwrap();
         let now = now_ms();
         // Follower 2 fetched to the end (caught up); follower 3 is outside the ISR and behind.
-        p.update_follower_fetch(ME, 2, 3);
-        p.update_follower_fetch(ME, 3, 1);
+        p.update_follower_fetch(ME, 2, 3, 0);
+        p.update_follower_fetch(ME, 3, 1, 0);
         assert_eq!(p.high_watermark(), 3);
         assert_eq!(
             p.propose_isr(ME, now, 1_000, 5_000),
@@ -828,15 +886,15 @@ mod tests {
             "nothing to change"
         );
         // 3 reaches the high watermark: it joins; the proposal stays pending (not proposed twice).
-        p.update_follower_fetch(ME, 3, 3);
+        p.update_follower_fetch(ME, 3, 3, 0);
         let join = p.propose_isr(ME, now_ms(), 1_000, 5_000).expect("3 joins");
         assert_eq!(join.new_isr, vec![1, 2, 3]);
         assert_eq!(p.propose_isr(ME, now_ms(), 1_000, 5_000), None);
         // While pending, the high watermark waits for 3 as well (the union of both ISRs).
         p.append_as_leader(ME, &mut batch(1), 1, 0).unwrap();
-        p.update_follower_fetch(ME, 2, 4);
+        p.update_follower_fetch(ME, 2, 4, 0);
         assert_eq!(p.high_watermark(), 3);
-        p.update_follower_fetch(ME, 3, 4);
+        p.update_follower_fetch(ME, 3, 4, 0);
         assert_eq!(p.high_watermark(), 4);
         // The controller refused it: recomputed next round. Later nobody fetched for longer than the lag bound.
         p.isr_proposal_failed(&join);

@@ -264,7 +264,12 @@ fn apply(
         whole += size;
     }
     let mut records = BytesMut::from(&records[..whole]);
-    match partition.append_as_follower(leader_epoch, &mut records, data.high_watermark) {
+    match partition.append_as_follower(
+        leader_epoch,
+        &mut records,
+        data.high_watermark,
+        data.log_start_offset,
+    ) {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e,

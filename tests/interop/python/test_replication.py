@@ -15,6 +15,8 @@ from typing import List
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from kafka import KafkaAdminClient
+from kafka.structs import TopicPartition as KTopicPartition
 
 from test_cluster import Cluster, create
 
@@ -186,3 +188,29 @@ def test_group_commits_survive_the_coordinator_leaving(cluster: Cluster):
             rest.append(m.value())
     c.close()
     assert set(first) | set(rest) == set(values)
+
+
+def test_delete_records_moves_every_replica_log_start(cluster: Cluster):
+    """DeleteRecords answers once the in-sync followers moved their log start too (Kafka's DelayedDeleteRecords);
+    after the leader dies, the new leader's log starts there as well."""
+    create(cluster.admin(), "trimmed", partitions=1, rf=3)
+    produce_acks_all(cluster.bootstrap(), "trimmed", [f"t{i}".encode() for i in range(100)])
+    # kafka-python's admin (confluent-kafka 2.16's delete_records did not complete against a cluster here,
+    # while it does against one node: not investigated yet).
+    kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+    result = kp.delete_records({KTopicPartition("trimmed", 0): 60}, timeout_ms=30000)
+    kp.close()
+    assert result[KTopicPartition("trimmed", 0)]["low_watermark"] == 60, result
+    assert result[KTopicPartition("trimmed", 0)]["error_code"] == 0, result
+    leader = cluster.admin().list_topics(timeout=10).topics["trimmed"].partitions[0].leader
+    cluster.nodes[leader].kill()
+    survivors = [i for i in cluster.nodes if i != leader]
+    deadline = time.monotonic() + SESSION_MS / 1000 + 30
+    while cluster.metadata(survivors[0]).topics["trimmed"].partitions[0].leader not in survivors:
+        assert time.monotonic() < deadline, cluster.log_tails()
+        time.sleep(0.5)
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(exclude=leader), "group.id": "unused",
+                  "enable.auto.commit": False})
+    low, high = c.get_watermark_offsets(TopicPartition("trimmed", 0), timeout=10)
+    c.close()
+    assert (low, high) == (60, 100), (low, high)

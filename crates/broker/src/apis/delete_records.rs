@@ -27,12 +27,14 @@ pub(crate) async fn handle(
     _ctx: &RequestContext,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let timeout = std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let result = delete_partition(broker, &name, p.partition_index, p.offset).await;
+            let result =
+                delete_partition(broker, &name, p.partition_index, p.offset, timeout).await;
             let entry =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             partitions.push(match result {
@@ -56,6 +58,7 @@ async fn delete_partition(
     topic: &str,
     index: i32,
     offset: i64,
+    timeout: std::time::Duration,
 ) -> Result<i64, i16> {
     let partition = broker.replicas.partition(topic, index)?;
     let compacted_only = broker
@@ -79,7 +82,14 @@ async fn delete_partition(
     let log = partition.log.clone();
     // Deleting segments touches the file system: keep it off the async workers.
     match tokio::task::spawn_blocking(move || log.delete_records_before(offset)).await {
-        Ok(Ok(low_watermark)) => Ok(low_watermark),
+        Ok(Ok(_)) => {
+            // Kafka's DelayedDeleteRecords: the answer waits until the in-sync followers moved their log start too
+            // (they take the leader's from their next fetch).
+            if !partition.wait_low_watermark(offset, timeout).await {
+                return Err(ErrorCode::RequestTimedOut.code());
+            }
+            Ok(partition.low_watermark())
+        }
         Ok(Err(e)) => {
             tracing::error!(topic, partition = index, error = %e, "DeleteRecords failed in storage");
             Err(ErrorCode::KafkaStorageError.code())

@@ -24,7 +24,8 @@
 //! watermark; their fetch offset is the follower's log end offset, which the leader records
 //! (`Partition::update_follower_fetch`) and which may move the high watermark. A follower whose last fetched epoch
 //! ends earlier in this log gets the diverging epoch and no records (KIP-320/KIP-595), at once. A fetcher with no
-//! replica of the partition is ignored for the high watermark.
+//! replica of the partition gets UNKNOWN_LEADER_EPOCH when it sent a leader epoch, NOT_LEADER_OR_FOLLOWER otherwise
+//! (Kafka's `Partition.followerReplicaOrThrow`).
 //!
 //! Copies: on a connection that writes with `sendfile` (plaintext; see `network.rs`), the records of a partition
 //! are a segment file range (`Log::read_slices`) registered with the connection, and the encoder makes them a file
@@ -489,6 +490,15 @@ fn read_partition(
     // wakes a parked fetch.
     notifiers.push(partition.subscribe_high_watermark());
     let log = &partition.log;
+    if params.is_from_follower && !partition.state().replicas.contains(&params.replica_id) {
+        // A fetcher outside the replica set, answered as Kafka's `Partition.followerReplicaOrThrow` does.
+        let code = if cp.data.current_leader_epoch >= 0 {
+            ErrorCode::UnknownLeaderEpoch.code()
+        } else {
+            ErrorCode::NotLeaderOrFollower.code()
+        };
+        return PartitionRead::error(ReadStage::Read, index, code);
+    }
     if params.is_from_follower {
         // KIP-320/KIP-595: a follower whose last fetched epoch ends earlier here (or is unknown past it) has records
         // this leader does not: tell it where the logs diverge instead of sending records.
@@ -511,6 +521,7 @@ fn read_partition(
             broker.config.node_id,
             params.replica_id,
             cp.data.fetch_offset,
+            cp.data.log_start_offset,
         );
     }
     let high_watermark = log.high_watermark();
