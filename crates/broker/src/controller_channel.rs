@@ -19,7 +19,7 @@ use std::time::Duration;
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
     BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeQuorumRequest, IncrementalAlterConfigsRequest,
+    DescribeQuorumRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::Request;
 use sluice_client::{ClientError, Connection};
@@ -523,6 +523,49 @@ impl ControllerRequest for IncrementalAlterConfigsRequest {
             })
             .collect();
         Self::Response::default().with_responses(responses)
+    }
+}
+
+impl ControllerRequest for ElectLeadersRequest {
+    fn is_not_controller(response: &Self::Response) -> bool {
+        response.error_code == ErrorCode::NotController.code()
+            || all_not_controller(
+                response
+                    .replica_election_results
+                    .iter()
+                    .flat_map(|t| t.partition_result.iter())
+                    .map(|p| p.error_code),
+            )
+    }
+    fn error_response(&self, version: i16, error_code: i16) -> Self::Response {
+        use kafka_protocol::messages::elect_leaders_response::{
+            PartitionResult, ReplicaElectionResult,
+        };
+        let results = self
+            .topic_partitions
+            .iter()
+            .flatten()
+            .map(|t| {
+                ReplicaElectionResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partition_result(
+                        t.partitions
+                            .iter()
+                            .map(|&p| {
+                                PartitionResult::default()
+                                    .with_partition_id(p)
+                                    .with_error_code(error_code)
+                                    .with_error_message(message(error_code))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let mut response = Self::Response::default().with_replica_election_results(results);
+        if version >= 1 {
+            response.error_code = error_code;
+        }
+        response
     }
 }
 

@@ -734,6 +734,13 @@ fn valid_request(
                 .with_partitions(vec![describe_quorum_request::PartitionData::default()])],
             ))
         }
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(name())
+                    .with_partitions(vec![0]),
+            ])),
+        ),
         other => panic!("{other:?} is advertised but this test has no request for it: add one"),
     }
 }

@@ -36,6 +36,7 @@ pub(super) async fn forward_if_needed(
             | RequestKind::AlterConfigs(_)
             | RequestKind::IncrementalAlterConfigs(_)
             | RequestKind::DescribeQuorum(_)
+            | RequestKind::ElectLeaders(_)
     );
     // On the controller listener a non-leader answers NOT_CONTROLLER itself: forwarding again could loop.
     if !forwardable
@@ -66,6 +67,10 @@ pub(super) async fn forward_if_needed(
         ),
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(forward(broker, ctx, r, DEFAULT_FORWARD_TIMEOUT).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            let timeout = request_timeout(r.timeout_ms);
+            ResponseKind::ElectLeaders(forward(broker, ctx, r, timeout).await)
         }
         other => return Err(other),
     })

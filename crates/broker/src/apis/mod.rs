@@ -34,6 +34,7 @@ pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
 pub(crate) mod describe_quorum;
+pub(crate) mod elect_leaders;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
 pub(crate) mod heartbeat;
@@ -184,6 +185,7 @@ api_registry! {
     DeleteGroups => delete_groups, 0..=2;
     OffsetDelete => offset_delete, 0..=0;
     DescribeQuorum => describe_quorum, 0..=2;
+    ElectLeaders => elect_leaders, 0..=2;
     BrokerRegistration => broker_registration, 0..=4;
     BrokerHeartbeat => broker_heartbeat, 0..=1;
     AllocateProducerIds => allocate_producer_ids, 0..=0;
