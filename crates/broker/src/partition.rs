@@ -625,6 +625,19 @@ impl Partition {
             return Ok(false);
         }
         if !records.is_empty() {
+            // An empty log restarted at the leader's log start may be sent the whole batch that contains that offset,
+            // starting below it: take the batch's base as the start (Kafka's `UnexpectedAppendOffsetException`
+            // handling in `Partition.appendRecordsToFollowerOrFutureReplica`); the log start follows the leader's
+            // below.
+            let base = sluice_protocol::batch::BatchHeader::new(records).map(|h| h.base_offset());
+            let leo = self.log.log_end_offset();
+            if let Ok(base) = base {
+                if base < leo && self.log.log_start_offset() == leo {
+                    self.log
+                        .truncate_fully_and_start_at(base)
+                        .map_err(AppendError::Storage)?;
+                }
+            }
             self.log.append_as_follower(records)?;
         }
         let hw = self
@@ -674,6 +687,35 @@ impl Partition {
         drop(state);
         self.notify();
         Ok(Some(self.log.log_end_offset()))
+    }
+
+    /// On a follower of `leader_epoch` whose fetch offset is out of the leader's range (Kafka's
+    /// `handleOutOfRangeError`): a log ahead of the leader's end is cut back to it; a log that ends before the
+    /// leader's start is emptied and restarted there. Returns false when the state moved on meanwhile.
+    pub fn reset_as_follower(
+        &self,
+        leader_epoch: i32,
+        leader_log_start_offset: i64,
+        leader_log_end_offset: i64,
+    ) -> Result<bool, sluice_storage::StorageError> {
+        let state = self.state.read();
+        if state.role != Role::Follower || state.leader_epoch != leader_epoch {
+            return Ok(false);
+        }
+        let leo = self.log.log_end_offset();
+        if leo > leader_log_end_offset {
+            tracing::warn!(topic = %self.topic, partition = self.index, leo, leader_log_end_offset,
+                "this replica is ahead of its leader; truncating to the leader's end");
+            self.log.truncate_to(leader_log_end_offset)?;
+        } else if leo < leader_log_start_offset {
+            tracing::warn!(topic = %self.topic, partition = self.index, leo, leader_log_start_offset,
+                "this replica ends before its leader's log starts; restarting it at the leader's start");
+            self.log
+                .truncate_fully_and_start_at(leader_log_start_offset)?;
+        }
+        drop(state);
+        self.notify();
+        Ok(true)
     }
 
     /// Waits until the high watermark passes `last_offset` (an acks=all produce, Kafka's `DelayedProduce`), this

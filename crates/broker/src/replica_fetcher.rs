@@ -5,8 +5,9 @@
 //!
 //! Per partition in an answer: records are appended as they are (`Partition::append_as_follower`: offsets and
 //! epochs kept, CRC checked, producer state rebuilt from the batches) and the leader's high watermark taken; a
-//! diverging epoch truncates the log first (`Partition::truncate_as_follower`); leadership errors wait for the next
-//! metadata image. The leader learns each follower's log end offset from its fetch offset and moves the high
+//! diverging epoch truncates the log first (`Partition::truncate_as_follower`); OFFSET_OUT_OF_RANGE resets the log
+//! into the leader's range, asked with ListOffsets (`Partition::reset_as_follower`); leadership errors wait for the
+//! next metadata image. The leader learns each follower's log end offset from its fetch offset and moves the high
 //! watermark (`apis::fetch`), which releases acks=all produces.
 //!
 //! Not yet (the replication issue): ISR changes (AlterPartition: the ISR is what the controller set, members
@@ -18,9 +19,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_client::Connection;
+use sluice_protocol::ErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -29,6 +32,11 @@ use crate::partition::Partition;
 
 /// The Fetch version followers send (topic names; last fetched epoch and diverging epochs since v12).
 const REPLICA_FETCH_VERSION: i16 = 12;
+/// The ListOffsets version a follower resets an out-of-range log with.
+const LIST_OFFSETS_VERSION: i16 = 4;
+/// ListOffsets' special timestamps.
+const EARLIEST_TIMESTAMP: i64 = -2;
+const LATEST_TIMESTAMP: i64 = -1;
 /// `replica.fetch.wait.max.ms` (Kafka's default).
 const FETCH_WAIT_MAX_MS: i32 = 500;
 /// `replica.fetch.min.bytes` (Kafka's default).
@@ -162,15 +170,23 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
             continue;
         }
         let mut any_failed = false;
+        let mut out_of_range = Vec::new();
         for topic in response.responses {
             for data in topic.partitions {
                 let key = (topic.topic.0.to_string(), data.partition_index);
                 let Some((partition, epoch)) = positions.get(&key) else {
                     continue;
                 };
-                if !apply(partition, *epoch, data) {
+                if data.error_code == ErrorCode::OffsetOutOfRange.code() {
+                    out_of_range.push((partition.clone(), *epoch));
+                } else if !apply(partition, *epoch, data) {
                     any_failed = true;
                 }
+            }
+        }
+        for (partition, epoch) in out_of_range {
+            if !reset_out_of_range(c, node_id, &partition, epoch).await {
+                any_failed = true;
             }
         }
         if any_failed && !backoff(&mut shutdown).await {
@@ -274,6 +290,56 @@ fn apply(
         Err(e) => {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e,
                 "appending the leader's records failed");
+            false
+        }
+    }
+}
+
+/// Asks the leader for its log start and end (ListOffsets as a replica) and resets the follower's log into that
+/// range. False when it failed.
+async fn reset_out_of_range(
+    conn: &Connection,
+    node_id: i32,
+    partition: &Partition,
+    leader_epoch: i32,
+) -> bool {
+    let offsets = |timestamp: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(node_id))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(partition.topic.clone())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition.index)
+                    .with_current_leader_epoch(leader_epoch)
+                    .with_timestamp(timestamp)])])
+    };
+    let mut found = [0i64; 2];
+    for (slot, timestamp) in [(0, EARLIEST_TIMESTAMP), (1, LATEST_TIMESTAMP)] {
+        let answer = match conn
+            .send_at(&offsets(timestamp), LIST_OFFSETS_VERSION)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "ListOffsets to the leader failed");
+                return false;
+            }
+        };
+        let Some(p) = answer
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .filter(|p| p.error_code == 0)
+        else {
+            return false;
+        };
+        found[slot] = p.offset;
+    }
+    match partition.reset_as_follower(leader_epoch, found[0], found[1]) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e,
+                "resetting the replica to the leader's range failed");
             false
         }
     }

@@ -214,3 +214,22 @@ def test_delete_records_moves_every_replica_log_start(cluster: Cluster):
     low, high = c.get_watermark_offsets(TopicPartition("trimmed", 0), timeout=10)
     c.close()
     assert (low, high) == (60, 100), (low, high)
+
+
+def test_a_follower_behind_the_leaders_log_start_restarts_there(cluster: Cluster):
+    """A follower that was down while the leader deleted records past its end gets OFFSET_OUT_OF_RANGE, asks the
+    leader for its range (ListOffsets), restarts its log at the leader's start and rejoins the ISR."""
+    create(cluster.admin(), "skipped", partitions=1, rf=3)
+    wait_isr(cluster, "skipped", lambda isr: len(isr) == 3)
+    leader = cluster.admin().list_topics(timeout=10).topics["skipped"].partitions[0].leader
+    follower = next(i for i in cluster.nodes if i != leader)
+    cluster.nodes[follower].kill()
+    produce_acks_all(cluster.bootstrap(exclude=follower), "skipped", [f"s{i}".encode() for i in range(100)])
+    wait_isr(cluster, "skipped", lambda isr: follower not in isr)
+    kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap(exclude=follower))
+    result = kp.delete_records({KTopicPartition("skipped", 0): 80}, timeout_ms=30000)
+    kp.close()
+    assert result[KTopicPartition("skipped", 0)]["error_code"] == 0, result
+    cluster.nodes[follower].start()
+    wait_isr(cluster, "skipped", lambda isr: follower in isr)
+    assert "restarting it at the leader's start" in cluster.nodes[follower].log_path.read_text()
