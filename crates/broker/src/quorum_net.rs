@@ -185,7 +185,7 @@ async fn peer_sender(
             c = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&address)) => c,
             _ = shutdown.changed() => return,
         };
-        let mut stream = match connected {
+        let stream = match connected {
             Ok(Ok(stream)) => stream,
             _ => {
                 // Drop what queued up meanwhile: stale Raft messages are worthless, Raft sends fresh ones.
@@ -201,15 +201,24 @@ async fn peer_sender(
         let _ = stream.set_nodelay(true);
         backoff = Duration::from_millis(50);
         tracing::debug!(peer, %address, "quorum connection established");
+        // The peer never writes on this connection: a read that returns means it closed (a restarted peer's old
+        // connection). Noticing that at once, rather than on the next failed write, keeps the first votes after a
+        // peer restarts from being written into a dead socket and lost (an extra election timeout each).
+        let (mut reader, mut writer) = stream.into_split();
+        let mut probe = [0u8; 1];
         loop {
             let next = tokio::select! {
                 m = queue.recv() => m,
+                _ = reader.read(&mut probe) => {
+                    tracing::debug!(peer, "quorum connection closed by the peer; reconnecting");
+                    break;
+                }
                 _ = shutdown.changed() => return,
             };
             let Some(bytes) = next else {
                 return;
             };
-            if let Err(e) = stream.write_all(&bytes).await {
+            if let Err(e) = writer.write_all(&bytes).await {
                 tracing::debug!(peer, error = %e, "quorum connection lost");
                 break;
             }
