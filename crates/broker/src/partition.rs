@@ -356,7 +356,7 @@ impl Partition {
 
     /// Moves the high watermark to the smallest log end offset over the ISR, if that is higher (Kafka's
     /// `maybeIncrementLeaderHW`). The caller holds the state lock.
-    fn maybe_increment_high_watermark(&self, node_id: i32, state: &PartitionState) {
+    fn maybe_increment_high_watermark(&self, node_id: i32, state: &PartitionState) -> bool {
         let _serial = self.hw_update.lock();
         let leo = self.log.log_end_offset();
         let mut hw = leo;
@@ -376,7 +376,9 @@ impl Partition {
             );
             self.log.set_high_watermark(hw);
             self.high_watermark.send_replace(hw);
+            return true;
         }
+        false
     }
 
     fn notify(&self) {
@@ -407,10 +409,13 @@ impl Partition {
         let info = self
             .log
             .append_as_leader(batches, state.leader_epoch, now_ms)?;
-        self.maybe_increment_high_watermark(node_id, &state);
+        let moved = self.maybe_increment_high_watermark(node_id, &state);
         drop(state);
-        // Wake followers' fetches parked on this partition even when the high watermark did not move.
-        self.notify();
+        if !moved {
+            // Wake followers' fetches parked on this partition even when the high watermark did not move (once:
+            // a move already woke every waiter).
+            self.notify();
+        }
         Ok(info)
     }
 
@@ -508,19 +513,32 @@ impl Partition {
 
     /// Waits until [`Partition::low_watermark`] reaches `offset` or `timeout` ends; true when it did.
     pub async fn wait_low_watermark(&self, offset: i64, timeout: std::time::Duration) -> bool {
+        let reached = self
+            .wait_until(timeout, || (self.low_watermark() >= offset).then_some(()))
+            .await;
+        matches!(reached, Ok(Some(())))
+    }
+
+    /// Re-evaluates `check` whenever the high watermark or the replica state changes, until it gives an answer.
+    /// `Ok(None)`: the partition went away; `Err(())`: `timeout` ended first.
+    async fn wait_until<T>(
+        &self,
+        timeout: std::time::Duration,
+        check: impl Fn() -> Option<T>,
+    ) -> Result<Option<T>, ()> {
         let mut changes = self.subscribe_high_watermark();
         let wait = async {
             loop {
                 changes.borrow_and_update();
-                if self.low_watermark() >= offset {
-                    return true;
+                if let Some(answer) = check() {
+                    return Some(answer);
                 }
                 if changes.changed().await.is_err() {
-                    return false;
+                    return None;
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ())
     }
 
     /// On a leader with no proposal pending (or one older than `retry_after_ms`): the ISR this leader should
@@ -725,13 +743,12 @@ impl Partition {
         last_offset: i64,
         timeout: std::time::Duration,
     ) -> Replicated {
-        let mut changes = self.subscribe_high_watermark();
-        let check = |p: &Partition| {
-            let state = p.state.read();
+        let check = || {
+            let state = self.state.read();
             if state.role != Role::Leader {
                 return Some(Replicated::NotLeader);
             }
-            if p.log.high_watermark() > last_offset {
+            if self.log.high_watermark() > last_offset {
                 return Some(
                     if (state.isr.len() as i64) < i64::from(state.min_insync_replicas) {
                         Replicated::BelowMinIsr
@@ -742,20 +759,11 @@ impl Partition {
             }
             None
         };
-        let wait = async {
-            loop {
-                changes.borrow_and_update();
-                if let Some(outcome) = check(self) {
-                    return outcome;
-                }
-                if changes.changed().await.is_err() {
-                    return Replicated::NotLeader;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .unwrap_or(Replicated::TimedOut)
+        match self.wait_until(timeout, check).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => Replicated::NotLeader,
+            Err(()) => Replicated::TimedOut,
+        }
     }
 
     /// The leader epoch of the batch holding `offset`, from the leader-epoch cache (`None` when the cache has

@@ -350,29 +350,24 @@ impl PartitionRead {
     /// A follower's fetch that diverges from this leader's log after `end_offset` of `epoch`: no records, the
     /// diverging epoch set, answered at once.
     fn diverging(
+        params: &FetchParams,
         partition: i32,
         high_watermark: i64,
         log_start_offset: i64,
         epoch: i32,
         end_offset: i64,
     ) -> PartitionRead {
-        PartitionRead {
-            stage: ReadStage::Read,
-            data: PartitionData::default()
-                .with_partition_index(partition)
-                .with_error_code(0)
-                .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
-                .with_log_start_offset(log_start_offset)
-                .with_diverging_epoch(
-                    EpochEndOffset::default()
-                        .with_epoch(epoch)
-                        .with_end_offset(end_offset),
-                )
-                .with_preferred_read_replica(BrokerId(-1))
-                .with_records(Some(Bytes::new())),
-            records_bytes: 0,
-        }
+        let mut read = PartitionRead::records(
+            params,
+            partition,
+            high_watermark,
+            log_start_offset,
+            Bytes::new(),
+        );
+        read.data.diverging_epoch = EpochEndOffset::default()
+            .with_epoch(epoch)
+            .with_end_offset(end_offset);
+        read
     }
 
     /// True when this partition's answer must go out at once (a divergence to report).
@@ -507,6 +502,7 @@ fn read_partition(
             {
                 if epoch < cp.data.last_fetched_epoch || end_offset < cp.data.fetch_offset {
                     return PartitionRead::diverging(
+                        params,
                         index,
                         log.high_watermark(),
                         log.log_start_offset(),
