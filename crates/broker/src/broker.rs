@@ -162,12 +162,6 @@ impl Broker {
             // A controller-only node: the quorum and the CONTROLLER listener, no partitions, groups or registration.
             return Ok(broker);
         }
-        // Bring the hosted partitions in line with the image (creates and deletes logs: off the async workers)
-        // before anything, the group coordinator included, looks partitions up.
-        let b = broker.clone();
-        tokio::task::spawn_blocking(move || b.replicas.reconcile(&b.controller.image(), true))
-            .await
-            .map_err(|e| BrokerError::Task(e.to_string()))?;
         crate::group_coordinator::GroupCoordinator::start(&broker);
         // Registration and heartbeats: without them the controller would fence this broker after
         // `broker.session.timeout.ms`. The embedded single node is its own active controller and unfences itself at
@@ -183,6 +177,15 @@ impl Broker {
             return Err(BrokerError::Task(
                 "the embedded controller did not unfence this broker".into(),
             ));
+        }
+        if broker.config.quorum_voters.is_empty() {
+            // Registered and caught up (its own controller): host the partitions (creates and deletes logs: off
+            // the async workers) before anything is served. A cluster's node does this in the server's reconciler
+            // once its registration is committed (`ReplicaManager::activate` says why).
+            let b = broker.clone();
+            tokio::task::spawn_blocking(move || b.replicas.activate())
+                .await
+                .map_err(|e| BrokerError::Task(e.to_string()))?;
         }
         Ok(broker)
     }

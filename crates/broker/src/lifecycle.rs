@@ -142,6 +142,17 @@ impl BrokerLifecycle {
         unfenced
     }
 
+    /// Waits until this broker is registered and the controller has seen its metadata reach the registration
+    /// (Kafka's `initialCatchUpFuture`); false if the lifecycle stopped first.
+    pub async fn wait_caught_up(&self) -> bool {
+        let mut status = self.shared.status.subscribe();
+        let mut stop = self.shared.stop.subscribe();
+        tokio::select! {
+            r = status.wait_for(|s| s.broker_epoch >= 0 && s.is_caught_up) => r.is_ok(),
+            _ = stop.wait_for(|stopped| *stopped) => false,
+        }
+    }
+
     /// Kafka's controlled shutdown: heartbeats with `want_shut_down` until the controller has moved every
     /// leadership of this broker away and answers `should_shut_down`. True when it did (or the broker never
     /// registered, so there is nothing to hand over); false when `timeout` passed first.
@@ -323,8 +334,9 @@ async fn run(link: Link, config: Arc<BrokerConfig>, shared: Arc<Shared>) {
                 Ok(outcome) => tracing::warn!(
                     node_id = registration.node_id,
                     error_code = outcome.error_code,
-                    "broker registration refused (DUPLICATE_BROKER_REGISTRATION: another live process uses this \
-                     node.id); retrying"
+                    "broker registration refused (DUPLICATE_BROKER_REGISTRATION: the controller still holds the \
+                     session of this node.id's previous incarnation, restarted within broker.session.timeout.ms, or \
+                     another live process uses this node.id); retrying until that session expires"
                 ),
                 Err(e) => tracing::debug!(error = %e, "broker registration failed; retrying"),
             }

@@ -40,6 +40,11 @@ const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 1024;
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Keepalive of served quorum connections: probed after this much silence, ...
+const SERVE_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// ... then this often, closed after this many unanswered probes.
+const SERVE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const SERVE_KEEPALIVE_PROBES: u32 = 3;
 
 /// Sends Raft messages to the other voters over TCP.
 pub struct NetTransport {
@@ -146,9 +151,13 @@ impl Transport for NetTransport {
 
 impl NetTransport {
     /// Starts one sender task per voter other than `node_id`; they stop when `shutdown` turns true.
+    /// Connects to every voter but `node_id`. A connection whose written bytes stay unacknowledged for
+    /// `request_timeout` (`controller.quorum.request.timeout.ms`: a peer cut off, or gone without closing) is
+    /// dropped and made again.
     pub fn start(
         node_id: i32,
         voters: &[(i32, String, u16)],
+        request_timeout: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<NetTransport> {
         let mut peers = HashMap::new();
@@ -161,6 +170,7 @@ impl NetTransport {
             tokio::spawn(peer_sender(
                 *id,
                 format!("{host}:{port}"),
+                request_timeout,
                 rx,
                 shutdown.clone(),
             ));
@@ -173,6 +183,7 @@ impl NetTransport {
 async fn peer_sender(
     peer: i32,
     address: String,
+    request_timeout: Duration,
     mut queue: mpsc::Receiver<Bytes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -182,7 +193,7 @@ async fn peer_sender(
             return;
         }
         let connected = tokio::select! {
-            c = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&address)) => c,
+            c = tokio::time::timeout(request_timeout, TcpStream::connect(&address)) => c,
             _ = shutdown.changed() => return,
         };
         let stream = match connected {
@@ -199,6 +210,14 @@ async fn peer_sender(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Raft's frames are one-way: nothing would notice a peer that stopped acknowledging (a cut cable, a
+        // dropped route), and after the heal the queued bytes would wait for TCP's backed-off retransmission timer
+        // (20 s and more after a long cut). Kafka's voters time out each request instead; here the kernel aborts
+        // the connection once written data stays unacknowledged for the request timeout, and it is made again.
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(request_timeout))
+        {
+            tracing::debug!(peer, error = %e, "cannot set TCP_USER_TIMEOUT on the quorum connection");
+        }
         backoff = Duration::from_millis(50);
         tracing::debug!(peer, %address, "quorum connection established");
         // The peer never writes on this connection: a read that returns means it closed (a restarted peer's old
@@ -248,6 +267,15 @@ pub async fn serve_quorum_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = stream.peer_addr().ok();
+    // This side only reads Raft frames: a peer that vanished without closing (cut off, then reconnected on a new
+    // connection) would leave this one open forever. Keepalive probes close it once the peer stops answering.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(SERVE_KEEPALIVE_IDLE)
+        .with_interval(SERVE_KEEPALIVE_INTERVAL)
+        .with_retries(SERVE_KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(?peer, error = %e, "cannot set keepalive on the quorum connection");
+    }
     let mut buf = Vec::new();
     loop {
         let frame = tokio::select! {

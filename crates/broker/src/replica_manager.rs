@@ -5,6 +5,7 @@
 //! changes) will live here too.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -109,6 +110,8 @@ pub struct ReplicaManager {
     /// Serializes log creation, deletion and state changes, and holds the image reconciled last (never held
     /// across an `.await`).
     changes: Mutex<Arc<MetadataImage>>,
+    /// Set by [`ReplicaManager::activate`]: until then this broker hosts nothing (see there).
+    active: AtomicBool,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -133,7 +136,32 @@ impl ReplicaManager {
             image,
             partitions: RwLock::new(HashMap::new()),
             changes: Mutex::new(empty),
+            active: AtomicBool::new(false),
         }
+    }
+
+    /// Starts hosting partitions: reconciles with the latest image, deleting the logs on disk it does not place on
+    /// this node (see [`ReplicaManager::reconcile`]). Call it once this broker's registration is committed and its
+    /// image has caught up with it, as Kafka's broker installs its metadata publishers only after the controller
+    /// says it caught up: the image it had before the restart may still name it leader at an epoch its followers
+    /// hold more records of (a leader restarted within its old session, having lost its unflushed tail), and
+    /// leading there would make them truncate acknowledged records. By the time its new registration is committed,
+    /// the controller has fenced the old incarnation and moved its leaderships away with a new leader epoch.
+    /// Calling it again does nothing.
+    pub fn activate(&self) {
+        if self.active.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::info!(
+            offset = self.image().offset,
+            "registered and caught up with the metadata log: hosting partitions"
+        );
+        self.apply(&self.image(), true);
+    }
+
+    /// True once [`ReplicaManager::activate`] ran.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     /// The latest metadata image this replica manager has seen.
@@ -151,6 +179,9 @@ impl ReplicaManager {
     ) -> Result<Arc<Partition>, ReplicaError> {
         let image = self.image();
         let (topic_image, registration) = self.lookup(&image, topic, partition)?;
+        if !self.is_active() {
+            return Err(ReplicaError::NotLeader);
+        }
         if let Some(p) = self.partitions.read().get(&(topic.to_string(), partition)) {
             if p.topic_id == topic_image.id && p.is_leader() {
                 return Ok(p.clone());
@@ -269,10 +300,18 @@ impl ReplicaManager {
 
     /// Brings the hosted partitions in line with `image` (or the latest image, if newer): applies the
     /// [`LocalChanges`] since the image reconciled last (`make_leader`/`make_follower` on new or changed
-    /// partitions, logs deleted for partitions no longer hosted here). At start-up (`startup`), logs on disk that
-    /// the image does not place on this node are deleted too, unless the image has no topics at all (a wrong
-    /// `metadata.log.dir` must not wipe the data).
-    pub fn reconcile(&self, image: &Arc<MetadataImage>, startup: bool) {
+    /// partitions, logs deleted for partitions no longer hosted here). Does nothing before
+    /// [`ReplicaManager::activate`].
+    pub fn reconcile(&self, image: &Arc<MetadataImage>) {
+        if self.is_active() {
+            self.apply(image, false);
+        }
+    }
+
+    /// [`ReplicaManager::reconcile`]; at start-up (`startup`), logs on disk that the image does not place on this
+    /// node are deleted too, unless the image has no topics at all (a wrong `metadata.log.dir` must not wipe the
+    /// data).
+    fn apply(&self, image: &Arc<MetadataImage>, startup: bool) {
         let mut last = self.changes.lock();
         // Never reconcile against an image older than the latest one: a log created on first use from the latest
         // image must not be deleted by a reconciliation that started from an earlier image.

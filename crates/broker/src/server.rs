@@ -104,6 +104,7 @@ impl Server {
                 Some(crate::quorum_net::NetTransport::start(
                     config.node_id,
                     &voters,
+                    Duration::from_millis(config.quorum_request_timeout_ms.max(1)),
                     shutdown.subscribe(),
                 ))
             };
@@ -351,6 +352,19 @@ fn reap(
 /// Reconciles the hosted partitions with every committed metadata change.
 async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut images = broker.replicas.image_receiver();
+    // Nothing is hosted before this broker's registration is committed and its image caught up with it.
+    tokio::select! {
+        caught_up = broker.lifecycle.wait_caught_up() => {
+            if !caught_up {
+                return;
+            }
+        }
+        _ = shutdown.changed() => return,
+    }
+    let b = broker.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || b.replicas.activate()).await {
+        tracing::error!(error = %e, "metadata reconciliation failed");
+    }
     loop {
         tokio::select! {
             changed = images.changed() => {
@@ -360,7 +374,7 @@ async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                 let image = images.borrow_and_update().clone();
                 let b = broker.clone();
                 // Creating and deleting logs touches the file system.
-                if let Err(e) = tokio::task::spawn_blocking(move || b.replicas.reconcile(&image, false)).await {
+                if let Err(e) = tokio::task::spawn_blocking(move || b.replicas.reconcile(&image)).await {
                     tracing::error!(error = %e, "metadata reconciliation failed");
                 }
                 // Groups whose `__consumer_offsets` partition moved to another leader go with it.

@@ -56,14 +56,11 @@ LONG_CUT_S = 20
 CATCH_UP_S = 6
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "quorum_net's peer_sender writes Raft messages into the connection it had before the cut: nothing notices that "
-    "the peer stopped acknowledging (one-way frames, no request timeout, no keepalive), so after the heal they "
-    "wait for TCP's backed-off retransmission timer; a 30 s cut measured 24-26 s, a 60 s cut 19.5 s before the "
-    "healed voter's Metadata showed a topic created during the cut"))
 def test_a_voter_healed_after_a_long_cut_catches_up_within_seconds(tmp_path: Path):
     """A voter cut off for LONG_CUT_S (packets dropped, as a pulled cable) and healed gets the metadata log again
-    within CATCH_UP_S: its own Metadata shows a topic the majority created during the cut."""
+    within CATCH_UP_S: its own Metadata shows a topic the majority created during the cut. (Before quorum
+    connections had a TCP_USER_TIMEOUT, the healed voter waited for TCP's backed-off retransmission: 7.4 s after a
+    20 s cut, 24-26 s after a 30 s one; now about 1 s.)"""
     reason = netns.skip_reason()
     if reason:
         pytest.skip(reason)
@@ -107,19 +104,15 @@ def test_a_voter_healed_after_a_long_cut_catches_up_within_seconds(tmp_path: Pat
 LOST_TAIL_BATCHES = 20
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a node restarted within its broker session acts on the image it had before the crash: the controller refuses "
-    "its registration (DUPLICATE_BROKER_REGISTRATION) until the old session expires, yet it leads its partitions "
-    "at the same leader epoch meanwhile, so the followers, ahead of it at that epoch, truncate to its shorter log "
-    "(`log diverges from the leader's; truncating ... leader_end_offset=480 truncate_to=480`) and acknowledged "
-    "records are gone; Kafka's restarted broker leads nothing until it is registered again, by which time the "
-    "controller has fenced it and elected a follower that has every acknowledged record. Lost before-480..499 in "
-    "3 of 3 runs"))
 def test_a_leader_that_lost_its_unflushed_tail_loses_no_acknowledged_record(tmp_path: Path):
     """Kafka's default flush policy never fsyncs (replication is the durability): a leader whose machine loses power
     comes back with a shorter log than its followers. SIGKILL of the leader, its active segment cut by
     LOST_TAIL_BATCHES batches at a batch boundary (the page cache it lost), restarted at once, producing on: every
-    record acknowledged with acks=all before or after is still there."""
+    record acknowledged with acks=all before or after is still there. (It lost before-480..499 in 3 of 3 runs
+    while a node restarted within its broker session led its partitions from the image it had before the crash,
+    at the same leader epoch: the followers truncated to its shorter log. It now hosts nothing until its new
+    registration is committed, by which time the controller has fenced the old incarnation and moved its
+    leaderships.)"""
     from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
     from fault_runner import producer_config, read_batches
