@@ -1,5 +1,5 @@
-//! The admin client: topics, partitions, configs, offsets, groups, the cluster description and the metadata
-//! quorum.
+//! The admin client: topics, partitions, partition reassignments, configs, offsets, groups, the cluster
+//! description and the metadata quorum.
 //!
 //! Requests that change cluster metadata go to the controller (any broker if unknown); offset queries go to
 //! each partition's leader; group requests go to the group's coordinator. Every per-resource error is
@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -17,12 +18,16 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    alter_partition_reassignments_request, list_partition_reassignments_request,
+};
 use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response};
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeQuorumRequest, DescribeQuorumResponse, GroupId, IncrementalAlterConfigsRequest,
-    ListGroupsRequest, ListOffsetsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeQuorumRequest, DescribeQuorumResponse, GroupId,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -259,6 +264,21 @@ pub enum ConfigChange {
     Delete(String),
 }
 
+/// A reassignment in progress as ListPartitionReassignments reports it (Kafka's `PartitionReassignment`, KIP-455).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReassignment {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Every replica while the reassignment runs: the target replicas and the ones still being removed.
+    pub replicas: Vec<i32>,
+    /// Replicas being added (in the target, not yet in sync).
+    pub adding_replicas: Vec<i32>,
+    /// Replicas being removed (not in the target; dropped once the adding ones are in sync).
+    pub removing_replicas: Vec<i32>,
+}
+
 /// The cluster as DescribeCluster (or Metadata) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
@@ -400,6 +420,29 @@ impl Admin {
         i32::try_from(self.client.config().request_timeout_ms).unwrap_or(i32::MAX)
     }
 
+    /// Runs `attempt` again after `retry_backoff_ms` while it fails with a retriable error (an election under way:
+    /// NOT_CONTROLLER, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, a dropped connection), until
+    /// `request_timeout_ms` has passed; then its last outcome is the outcome. For requests that are safe to repeat.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline =
+            Instant::now() + Duration::from_millis(self.client.config().request_timeout_ms);
+        loop {
+            match attempt().await {
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(
+                        self.client.config().retry_backoff_ms,
+                    ))
+                    .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Creates topics; one result per topic, in order.
     pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<Result<()>>> {
         let request = CreateTopicsRequest::default()
@@ -533,6 +576,130 @@ impl Admin {
         )?;
         let _ = self.client.topic_refreshed(topic, false).await;
         Ok(())
+    }
+
+    /// Starts, changes or cancels partition reassignments (AlterPartitionReassignments, KIP-455), sent to the
+    /// controller: `Some(replicas)` moves a partition to those replicas (the first is the preferred leader), `None`
+    /// cancels its reassignment in progress. `timeout` bounds how long the controller may take to accept them. One
+    /// result per partition, in the order given; an error of the whole request (or a retriable one that outlasted
+    /// `request_timeout_ms`) is the `Err`. The call returns once the controller accepted the reassignments, not
+    /// when the data has moved: [`Admin::list_partition_reassignments`] shows those still running.
+    pub async fn alter_partition_reassignments(
+        &self,
+        reassignments: &[(TopicPartition, Option<Vec<i32>>)],
+        timeout: Duration,
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        let mut topics: Vec<alter_partition_reassignments_request::ReassignableTopic> = Vec::new();
+        for ((topic, partition), replicas) in reassignments {
+            let p = alter_partition_reassignments_request::ReassignablePartition::default()
+                .with_partition_index(*partition)
+                .with_replicas(
+                    replicas
+                        .as_ref()
+                        .map(|r| r.iter().copied().map(BrokerId).collect()),
+                );
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
+            .with_topics(topics);
+        let response = self
+            .retrying(|| async {
+                let response = self.client.send_controller(&request, None).await?;
+                check_code(
+                    response.error_code,
+                    || "reassigning partitions".to_owned(),
+                    response.error_message.as_ref(),
+                )?;
+                Ok(response)
+            })
+            .await?;
+        Ok(reassignments
+            .iter()
+            .map(|((topic, partition), replicas)| {
+                let context = || match replicas {
+                    Some(_) => format!("reassigning {topic}-{partition}"),
+                    None => format!("cancelling the reassignment of {topic}-{partition}"),
+                };
+                let result = match response
+                    .responses
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == *partition)
+                {
+                    Some(p) => check_code(p.error_code, context, p.error_message.as_ref()),
+                    // Kafka's admin client fails such a partition with UnknownServerException.
+                    None => Err(ClientError::broker(
+                        context(),
+                        ResponseError::UnknownServerError.code(),
+                        Some("the answer does not mention the partition".to_owned()),
+                    )),
+                };
+                ((topic.clone(), *partition), result)
+            })
+            .collect())
+    }
+
+    /// The partition reassignments in progress (ListPartitionReassignments, KIP-455), asked of the controller:
+    /// every one with `filter` `None`, else those among the given partitions (a partition with none running is
+    /// simply absent). Sorted by topic and partition.
+    pub async fn list_partition_reassignments(
+        &self,
+        filter: Option<&[TopicPartition]>,
+    ) -> Result<Vec<PartitionReassignment>> {
+        let topics = filter.map(|partitions| {
+            let mut topics: Vec<list_partition_reassignments_request::ListPartitionReassignmentsTopics> =
+                Vec::new();
+            for (topic, partition) in partitions {
+                match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                    Some(t) => t.partition_indexes.push(*partition),
+                    None => topics.push(
+                        list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                            .with_partition_indexes(vec![*partition]),
+                    ),
+                }
+            }
+            topics
+        });
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(topics);
+        let response = self
+            .retrying(|| async {
+                let response = self.client.send_controller(&request, None).await?;
+                check_code(
+                    response.error_code,
+                    || "listing partition reassignments".to_owned(),
+                    response.error_message.as_ref(),
+                )?;
+                Ok(response)
+            })
+            .await?;
+        let ids = |replicas: &[BrokerId]| replicas.iter().map(|b| b.0).collect::<Vec<i32>>();
+        let mut out: Vec<PartitionReassignment> = response
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| PartitionReassignment {
+                    topic: t.name.0.as_str().to_owned(),
+                    partition: p.partition_index,
+                    replicas: ids(&p.replicas),
+                    adding_replicas: ids(&p.adding_replicas),
+                    removing_replicas: ids(&p.removing_replicas),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(out)
     }
 
     /// The configs of a topic or broker (`name` is the broker id for brokers).
@@ -702,23 +869,8 @@ impl Admin {
                     describe_quorum_request::PartitionData::default().with_partition_index(0)
                 ]),
         ]);
-        let deadline =
-            Instant::now() + Duration::from_millis(self.client.config().request_timeout_ms);
-        loop {
-            let attempt = match self.client.send_any(&request, None).await {
-                Ok(response) => quorum_info(&response),
-                Err(e) => Err(e),
-            };
-            match attempt {
-                Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(
-                        self.client.config().retry_backoff_ms,
-                    ))
-                    .await;
-                }
-                other => return other,
-            }
-        }
+        self.retrying(|| async { quorum_info(&self.client.send_any(&request, None).await?) })
+            .await
     }
 
     /// Every group on every broker (ListGroups).

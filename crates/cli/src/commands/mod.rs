@@ -1,7 +1,9 @@
 //! The client-side tools of the `sluice` binary (`topic`, `produce`, `consume`, `config`, `cluster`, `group`,
-//! `bench`), all built on `sluice-client`. Each runs on a current-thread-plus-workers tokio runtime, prints
-//! text or JSON (`--output`), and turns any failure into one line on stderr and a non-zero exit status.
+//! `reassign`, `bench`), all built on `sluice-client`. Each runs on a current-thread-plus-workers tokio runtime,
+//! prints text or JSON (`--output`), and turns any failure into one line on stderr and a non-zero exit status: 2
+//! for a usage error (from the argument parser, or a [`UsageError`] such as an unreadable input file), 1 otherwise.
 
+use std::fmt;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -14,6 +16,7 @@ pub(crate) mod config;
 pub(crate) mod consume;
 pub(crate) mod group;
 pub(crate) mod produce;
+pub(crate) mod reassign;
 pub(crate) mod storage;
 pub(crate) mod topic;
 
@@ -79,6 +82,9 @@ pub(crate) enum ToolCommand {
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(after_help = group::EXAMPLES)]
     Group(group::GroupArgs),
+    /// Move partitions between brokers (Kafka's kafka-reassign-partitions.sh): generate, execute, verify, cancel.
+    #[command(after_help = reassign::EXAMPLES)]
+    Reassign(reassign::ReassignArgs),
     /// Measure produce and consume throughput and latency.
     #[command(after_help = bench::EXAMPLES)]
     Bench(bench::BenchArgs),
@@ -105,6 +111,7 @@ pub(crate) fn run(command: ToolCommand) -> ExitCode {
             ToolCommand::Config(args) => config::run(args).await,
             ToolCommand::Cluster(args) => cluster::run(args).await,
             ToolCommand::Group(args) => group::run(args).await,
+            ToolCommand::Reassign(args) => reassign::run(args).await,
             ToolCommand::Bench(args) => bench::run(args).await,
         }
     });
@@ -114,10 +121,28 @@ pub(crate) fn run(command: ToolCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: error: {}", one_line(&e));
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// A usage error found after argument parsing: an input file that cannot be read or does not hold what the
+/// command expects, or an option value the parser cannot check (an empty `--broker-list`). Exit status 2, as for
+/// the parser's own usage errors, and one line on stderr like every error.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// The error chain on one line, with a hint for the common cases.
 fn one_line(e: &anyhow::Error) -> String {
