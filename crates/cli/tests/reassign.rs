@@ -841,10 +841,19 @@ fn cluster_reassignment_in_progress_is_listed_refused_and_cancelled() {
         "--timeout-ms",
         "30000",
     ]);
+    // Progress, the warning about the stopped broker's throttle, then the error.
     let lines = stderr_lines(&out, 1);
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("Waiting for partition reassignments: 0/1 partitions complete"),
+        "{lines:?}"
+    );
     assert!(
-        lines[1].contains(&format!("not on their target replicas: stuck-{p}")),
+        lines.last().unwrap().starts_with("sluice: error: ")
+            && lines
+                .last()
+                .unwrap()
+                .contains(&format!("not on their target replicas: stuck-{p}")),
         "{lines:?}"
     );
     assert_eq!(

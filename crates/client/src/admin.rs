@@ -23,11 +23,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeQuorumRequest, DescribeQuorumResponse, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
-    ListPartitionReassignmentsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    DescribeQuorumResponse, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -589,27 +590,8 @@ impl Admin {
         reassignments: &[(TopicPartition, Option<Vec<i32>>)],
         timeout: Duration,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
-        let mut topics: Vec<alter_partition_reassignments_request::ReassignableTopic> = Vec::new();
-        for ((topic, partition), replicas) in reassignments {
-            let p = alter_partition_reassignments_request::ReassignablePartition::default()
-                .with_partition_index(*partition)
-                .with_replicas(
-                    replicas
-                        .as_ref()
-                        .map(|r| r.iter().copied().map(BrokerId).collect()),
-                );
-            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-                Some(t) => t.partitions.push(p),
-                None => topics.push(
-                    alter_partition_reassignments_request::ReassignableTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                        .with_partitions(vec![p]),
-                ),
-            }
-        }
-        let request = AlterPartitionReassignmentsRequest::default()
-            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
-            .with_topics(topics);
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let request = reassignment_request(reassignments, timeout_ms);
         let response = self
             .retrying(|| async {
                 let response = self.client.send_controller(&request, None).await?;
@@ -621,31 +603,7 @@ impl Admin {
                 Ok(response)
             })
             .await?;
-        Ok(reassignments
-            .iter()
-            .map(|((topic, partition), replicas)| {
-                let context = || match replicas {
-                    Some(_) => format!("reassigning {topic}-{partition}"),
-                    None => format!("cancelling the reassignment of {topic}-{partition}"),
-                };
-                let result = match response
-                    .responses
-                    .iter()
-                    .filter(|t| t.name.0.as_str() == topic)
-                    .flat_map(|t| t.partitions.iter())
-                    .find(|p| p.partition_index == *partition)
-                {
-                    Some(p) => check_code(p.error_code, context, p.error_message.as_ref()),
-                    // Kafka's admin client fails such a partition with UnknownServerException.
-                    None => Err(ClientError::broker(
-                        context(),
-                        ResponseError::UnknownServerError.code(),
-                        Some("the answer does not mention the partition".to_owned()),
-                    )),
-                };
-                ((topic.clone(), *partition), result)
-            })
-            .collect())
+        Ok(reassignment_results(reassignments, &response))
     }
 
     /// The partition reassignments in progress (ListPartitionReassignments, KIP-455), asked of the controller:
@@ -655,24 +613,7 @@ impl Admin {
         &self,
         filter: Option<&[TopicPartition]>,
     ) -> Result<Vec<PartitionReassignment>> {
-        let topics = filter.map(|partitions| {
-            let mut topics: Vec<list_partition_reassignments_request::ListPartitionReassignmentsTopics> =
-                Vec::new();
-            for (topic, partition) in partitions {
-                match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-                    Some(t) => t.partition_indexes.push(*partition),
-                    None => topics.push(
-                        list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
-                            .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                            .with_partition_indexes(vec![*partition]),
-                    ),
-                }
-            }
-            topics
-        });
-        let request = ListPartitionReassignmentsRequest::default()
-            .with_timeout_ms(self.timeout_ms())
-            .with_topics(topics);
+        let request = list_reassignments_request(filter, self.timeout_ms());
         let response = self
             .retrying(|| async {
                 let response = self.client.send_controller(&request, None).await?;
@@ -684,22 +625,7 @@ impl Admin {
                 Ok(response)
             })
             .await?;
-        let ids = |replicas: &[BrokerId]| replicas.iter().map(|b| b.0).collect::<Vec<i32>>();
-        let mut out: Vec<PartitionReassignment> = response
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| PartitionReassignment {
-                    topic: t.name.0.as_str().to_owned(),
-                    partition: p.partition_index,
-                    replicas: ids(&p.replicas),
-                    adding_replicas: ids(&p.adding_replicas),
-                    removing_replicas: ids(&p.removing_replicas),
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        Ok(out)
+        Ok(ongoing_reassignments(&response))
     }
 
     /// The configs of a topic or broker (`name` is the broker id for brokers).
@@ -959,6 +885,115 @@ impl Admin {
     }
 }
 
+/// An AlterPartitionReassignments request: the partitions grouped by topic, topics in the order they first occur;
+/// `None` replicas (a cancel) go as null.
+fn reassignment_request(
+    reassignments: &[(TopicPartition, Option<Vec<i32>>)],
+    timeout_ms: i32,
+) -> AlterPartitionReassignmentsRequest {
+    let mut topics: Vec<alter_partition_reassignments_request::ReassignableTopic> = Vec::new();
+    for ((topic, partition), replicas) in reassignments {
+        let p = alter_partition_reassignments_request::ReassignablePartition::default()
+            .with_partition_index(*partition)
+            .with_replicas(
+                replicas
+                    .as_ref()
+                    .map(|r| r.iter().copied().map(BrokerId).collect()),
+            );
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(topics)
+}
+
+/// A ListPartitionReassignments request: every reassignment (null topics) or those of the given partitions,
+/// grouped by topic.
+fn list_reassignments_request(
+    filter: Option<&[TopicPartition]>,
+    timeout_ms: i32,
+) -> ListPartitionReassignmentsRequest {
+    let topics = filter.map(|partitions| {
+        let mut topics: Vec<list_partition_reassignments_request::ListPartitionReassignmentsTopics> =
+            Vec::new();
+        for (topic, partition) in partitions {
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partition_indexes.push(*partition),
+                None => topics.push(
+                    list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partition_indexes(vec![*partition]),
+                ),
+            }
+        }
+        topics
+    });
+    ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(topics)
+}
+
+/// One result per asked partition of an AlterPartitionReassignments answer, in the order asked; a partition the
+/// answer does not mention fails (Kafka's admin client fails it with UnknownServerException).
+fn reassignment_results(
+    asked: &[(TopicPartition, Option<Vec<i32>>)],
+    response: &AlterPartitionReassignmentsResponse,
+) -> Vec<(TopicPartition, Result<()>)> {
+    asked
+        .iter()
+        .map(|((topic, partition), replicas)| {
+            let context = || match replicas {
+                Some(_) => format!("reassigning {topic}-{partition}"),
+                None => format!("cancelling the reassignment of {topic}-{partition}"),
+            };
+            let result = match response
+                .responses
+                .iter()
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition_index == *partition)
+            {
+                Some(p) => check_code(p.error_code, context, p.error_message.as_ref()),
+                None => Err(ClientError::broker(
+                    context(),
+                    ResponseError::UnknownServerError.code(),
+                    Some("the answer does not mention the partition".to_owned()),
+                )),
+            };
+            ((topic.clone(), *partition), result)
+        })
+        .collect()
+}
+
+/// The reassignments of a ListPartitionReassignments answer, sorted by topic and partition.
+fn ongoing_reassignments(
+    response: &ListPartitionReassignmentsResponse,
+) -> Vec<PartitionReassignment> {
+    let ids = |replicas: &[BrokerId]| replicas.iter().map(|b| b.0).collect::<Vec<i32>>();
+    let mut out: Vec<PartitionReassignment> = response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| PartitionReassignment {
+                topic: t.name.0.as_str().to_owned(),
+                partition: p.partition_index,
+                replicas: ids(&p.replicas),
+                adding_replicas: ids(&p.adding_replicas),
+                removing_replicas: ids(&p.removing_replicas),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    out
+}
+
 /// The quorum from a DescribeQuorum answer; a top-level or partition error is the error.
 fn quorum_info(response: &DescribeQuorumResponse) -> Result<QuorumInfo> {
     let context = || "describing the metadata quorum".to_owned();
@@ -1017,4 +1052,184 @@ fn quorum_info(response: &DescribeQuorumResponse) -> Result<QuorumInfo> {
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(topic: &str) -> TopicName {
+        TopicName(StrBytes::from_string(topic.to_owned()))
+    }
+
+    /// Both requests group partitions by topic, a cancel goes as null replicas, and each survives encoding and
+    /// decoding at every version this client speaks (AlterPartitionReassignments v0 has no
+    /// AllowReplicationFactorChange, which must stay at its default, true, to encode there).
+    #[test]
+    fn reassignment_requests_group_by_topic_and_encode() {
+        use bytes::BytesMut;
+        use kafka_protocol::protocol::{Decodable, Encodable};
+
+        fn round_trip<R: Encodable + Decodable + PartialEq + std::fmt::Debug>(r: &R, version: i16) {
+            let mut buf = BytesMut::new();
+            r.encode(&mut buf, version).unwrap();
+            assert_eq!(&R::decode(&mut buf.freeze(), version).unwrap(), r);
+        }
+
+        let asked = [
+            (("b".to_owned(), 1), Some(vec![3, 1])),
+            (("a".to_owned(), 0), None),
+            (("b".to_owned(), 0), Some(vec![2])),
+        ];
+        let request = reassignment_request(&asked, 5_000);
+        assert_eq!(request.timeout_ms, 5_000);
+        type Asked = (i32, Option<Vec<i32>>);
+        let grouped: Vec<(&str, Vec<Asked>)> = request
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let replicas = p.replicas.as_ref().map(|r| r.iter().map(|b| b.0).collect());
+                        (p.partition_index, replicas)
+                    })
+                    .collect();
+                (t.name.0.as_str(), partitions)
+            })
+            .collect();
+        assert_eq!(
+            grouped,
+            [
+                ("b", vec![(1, Some(vec![3, 1])), (0, Some(vec![2]))]),
+                ("a", vec![(0, None)])
+            ]
+        );
+        for version in 0..=1 {
+            round_trip(&request, version);
+        }
+
+        let all = list_reassignments_request(None, 1_000);
+        assert!(all.topics.is_none());
+        round_trip(&all, 0);
+        let some = list_reassignments_request(
+            Some(&[
+                ("b".to_owned(), 2),
+                ("a".to_owned(), 0),
+                ("b".to_owned(), 0),
+            ]),
+            1_000,
+        );
+        let grouped: Vec<(&str, &[i32])> = some
+            .topics
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|t| (t.name.0.as_str(), t.partition_indexes.as_slice()))
+            .collect();
+        assert_eq!(grouped, [("b", &[2, 0][..]), ("a", &[0][..])]);
+        round_trip(&some, 0);
+    }
+
+    /// Results come in the order asked whatever the answer's order; a partition's error names it (and says
+    /// cancelling for a cancel); a partition left out of the answer fails alone.
+    #[test]
+    fn reassignment_results_follow_the_request() {
+        use kafka_protocol::messages::alter_partition_reassignments_response::{
+            ReassignablePartitionResponse, ReassignableTopicResponse,
+        };
+        let response = AlterPartitionReassignmentsResponse::default().with_responses(vec![
+            ReassignableTopicResponse::default()
+                .with_name(name("b"))
+                .with_partitions(vec![ReassignablePartitionResponse::default()
+                    .with_partition_index(0)
+                    .with_error_code(ResponseError::NoReassignmentInProgress.code())
+                    .with_error_message(Some(StrBytes::from_static_str("none")))]),
+            ReassignableTopicResponse::default()
+                .with_name(name("a"))
+                .with_partitions(vec![
+                    ReassignablePartitionResponse::default().with_partition_index(1),
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(0)
+                        .with_error_code(ResponseError::InvalidReplicaAssignment.code()),
+                ]),
+        ]);
+        let asked = [
+            (("a".to_owned(), 0), Some(vec![1, 2])),
+            (("a".to_owned(), 1), Some(vec![2])),
+            (("b".to_owned(), 0), None),
+            (("c".to_owned(), 0), Some(vec![1])),
+        ];
+        let results = reassignment_results(&asked, &response);
+        let order: Vec<&TopicPartition> = results.iter().map(|(tp, _)| tp).collect();
+        assert_eq!(
+            order,
+            asked.iter().map(|(tp, _)| tp).collect::<Vec<_>>(),
+            "the order asked"
+        );
+        let err = results[0].1.as_ref().unwrap_err();
+        assert_eq!(
+            err.kafka_error(),
+            Some(ResponseError::InvalidReplicaAssignment)
+        );
+        assert!(err.to_string().starts_with("reassigning a-0: "), "{err}");
+        assert!(results[1].1.is_ok());
+        let err = results[2].1.as_ref().unwrap_err();
+        assert_eq!(
+            err.kafka_error(),
+            Some(ResponseError::NoReassignmentInProgress)
+        );
+        assert!(
+            err.to_string()
+                .starts_with("cancelling the reassignment of b-0: ")
+                && err.to_string().ends_with("(none)"),
+            "{err}"
+        );
+        let err = results[3].1.as_ref().unwrap_err();
+        assert_eq!(err.kafka_error(), Some(ResponseError::UnknownServerError));
+    }
+
+    #[test]
+    fn ongoing_reassignments_are_flattened_and_sorted() {
+        use kafka_protocol::messages::list_partition_reassignments_response::{
+            OngoingPartitionReassignment, OngoingTopicReassignment,
+        };
+        let partition = |index, replicas: &[i32], adding: &[i32], removing: &[i32]| {
+            let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            OngoingPartitionReassignment::default()
+                .with_partition_index(index)
+                .with_replicas(ids(replicas))
+                .with_adding_replicas(ids(adding))
+                .with_removing_replicas(ids(removing))
+        };
+        let response = ListPartitionReassignmentsResponse::default().with_topics(vec![
+            OngoingTopicReassignment::default()
+                .with_name(name("z"))
+                .with_partitions(vec![partition(0, &[3, 1], &[3], &[1])]),
+            OngoingTopicReassignment::default()
+                .with_name(name("a"))
+                .with_partitions(vec![
+                    partition(2, &[1, 2], &[2], &[]),
+                    partition(1, &[2, 3, 1], &[], &[1]),
+                ]),
+        ]);
+        let listed = ongoing_reassignments(&response);
+        let keys: Vec<(&str, i32)> = listed
+            .iter()
+            .map(|r| (r.topic.as_str(), r.partition))
+            .collect();
+        assert_eq!(keys, [("a", 1), ("a", 2), ("z", 0)]);
+        assert_eq!(
+            listed[2],
+            PartitionReassignment {
+                topic: "z".to_owned(),
+                partition: 0,
+                replicas: vec![3, 1],
+                adding_replicas: vec![3],
+                removing_replicas: vec![1],
+            }
+        );
+        assert!(ongoing_reassignments(&ListPartitionReassignmentsResponse::default()).is_empty());
+    }
 }
