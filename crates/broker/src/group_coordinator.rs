@@ -164,12 +164,16 @@ impl GroupCoordinator {
         let task = tokio::spawn(async move {
             if let Some(b) = weak.upgrade() {
                 if existing {
-                    // A restarted broker registers a new incarnation: its partitions lose their leader until the
-                    // controller unfences it again. Loading before that would find them led by nobody and skip
-                    // them (ListGroups answers COORDINATOR_LOAD_IN_PROGRESS meanwhile).
-                    if !b.lifecycle.wait_unfenced(LOAD_WAIT_FOR_UNFENCE).await {
+                    // A restarted broker hosts no partition until its new registration is committed (and its
+                    // partitions lose their leader until the controller unfences it). Loading before that would
+                    // find them not led here and skip them (ListGroups answers COORDINATOR_LOAD_IN_PROGRESS
+                    // meanwhile).
+                    if !b.lifecycle.wait_unfenced(LOAD_WAIT_FOR_UNFENCE).await
+                        || !b.replicas.wait_active(LOAD_WAIT_FOR_UNFENCE).await
+                    {
                         tracing::warn!(
-                            "not unfenced within {LOAD_WAIT_FOR_UNFENCE:?}; loading {CONSUMER_OFFSETS_TOPIC} anyway"
+                            "not unfenced and hosting partitions within {LOAD_WAIT_FOR_UNFENCE:?}; loading \
+                             {CONSUMER_OFFSETS_TOPIC} anyway"
                         );
                     }
                     for p in 0..b.groups.num_partitions {

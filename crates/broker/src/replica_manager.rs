@@ -5,7 +5,6 @@
 //! changes) will live here too.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -111,7 +110,9 @@ pub struct ReplicaManager {
     /// across an `.await`).
     changes: Mutex<Arc<MetadataImage>>,
     /// Set by [`ReplicaManager::activate`]: until then this broker hosts nothing (see there).
-    active: AtomicBool,
+    active: watch::Sender<bool>,
+    /// Serializes [`ReplicaManager::activate`].
+    activation: Mutex<()>,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -136,7 +137,8 @@ impl ReplicaManager {
             image,
             partitions: RwLock::new(HashMap::new()),
             changes: Mutex::new(empty),
-            active: AtomicBool::new(false),
+            active: watch::channel(false).0,
+            activation: Mutex::new(()),
         }
     }
 
@@ -149,7 +151,9 @@ impl ReplicaManager {
     /// the controller has fenced the old incarnation and moved its leaderships away with a new leader epoch.
     /// Calling it again does nothing.
     pub fn activate(&self) {
-        if self.active.swap(true, Ordering::AcqRel) {
+        // Under the lock, so that nothing is looked up between the flag and the first reconciliation.
+        let _guard = self.activation.lock();
+        if *self.active.borrow() {
             return;
         }
         tracing::info!(
@@ -157,11 +161,22 @@ impl ReplicaManager {
             "registered and caught up with the metadata log: hosting partitions"
         );
         self.apply(&self.image(), true);
+        self.active.send_replace(true);
+        // An image published meanwhile found the manager inactive: apply it now.
+        self.apply(&self.image(), false);
     }
 
     /// True once [`ReplicaManager::activate`] ran.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
+        *self.active.borrow()
+    }
+
+    /// Waits until [`ReplicaManager::activate`] ran; false if `timeout` passed first.
+    pub async fn wait_active(&self, timeout: std::time::Duration) -> bool {
+        let mut active = self.active.subscribe();
+        tokio::time::timeout(timeout, active.wait_for(|a| *a))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The latest metadata image this replica manager has seen.
