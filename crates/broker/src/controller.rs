@@ -1248,6 +1248,17 @@ impl Controller {
         .await
     }
 
+    /// Starts, replaces or cancels partition reassignments (AlterPartitionReassignments).
+    pub async fn alter_partition_reassignments(
+        &self,
+        targets: Vec<logic::ReassignmentTarget>,
+    ) -> Result<Vec<logic::ReassignmentOutcome>, ControllerError> {
+        self.run_with_sessions(move |image, _| {
+            logic::alter_partition_reassignments(image, &targets)
+        })
+        .await
+    }
+
     /// The current (committed) metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.publisher.borrow().clone()

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
-    BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeQuorumRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest,
+    AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionReassignmentsRequest,
+    AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeQuorumRequest,
+    ElectLeadersRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::protocol::Request;
 use sluice_client::{ClientError, Connection};
@@ -568,6 +569,58 @@ impl ControllerRequest for ElectLeadersRequest {
             response.error_code = error_code;
         }
         response
+    }
+}
+
+impl ControllerRequest for AlterPartitionReassignmentsRequest {
+    fn is_not_controller(response: &Self::Response) -> bool {
+        response.error_code == ErrorCode::NotController.code()
+            || all_not_controller(
+                response
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .map(|p| p.error_code),
+            )
+    }
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        use kafka_protocol::messages::alter_partition_reassignments_response::{
+            ReassignablePartitionResponse, ReassignableTopicResponse,
+        };
+        let responses = self
+            .topics
+            .iter()
+            .map(|t| {
+                ReassignableTopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                ReassignablePartitionResponse::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(error_code)
+                                    .with_error_message(message(error_code))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        Self::Response::default()
+            .with_error_code(error_code)
+            .with_error_message(message(error_code))
+            .with_responses(responses)
+    }
+}
+
+impl ControllerRequest for ListPartitionReassignmentsRequest {
+    fn is_not_controller(response: &Self::Response) -> bool {
+        response.error_code == ErrorCode::NotController.code()
+    }
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        Self::Response::default()
+            .with_error_code(error_code)
+            .with_error_message(message(error_code))
     }
 }
 

@@ -816,6 +816,7 @@ mod tests {
             leader,
             leader_epoch,
             partition_epoch: leader_epoch,
+            ..Default::default()
         }
     }
 

@@ -741,6 +741,19 @@ fn valid_request(
                     .with_partitions(vec![0]),
             ])),
         ),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_replicas(Some(vec![BrokerId(0)])),
+                    ]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => {
+            RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+        }
         other => panic!("{other:?} is advertised but this test has no request for it: add one"),
     }
 }

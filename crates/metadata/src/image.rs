@@ -37,9 +37,10 @@ pub struct BrokerRegistration {
 }
 
 /// One partition's replica set, ISR, leader and epochs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionRegistration {
-    /// Broker ids holding a replica, preferred leader first.
+    /// Broker ids holding a replica, preferred leader first. During a reassignment: the target replicas, then the
+    /// `removing_replicas` (Kafka's order).
     pub replicas: Vec<i32>,
     /// The in-sync replicas.
     pub isr: Vec<i32>,
@@ -49,6 +50,17 @@ pub struct PartitionRegistration {
     pub leader_epoch: i32,
     /// Bumped on every change of this registration.
     pub partition_epoch: i32,
+    /// Replicas a reassignment adds (in `replicas`, catching up); empty when none is in progress.
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment removes once the added ones are in the ISR (in `replicas` meanwhile).
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionRegistration {
+    /// True while a reassignment of this partition is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
 }
 
 /// A topic in the image.
@@ -153,6 +165,8 @@ impl MetadataImage {
             w.len(t.partitions.len());
             for p in &t.partitions {
                 record::encode_partition(&mut w, p);
+                w.i32_array(&p.adding_replicas);
+                w.i32_array(&p.removing_replicas);
             }
             encode_map(&mut w, &t.configs);
         }
@@ -168,7 +182,8 @@ impl MetadataImage {
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let version = r.u8()?;
-        if version != SNAPSHOT_VERSION {
+        // Version 2 had no reassignments.
+        if version != SNAPSHOT_VERSION && version != 2 {
             return Err(DecodeError::Invalid(format!(
                 "unknown snapshot version {version}"
             )));
@@ -186,7 +201,12 @@ impl MetadataImage {
             let internal = r.bool()?;
             let mut partitions = Vec::new();
             for _ in 0..r.len(20)? {
-                partitions.push(record::decode_partition(&mut r)?);
+                let mut p = record::decode_partition(&mut r)?;
+                if version >= 3 {
+                    p.adding_replicas = r.i32_array()?;
+                    p.removing_replicas = r.i32_array()?;
+                }
+                partitions.push(p);
             }
             let configs = decode_map(&mut r)?;
             if image.topic_ids.insert(id, name.clone()).is_some() {
@@ -214,7 +234,8 @@ impl MetadataImage {
     }
 }
 
-const SNAPSHOT_VERSION: u8 = 2;
+/// Version 3 added the reassignment fields of partitions; version 2 snapshots are still read.
+const SNAPSHOT_VERSION: u8 = 3;
 
 fn encode_map(w: &mut Writer, map: &BTreeMap<String, String>) {
     w.len(map.len());
@@ -441,6 +462,7 @@ mod tests {
             leader: 0,
             leader_epoch: 0,
             partition_epoch: 0,
+            ..Default::default()
         }
     }
 
@@ -517,6 +539,16 @@ mod tests {
                 topic_id: id,
                 partition: 0,
                 registration: partition(),
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 1,
+                registration: PartitionRegistration {
+                    replicas: vec![2, 0],
+                    adding_replicas: vec![2],
+                    removing_replicas: vec![0],
+                    ..partition()
+                },
             },
             MetadataRecord::Config {
                 resource_type: ConfigResourceType::Topic,

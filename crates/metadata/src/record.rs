@@ -114,6 +114,9 @@ const TYPE_CONFIG: u8 = 4;
 const TYPE_REMOVE_TOPIC: u8 = 5;
 const TYPE_BROKER_STATE: u8 = 6;
 const TYPE_PRODUCER_IDS: u8 = 7;
+/// A partition record of a partition being reassigned: [`TYPE_PARTITION`]'s fields, then the adding and removing
+/// replicas (written only then, so logs without reassignments stay readable by older builds).
+const TYPE_PARTITION_REASSIGNING: u8 = 8;
 /// The version of a batch of records (one Raft entry).
 const BATCH_VERSION: u8 = 1;
 
@@ -174,10 +177,19 @@ impl MetadataRecord {
                 partition,
                 registration,
             } => {
-                w.u8(TYPE_PARTITION);
+                let reassigning = registration.is_reassigning();
+                w.u8(if reassigning {
+                    TYPE_PARTITION_REASSIGNING
+                } else {
+                    TYPE_PARTITION
+                });
                 w.uuid(*topic_id);
                 w.i32(*partition);
                 encode_partition(w, registration);
+                if reassigning {
+                    w.i32_array(&registration.adding_replicas);
+                    w.i32_array(&registration.removing_replicas);
+                }
             }
             MetadataRecord::Config {
                 resource_type,
@@ -257,6 +269,18 @@ impl MetadataRecord {
                 partition: r.i32()?,
                 registration: decode_partition(r)?,
             },
+            TYPE_PARTITION_REASSIGNING => {
+                let topic_id = r.uuid()?;
+                let partition = r.i32()?;
+                let mut registration = decode_partition(r)?;
+                registration.adding_replicas = r.i32_array()?;
+                registration.removing_replicas = r.i32_array()?;
+                MetadataRecord::Partition {
+                    topic_id,
+                    partition,
+                    registration,
+                }
+            }
             TYPE_CONFIG => {
                 let code = r.u8()? as i8;
                 let resource_type = ConfigResourceType::from_code(code)
@@ -326,6 +350,8 @@ pub(crate) fn decode_partition(r: &mut Reader<'_>) -> Result<PartitionRegistrati
         leader: r.i32()?,
         leader_epoch: r.i32()?,
         partition_epoch: r.i32()?,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     })
 }
 
@@ -360,6 +386,20 @@ mod tests {
                     leader: 1,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
+                },
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 1,
+                registration: PartitionRegistration {
+                    replicas: vec![3, 1, 2],
+                    isr: vec![1, 2],
+                    leader: 1,
+                    leader_epoch: 4,
+                    partition_epoch: 9,
+                    adding_replicas: vec![3],
+                    removing_replicas: vec![2],
                 },
             },
             MetadataRecord::Config {

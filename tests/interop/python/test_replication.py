@@ -241,5 +241,56 @@ def test_a_follower_behind_the_leaders_log_start_restarts_there(cluster: Cluster
             time.sleep(0.5)
     assert result[KTopicPartition("skipped", 0)]["error_code"] == 0, result
     cluster.nodes[follower].start()
+    # The restarted node's own Metadata may list it in the ISR (its image from before the kill) until it catches
+    # up: wait for the log line as well.
     wait_isr(cluster, "skipped", lambda isr: follower in isr)
-    assert "restarting it at the leader's start" in cluster.nodes[follower].log_path.read_text()
+    deadline = time.monotonic() + 30
+    while "restarting it at the leader's start" not in cluster.nodes[follower].log_path.read_text():
+        assert time.monotonic() < deadline, cluster.log_tails()
+        time.sleep(0.2)
+    wait_isr(cluster, "skipped", lambda isr: follower in isr)
+
+
+def test_kafka_python_reassigns_a_partition_onto_another_broker_without_losing_records(cluster: Cluster):
+    """kafka-python's alter_partition_reassignments moves a replica of an RF-2 partition to the third broker: the
+    new replica catches up, joins the ISR, the old one is dropped (its log deleted), and every acknowledged record
+    is read back, from the new replica as leader too. Kafka's errors for a cancel with nothing in progress and an
+    unknown topic."""
+    from kafka.errors import NoReassignmentInProgressError, UnknownTopicOrPartitionError
+
+    create(cluster.admin(), "moving", partitions=1, rf=2)
+    values = [f"m{i}".encode() for i in range(2000)]
+    assert sorted(produce_acks_all(cluster.bootstrap(), "moving", values)) == sorted(values)
+    old = list(cluster.metadata(1).topics["moving"].partitions[0].replicas)
+    new = next(i for i in cluster.nodes if i not in old)
+    target = [new, old[0]]
+    kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+    try:
+        tp = KTopicPartition("moving", 0)
+        assert kp.alter_partition_reassignments({tp: target}) == {tp: None}
+        deadline = time.monotonic() + 60
+        while True:
+            md = cluster.metadata(new)
+            p = md.topics["moving"].partitions[0] if "moving" in md.topics else None
+            if p is not None and list(p.replicas) == target and sorted(p.isrs) == sorted(target) \
+                    and not kp.list_partition_reassignments():
+                break
+            assert time.monotonic() < deadline, f"{p and (p.replicas, p.isrs)}\n{cluster.log_tails()}"
+            time.sleep(0.2)
+        # The dropped replica's log is deleted.
+        gone = old[1]
+        deadline = time.monotonic() + 30
+        while (cluster.nodes[gone].data_dir / "moving-0").exists():
+            assert time.monotonic() < deadline, cluster.log_tails()
+            time.sleep(0.2)
+        # Make the new replica the leader, and read everything back.
+        assert kp.alter_partition_reassignments({tp: [new]}) == {tp: None}
+        deadline = time.monotonic() + 60
+        while cluster.metadata(new).topics["moving"].partitions[0].leader != new:
+            assert time.monotonic() < deadline, cluster.log_tails()
+            time.sleep(0.2)
+        assert sorted(read_all(cluster.bootstrap(), "moving", 1, len(values))) == sorted(values)
+        result = kp.alter_partition_reassignments({tp: None, KTopicPartition("nope", 0): [new]})
+        assert result == {tp: NoReassignmentInProgressError, KTopicPartition("nope", 0): UnknownTopicOrPartitionError}
+    finally:
+        kp.close()

@@ -130,6 +130,7 @@ mod tests {
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                ..Default::default()
             },
         };
         let records = [

@@ -37,6 +37,8 @@ pub(super) async fn forward_if_needed(
             | RequestKind::IncrementalAlterConfigs(_)
             | RequestKind::DescribeQuorum(_)
             | RequestKind::ElectLeaders(_)
+            | RequestKind::AlterPartitionReassignments(_)
+            | RequestKind::ListPartitionReassignments(_)
     );
     // On the controller listener a non-leader answers NOT_CONTROLLER itself: forwarding again could loop.
     if !forwardable
@@ -71,6 +73,14 @@ pub(super) async fn forward_if_needed(
         RequestKind::ElectLeaders(r) => {
             let timeout = request_timeout(r.timeout_ms);
             ResponseKind::ElectLeaders(forward(broker, ctx, r, timeout).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            let timeout = request_timeout(r.timeout_ms);
+            ResponseKind::AlterPartitionReassignments(forward(broker, ctx, r, timeout).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            let timeout = request_timeout(r.timeout_ms);
+            ResponseKind::ListPartitionReassignments(forward(broker, ctx, r, timeout).await)
         }
         other => return Err(other),
     })

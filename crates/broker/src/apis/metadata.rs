@@ -360,6 +360,7 @@ mod tests {
                     leader,
                     leader_epoch: 3,
                     partition_epoch: 3,
+                    ..Default::default()
                 },
             };
         let records = [

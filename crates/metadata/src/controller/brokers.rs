@@ -511,6 +511,7 @@ mod tests {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
                 },
             },
         ];

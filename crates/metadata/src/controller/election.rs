@@ -489,7 +489,7 @@ fn imbalanced_preferred_elections(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Checked against Kafka's `PartitionChangeBuilderTest` and `ReplicationControlManagerTest` (electLeaders,
     //! unclean elections on fencing and unfencing) and the ZooKeeper controller's leader imbalance check.
     use super::*;
@@ -497,7 +497,10 @@ mod tests {
     use crate::image::{BrokerRegistration, MetadataDelta};
     use crate::record::ConfigResourceType;
 
-    fn apply(image: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {
+    pub(in crate::controller) fn apply(
+        image: &MetadataImage,
+        records: &[MetadataRecord],
+    ) -> MetadataImage {
         let mut delta = MetadataDelta::new(image);
         for r in records {
             delta.replay(image.offset + 1, r).unwrap();
@@ -506,7 +509,7 @@ mod tests {
     }
 
     /// Brokers `ids`, registered and unfenced.
-    fn brokers(ids: &[i32]) -> MetadataImage {
+    pub(in crate::controller) fn brokers(ids: &[i32]) -> MetadataImage {
         let mut image = MetadataImage::empty("c", 1);
         for &id in ids {
             let reg = BrokerRegistration {
@@ -545,7 +548,11 @@ mod tests {
     }
 
     /// A topic whose partitions have these (replicas, isr, leader).
-    fn topic(image: &MetadataImage, name: &str, parts: &[(&[i32], &[i32], i32)]) -> MetadataImage {
+    pub(in crate::controller) fn topic(
+        image: &MetadataImage,
+        name: &str,
+        parts: &[(&[i32], &[i32], i32)],
+    ) -> MetadataImage {
         let id = Uuid::from_u128(1000 + image.topic_count() as u128);
         let mut records = vec![MetadataRecord::Topic {
             name: name.into(),
@@ -562,6 +569,7 @@ mod tests {
                     leader: *leader,
                     leader_epoch: 5,
                     partition_epoch: 7,
+                    ..Default::default()
                 },
             ));
         }

@@ -2,11 +2,13 @@
 //! leader epoch and partition epoch it acted on. The controller checks them against the image (a stale leader is
 //! FENCED_LEADER_EPOCH, a stale registration INVALID_UPDATE_VERSION), checks the proposed ISR (the leader in it,
 //! only replicas, none fenced or shutting down: INELIGIBLE_REPLICA), and records the new ISR with the partition
-//! epoch bumped. Checks and codes follow Kafka's `ReplicationControlManager.alterPartition`.
+//! epoch bumped. Checks and codes follow Kafka's `ReplicationControlManager.alterPartition`. An ISR that now holds
+//! every target replica of a reassignment in progress completes it (`reassign.rs`).
 
 use sluice_protocol::ErrorCode;
 
 use super::brokers::is_eligible_leader;
+use super::reassign::{complete_if_caught_up, with_epochs};
 use super::ControllerResult;
 use crate::error::code;
 use crate::image::{MetadataImage, PartitionRegistration};
@@ -138,14 +140,18 @@ pub fn alter_partition(
             .copied()
             .filter(|r| change.new_isr.contains(r))
             .collect();
-        if next.isr != current.isr {
-            next.partition_epoch = current.partition_epoch + 1;
-            records.push(MetadataRecord::Partition {
-                topic_id: topic.id,
-                partition: change.partition,
-                registration: next.clone(),
-            });
-        }
+        // A reassignment whose target replicas are now all in sync completes (the leader may move).
+        let next = match with_epochs(current, complete_if_caught_up(image, next)) {
+            Some(next) => {
+                records.push(MetadataRecord::Partition {
+                    topic_id: topic.id,
+                    partition: change.partition,
+                    registration: next.clone(),
+                });
+                next
+            }
+            None => current.clone(),
+        };
         partitions.push(outcome(0, Some(next)));
     }
     ControllerResult {

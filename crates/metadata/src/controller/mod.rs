@@ -6,6 +6,7 @@ mod brokers;
 mod configs;
 mod election;
 mod isr;
+mod reassign;
 mod topics;
 
 pub use brokers::{
@@ -23,6 +24,10 @@ pub use election::{
     UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 pub use isr::{alter_partition, AlterPartitionOutcome, IsrChange, IsrChangeOutcome};
+pub use reassign::{
+    alter_partition_reassignments, list_partition_reassignments, OngoingReassignment,
+    ReassignmentOutcome, ReassignmentTarget,
+};
 pub use topics::{
     create_partitions, create_topics, delete_topics, is_internal_topic, validate_topic_name,
     CreatePartitions, CreatePartitionsOutcome, CreateTopicOutcome, DeleteTopicOutcome,

@@ -183,11 +183,12 @@ fn registration(image: &MetadataImage, replicas: Vec<i32>) -> PartitionRegistrat
         leader,
         leader_epoch: 0,
         partition_epoch: 0,
+        ..Default::default()
     }
 }
 
 /// Kafka's `validateManualPartitionAssignment`.
-fn validate_manual_assignment(
+pub(super) fn validate_manual_assignment(
     image: &MetadataImage,
     replicas: &[i32],
     replication_factor: Option<usize>,
