@@ -6,33 +6,14 @@
 //! those of Kafka's `kafka-reassign-partitions.sh`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_testkit::{BlockingBroker, TestCluster};
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// Runs `sluice ARGS` against `bootstrap`, with `stdin` as input.
-fn run_at(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(SLUICE)
-        .args(args)
-        .env("SLUICE_BOOTSTRAP_SERVER", bootstrap)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+mod common;
+use common::{run_sluice as run_at, SLUICE};
 
 /// Asserts success; returns stdout.
 fn ok(out: Output, args: &[&str]) -> String {

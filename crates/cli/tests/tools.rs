@@ -7,7 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use sluice_testkit::BlockingBroker;
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+mod common;
+use common::SLUICE;
 
 /// The kit's in-process broker, on its own runtime so the test thread can run the binary synchronously; shut
 /// down cleanly when dropped.
@@ -27,21 +28,7 @@ impl TestBroker {
 
     /// Runs `sluice ARGS` against this broker with `stdin` as input.
     fn run_with_input(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(SLUICE)
-            .args(args)
-            .env("SLUICE_BOOTSTRAP_SERVER", &self.bootstrap)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        common::run_sluice(&self.bootstrap, args, stdin)
     }
 
     fn run(&self, args: &[&str]) -> Output {

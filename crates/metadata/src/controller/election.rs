@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use sluice_protocol::ErrorCode;
 
 use super::brokers::is_eligible_leader;
+use super::reassign::with_epochs;
 use super::{ControllerResult, MAX_RECORDS_PER_USER_OP};
 use crate::image::{MetadataImage, PartitionRegistration, TopicImage};
 use crate::record::MetadataRecord;
@@ -142,14 +143,7 @@ pub(super) fn partition_change(
     } else if !target_isr.is_empty() {
         next.isr = target_isr.to_vec();
     }
-    if &next == current {
-        return None;
-    }
-    if next.leader != current.leader {
-        next.leader_epoch = current.leader_epoch + 1;
-    }
-    next.partition_epoch = current.partition_epoch + 1;
-    Some(next)
+    with_epochs(current, next)
 }
 
 /// The record for a changed partition.

@@ -203,18 +203,8 @@ pub(super) fn complete_if_caught_up(
         return next;
     }
     let removing = std::mem::take(&mut next.removing_replicas);
-    let target: Vec<i32> = next
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| !removing.contains(r))
-        .collect();
-    let isr: Vec<i32> = next
-        .isr
-        .iter()
-        .copied()
-        .filter(|r| !removing.contains(r))
-        .collect();
+    let target = without(&next.replicas, &removing);
+    let isr = without(&next.isr, &removing);
     if isr.is_empty() || !target.iter().all(|r| isr.contains(r)) {
         next.removing_replicas = removing;
         return next;
@@ -234,17 +224,8 @@ fn start(
     target: &[i32],
 ) -> PartitionRegistration {
     let mut next = revert(image, current);
-    let adding: Vec<i32> = target
-        .iter()
-        .copied()
-        .filter(|r| !next.replicas.contains(r))
-        .collect();
-    let removing: Vec<i32> = next
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| !target.contains(r))
-        .collect();
+    let adding = without(target, &next.replicas);
+    let removing = without(&next.replicas, target);
     next.replicas = target.iter().chain(&removing).copied().collect();
     next.adding_replicas = adding;
     next.removing_replicas = removing;
@@ -268,6 +249,14 @@ fn revert(image: &MetadataImage, current: &PartitionRegistration) -> PartitionRe
     }
     keep_or_elect_leader(image, &mut next);
     next
+}
+
+/// `ids` without those in `excluded`, in order.
+fn without(ids: &[i32], excluded: &[i32]) -> Vec<i32> {
+    ids.iter()
+        .copied()
+        .filter(|r| !excluded.contains(r))
+        .collect()
 }
 
 /// Keeps a leader that is still an in-sync replica able to lead; else the first replica that is (or none).

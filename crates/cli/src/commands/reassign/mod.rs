@@ -312,11 +312,7 @@ async fn execute(args: ExecuteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(tp, replicas)| (tp.clone(), Some(replicas.clone())))
         .collect();
-    let timeout = Duration::from_millis(admin.client().config().request_timeout_ms);
-    let results = admin
-        .alter_partition_reassignments(&request, timeout)
-        .await?;
-    let errors = partition_errors(&results);
+    let (results, errors) = submit(&admin, &request).await?;
     if !errors.is_empty() {
         let started = names(results.iter().filter(|(_, r)| r.is_ok()).map(|(tp, _)| tp));
         let others = if started.is_empty() {
@@ -346,16 +342,28 @@ async fn execute(args: ExecuteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `t-0: error` for every partition that failed, in order.
-fn partition_errors(results: &[(TopicPartition, sluice_client::Result<()>)]) -> Vec<String> {
-    results
+/// Sends AlterPartitionReassignments (within the client's request timeout); returns the per-partition results
+/// and `t-0: error` for every partition that failed, in order.
+async fn submit(
+    admin: &Admin,
+    request: &[(TopicPartition, Option<Vec<i32>>)],
+) -> anyhow::Result<(
+    Vec<(TopicPartition, sluice_client::Result<()>)>,
+    Vec<String>,
+)> {
+    let timeout = Duration::from_millis(admin.client().config().request_timeout_ms);
+    let results = admin
+        .alter_partition_reassignments(request, timeout)
+        .await?;
+    let errors = results
         .iter()
         .filter_map(|(tp, r)| {
             r.as_ref()
                 .err()
                 .map(|e| format!("{}: {e}", partition_name(tp)))
         })
-        .collect()
+        .collect();
+    Ok((results, errors))
 }
 
 /// Sets the replication throttles of `moves`: the rate on every broker involved, then the throttled replicas of
@@ -673,11 +681,7 @@ async fn cancel(args: CancelArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if !running.is_empty() {
         let request: Vec<(TopicPartition, Option<Vec<i32>>)> =
             running.iter().map(|tp| (tp.clone(), None)).collect();
-        let timeout = Duration::from_millis(admin.client().config().request_timeout_ms);
-        let results = admin
-            .alter_partition_reassignments(&request, timeout)
-            .await?;
-        let errors = partition_errors(&results);
+        let (_, errors) = submit(&admin, &request).await?;
         if !errors.is_empty() {
             bail!(
                 "Error cancelling partition reassignment{} for: {}",
