@@ -59,6 +59,10 @@ pub struct Broker {
     pub lifecycle: crate::lifecycle::BrokerLifecycle,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: crate::producer_ids::ProducerIdManager,
+    /// Replication throttles: bytes this leader sent to, and this follower fetched for, throttled replicas.
+    pub leader_quota: crate::replication_quota::ReplicationQuota,
+    /// See `leader_quota`.
+    pub follower_quota: crate::replication_quota::ReplicationQuota,
     /// Connection tasks that ended in a panic since start-up (see [`Broker::handler_panics`]).
     handler_panics: AtomicU64,
 }
@@ -145,7 +149,20 @@ impl Broker {
         let groups = crate::group_coordinator::GroupCoordinator::new(&config);
         let controller_channel =
             crate::controller_channel::ControllerChannel::new(controller.clone(), config.clone());
+        let now = crate::apis::now_ms();
+        let leader_quota = crate::replication_quota::ReplicationQuota::new(
+            crate::replication_quota::Side::Leader,
+            config.node_id,
+            now,
+        );
+        let follower_quota = crate::replication_quota::ReplicationQuota::new(
+            crate::replication_quota::Side::Follower,
+            config.node_id,
+            now,
+        );
         let broker = Arc::new(Broker {
+            leader_quota,
+            follower_quota,
             config,
             controller_channel,
             lifecycle: crate::lifecycle::BrokerLifecycle::new(),

@@ -20,6 +20,7 @@ pub mod quorum_net;
 mod records;
 pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod replication_quota;
 pub mod server;
 
 pub use broker::{Broker, BrokerError};

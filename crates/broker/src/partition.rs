@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::apis::now_ms;
+use crate::replication_quota::Side;
 
 /// This broker's role for a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +165,9 @@ pub struct Partition {
     pub log: Arc<Log>,
     /// True when the topic's `cleanup.policy` includes `compact` (every record then needs a key).
     compacted: AtomicBool,
+    /// Whether this replica is in the topic's `leader.replication.throttled.replicas` /
+    /// `follower.replication.throttled.replicas` ([`crate::replication_quota`]).
+    throttled: [AtomicBool; 2],
     state: RwLock<PartitionState>,
     /// The high watermark, published whenever it moves (and when the state changes, so waiters re-check).
     high_watermark: watch::Sender<i64>,
@@ -199,6 +203,7 @@ impl Partition {
             internal,
             log,
             compacted: AtomicBool::new(false),
+            throttled: [AtomicBool::new(false), AtomicBool::new(false)],
             state: RwLock::new(PartitionState {
                 role: Role::Follower,
                 leader: -1,
@@ -237,6 +242,15 @@ impl Partition {
 
     pub(crate) fn set_compacted(&self, compacted: bool) {
         self.compacted.store(compacted, Ordering::Release);
+    }
+
+    /// True when the topic's throttled replicas of `side` name this broker's replica.
+    pub fn is_replication_throttled(&self, side: Side) -> bool {
+        self.throttled[side as usize].load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_replication_throttled(&self, side: Side, throttled: bool) {
+        self.throttled[side as usize].store(throttled, Ordering::Release);
     }
 
     /// The high watermark: offsets below it are committed (on every ISR member) and visible to consumers.

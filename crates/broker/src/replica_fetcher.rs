@@ -10,8 +10,10 @@
 //! next metadata image. The leader learns each follower's log end offset from its fetch offset and moves the high
 //! watermark (`apis::fetch`), which releases acks=all produces.
 //!
-//! Not yet (the replication issue): ISR changes (AlterPartition: the ISR is what the controller set, members
-//! leave only when fenced), OffsetForLeaderEpoch for leaders older than Fetch v12, throttling, fetch sessions.
+//! A throttled replica (the topic's `follower.replication.throttled.replicas`) outside the ISR is left out of the
+//! request while `follower.replication.throttled.rate` is exceeded (KIP-73, [`crate::replication_quota`]).
+//!
+//! Not built: OffsetForLeaderEpoch for leaders older than Fetch v12, fetch sessions between brokers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +29,10 @@ use sluice_protocol::ErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::apis::now_ms;
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::replication_quota::Side;
 
 /// The Fetch version followers send (topic names; last fetched epoch and diverging epochs since v12).
 const REPLICA_FETCH_VERSION: i16 = 12;
@@ -141,6 +145,22 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
                 }
             }
         }
+        // KIP-73: a throttled replica outside the ISR waits while this follower's rate is exceeded.
+        let now = now_ms();
+        let partitions: Vec<Arc<Partition>> = partitions
+            .into_iter()
+            .filter(|p| {
+                !(p.is_replication_throttled(Side::Follower)
+                    && !p.state().isr.contains(&node_id)
+                    && broker.follower_quota.is_exceeded(&image, now))
+            })
+            .collect();
+        if partitions.is_empty() {
+            if !backoff(&mut shutdown).await {
+                return;
+            }
+            continue;
+        }
         let (request, positions) = fetch_request(node_id, &partitions);
         let (_, c) = conn.as_ref().expect("connected above");
         let response = tokio::select! {
@@ -171,12 +191,16 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
         }
         let mut any_failed = false;
         let mut out_of_range = Vec::new();
+        let mut throttled_bytes = 0;
         for topic in response.responses {
             for data in topic.partitions {
                 let key = (topic.topic.0.to_string(), data.partition_index);
                 let Some((partition, epoch)) = positions.get(&key) else {
                     continue;
                 };
+                if partition.is_replication_throttled(Side::Follower) {
+                    throttled_bytes += data.records.as_ref().map_or(0, |r| r.len());
+                }
                 if data.error_code == ErrorCode::OffsetOutOfRange.code() {
                     out_of_range.push((partition.clone(), *epoch));
                 } else if !apply(partition, *epoch, data) {
@@ -184,6 +208,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
                 }
             }
         }
+        broker.follower_quota.record(throttled_bytes, now_ms());
         for (partition, epoch) in out_of_range {
             if !reset_out_of_range(c, node_id, &partition, epoch).await {
                 any_failed = true;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use crate::partition::{Partition, PartitionState, ProduceError, Replicated, Role};
+use crate::replication_quota::{self, Side};
 
 use crate::config::BrokerConfig;
 
@@ -294,6 +295,15 @@ impl ReplicaManager {
             p.log.update_config(log_config);
         }
         p.set_compacted(compacted);
+        for side in [Side::Leader, Side::Follower] {
+            let throttled = replication_quota::is_throttled(
+                &topic_image.configs,
+                side,
+                partition,
+                self.config.node_id,
+            );
+            p.set_replication_throttled(side, throttled);
+        }
         let node_id = self.config.node_id;
         let state = p.state();
         let same = state.leader == registration.leader

@@ -312,11 +312,11 @@ fn bad_input_is_one_line_and_usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "--timeout-ms needs --wait");
 }
 
-/// A plan whose partitions are where it wants them: execute resubmits them, verify says completed, cancel finds
-/// nothing to cancel, and the throttle clear touches nothing that is not set. `--throttle` is refused by a broker
-/// without dynamic broker configs (Sluice) before anything is changed.
+/// A plan whose partitions are where it wants them: execute resubmits them, with a throttle (the broker's
+/// dynamic rates and the topic's throttled replicas), verify says completed and clears the throttle, cancel finds
+/// nothing to cancel.
 #[test]
-fn single_node_execute_verify_cancel_and_the_throttle_refusal() {
+fn single_node_execute_verify_cancel_and_the_throttle() {
     let broker = BlockingBroker::start();
     let bootstrap = broker.bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -330,29 +330,24 @@ fn single_node_execute_verify_cancel_and_the_throttle_refusal() {
     let list = served(run_at(&bootstrap, &["reassign", "list"], ""));
     assert_eq!(ok(list, &[]), "No partition reassignments found.\n");
 
-    let out = run_at(
-        &bootstrap,
-        &[
-            "reassign",
-            "execute",
-            "--reassignment-json-file",
-            &file,
-            "--throttle",
-            "1000000",
-        ],
-        "",
-    );
-    fails(&out, 1, "setting the replication throttle of broker 0");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let args = [
+        "reassign",
+        "execute",
+        "--reassignment-json-file",
+        &file,
+        "--throttle",
+        "1000000",
+    ];
+    let text = ok(run_at(&bootstrap, &args, ""), &args);
     assert!(
-        stdout.contains("Warning: You must run --verify periodically"),
-        "{stdout}"
+        text.contains("The inter-broker throttle limit was set to 1000000 B/s"),
+        "{text}"
     );
-    let args = ["config", "describe", "--topic", "orders"];
+    let args = ["config", "describe", "--broker", "0"];
     let configs = ok(run_at(&bootstrap, &args, ""), &args);
     assert!(
-        !configs.contains("throttled"),
-        "nothing half set: {configs}"
+        has_entry(&configs, "leader.replication.throttled.rate", "1000000"),
+        "{configs}"
     );
 
     let args = ["reassign", "execute", "--reassignment-json-file", &file];
@@ -382,6 +377,12 @@ fn single_node_execute_verify_cancel_and_the_throttle_refusal() {
          Clearing broker-level throttles on broker 0\n\
          Clearing topic-level throttles on topic orders\n"
     );
+    let args = ["config", "describe", "--broker", "0"];
+    let configs = ok(run_at(&bootstrap, &args, ""), &args);
+    assert!(!configs.contains("throttled"), "{configs}");
+    let args = ["config", "describe", "--topic", "orders"];
+    let configs = ok(run_at(&bootstrap, &args, ""), &args);
+    assert!(!configs.contains("throttled"), "{configs}");
     let args = [
         "reassign",
         "cancel",
@@ -394,6 +395,13 @@ fn single_node_execute_verify_cancel_and_the_throttle_refusal() {
         text,
         "None of the specified partition reassignments are active.\n"
     );
+}
+
+/// Whether `sluice config describe`'s table has `key` set to `value`.
+fn has_entry(table: &str, key: &str, value: &str) -> bool {
+    table
+        .lines()
+        .any(|l| l.split_whitespace().take(2).eq([key, value]))
 }
 
 // ---------------------------------------------------------------------------------------------------------

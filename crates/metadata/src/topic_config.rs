@@ -206,6 +206,41 @@ static DEFS: &[TopicConfigDef] = &[
         "Whether replicas not in the ISR may be elected leader as a last resort, at the risk of data loss."),
 ];
 
+/// The broker configs Sluice changes at run time (IncrementalAlterConfigs / AlterConfigs on a BROKER resource,
+/// for one broker id or, with an empty name, the cluster-wide default): Kafka's broker quota configs
+/// (`QuotaConfig.brokerQuotaConfigs`) that throttle replication, in bytes per second. Every other broker key is
+/// static (set in the config file); the same definition shape as a topic key serves them.
+static DYNAMIC_BROKER_DEFS: &[TopicConfigDef] = &[
+    def!("follower.replication.throttled.rate", Long, LONG_MAX, [], Check::AtLeast(0),
+        "The rate (bytes/s) at which this broker's throttled follower replicas fetch \
+         (follower.replication.throttled.replicas of each topic)."),
+    def!("leader.replication.throttled.rate", Long, LONG_MAX, [], Check::AtLeast(0),
+        "The rate (bytes/s) at which this broker's throttled leader replicas serve followers outside the ISR \
+         (leader.replication.throttled.replicas of each topic)."),
+];
+
+/// The definition of a broker config key Sluice changes at run time.
+pub fn lookup_dynamic_broker(name: &str) -> Option<&'static TopicConfigDef> {
+    DYNAMIC_BROKER_DEFS.iter().find(|d| d.name == name)
+}
+
+/// Every broker config key Sluice changes at run time, sorted by name.
+pub fn dynamic_broker() -> &'static [TopicConfigDef] {
+    DYNAMIC_BROKER_DEFS
+}
+
+/// Whether the replica of `partition` on broker `broker_id` is listed in a `*.replication.throttled.replicas`
+/// value (`*`, or `partition:broker` pairs).
+pub fn is_throttled_replica(value: &str, partition: i32, broker_id: i32) -> bool {
+    let value = value.trim();
+    value == "*"
+        || value.split(',').any(|pair| {
+            pair.split_once(':').is_some_and(|(p, b)| {
+                p.trim().parse::<i32>() == Ok(partition) && b.trim().parse::<i32>() == Ok(broker_id)
+            })
+        })
+}
+
 /// Every topic config key, sorted by name.
 pub fn all() -> &'static [TopicConfigDef] {
     DEFS

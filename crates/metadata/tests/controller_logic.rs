@@ -385,6 +385,80 @@ fn incremental(name: &str, ops: Vec<AlterConfigOp>) -> IncrementalAlterConfigsRe
     }
 }
 
+const LEADER_RATE: &str = "leader.replication.throttled.rate";
+const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
+
+fn broker(name: &str, ops: Vec<AlterConfigOp>) -> IncrementalAlterConfigsResource {
+    IncrementalAlterConfigsResource {
+        resource_type: 4,
+        resource_name: name.into(),
+        ops,
+    }
+}
+
+/// The replication throttle rates are dynamic broker configs, per broker id or cluster-wide (the empty name), as
+/// Kafka's `ConfigurationControlManager` keeps them; other broker keys are static.
+#[test]
+fn replication_throttle_rates_are_dynamic_broker_configs() {
+    let image = cluster(2);
+    let result = controller::incremental_alter_configs(
+        &image,
+        &[
+            broker("1", vec![op(LEADER_RATE, ConfigOpType::Set, Some("1000"))]),
+            broker("", vec![op(FOLLOWER_RATE, ConfigOpType::Set, Some("2000"))]),
+        ],
+        false,
+    );
+    assert!(
+        result.response.iter().all(|r| r.error.is_none()),
+        "{:?}",
+        result.response
+    );
+    let image = apply(&image, &result);
+    assert_eq!(
+        image
+            .broker_configs("1")
+            .and_then(|c| c.get(LEADER_RATE))
+            .map(String::as_str),
+        Some("1000")
+    );
+    assert_eq!(
+        image
+            .broker_configs("")
+            .and_then(|c| c.get(FOLLOWER_RATE))
+            .map(String::as_str),
+        Some("2000")
+    );
+    assert_eq!(image.broker_configs("0"), None);
+
+    // Legacy AlterConfigs replaces the broker's overrides.
+    let result = controller::alter_configs(
+        &image,
+        &[AlterConfigsResource {
+            resource_type: 4,
+            resource_name: "1".into(),
+            configs: vec![(FOLLOWER_RATE.into(), Some("3000".into()))],
+        }],
+        false,
+    );
+    assert_eq!(result.response[0].error, None);
+    let image = apply(&image, &result);
+    let configs = image.broker_configs("1").unwrap();
+    assert_eq!(configs.get(LEADER_RATE), None);
+    assert_eq!(configs.get(FOLLOWER_RATE).map(String::as_str), Some("3000"));
+
+    let result = controller::incremental_alter_configs(
+        &image,
+        &[broker(
+            "1",
+            vec![op(FOLLOWER_RATE, ConfigOpType::Delete, None)],
+        )],
+        false,
+    );
+    let image = apply(&image, &result);
+    assert_eq!(image.broker_configs("1"), None, "no override left");
+}
+
 #[test]
 fn incremental_alter_configs_set_delete_append_subtract() {
     let image = cluster(1);
@@ -463,12 +537,23 @@ fn incremental_alter_configs_set_delete_append_subtract() {
             code::UNKNOWN_TOPIC_OR_PARTITION,
         ),
         (
-            IncrementalAlterConfigsResource {
-                resource_type: 4,
-                resource_name: "0".into(),
-                ops: vec![],
-            },
+            broker(
+                "0",
+                vec![op("log.retention.ms", ConfigOpType::Set, Some("1"))],
+            ),
             code::INVALID_REQUEST,
+        ),
+        (
+            broker("x", vec![op(LEADER_RATE, ConfigOpType::Set, Some("1"))]),
+            code::INVALID_REQUEST,
+        ),
+        (
+            broker("0", vec![op(LEADER_RATE, ConfigOpType::Set, Some("-1"))]),
+            code::INVALID_CONFIG,
+        ),
+        (
+            broker("0", vec![op(LEADER_RATE, ConfigOpType::Append, Some("1"))]),
+            code::INVALID_CONFIG,
         ),
     ];
     for (resource, error_code) in errors {

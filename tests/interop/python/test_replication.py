@@ -294,3 +294,67 @@ def test_kafka_python_reassigns_a_partition_onto_another_broker_without_losing_r
         assert result == {tp: NoReassignmentInProgressError, KTopicPartition("nope", 0): UnknownTopicOrPartitionError}
     finally:
         kp.close()
+
+
+def test_kafka_python_throttles_a_reassignment_until_the_throttle_is_removed(cluster: Cluster):
+    """KIP-73 replication throttles set with kafka-python's alter_configs: the broker rates
+    (`leader.replication.throttled.rate`, `follower.replication.throttled.rate`) and the topic's throttled replicas.
+    A new replica of a 4 MB partition may fetch about ten seconds' worth at once (Kafka's rate spans at least ten
+    1-second samples; one fetch brings up to `replica.fetch.max.bytes`, 1 MB), then waits, so the reassignment is
+    still running seconds later with most of the log not copied; once the throttle is deleted it completes.
+    Unthrottled, the same move takes well under a second on this machine."""
+    from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+
+    create(cluster.admin(), "slow", partitions=1, rf=1)
+    values = [f"{i:06d}".encode() * 170 for i in range(4000)]  # ~1 kB each
+    assert len(produce_acks_all(cluster.bootstrap(), "slow", values)) == len(values)
+    [leader] = list(cluster.metadata(1).topics["slow"].partitions[0].replicas)
+    new = next(i for i in cluster.nodes if i != leader)
+    rate = "50000"
+    kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+    try:
+        throttles = [
+            ConfigResource(ConfigResourceType.BROKER, str(leader), {"leader.replication.throttled.rate": rate}),
+            ConfigResource(ConfigResourceType.BROKER, str(new), {"follower.replication.throttled.rate": rate}),
+            ConfigResource(ConfigResourceType.TOPIC, "slow", {
+                "leader.replication.throttled.replicas": f"0:{leader}",
+                "follower.replication.throttled.replicas": f"0:{new}",
+            }),
+        ]
+        for resource in throttles:
+            result = kp.alter_configs([resource])
+            assert all(e is None or getattr(e, "errno", 0) == 0 for e in _flatten(result)), result
+        described = kp.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(leader))])
+        assert described["broker"][str(leader)]["leader.replication.throttled.rate"]["value"] == rate
+
+        tp = KTopicPartition("slow", 0)
+        started = time.monotonic()
+        assert kp.alter_partition_reassignments({tp: [leader, new]}) == {tp: None}
+        time.sleep(5)
+        assert kp.list_partition_reassignments(), "the throttled move finished within 5 s"
+        data = cluster.nodes[new].data_dir / "slow-0"
+        copied = sum(f.stat().st_size for f in data.glob("*.log"))
+        print(f"{copied} bytes of 4 MB copied in 5 s at {rate} B/s")
+        assert copied < 3_000_000, f"{copied} bytes copied in 5 s at {rate} B/s"
+
+        kp.alter_configs([
+            ConfigResource(ConfigResourceType.BROKER, str(leader),
+                           {"leader.replication.throttled.rate": (AlterConfigOp.DELETE, None)}),
+            ConfigResource(ConfigResourceType.BROKER, str(new),
+                           {"follower.replication.throttled.rate": (AlterConfigOp.DELETE, None)}),
+        ])
+        deadline = time.monotonic() + 30
+        while kp.list_partition_reassignments():
+            assert time.monotonic() < deadline, cluster.log_tails()
+            time.sleep(0.2)
+        print(f"throttled move completed {time.monotonic() - started:.1f} s after it started")
+        assert sorted(cluster.metadata(new).topics["slow"].partitions[0].isrs) == sorted([leader, new])
+    finally:
+        kp.close()
+
+
+def _flatten(result):
+    """kafka-python's alter_configs answer, {type: {name: error}} or a list of responses, as a flat list."""
+    if isinstance(result, dict):
+        return [e for names in result.values() for e in (names.values() if isinstance(names, dict) else [names])]
+    return list(result) if isinstance(result, list) else [result]

@@ -1,6 +1,7 @@
 //! AlterConfigs (key 33), v0-v2: replaces all config overrides of a TOPIC resource with the given set
 //! (non-incremental; keys left out are reset to the default). validate_only checks without writing. BROKER
-//! resources are refused: Sluice has no dynamic broker configs.
+//! resources (a broker id, or the empty name for the cluster-wide default) take only the replication throttle
+//! rates, the broker configs Sluice changes at run time (`topic_config::dynamic_broker`).
 
 use std::sync::Arc;
 

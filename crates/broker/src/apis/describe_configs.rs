@@ -1,6 +1,8 @@
 //! DescribeConfigs (key 32), v1-v4: TOPIC resources (every topic config with its effective value and source:
 //! TOPIC_CONFIG for an override, STATIC_BROKER_CONFIG when the broker's synonym is set, DEFAULT_CONFIG otherwise)
-//! and BROKER resources (every broker key, STATIC_BROKER_CONFIG or DEFAULT_CONFIG). Synonyms when requested;
+//! and BROKER resources (every broker key, STATIC_BROKER_CONFIG or DEFAULT_CONFIG, and the dynamic replication
+//! throttle rates, DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG or DEFAULT_CONFIG, not read-only; the empty
+//! name describes the cluster-wide dynamic defaults that are set). Synonyms when requested;
 //! config types and documentation from v3 (documentation only when requested).
 
 use std::sync::Arc;
@@ -55,7 +57,7 @@ pub(crate) async fn handle(
             let name = resource.resource_name.to_string();
             let described = match ConfigResourceType::from_code(resource.resource_type) {
                 Some(ConfigResourceType::Topic) => describe_topic(broker, &image, &name),
-                Some(ConfigResourceType::Broker) => describe_broker(&broker.config, &name),
+                Some(ConfigResourceType::Broker) => describe_broker(&broker.config, &image, &name),
                 None => Err(ApiError::new(
                     code::INVALID_REQUEST,
                     format!("Unsupported resource type: {}", resource.resource_type),
@@ -145,11 +147,16 @@ fn describe_topic(
     ))
 }
 
-/// Every broker key: this broker's id gives them all; the empty name (cluster-wide dynamic defaults) gives none,
-/// as Sluice has no dynamic broker configs.
-fn describe_broker(config: &BrokerConfig, name: &str) -> Result<Vec<DescribedConfig>, ApiError> {
+/// Every broker key: this broker's id gives its static keys and the dynamic ones set for it or cluster-wide; the
+/// empty name gives the cluster-wide dynamic defaults that are set (as Kafka does); another broker's id is
+/// INVALID_REQUEST (clients ask each broker for its own configs).
+fn describe_broker(
+    config: &BrokerConfig,
+    image: &sluice_metadata::MetadataImage,
+    name: &str,
+) -> Result<Vec<DescribedConfig>, ApiError> {
     if name.is_empty() {
-        return Ok(Vec::new());
+        return Ok(describe_dynamic(image, None));
     }
     let id: i32 = name.parse().map_err(|_| {
         ApiError::new(
@@ -166,7 +173,7 @@ fn describe_broker(config: &BrokerConfig, name: &str) -> Result<Vec<DescribedCon
             ),
         ));
     }
-    Ok(config
+    let mut described: Vec<DescribedConfig> = config
         .entries()
         .into_iter()
         .map(|e| {
@@ -202,7 +209,58 @@ fn describe_broker(config: &BrokerConfig, name: &str) -> Result<Vec<DescribedCon
                 synonyms,
             }
         })
-        .collect())
+        .collect();
+    described.extend(describe_dynamic(image, Some(config.node_id)));
+    Ok(described)
+}
+
+/// The dynamic broker configs of broker `node_id`, each with its synonyms (the per-broker value first, then the
+/// cluster-wide default) and Kafka's default when neither is set. `None` describes the cluster-wide defaults that
+/// are set.
+fn describe_dynamic(
+    image: &sluice_metadata::MetadataImage,
+    node_id: Option<i32>,
+) -> Vec<DescribedConfig> {
+    let own = node_id.and_then(|id| image.broker_configs(&id.to_string()));
+    let cluster = image.broker_configs("");
+    topic_config::dynamic_broker()
+        .iter()
+        .filter_map(|def| {
+            let mut synonyms = Vec::new();
+            if let Some(v) = own.and_then(|c| c.get(def.name)) {
+                synonyms.push(ConfigSynonym {
+                    name: def.name.to_owned(),
+                    value: Some(v.clone()),
+                    source: ConfigSource::DynamicBrokerConfig,
+                });
+            }
+            if let Some(v) = cluster.and_then(|c| c.get(def.name)) {
+                synonyms.push(ConfigSynonym {
+                    name: def.name.to_owned(),
+                    value: Some(v.clone()),
+                    source: ConfigSource::DynamicDefaultBrokerConfig,
+                });
+            }
+            let (value, source) = match synonyms.first() {
+                Some(s) => (s.value.clone(), s.source),
+                // Unset on this broker: Kafka's default (unlimited), listed as a key that can be set.
+                None if node_id.is_some() => {
+                    (Some(def.default.to_owned()), ConfigSource::DefaultConfig)
+                }
+                None => return None,
+            };
+            Some(DescribedConfig {
+                name: def.name.to_owned(),
+                value,
+                source,
+                read_only: false,
+                sensitive: false,
+                config_type: def.config_type,
+                documentation: Some(def.documentation.to_owned()),
+                synonyms,
+            })
+        })
+        .collect()
 }
 
 /// The type of a broker key: a topic config's type when the key is its synonym, else inferred from the value.

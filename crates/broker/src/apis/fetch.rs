@@ -25,7 +25,9 @@
 //! (`Partition::update_follower_fetch`) and which may move the high watermark. A follower whose last fetched epoch
 //! ends earlier in this log gets the diverging epoch and no records (KIP-320/KIP-595), at once. A fetcher with no
 //! replica of the partition gets UNKNOWN_LEADER_EPOCH when it sent a leader epoch, NOT_LEADER_OR_FOLLOWER otherwise
-//! (Kafka's `Partition.followerReplicaOrThrow`).
+//! (Kafka's `Partition.followerReplicaOrThrow`). A follower outside the ISR gets no records of a partition whose
+//! leader replica is replication-throttled while `leader.replication.throttled.rate` is exceeded
+//! ([`crate::replication_quota`]).
 //!
 //! Copies: on a connection that writes with `sendfile` (plaintext; see `network.rs`), the records of a partition
 //! are a segment file range (`Log::read_slices`) registered with the connection, and the encoder makes them a file
@@ -62,6 +64,7 @@ use crate::fetch_session::{
 };
 use crate::purgatory::WakeReason;
 use crate::replica_manager::ReplicaError;
+use crate::replication_quota::Side;
 
 /// Records shorter than this are read into memory rather than sent with `sendfile`.
 const SENDFILE_MIN_BYTES: u64 = 1024;
@@ -140,6 +143,15 @@ pub(crate) async fn handle(
         }
     }
 
+    if params.is_from_follower {
+        let throttled_bytes = pass
+            .partitions
+            .iter()
+            .filter(|r| r.throttled)
+            .map(|r| r.records_bytes)
+            .sum();
+        broker.leader_quota.record(throttled_bytes, now_ms());
+    }
     let outcomes: Vec<PartitionFetchOutcome> =
         pass.partitions.iter().map(|p| p.outcome()).collect();
     let plan = broker
@@ -304,6 +316,9 @@ struct PartitionRead {
     /// The response partition (partition index, error, offsets, records).
     data: PartitionData,
     records_bytes: usize,
+    /// A follower's read of a partition whose leader replica is replication-throttled: its bytes count against
+    /// `leader.replication.throttled.rate`.
+    throttled: bool,
 }
 
 impl PartitionRead {
@@ -320,6 +335,7 @@ impl PartitionRead {
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_records(Some(Bytes::new())),
             records_bytes: 0,
+            throttled: false,
         }
     }
 
@@ -344,6 +360,7 @@ impl PartitionRead {
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_records(Some(records)),
             records_bytes,
+            throttled: false,
         }
     }
 
@@ -521,6 +538,24 @@ fn read_partition(
         );
     }
     let high_watermark = log.high_watermark();
+    let throttled = params.is_from_follower && partition.is_replication_throttled(Side::Leader);
+    if throttled
+        && !partition.state().isr.contains(&params.replica_id)
+        && broker
+            .leader_quota
+            .is_exceeded(&broker.replicas.image(), now_ms())
+    {
+        // KIP-73: a throttled follower outside the ISR gets nothing while the leader's rate is exceeded.
+        let mut read = PartitionRead::records(
+            params,
+            index,
+            high_watermark,
+            log.log_start_offset(),
+            Bytes::new(),
+        );
+        read.throttled = true;
+        return read;
+    }
     // Without transactions the last stable offset is the high watermark. Followers read up to the log end.
     let last_stable_offset = high_watermark;
     let upper_bound = if params.is_from_follower {
@@ -587,7 +622,9 @@ fn read_partition(
             return PartitionRead::error(ReadStage::Read, index, code);
         }
     };
-    PartitionRead::records(params, index, high_watermark, log_start_offset, records)
+    let mut read = PartitionRead::records(params, index, high_watermark, log_start_offset, records);
+    read.throttled = throttled;
+    read
 }
 
 /// Why a partition read failed.

@@ -1,6 +1,7 @@
 //! IncrementalAlterConfigs (key 44), v0-v1 (KIP-339): SET / DELETE / APPEND / SUBTRACT on TOPIC config keys;
 //! APPEND and SUBTRACT only on LIST keys (`cleanup.policy`). validate_only checks without writing. BROKER
-//! resources are refused: Sluice has no dynamic broker configs.
+//! resources (a broker id, or the empty name for the cluster-wide default) take only the replication throttle
+//! rates, the broker configs Sluice changes at run time (`topic_config::dynamic_broker`).
 
 use std::sync::Arc;
 

@@ -87,36 +87,89 @@ pub struct AlterConfigsOutcome {
     pub error: Option<ApiError>,
 }
 
-/// Checks the resource is a topic that exists; broker and other resources are not alterable in Sluice yet.
-fn check_topic_resource<'a>(
+/// An alterable config resource: its kind, current overrides and key definitions.
+struct Resource<'a> {
+    resource_type: ConfigResourceType,
+    overrides: &'a BTreeMap<String, String>,
+}
+
+static NO_OVERRIDES: BTreeMap<String, String> = BTreeMap::new();
+
+impl Resource<'_> {
+    /// The definition of `key`, or the error Kafka gives for a key that cannot be set on this resource.
+    fn def(&self, key: &str) -> Result<&'static topic_config::TopicConfigDef, ApiError> {
+        match self.resource_type {
+            ConfigResourceType::Topic => topic_config::lookup(key).ok_or_else(|| {
+                ApiError::new(
+                    code::INVALID_CONFIG,
+                    format!("Unknown topic config name: {key}"),
+                )
+            }),
+            ConfigResourceType::Broker => topic_config::lookup_dynamic_broker(key).ok_or_else(|| {
+                let dynamic: Vec<&str> = topic_config::dynamic_broker().iter().map(|d| d.name).collect();
+                ApiError::new(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "Cannot update these configs dynamically: Set({key}). Sluice's dynamic broker configs are {}; \
+                         set the others in the config file and restart.",
+                        dynamic.join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+/// The resource to alter: a topic that exists, or a broker (an id, or the empty name for the cluster-wide
+/// default, as Kafka's `ConfigurationControlManager` accepts them).
+fn alterable<'a>(
     image: &'a MetadataImage,
     resource_type: i8,
     name: &str,
-) -> Result<&'a BTreeMap<String, String>, ApiError> {
+) -> Result<Resource<'a>, ApiError> {
     match ConfigResourceType::from_code(resource_type) {
         Some(ConfigResourceType::Topic) => {
             crate::controller::validate_topic_name(name)
                 .map_err(|m| ApiError::new(code::INVALID_TOPIC_EXCEPTION, m))?;
-            image
-                .topic(name)
-                .map(|t| &t.configs)
-                .ok_or_else(|| ApiError::new(code::UNKNOWN_TOPIC_OR_PARTITION, format!("The topic '{name}' does not exist.")))
+            let overrides = image.topic(name).map(|t| &t.configs).ok_or_else(|| {
+                ApiError::new(
+                    code::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("The topic '{name}' does not exist."),
+                )
+            })?;
+            Ok(Resource {
+                resource_type: ConfigResourceType::Topic,
+                overrides,
+            })
         }
-        Some(ConfigResourceType::Broker) => Err(ApiError::new(
+        Some(ConfigResourceType::Broker) => {
+            if !name.is_empty() && name.parse::<i32>().is_err() {
+                return Err(ApiError::new(
+                    code::INVALID_REQUEST,
+                    format!("Invalid broker name {name}"),
+                ));
+            }
+            let overrides = image.broker_configs(name).unwrap_or(&NO_OVERRIDES);
+            Ok(Resource {
+                resource_type: ConfigResourceType::Broker,
+                overrides,
+            })
+        }
+        None => Err(ApiError::new(
             code::INVALID_REQUEST,
-            "Sluice does not support dynamic broker configs; set them in the config file and restart.",
+            format!("Unexpected resource type {resource_type}"),
         )),
-        None => Err(ApiError::new(code::INVALID_REQUEST, format!("Unexpected resource type {resource_type}"))),
     }
 }
 
 fn diff_records(
+    resource_type: ConfigResourceType,
     name: &str,
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Vec<MetadataRecord> {
     let record = |key: &str, value: Option<&String>| MetadataRecord::Config {
-        resource_type: ConfigResourceType::Topic,
+        resource_type,
         resource_name: name.to_string(),
         key: key.to_string(),
         value: value.cloned(),
@@ -199,7 +252,8 @@ fn incremental_one(
     image: &MetadataImage,
     resource: &IncrementalAlterConfigsResource,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
-    let old = check_topic_resource(image, resource.resource_type, &resource.resource_name)?;
+    let target = alterable(image, resource.resource_type, &resource.resource_name)?;
+    let old = target.overrides;
     let mut seen = HashSet::new();
     if resource.ops.iter().any(|op| !seen.insert(op.key.as_str())) {
         return Err(ApiError::new(
@@ -209,12 +263,7 @@ fn incremental_one(
     }
     let mut new = old.clone();
     for op in &resource.ops {
-        let def = topic_config::lookup(&op.key).ok_or_else(|| {
-            ApiError::new(
-                code::INVALID_CONFIG,
-                format!("Unknown topic config name: {}", op.key),
-            )
-        })?;
+        let def = target.def(&op.key)?;
         match op.op {
             ConfigOpType::Set => {
                 let value = op.value.as_deref().ok_or_else(|| {
@@ -258,7 +307,12 @@ fn incremental_one(
             }
         }
     }
-    Ok(diff_records(&resource.resource_name, old, &new))
+    Ok(diff_records(
+        target.resource_type,
+        &resource.resource_name,
+        old,
+        &new,
+    ))
 }
 
 /// AlterConfigs (legacy, non-incremental): the given configs replace all of the resource's overrides.
@@ -309,13 +363,23 @@ fn legacy_one(
     image: &MetadataImage,
     resource: &AlterConfigsResource,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
-    let old = check_topic_resource(image, resource.resource_type, &resource.resource_name)?;
+    let target = alterable(image, resource.resource_type, &resource.resource_name)?;
     let mut new = BTreeMap::new();
     for (key, value) in &resource.configs {
-        topic_config::validate(key, value.as_deref())?;
-        if let Some(v) = value {
-            new.insert(key.clone(), v.clone());
-        }
+        let def = target.def(key)?;
+        let value = value.as_deref().ok_or_else(|| {
+            ApiError::new(
+                code::INVALID_CONFIG,
+                format!("Null value not supported for configs: {key}"),
+            )
+        })?;
+        def.validate(value)?;
+        new.insert(key.clone(), value.to_string());
     }
-    Ok(diff_records(&resource.resource_name, old, &new))
+    Ok(diff_records(
+        target.resource_type,
+        &resource.resource_name,
+        target.overrides,
+        &new,
+    ))
 }
