@@ -754,6 +754,25 @@ fn valid_request(
         ApiKey::ListPartitionReassignments => {
             RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
         }
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name())
+                    .with_partitions(vec![0]),
+            ])))
+        }
+        // A directory that is not in log.dirs: LOG_DIR_NOT_FOUND, no move started.
+        ApiKey::AlterReplicaLogDirs => {
+            RequestKind::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default().with_dirs(vec![
+                alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                    .with_path(StrBytes::from_static_str("/nonexistent-log-dir"))
+                    .with_topics(vec![
+                        alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                            .with_name(name())
+                            .with_partitions(vec![0]),
+                    ]),
+            ]))
+        }
         other => panic!("{other:?} is advertised but this test has no request for it: add one"),
     }
 }

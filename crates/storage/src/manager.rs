@@ -11,9 +11,13 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::io::{read_file, write_file_atomic, Io, RealIo};
-use crate::log::{DirHealth, LogOptions, HIGH_WATERMARK_CHECKPOINT};
+use crate::log::{DirHealth, LogOptions, FUTURE_DIR_SUFFIX, HIGH_WATERMARK_CHECKPOINT};
 use crate::segment::SegmentCache;
 use crate::{Log, LogConfig, StorageError};
+
+mod moves;
+
+pub use moves::{AlterLogDirError, AlterLogDirOutcome, LogDirInfo, ReplicaInfo};
 
 /// Suffix of a partition directory renamed for deletion (`<topic>-<partition>.<uniqueId>-delete`, as Kafka).
 pub const DELETE_DIR_SUFFIX: &str = "-delete";
@@ -180,6 +184,10 @@ pub struct LogManager {
     /// Serializes high-watermark checkpoint writes: each takes its values under this lock, so a later
     /// write never carries older values than an earlier one.
     hw_checkpoint: Mutex<()>,
+    /// Log-directory moves in progress (AlterReplicaLogDirs), by partition (`manager/moves.rs`).
+    moves: Mutex<HashMap<(String, i32), Arc<moves::MoveHandle>>>,
+    /// Mover threads running (a cancelled move's thread may still be cleaning up).
+    movers: std::sync::atomic::AtomicUsize,
 }
 
 impl LogManager {
@@ -228,6 +236,9 @@ impl LogManager {
             dirs[i].set_offline();
         }
         let mut jobs: Vec<(usize, String, i32, PathBuf, Option<i64>)> = Vec::new();
+        // Every directory's high-watermark checkpoint: a log moved between directories right before a crash may
+        // have its entry only in the old directory's.
+        let mut all_high_watermarks: Vec<HashMap<(String, i32), i64>> = Vec::new();
         for (i, health) in dirs.iter().enumerate() {
             if health.is_offline() {
                 continue;
@@ -242,10 +253,19 @@ impl LogManager {
                 }
             };
             let high_watermarks = read_high_watermarks(&*io, &dir);
+            all_high_watermarks.push(high_watermarks.clone());
             for name in names {
                 let path = dir.join(&name);
                 if is_high_watermark_tmp(&name) {
                     let _ = io.remove_file(&path);
+                    continue;
+                }
+                if name.ends_with(FUTURE_DIR_SUFFIX) {
+                    // A log-directory move interrupted before its commit: the original is authoritative.
+                    tracing::warn!(path = %path.display(), "removing the future log of an interrupted log-directory move");
+                    if let Err(e) = io.remove_dir_all(&path) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove future log directory");
+                    }
                     continue;
                 }
                 if name.ends_with(DELETE_DIR_SUFFIX) {
@@ -268,6 +288,7 @@ impl LogManager {
                 dir: log_dirs[0].clone(),
             });
         }
+        let jobs = moves::resolve_moved_logs(&*io, jobs, &all_high_watermarks)?;
         let cache = Arc::new(SegmentCache::new(options.max_open_inactive_segments));
         let next = Mutex::new(jobs.into_iter());
         let opened = Mutex::new(HashMap::new());
@@ -310,6 +331,8 @@ impl LogManager {
             locks: Mutex::new(locks),
             shut_down: AtomicBool::new(false),
             hw_checkpoint: Mutex::new(()),
+            moves: Mutex::new(HashMap::new()),
+            movers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -385,8 +408,17 @@ impl LogManager {
             return Ok(());
         };
         drop(logs);
+        if let Some(mv) = self.moves.lock().remove(&(topic.to_string(), partition)) {
+            mv.cancel();
+        }
         log.close_for_delete();
         let dir = log.dir().to_path_buf();
+        // The log may have moved to another directory since the map recorded its index.
+        let dir_index = self
+            .dirs
+            .iter()
+            .position(|d| Some(d.dir()) == dir.parent())
+            .unwrap_or(dir_index);
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -452,7 +484,7 @@ impl LogManager {
             .logs
             .read()
             .iter()
-            .filter(|(_, (_, d))| *d == i)
+            .filter(|(_, (log, _))| log.dir().parent() == Some(health.dir()))
             .map(|(k, (log, _))| (k.clone(), log.high_watermark()))
             .collect();
         // Kafka's topic names hold no whitespace; a name that would break the line format is left out

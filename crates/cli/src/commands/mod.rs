@@ -1,5 +1,5 @@
 //! The client-side tools of the `sluice` binary (`topic`, `produce`, `consume`, `config`, `cluster`, `group`,
-//! `reassign`, `bench`), all built on `sluice-client`. Each runs on a current-thread-plus-workers tokio runtime,
+//! `reassign`, `log-dirs`, `bench`), all built on `sluice-client`. Each runs on a current-thread-plus-workers tokio runtime,
 //! prints text or JSON (`--output`), and turns any failure into one line on stderr and a non-zero exit status: 2
 //! for a usage error (from the argument parser, or a [`UsageError`] such as an unreadable input file), 1 otherwise.
 
@@ -15,6 +15,7 @@ pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod consume;
 pub(crate) mod group;
+pub(crate) mod log_dirs;
 pub(crate) mod produce;
 pub(crate) mod reassign;
 pub(crate) mod storage;
@@ -82,6 +83,9 @@ pub(crate) enum ToolCommand {
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(after_help = group::EXAMPLES)]
     Group(group::GroupArgs),
+    /// Describe brokers' log directories (Kafka's kafka-log-dirs.sh --describe).
+    #[command(after_help = log_dirs::EXAMPLES)]
+    LogDirs(log_dirs::LogDirsArgs),
     /// Move partitions between brokers (Kafka's kafka-reassign-partitions.sh): generate, execute, verify, cancel.
     #[command(after_help = reassign::EXAMPLES)]
     Reassign(reassign::ReassignArgs),
@@ -111,6 +115,7 @@ pub(crate) fn run(command: ToolCommand) -> ExitCode {
             ToolCommand::Config(args) => config::run(args).await,
             ToolCommand::Cluster(args) => cluster::run(args).await,
             ToolCommand::Group(args) => group::run(args).await,
+            ToolCommand::LogDirs(args) => log_dirs::run(args).await,
             ToolCommand::Reassign(args) => reassign::run(args).await,
             ToolCommand::Bench(args) => bench::run(args).await,
         }

@@ -126,7 +126,7 @@ impl Log {
         // next open to the active segment. Not fsynced (a torn or lost snapshot fails its CRC or is
         // missing, and the open falls back to an older one), so a roll costs no extra fsync.
         // Optional, so a failure only costs replay work: the data writes report a failing disk.
-        let snapshot = self.dir.join(snapshot_file_name(leo));
+        let snapshot = self.dir().join(snapshot_file_name(leo));
         if let Err(e) = replace_file_unsynced(&*self.io, &snapshot, &st.producers.encode()) {
             tracing::warn!(path = %snapshot.display(), error = %e, "cannot write producer snapshot");
         }
@@ -147,7 +147,7 @@ impl Log {
             st.unsynced.extend([log, index, time_index]);
             if let Err(e) = res {
                 // The data is intact; a short index is still a valid sparse index and is rebuilt if needed.
-                tracing::warn!(dir = %self.dir.display(), segment = base, error = %e, "cannot complete the index of a rolled segment");
+                tracing::warn!(dir = %self.dir().display(), segment = base, error = %e, "cannot complete the index of a rolled segment");
             }
         }
         st.dir_dirty = true;
@@ -163,12 +163,12 @@ impl Log {
                 active: Some(new_files),
             },
         );
-        tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
+        tracing::debug!(dir = %self.dir().display(), base_offset = leo, "rolled new segment");
         if st.unsynced.len() > MAX_UNSYNCED_FILES {
             // Nobody ran the periodic flush (`flush_if_due`): sync rolled segments here rather than
             // holding their file handles without bound.
             for f in std::mem::take(&mut st.unsynced) {
-                f.sync_data().map_err(|e| self.io_err(&self.dir, e))?;
+                f.sync_data().map_err(|e| self.io_err(&self.dir(), e))?;
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -329,14 +329,14 @@ impl Log {
                 let files = self.open_active_files(first_base, IndexBuilder::new(), Some(0))?;
                 if let Some(seg) = st.segments.remove(&active_base) {
                     drop(seg);
-                    let _ = self
-                        .io
-                        .remove_file(&segment_path(&self.dir, active_base, LOG_SUFFIX));
                     let _ =
                         self.io
-                            .remove_file(&segment_path(&self.dir, active_base, INDEX_SUFFIX));
+                            .remove_file(&segment_path(&self.dir(), active_base, LOG_SUFFIX));
+                    let _ =
+                        self.io
+                            .remove_file(&segment_path(&self.dir(), active_base, INDEX_SUFFIX));
                     let _ = self.io.remove_file(&segment_path(
-                        &self.dir,
+                        &self.dir(),
                         active_base,
                         TIME_INDEX_SUFFIX,
                     ));
@@ -393,7 +393,7 @@ impl Log {
         batches: &[u8],
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
-        let dir = self.dir.clone();
+        let dir = self.dir();
         let active = st.active();
         let base = active.base_offset;
         let position = active.size;
@@ -406,7 +406,7 @@ impl Log {
             let err = self.io_err(&path, e);
             if let Err(e2) = files.log.set_len(position) {
                 tracing::error!(segment = %path.display(), error = %e2, "cannot cut back a failed write");
-                self.health.set_offline();
+                self.health().set_offline();
             }
             return Err(err);
         }

@@ -65,9 +65,9 @@ impl Log {
         }
         let (files, upto, dir_dirty) = {
             let mut st = self.state.lock();
-            if self.health.is_offline() {
+            if self.health().is_offline() {
                 return Err(StorageError::Offline {
-                    dir: self.health.dir().to_path_buf(),
+                    dir: self.health().dir().to_path_buf(),
                 });
             }
             if st.recovery_point >= target.min(st.log_end_offset) && st.unsynced.is_empty() {
@@ -83,13 +83,13 @@ impl Log {
             (files, upto, dir_dirty)
         };
         for f in &files {
-            f.sync_data().map_err(|e| self.io_err(&self.dir, e))?;
+            f.sync_data().map_err(|e| self.io_err(&self.dir(), e))?;
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         if dir_dirty {
             self.io
-                .sync_dir(&self.dir)
-                .map_err(|e| self.io_err(&self.dir, e))?;
+                .sync_dir(&self.dir())
+                .map_err(|e| self.io_err(&self.dir(), e))?;
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         let mut st = self.state.lock();

@@ -47,7 +47,7 @@ impl Log {
     /// Loads segments from disk: the clean-shutdown fast path or recovery from the recovery point.
     /// `initial_hw` is the checkpointed high watermark, if the caller has one.
     pub(super) fn load(&self, initial_hw: Option<i64>) -> Result<(), StorageError> {
-        let dir = self.dir.clone();
+        let dir = self.dir();
         self.io
             .create_dir_all(&dir)
             .map_err(|e| self.io_err(&dir, e))?;
@@ -301,8 +301,8 @@ impl Log {
     /// data; `None` makes the caller walk the whole segment.
     fn clean_resume_point(&self, base: i64, len: u64, file: &dyn IoFile) -> Option<ScanStart> {
         let max_rel = i64::from(u32::MAX);
-        let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
-        let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+        let index_path = segment_path(&self.dir(), base, INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir(), base, TIME_INDEX_SUFFIX);
         let offsets = parse_offset_index(&read_file(&*self.io, &index_path).ok()?, len, max_rel)?;
         let times = parse_time_index(&read_file(&*self.io, &time_path).ok()?, max_rel)?;
         let last = *offsets.last()?;
@@ -334,7 +334,7 @@ impl Log {
             (INDEX_SUFFIX, encode_offset_entries(&index.offsets)),
             (TIME_INDEX_SUFFIX, encode_time_entries(&index.times)),
         ] {
-            let p = segment_path(&self.dir, base, suffix);
+            let p = segment_path(&self.dir(), base, suffix);
             let f = self.io.open(&p, true).map_err(|e| self.io_err(&p, e))?;
             f.set_len(0)
                 .and_then(|_| f.write_all_at(&bytes, 0))
@@ -352,7 +352,7 @@ impl Log {
         next_base: i64,
         file: &dyn IoFile,
     ) -> Result<Segment, StorageError> {
-        let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir(), base, TIME_INDEX_SUFFIX);
         let times = if self.io.exists(&time_path) {
             read_file(&*self.io, &time_path)
                 .ok()
@@ -370,8 +370,8 @@ impl Log {
                 None => (-1, -1, None),
             },
             None => {
-                tracing::warn!(segment = base, dir = %self.dir.display(), "rebuilding a missing or invalid time index");
-                let path = segment_path(&self.dir, base, LOG_SUFFIX);
+                tracing::warn!(segment = base, dir = %self.dir().display(), "rebuilding a missing or invalid time index");
+                let path = segment_path(&self.dir(), base, LOG_SUFFIX);
                 let mut outcome = scan_segment(file, self.scan_params(base, len, i64::MIN, false))
                     .map_err(|e| self.io_err(&path, e))?;
                 outcome.index.maybe_append_time(base);
@@ -397,7 +397,7 @@ impl Log {
     /// The opened form of an inactive segment, through the shared cache; indexes failing their sanity
     /// check are rebuilt from the data.
     pub(super) fn loaded(&self, seg: &Segment) -> Result<Arc<LoadedSegment>, StorageError> {
-        let log_path = segment_path(&self.dir, seg.base_offset, LOG_SUFFIX);
+        let log_path = segment_path(&self.dir(), seg.base_offset, LOG_SUFFIX);
         if let Some(l) = self.cache.get(&log_path) {
             return Ok(l);
         }
@@ -406,8 +406,8 @@ impl Log {
             .open(&log_path, false)
             .map_err(|e| self.io_err(&log_path, e))?;
         let max_rel = seg.next_offset - 1 - seg.base_offset;
-        let index_path = segment_path(&self.dir, seg.base_offset, INDEX_SUFFIX);
-        let time_path = segment_path(&self.dir, seg.base_offset, TIME_INDEX_SUFFIX);
+        let index_path = segment_path(&self.dir(), seg.base_offset, INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir(), seg.base_offset, TIME_INDEX_SUFFIX);
         let offsets = read_file(&*self.io, &index_path)
             .ok()
             .and_then(|b| parse_offset_index(&b, seg.size, max_rel));

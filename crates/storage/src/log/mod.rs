@@ -16,7 +16,12 @@ mod flush;
 mod load;
 mod producers;
 mod read;
+mod relocate;
 mod truncate;
+
+pub use relocate::{
+    future_dir_name, CopyControl, FutureLog, MoveError, FUTURE_DIR_SUFFIX, MOVE_MARKER_FILE,
+};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -231,6 +236,9 @@ struct State {
     producers: ProducerState,
     /// Orders checkpoint contents (see `Log::write_checkpoint`).
     checkpoint_seq: u64,
+    /// Counts truncations, which rewrite bytes below the old log end offset: a log-directory move copying
+    /// segments outside the lock starts over when it changed (`relocate.rs`).
+    rewrites: u64,
 }
 
 impl State {
@@ -259,10 +267,14 @@ impl State {
 /// One partition's log. `Send + Sync`; every method takes `&self`.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
+    /// The partition directory. Changes only when a log-directory move swaps the log into another log
+    /// directory (`relocate.rs`), under the flush slot and the state lock; paths are always computed from it
+    /// under the state lock or the checkpoint lock, so none points into a directory renamed away.
+    dir: RwLock<PathBuf>,
     io: Arc<dyn Io>,
     cache: Arc<SegmentCache>,
-    health: Arc<DirHealth>,
+    /// Health of the log directory holding `dir`; swapped with it.
+    health: RwLock<Arc<DirHealth>>,
     config: RwLock<LogConfig>,
     state: Mutex<State>,
     /// True while one thread fsyncs (or truncates); others wait on `flush_done`.
@@ -326,10 +338,10 @@ impl Log {
             });
         }
         let log = Log {
-            dir: dir.clone(),
+            dir: RwLock::new(dir.clone()),
             io: options.io,
             cache: options.cache,
-            health,
+            health: RwLock::new(health),
             config: RwLock::new(config),
             state: Mutex::new(State {
                 segments: BTreeMap::new(),
@@ -346,6 +358,7 @@ impl Log {
                 closed: false,
                 producers: ProducerState::default(),
                 checkpoint_seq: 0,
+                rewrites: 0,
             }),
             flushing: Mutex::new(false),
             flush_done: Condvar::new(),
@@ -363,33 +376,31 @@ impl Log {
     fn io_err(&self, path: &Path, e: std::io::Error) -> StorageError {
         if self.deleted.load(Ordering::Acquire) {
             // The directory was renamed for deletion under a concurrent operation: not a disk fault.
-            return StorageError::Closed {
-                dir: self.dir.clone(),
-            };
+            return StorageError::Closed { dir: self.dir() };
         }
         let err = StorageError::from_io(path, e);
         if !matches!(err, StorageError::DiskFull { .. }) {
-            self.health.set_offline();
+            self.health().set_offline();
         }
         err
     }
 
     fn check_usable(&self, st: &State) -> Result<(), StorageError> {
-        if self.health.is_offline() {
+        let health = self.health.read();
+        if health.is_offline() {
             return Err(StorageError::Offline {
-                dir: self.health.dir().to_path_buf(),
+                dir: health.dir().to_path_buf(),
             });
         }
+        drop(health);
         if st.closed {
-            return Err(StorageError::Closed {
-                dir: self.dir.clone(),
-            });
+            return Err(StorageError::Closed { dir: self.dir() });
         }
         Ok(())
     }
 
     fn read_checkpoint(&self, name: &str) -> Option<Vec<u8>> {
-        let path = self.dir.join(name);
+        let path = self.dir().join(name);
         if !self.io.exists(&path) {
             return None;
         }
@@ -410,7 +421,7 @@ impl Log {
         if written.get(name).is_some_and(|last| *last > seq) {
             return Ok(());
         }
-        let path = self.dir.join(name);
+        let path = self.dir().join(name);
         write_file_atomic(&*self.io, &path, data).map_err(|e| self.io_err(&path, e))?;
         self.fsyncs.fetch_add(2, Ordering::Relaxed);
         written.insert(name.to_string(), seq);
@@ -424,9 +435,9 @@ impl Log {
         builder: IndexBuilder,
         truncate_log_to: Option<u64>,
     ) -> Result<ActiveFiles, StorageError> {
-        let log_path = segment_path(&self.dir, base, LOG_SUFFIX);
-        let index_path = segment_path(&self.dir, base, INDEX_SUFFIX);
-        let time_path = segment_path(&self.dir, base, TIME_INDEX_SUFFIX);
+        let log_path = segment_path(&self.dir(), base, LOG_SUFFIX);
+        let index_path = segment_path(&self.dir(), base, INDEX_SUFFIX);
+        let time_path = segment_path(&self.dir(), base, TIME_INDEX_SUFFIX);
         let log = self
             .io
             .open(&log_path, true)
@@ -471,7 +482,7 @@ impl Log {
             files
                 .index
                 .write_all_at(&bytes, at)
-                .map_err(|e| self.io_err(&segment_path(&self.dir, base, INDEX_SUFFIX), e))?;
+                .map_err(|e| self.io_err(&segment_path(&self.dir(), base, INDEX_SUFFIX), e))?;
             files.offsets_written = files.builder.offsets.len();
         }
         if files.builder.times.len() > files.times_written {
@@ -480,7 +491,7 @@ impl Log {
             files
                 .time_index
                 .write_all_at(&bytes, at)
-                .map_err(|e| self.io_err(&segment_path(&self.dir, base, TIME_INDEX_SUFFIX), e))?;
+                .map_err(|e| self.io_err(&segment_path(&self.dir(), base, TIME_INDEX_SUFFIX), e))?;
             files.times_written = files.builder.times.len();
         }
         Ok(())
@@ -513,7 +524,7 @@ impl Log {
             offset <= st.log_end_offset,
             "high watermark {offset} above the log end offset {} in {}",
             st.log_end_offset,
-            self.dir.display()
+            self.dir().display()
         );
         let hw = offset.min(st.log_end_offset);
         if hw > st.high_watermark {
@@ -555,9 +566,14 @@ impl Log {
         self.fsyncs.load(Ordering::Relaxed)
     }
 
-    /// The partition directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The partition directory (a copy: a log-directory move may change it).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.read().clone()
+    }
+
+    /// The health of the log directory currently holding this log.
+    pub fn health(&self) -> Arc<DirHealth> {
+        self.health.read().clone()
     }
 
     /// The latest leader epoch in the epoch cache.
@@ -615,7 +631,7 @@ impl Log {
             return Ok(());
         }
         self.check_usable(&st)?;
-        let dir = self.dir.clone();
+        let dir = self.dir();
         let active = st.active();
         let base = active.base_offset;
         if let Some(files) = active.active.as_mut() {
@@ -659,7 +675,7 @@ impl Log {
             .lock()
             .segments
             .keys()
-            .map(|b| segment_path(&self.dir, *b, LOG_SUFFIX))
+            .map(|b| segment_path(&self.dir(), *b, LOG_SUFFIX))
             .collect();
         for p in paths {
             self.cache.remove(&p);

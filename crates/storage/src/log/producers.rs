@@ -64,10 +64,10 @@ impl Log {
     }
 
     /// Offsets of the producer-state snapshots in the partition directory, ascending.
-    fn snapshot_offsets(&self) -> Vec<i64> {
+    pub(super) fn snapshot_offsets(&self) -> Vec<i64> {
         let mut v: Vec<i64> = self
             .io
-            .list_dir(&self.dir)
+            .list_dir(&self.dir())
             .unwrap_or_default()
             .iter()
             .filter_map(|n| n.strip_suffix(SNAPSHOT_SUFFIX).and_then(parse_base_offset))
@@ -80,7 +80,7 @@ impl Log {
     /// replaced later).
     pub(super) fn delete_snapshots(&self, doomed: impl Fn(i64) -> bool) {
         for o in self.snapshot_offsets().into_iter().filter(|o| doomed(*o)) {
-            let path = self.dir.join(snapshot_file_name(o));
+            let path = self.dir().join(snapshot_file_name(o));
             if let Err(e) = self.io.remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(path = %path.display(), error = %e, "cannot remove producer snapshot");
@@ -105,7 +105,7 @@ impl Log {
             .expect("invariant: at least one segment");
         let mut state = None;
         for o in self.snapshot_offsets().into_iter().rev() {
-            let path = self.dir.join(snapshot_file_name(o));
+            let path = self.dir().join(snapshot_file_name(o));
             match read_file(&*self.io, &path)
                 .ok()
                 .and_then(|b| ProducerState::decode(&b, o))
@@ -128,12 +128,13 @@ impl Log {
             }
             let (file, mut pos) = self.locate(seg, from.max(seg.base_offset))?;
             while pos < seg.size {
-                let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+                let Some(h) =
+                    read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir(), e))?
                 else {
                     break;
                 };
                 let h = BatchHeader::new(&h)
-                    .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir.display())))?;
+                    .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir().display())))?;
                 if h.base_offset() >= upto {
                     break;
                 }

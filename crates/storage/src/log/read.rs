@@ -69,7 +69,7 @@ impl Log {
         if let Some(file) = cell.get() {
             return Ok(file.clone());
         }
-        let path = segment_path(&self.dir, base, LOG_SUFFIX);
+        let path = segment_path(&self.dir(), base, LOG_SUFFIX);
         let file = Arc::new(File::open(&path).map_err(|e| self.io_err(&path, e))?);
         Ok(cell.get_or_init(|| file).clone())
     }
@@ -174,7 +174,7 @@ impl Log {
         let mut pos = start.pos;
         loop {
             let Some(h) =
-                read_header_at(&*start.file, pos).map_err(|e| self.io_err(&self.dir, e))?
+                read_header_at(&*start.file, pos).map_err(|e| self.io_err(&self.dir(), e))?
             else {
                 return Ok(None);
             };
@@ -182,7 +182,7 @@ impl Log {
                 return Ok(None);
             }
             let header = BatchHeader::new(&h)
-                .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir.display())))?;
+                .map_err(|e| StorageError::Corrupt(format!("{}: {e}", self.dir().display())))?;
             if header.base_offset() >= start.limit {
                 return Ok(None);
             }
@@ -217,7 +217,7 @@ impl Log {
         start
             .file
             .read_at_into(&mut buf, want as usize, pos)
-            .map_err(|e| self.io_err(&self.dir, e))?;
+            .map_err(|e| self.io_err(&self.dir(), e))?;
         // Keep whole batches below the upper bound.
         let mut keep = 0usize;
         for (at, h) in Batches::new(&buf).map_while(Result::ok) {
@@ -262,7 +262,7 @@ impl Log {
         let mut keep = 0u64;
         while want - at >= RECORD_BATCH_OVERHEAD as u64 {
             let Some(h) =
-                read_header_at(&*start.file, pos + at).map_err(|e| self.io_err(&self.dir, e))?
+                read_header_at(&*start.file, pos + at).map_err(|e| self.io_err(&self.dir(), e))?
             else {
                 break;
             };
@@ -278,7 +278,7 @@ impl Log {
         }
         if keep > 0 {
             let len = u32::try_from(keep).map_err(|_| {
-                StorageError::Corrupt(format!("{}: read of {keep} bytes", self.dir.display()))
+                StorageError::Corrupt(format!("{}: read of {keep} bytes", self.dir().display()))
             })?;
             result.slices.push(FileSlice {
                 file: slice_file,
@@ -328,7 +328,8 @@ impl Log {
                 (file, pos, seg.size, lso)
             };
             while pos < end_pos {
-                let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+                let Some(h) =
+                    read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir(), e))?
                 else {
                     break;
                 };
@@ -365,7 +366,7 @@ impl Log {
         }
         let mut buf = Vec::new();
         file.read_at_into(&mut buf, header.size(), pos)
-            .map_err(|e| self.io_err(&self.dir, e))?;
+            .map_err(|e| self.io_err(&self.dir(), e))?;
         let base = header.base_offset();
         Ok(batch::record_timestamps(&buf).and_then(|mut records| {
             records
@@ -401,7 +402,7 @@ impl Log {
         };
         let mut found = (ts, batch_offset);
         while pos < end_pos {
-            let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir, e))?
+            let Some(h) = read_header_at(&*file, pos).map_err(|e| self.io_err(&self.dir(), e))?
             else {
                 break;
             };

@@ -22,9 +22,9 @@ impl Log {
         st.segments.remove(&base);
         let delay = self.config.read().file_delete_delay_ms as i64;
         self.cache
-            .remove(&segment_path(&self.dir, base, LOG_SUFFIX));
+            .remove(&segment_path(&self.dir(), base, LOG_SUFFIX));
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            let path = segment_path(&self.dir, base, suffix);
+            let path = segment_path(&self.dir(), base, suffix);
             let mut deleted = path.clone().into_os_string();
             deleted.push(DELETED_SUFFIX);
             let deleted = PathBuf::from(deleted);
@@ -84,11 +84,11 @@ impl Log {
         }
         if let Err(e) = self.cut_tail(&mut st, offset) {
             // The log may be half cut (segments gone, the new active one not open): never serve it.
-            self.health.set_offline();
+            self.health().set_offline();
             return Err(e);
         }
         let leo = st.log_end_offset_of_active();
-        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = leo, "truncated log");
+        tracing::info!(dir = %self.dir().display(), offset, log_end_offset = leo, "truncated log");
         st.log_end_offset = leo;
         st.recovery_point = st.recovery_point.min(leo);
         st.high_watermark = st.high_watermark.min(leo);
@@ -100,7 +100,7 @@ impl Log {
         match self.rebuild_producer_state(&st, leo) {
             Ok(p) => st.producers = p,
             Err(e) => {
-                self.health.set_offline();
+                self.health().set_offline();
                 return Err(e);
             }
         }
@@ -128,13 +128,14 @@ impl Log {
     /// Deletes the segments above `offset` and cuts the one containing it before the batch holding
     /// `offset`, making it the active segment.
     fn cut_tail(&self, st: &mut State, offset: i64) -> Result<(), StorageError> {
+        st.rewrites += 1;
         let doomed: Vec<i64> = st.segments.range(offset + 1..).map(|(b, _)| *b).collect();
         for b in doomed {
             self.delete_segment(st, b)?;
         }
         st.unsynced.clear();
         let seg_base = st.active_ref().base_offset;
-        let log_path = segment_path(&self.dir, seg_base, LOG_SUFFIX);
+        let log_path = segment_path(&self.dir(), seg_base, LOG_SUFFIX);
         self.cache.remove(&log_path);
         let file = match &st.active_ref().active {
             Some(f) => f.log.clone(),
@@ -169,6 +170,7 @@ impl Log {
         let _flush = self.claim_flush();
         let mut st = self.state.lock();
         self.check_usable(&st)?;
+        st.rewrites += 1;
         let all: Vec<i64> = st.segments.keys().copied().collect();
         let restarted = all
             .into_iter()
@@ -178,7 +180,7 @@ impl Log {
             Ok(files) => files,
             Err(e) => {
                 // Segments are gone but no new one exists: never serve this log again.
-                self.health.set_offline();
+                self.health().set_offline();
                 return Err(e);
             }
         };
@@ -285,7 +287,7 @@ impl Log {
             .producers
             .remove_expired(now_ms, DEFAULT_PRODUCER_ID_EXPIRATION_MS);
         if expired > 0 {
-            tracing::debug!(dir = %self.dir.display(), expired, "expired idempotent producers");
+            tracing::debug!(dir = %self.dir().display(), expired, "expired idempotent producers");
         }
         let mut deleted = self.delete_below_start(&mut st)?;
         let mut total: i64 = st.segments.values().map(|s| s.size as i64).sum();
@@ -318,7 +320,7 @@ impl Log {
             if count == 1 {
                 self.roll_locked(&mut st)?;
             }
-            tracing::info!(dir = %self.dir.display(), segment = base, by_time, by_size, "retention deleting segment");
+            tracing::info!(dir = %self.dir().display(), segment = base, by_time, by_size, "retention deleting segment");
             self.delete_segment(&mut st, base)?;
             total -= size as i64;
             deleted += 1;
