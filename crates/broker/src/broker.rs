@@ -63,6 +63,9 @@ pub struct Broker {
     pub leader_quota: crate::replication_quota::ReplicationQuota,
     /// See `leader_quota`.
     pub follower_quota: crate::replication_quota::ReplicationQuota,
+    /// The broker epoch the previous run wrote at its clean shutdown, -1 after a crash (KIP-966: sent with the
+    /// registration, so that the controller takes a broker that may have lost records out of every ISR and ELR).
+    pub previous_broker_epoch: i64,
     /// Connection tasks that ended in a panic since start-up (see [`Broker::handler_panics`]).
     handler_panics: AtomicU64,
 }
@@ -143,6 +146,7 @@ impl Broker {
         };
         let replicas = ReplicaManager::new(config.clone(), logs.clone(), controller.subscribe());
         let producer_ids = crate::producer_ids::ProducerIdManager::open(&config.metadata_log_dir)?;
+        let previous_broker_epoch = take_clean_shutdown(&config.metadata_log_dir);
         let fetch_sessions = parking_lot::Mutex::new(
             crate::fetch_session::FetchSessionCache::from_config(&config),
         );
@@ -161,6 +165,7 @@ impl Broker {
             now,
         );
         let broker = Arc::new(Broker {
+            previous_broker_epoch,
             leader_quota,
             follower_quota,
             config,
@@ -220,6 +225,7 @@ impl Broker {
 
     /// Flushes every log and writes the clean-shutdown marker. Called once, after the last request finished.
     pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        let epoch = self.lifecycle.broker_epoch();
         self.lifecycle.stop().await;
         // Group timers append to `__consumer_offsets`: stop them before the logs close.
         self.groups.stop().await;
@@ -227,6 +233,48 @@ impl Broker {
         tokio::task::spawn_blocking(move || logs.shutdown())
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
+        if let Some(epoch) = epoch {
+            if let Err(e) = write_clean_shutdown(&self.config.metadata_log_dir, epoch) {
+                tracing::warn!(error = %e, "cannot write the clean-shutdown file; the next start counts as unclean");
+            }
+        }
         Ok(())
     }
+}
+
+/// Kafka's clean-shutdown file: written last by a clean shutdown with the broker epoch, removed at start-up.
+const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
+/// The broker epoch the previous run's clean shutdown recorded in `dir` (-1 when it did not end cleanly), removing
+/// the file so that a crash of this run is seen as one.
+fn take_clean_shutdown(dir: &std::path::Path) -> i64 {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    // `{"version":0,"brokerEpoch":N}`: one number after the key.
+    let epoch = std::fs::read_to_string(&path).ok().and_then(|text| {
+        let rest = text
+            .split_once("\"brokerEpoch\"")?
+            .1
+            .trim_start()
+            .strip_prefix(':')?;
+        let rest = rest.trim_start();
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .unwrap_or(rest.len());
+        rest[..end].parse::<i64>().ok()
+    });
+    if path.exists() {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the clean-shutdown file");
+        }
+    }
+    epoch.unwrap_or(-1)
+}
+
+fn write_clean_shutdown(dir: &std::path::Path, epoch: i64) -> std::io::Result<()> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let text = format!("{{\"version\":0,\"brokerEpoch\":{epoch}}}");
+    let file = std::fs::File::create(&path)?;
+    std::io::Write::write_all(&mut &file, text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
 }

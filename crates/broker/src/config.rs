@@ -1675,6 +1675,7 @@ impl BrokerConfig {
                 .leader_imbalance_check_interval_seconds
                 .saturating_mul(1000),
             leader_imbalance_per_broker_percentage: self.leader_imbalance_per_broker_percentage,
+            min_insync_replicas: self.min_insync_replicas,
         }
     }
 

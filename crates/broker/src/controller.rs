@@ -1160,6 +1160,7 @@ impl Controller {
     pub async fn register_broker(
         &self,
         registration: BrokerRegistration,
+        previous_broker_epoch: i64,
     ) -> Result<RegistrationOutcome, ControllerError> {
         let node_id = registration.node_id;
         let elections = self.elections;
@@ -1168,7 +1169,13 @@ impl Controller {
             move |image: &MetadataImage, sessions: &mut Sessions| {
                 let alive = sessions.alive(node_id)
                     && image.brokers.get(&node_id).is_some_and(|b| !b.fenced);
-                let result = logic::register_broker_with(image, registration, alive, &elections);
+                let result = logic::register_broker_with(
+                    image,
+                    registration,
+                    alive,
+                    previous_broker_epoch,
+                    &elections,
+                );
                 let response = result.response.clone();
                 if response.error_code == 0 {
                     sessions.touch(node_id);
@@ -1230,8 +1237,9 @@ impl Controller {
         broker_epoch: i64,
         changes: Vec<logic::IsrChange>,
     ) -> Result<logic::AlterPartitionOutcome, ControllerError> {
+        let elections = self.elections;
         self.run_with_sessions(move |image, _| {
-            logic::alter_partition(image, broker_id, broker_epoch, &changes)
+            logic::alter_partition(image, broker_id, broker_epoch, &changes, &elections)
         })
         .await
     }
@@ -1242,8 +1250,9 @@ impl Controller {
         election_type: logic::ElectionType,
         targets: Option<Vec<logic::ElectionTarget>>,
     ) -> Result<logic::ElectLeadersOutcome, ControllerError> {
+        let elections = self.elections;
         self.run_with_sessions(move |image, _| {
-            logic::elect_leaders(image, election_type, targets.as_deref())
+            logic::elect_leaders(image, election_type, targets.as_deref(), &elections)
         })
         .await
     }
@@ -1370,7 +1379,10 @@ mod tests {
 
     /// Registers and unfences broker 1, as the broker's start-up does.
     async fn register(controller: &Controller) {
-        let outcome = controller.register_broker(registration()).await.unwrap();
+        let outcome = controller
+            .register_broker(registration(), logic::CLEAN_SHUTDOWN_UNKNOWN)
+            .await
+            .unwrap();
         assert_eq!(outcome.error_code, 0);
         let hb = controller
             .broker_heartbeat(Heartbeat {

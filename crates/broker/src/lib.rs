@@ -21,6 +21,8 @@ mod records;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication_quota;
+#[cfg(test)]
+mod replication_sim;
 pub mod server;
 
 pub use broker::{Broker, BrokerError};

@@ -113,6 +113,7 @@ impl BrokerLifecycle {
             rpc_timeout: RPC_TIMEOUT.min(
                 Duration::from_millis(broker.config.broker_session_timeout_ms / 2).max(FAST_BEAT),
             ),
+            previous_broker_epoch: broker.previous_broker_epoch,
         };
         let config = broker.config.clone();
         let shared = self.shared.clone();
@@ -204,6 +205,8 @@ struct Link {
     channel: ControllerChannel,
     /// `RPC_TIMEOUT`, or half of `broker.session.timeout.ms` if shorter.
     rpc_timeout: Duration,
+    /// The broker epoch the previous incarnation wrote at its clean shutdown, -1 after a crash (KIP-966).
+    previous_broker_epoch: i64,
 }
 
 impl Link {
@@ -221,7 +224,8 @@ impl Link {
             // whole commit timeout.
             return tokio::time::timeout(
                 self.rpc_timeout,
-                self.controller.register_broker(registration.clone()),
+                self.controller
+                    .register_broker(registration.clone(), self.previous_broker_epoch),
             )
             .await
             .map_err(|_| {
@@ -242,7 +246,7 @@ impl Link {
                 .with_port(port)
                 .with_security_protocol(SECURITY_PROTOCOL_PLAINTEXT)])
             .with_rack(registration.rack.clone().map(StrBytes::from_string))
-            .with_previous_broker_epoch(-1);
+            .with_previous_broker_epoch(self.previous_broker_epoch);
         let response = self
             .channel
             .send(&request, self.rpc_timeout)

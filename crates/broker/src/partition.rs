@@ -273,13 +273,23 @@ impl Partition {
         registration: &PartitionRegistration,
         min_insync_replicas: i32,
     ) -> bool {
+        self.make_leader_at(node_id, registration, min_insync_replicas, now_ms())
+    }
+
+    /// [`Partition::make_leader`] at `now` (ms), the time in-sync followers count as caught up from.
+    pub fn make_leader_at(
+        &self,
+        node_id: i32,
+        registration: &PartitionRegistration,
+        min_insync_replicas: i32,
+        now: i64,
+    ) -> bool {
         let mut state = self.state.write();
         if !Self::newer(&state, registration) {
             return false;
         }
         let new_epoch =
             state.role != Role::Leader || state.leader_epoch != registration.leader_epoch;
-        let now = now_ms();
         let followers = registration
             .replicas
             .iter()
@@ -371,6 +381,15 @@ impl Partition {
     /// Moves the high watermark to the smallest log end offset over the ISR, if that is higher (Kafka's
     /// `maybeIncrementLeaderHW`). The caller holds the state lock.
     fn maybe_increment_high_watermark(&self, node_id: i32, state: &PartitionState) -> bool {
+        // KIP-966's strict min ISR (Kafka's `isUnderMinIsr`): below `min.insync.replicas` (at most the replication
+        // factor) the high watermark stands still, so the replicas that left the ISR (its ELR) hold every committed
+        // record and may lead.
+        let effective_min = usize::try_from(state.min_insync_replicas)
+            .unwrap_or(1)
+            .min(state.replicas.len());
+        if state.isr.len() < effective_min {
+            return false;
+        }
         let _serial = self.hw_update.lock();
         let leo = self.log.log_end_offset();
         let mut hw = leo;
@@ -481,12 +500,68 @@ impl Partition {
         fetch_offset: i64,
         follower_log_start_offset: i64,
     ) {
+        self.update_follower_fetch_at(
+            node_id,
+            follower,
+            fetch_offset,
+            follower_log_start_offset,
+            now_ms(),
+        );
+    }
+
+    /// On a leader: a follower's fetch (Fetch from a replica) at `fetch_offset`, the end of its log, whose last
+    /// batch has `last_fetched_epoch` (-1: none). When its log diverges from this one (KIP-320/KIP-595: that epoch
+    /// ends earlier here, or is unknown past it) returns this log's epoch and end offset to truncate to, recording
+    /// nothing; otherwise records the fetch ([`Partition::update_follower_fetch`]) and returns `None`.
+    pub fn follower_fetch(
+        &self,
+        node_id: i32,
+        follower: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        follower_log_start_offset: i64,
+        now: i64,
+    ) -> Option<(i32, i64)> {
+        if last_fetched_epoch >= 0 {
+            // Kafka's leader writes its epoch's start into the epoch cache when it becomes leader; this one does at its
+            // first append. Until then an epoch above the cache's latest (the follower has records of a leader this
+            // one never saw) ends where this log ends, as Kafka's cache would answer.
+            let end = self
+                .log
+                .end_offset_for_epoch(last_fetched_epoch)
+                .or_else(|| {
+                    let latest = self.log.latest_epoch().unwrap_or(-1);
+                    (latest < last_fetched_epoch).then(|| (latest, self.log.log_end_offset()))
+                });
+            if let Some((epoch, end_offset)) = end {
+                if epoch < last_fetched_epoch || end_offset < fetch_offset {
+                    return Some((epoch, end_offset));
+                }
+            }
+        }
+        self.update_follower_fetch_at(
+            node_id,
+            follower,
+            fetch_offset,
+            follower_log_start_offset,
+            now,
+        );
+        None
+    }
+
+    fn update_follower_fetch_at(
+        &self,
+        node_id: i32,
+        follower: i32,
+        fetch_offset: i64,
+        follower_log_start_offset: i64,
+        now: i64,
+    ) {
         let mut state = self.state.write();
         if state.role != Role::Leader || !state.replicas.contains(&follower) {
             return;
         }
         let leo = self.log.log_end_offset();
-        let now = now_ms();
         let progress = state
             .followers
             .entry(follower)
@@ -576,12 +651,13 @@ impl Partition {
             }
         }
         let hw = self.log.high_watermark();
+        // Nothing appended in this epoch yet: it starts at the log end.
         let epoch_start = self
             .log
             .epoch_entries()
             .iter()
             .find(|(e, _)| *e == state.leader_epoch)
-            .map_or(0, |(_, start)| *start);
+            .map_or_else(|| self.log.log_end_offset(), |(_, start)| *start);
         let caught_up = |f: &ReplicaProgress| now_ms - f.last_caught_up_ms <= lag_max_ms;
         let mut new_isr: Vec<i32> = state
             .isr
@@ -757,27 +833,33 @@ impl Partition {
         last_offset: i64,
         timeout: std::time::Duration,
     ) -> Replicated {
-        let check = || {
-            let state = self.state.read();
-            if state.role != Role::Leader {
-                return Some(Replicated::NotLeader);
-            }
-            if self.log.high_watermark() > last_offset {
-                return Some(
-                    if (state.isr.len() as i64) < i64::from(state.min_insync_replicas) {
-                        Replicated::BelowMinIsr
-                    } else {
-                        Replicated::Done
-                    },
-                );
-            }
-            None
-        };
-        match self.wait_until(timeout, check).await {
+        match self
+            .wait_until(timeout, || self.replicated(last_offset))
+            .await
+        {
             Ok(Some(outcome)) => outcome,
             Ok(None) => Replicated::NotLeader,
             Err(()) => Replicated::TimedOut,
         }
+    }
+
+    /// Where an acks=all produce of records up to `last_offset` stands: `None` while this broker leads and the high
+    /// watermark has not passed them.
+    pub fn replicated(&self, last_offset: i64) -> Option<Replicated> {
+        let state = self.state.read();
+        if state.role != Role::Leader {
+            return Some(Replicated::NotLeader);
+        }
+        if self.log.high_watermark() > last_offset {
+            return Some(
+                if (state.isr.len() as i64) < i64::from(state.min_insync_replicas) {
+                    Replicated::BelowMinIsr
+                } else {
+                    Replicated::Done
+                },
+            );
+        }
+        None
     }
 
     /// The leader epoch of the batch holding `offset`, from the leader-epoch cache (`None` when the cache has
@@ -869,19 +951,27 @@ mod tests {
         p.append_as_leader(ME, &mut batch(3), 1, 0).unwrap();
         assert_eq!(p.high_watermark(), 0, "no follower has reported anything");
         assert_eq!(p.state().followers[&2].log_end_offset, -1);
-        // The ISR shrinks to the leader (the controller moved the followers out): everything is committed.
+        // The ISR shrinks to the leader (the controller moved the followers out), below min.insync.replicas: the
+        // high watermark stands still (KIP-966's strict min ISR: the followers that left hold all that is committed)...
         let shrunk = PartitionRegistration {
             partition_epoch: 1,
             ..registration(ME, 0, &[ME])
         };
         p.make_leader(ME, &shrunk, 2);
-        assert_eq!(p.high_watermark(), 3);
-        // ... and acks=all is refused below min.insync.replicas, before anything is appended.
+        assert_eq!(p.high_watermark(), 0);
+        // ... and acks=all is refused, before anything is appended.
         assert!(matches!(
             p.append_as_leader(ME, &mut batch(1), -1, 0),
             Err(ProduceError::NotEnoughReplicas { isr: 1, min: 2 })
         ));
         assert_eq!(p.log.log_end_offset(), 3);
+        // With min.insync.replicas 1 the leader alone commits everything.
+        let relaxed = PartitionRegistration {
+            partition_epoch: 2,
+            ..registration(ME, 0, &[ME])
+        };
+        p.make_leader(ME, &relaxed, 1);
+        assert_eq!(p.high_watermark(), 3);
     }
 
     #[test]

@@ -265,7 +265,7 @@ fn fetch_request(
 }
 
 /// Applies one partition's answer; false when it failed (the fetcher backs off).
-fn apply(
+pub(crate) fn apply(
     partition: &Partition,
     leader_epoch: i32,
     data: kafka_protocol::messages::fetch_response::PartitionData,

@@ -114,6 +114,8 @@ pub struct ReplicaManager {
     active: watch::Sender<bool>,
     /// Serializes [`ReplicaManager::activate`].
     activation: Mutex<()>,
+    /// The time (ms) a new leader's in-sync followers count as caught up from.
+    clock: fn() -> i64,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -140,7 +142,15 @@ impl ReplicaManager {
             changes: Mutex::new(empty),
             active: watch::channel(false).0,
             activation: Mutex::new(()),
+            clock: crate::apis::now_ms,
         }
+    }
+
+    /// The same, reading the time (ms) from `clock` (the replication simulation's virtual clock).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: fn() -> i64) -> ReplicaManager {
+        self.clock = clock;
+        self
     }
 
     /// Starts hosting partitions: reconciles with the latest image, deleting the logs on disk it does not place on
@@ -316,7 +326,7 @@ impl ReplicaManager {
                 p.set_min_insync_replicas(min_isr);
             }
         } else if registration.leader == node_id {
-            p.make_leader(node_id, registration, min_isr);
+            p.make_leader_at(node_id, registration, min_isr, (self.clock)());
         } else {
             p.make_follower(registration, min_isr);
         }

@@ -54,12 +54,23 @@ pub struct PartitionRegistration {
     pub adding_replicas: Vec<i32>,
     /// Replicas a reassignment removes once the added ones are in the ISR (in `replicas` meanwhile).
     pub removing_replicas: Vec<i32>,
+    /// Eligible leader replicas (KIP-966): replicas that left an ISR smaller than `min.insync.replicas`, and so hold
+    /// every committed record (the high watermark cannot move then), which may lead when the ISR is empty.
+    pub elr: Vec<i32>,
+    /// The last leader of a partition whose ISR and ELR emptied (KIP-966's last known leader): it may lead again,
+    /// as an unclean election, when nothing else can.
+    pub last_known_elr: Vec<i32>,
 }
 
 impl PartitionRegistration {
     /// True while a reassignment of this partition is in progress.
     pub fn is_reassigning(&self) -> bool {
         !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// True when a field beyond the basic ones is set (reassignment, ELR): the record needs its extended type.
+    pub fn is_extended(&self) -> bool {
+        self.is_reassigning() || !self.elr.is_empty() || !self.last_known_elr.is_empty()
     }
 }
 
@@ -167,6 +178,8 @@ impl MetadataImage {
                 record::encode_partition(&mut w, p);
                 w.i32_array(&p.adding_replicas);
                 w.i32_array(&p.removing_replicas);
+                w.i32_array(&p.elr);
+                w.i32_array(&p.last_known_elr);
             }
             encode_map(&mut w, &t.configs);
         }
@@ -182,8 +195,8 @@ impl MetadataImage {
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let version = r.u8()?;
-        // Version 2 had no reassignments.
-        if version != SNAPSHOT_VERSION && version != 2 {
+        // Version 2 had no reassignments, version 3 no ELR.
+        if !(2..=SNAPSHOT_VERSION).contains(&version) {
             return Err(DecodeError::Invalid(format!(
                 "unknown snapshot version {version}"
             )));
@@ -205,6 +218,10 @@ impl MetadataImage {
                 if version >= 3 {
                     p.adding_replicas = r.i32_array()?;
                     p.removing_replicas = r.i32_array()?;
+                }
+                if version >= 4 {
+                    p.elr = r.i32_array()?;
+                    p.last_known_elr = r.i32_array()?;
                 }
                 partitions.push(p);
             }
@@ -234,8 +251,8 @@ impl MetadataImage {
     }
 }
 
-/// Version 3 added the reassignment fields of partitions; version 2 snapshots are still read.
-const SNAPSHOT_VERSION: u8 = 3;
+/// Version 3 added the reassignment fields of partitions, version 4 the ELR; versions 2 and 3 are still read.
+const SNAPSHOT_VERSION: u8 = 4;
 
 fn encode_map(w: &mut Writer, map: &BTreeMap<String, String>) {
     w.len(map.len());

@@ -117,6 +117,9 @@ const TYPE_PRODUCER_IDS: u8 = 7;
 /// A partition record of a partition being reassigned: [`TYPE_PARTITION`]'s fields, then the adding and removing
 /// replicas (written only then, so logs without reassignments stay readable by older builds).
 const TYPE_PARTITION_REASSIGNING: u8 = 8;
+/// A partition record with any extended field set: [`TYPE_PARTITION_REASSIGNING`]'s fields, then the ELR and the
+/// last known ELR (KIP-966). Written only then; type 8 is still read.
+const TYPE_PARTITION_EXTENDED: u8 = 9;
 /// The version of a batch of records (one Raft entry).
 const BATCH_VERSION: u8 = 1;
 
@@ -177,18 +180,20 @@ impl MetadataRecord {
                 partition,
                 registration,
             } => {
-                let reassigning = registration.is_reassigning();
-                w.u8(if reassigning {
-                    TYPE_PARTITION_REASSIGNING
+                let extended = registration.is_extended();
+                w.u8(if extended {
+                    TYPE_PARTITION_EXTENDED
                 } else {
                     TYPE_PARTITION
                 });
                 w.uuid(*topic_id);
                 w.i32(*partition);
                 encode_partition(w, registration);
-                if reassigning {
+                if extended {
                     w.i32_array(&registration.adding_replicas);
                     w.i32_array(&registration.removing_replicas);
+                    w.i32_array(&registration.elr);
+                    w.i32_array(&registration.last_known_elr);
                 }
             }
             MetadataRecord::Config {
@@ -269,12 +274,16 @@ impl MetadataRecord {
                 partition: r.i32()?,
                 registration: decode_partition(r)?,
             },
-            TYPE_PARTITION_REASSIGNING => {
+            TYPE_PARTITION_REASSIGNING | TYPE_PARTITION_EXTENDED => {
                 let topic_id = r.uuid()?;
                 let partition = r.i32()?;
                 let mut registration = decode_partition(r)?;
                 registration.adding_replicas = r.i32_array()?;
                 registration.removing_replicas = r.i32_array()?;
+                if kind == TYPE_PARTITION_EXTENDED {
+                    registration.elr = r.i32_array()?;
+                    registration.last_known_elr = r.i32_array()?;
+                }
                 MetadataRecord::Partition {
                     topic_id,
                     partition,
@@ -350,8 +359,7 @@ pub(crate) fn decode_partition(r: &mut Reader<'_>) -> Result<PartitionRegistrati
         leader: r.i32()?,
         leader_epoch: r.i32()?,
         partition_epoch: r.i32()?,
-        adding_replicas: Vec::new(),
-        removing_replicas: Vec::new(),
+        ..PartitionRegistration::default()
     })
 }
 
@@ -400,6 +408,21 @@ mod tests {
                     partition_epoch: 9,
                     adding_replicas: vec![3],
                     removing_replicas: vec![2],
+                    ..Default::default()
+                },
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 2,
+                registration: PartitionRegistration {
+                    replicas: vec![1, 2, 3],
+                    isr: vec![],
+                    leader: -1,
+                    leader_epoch: 4,
+                    partition_epoch: 9,
+                    elr: vec![2, 3],
+                    last_known_elr: vec![1],
+                    ..Default::default()
                 },
             },
             MetadataRecord::Config {

@@ -50,7 +50,17 @@ pub(crate) async fn handle(
         incarnation_id: request.incarnation_id,
         ..Default::default()
     };
-    match broker.controller.register_broker(registration).await {
+    // v3 (KIP-966) says how the previous incarnation ended; older brokers say nothing (taken as clean).
+    let previous_broker_epoch = if ctx.api_version >= 3 {
+        request.previous_broker_epoch
+    } else {
+        sluice_metadata::controller::CLEAN_SHUTDOWN_UNKNOWN
+    };
+    match broker
+        .controller
+        .register_broker(registration, previous_broker_epoch)
+        .await
+    {
         Ok(outcome) => {
             if outcome.error_code == 0 {
                 tracing::info!(broker_id = request.broker_id.0, epoch = outcome.broker_epoch,

@@ -513,29 +513,25 @@ fn read_partition(
     }
     if params.is_from_follower {
         // KIP-320/KIP-595: a follower whose last fetched epoch ends earlier here (or is unknown past it) has records
-        // this leader does not: tell it where the logs diverge instead of sending records.
-        if cp.data.last_fetched_epoch >= 0 {
-            if let Some((epoch, end_offset)) = log.end_offset_for_epoch(cp.data.last_fetched_epoch)
-            {
-                if epoch < cp.data.last_fetched_epoch || end_offset < cp.data.fetch_offset {
-                    return PartitionRead::diverging(
-                        params,
-                        index,
-                        log.high_watermark(),
-                        log.log_start_offset(),
-                        epoch,
-                        end_offset,
-                    );
-                }
-            }
-        }
-        // The fetch offset is the follower's log end offset: it may move the high watermark.
-        partition.update_follower_fetch(
+        // this leader does not: tell it where the logs diverge instead of sending records. Otherwise its fetch offset
+        // is its log end offset, which may move the high watermark.
+        if let Some((epoch, end_offset)) = partition.follower_fetch(
             broker.config.node_id,
             params.replica_id,
             cp.data.fetch_offset,
+            cp.data.last_fetched_epoch,
             cp.data.log_start_offset,
-        );
+            now_ms(),
+        ) {
+            return PartitionRead::diverging(
+                params,
+                index,
+                log.high_watermark(),
+                log.log_start_offset(),
+                epoch,
+                end_offset,
+            );
+        }
     }
     let high_watermark = log.high_watermark();
     let throttled = params.is_from_follower && partition.is_replication_throttled(Side::Leader);

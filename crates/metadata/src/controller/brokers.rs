@@ -34,15 +34,24 @@ pub fn register_broker(
         image,
         registration,
         old_session_alive,
+        CLEAN_SHUTDOWN_UNKNOWN,
         &ElectionConfig::default(),
     )
 }
 
+/// A `previous_broker_epoch` that says nothing of how the previous incarnation ended (treated as clean).
+pub const CLEAN_SHUTDOWN_UNKNOWN: i64 = i64::MIN;
+
 /// As [`register_broker`], electing with `elections` (the broker default for unclean elections).
+/// `previous_broker_epoch` is BrokerRegistration's (KIP-966): the epoch the previous incarnation wrote at its clean
+/// shutdown, -1 after a crash. One that is not the registered epoch is an unclean shutdown: the broker may have lost
+/// records it had acknowledged as a follower, so it leaves every ISR and ELR (Kafka's
+/// `handleBrokerUncleanShutdown`).
 pub fn register_broker_with(
     image: &MetadataImage,
     registration: BrokerRegistration,
     old_session_alive: bool,
+    previous_broker_epoch: i64,
     elections: &ElectionConfig,
 ) -> ControllerResult<RegistrationOutcome> {
     if let Some(existing) = image.brokers.get(&registration.node_id) {
@@ -67,8 +76,15 @@ pub fn register_broker_with(
     }
     let mut records = Vec::new();
     // A new incarnation: the old one's leaderships move first (it is gone, its replacement has to catch up).
-    if image.brokers.contains_key(&registration.node_id) {
-        records.extend(elect_without(image, registration.node_id, elections));
+    if let Some(existing) = image.brokers.get(&registration.node_id) {
+        let unclean = previous_broker_epoch != CLEAN_SHUTDOWN_UNKNOWN
+            && previous_broker_epoch != existing.epoch;
+        records.extend(elect_without(
+            image,
+            registration.node_id,
+            unclean,
+            elections,
+        ));
     }
     let registration = BrokerRegistration {
         epoch: -1,
@@ -160,7 +176,7 @@ pub fn broker_heartbeat_with(
     if hb.want_shut_down {
         // Kafka: move every leadership away (and leave the ISRs), then the broker may go; fenced once it leads
         // nothing.
-        let moves = elect_without(image, hb.node_id, elections);
+        let moves = elect_without(image, hb.node_id, false, elections);
         let leads_after = leads_any_after(image, hb.node_id, &moves);
         records.extend(moves);
         if !broker.in_controlled_shutdown || (!leads_after && !fenced) {
@@ -176,7 +192,7 @@ pub fn broker_heartbeat_with(
             should_shut_down = true;
         }
     } else if hb.want_fence && !fenced {
-        records.extend(elect_without(image, hb.node_id, elections));
+        records.extend(elect_without(image, hb.node_id, false, elections));
         records.push(MetadataRecord::BrokerState {
             node_id: hb.node_id,
             epoch: broker.epoch,
@@ -226,7 +242,7 @@ pub fn fence_broker(
             response: (),
         };
     }
-    let mut records = elect_without(image, node_id, elections);
+    let mut records = elect_without(image, node_id, false, elections);
     records.push(MetadataRecord::BrokerState {
         node_id,
         epoch: broker.epoch,
@@ -247,26 +263,39 @@ pub fn is_eligible_leader(image: &MetadataImage, node_id: i32) -> bool {
         .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
 }
 
-/// Partition changes that take `node_id` out of every ISR it is in (unless it is the last member, which Kafka keeps
-/// so that the partition can come back with it) and give the partitions it leads (and leaderless ones it was in the
-/// ISR of) a new leader: the next eligible ISR member in replica order; with none, where the topic allows it, the
-/// first eligible replica outside the ISR, which becomes the whole ISR (unclean); else none (leader -1, offline).
-/// Kafka's `generateLeaderAndIsrUpdates` with `brokerToRemove`.
+/// Partition changes that take `node_id` out of every ISR it is in (the ISR may empty: the replicas that leave an
+/// ISR below `min.insync.replicas` become eligible leader replicas, KIP-966) and, after an `unclean` shutdown, out of
+/// every ELR too, and give the partitions it leads (and leaderless ones it was in the ISR of) a new leader: the next
+/// eligible ISR member in replica order, else an ELR member with the ISR empty, else the last known leader; with
+/// none, where the topic allows it, the first eligible replica outside the ISR, which becomes the whole ISR
+/// (unclean); else none (leader -1, offline). Kafka's `generateLeaderAndIsrUpdates` with `brokerToRemove`.
 fn elect_without(
     image: &MetadataImage,
     node_id: i32,
+    unclean: bool,
     elections: &ElectionConfig,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     let acceptable = |r: i32| r != node_id && is_eligible_leader(image, r);
+    let unclean_shutdown: &[i32] = if unclean { &[node_id] } else { &[] };
     for topic in image.topics() {
         let election = elections.election_for(topic);
+        let min_isr = elections.min_isr(topic);
         for (index, p) in topic.partitions.iter().enumerate() {
-            if p.leader != node_id && !p.isr.contains(&node_id) {
+            let in_elr = unclean && p.elr.contains(&node_id);
+            if p.leader != node_id && !p.isr.contains(&node_id) && !in_elr {
                 continue;
             }
             let target_isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != node_id).collect();
-            if let Some(next) = partition_change(p, &target_isr, election, acceptable) {
+            let change = partition_change(
+                p,
+                &target_isr,
+                election,
+                acceptable,
+                min_isr,
+                unclean_shutdown,
+            );
+            if let Some(next) = change {
                 records.push(partition_record(topic.id, index, next));
             }
         }
@@ -275,8 +304,9 @@ fn elect_without(
 }
 
 /// Partition changes that give leaderless partitions a leader now that `node_id` is unfenced (it counts as eligible
-/// although the image still has it fenced): the first eligible ISR member in replica order; with none, where the
-/// topic allows it, the first eligible replica (unclean). Kafka's `handleBrokerUnfenced`.
+/// although the image still has it fenced): the first eligible ISR member in replica order, else an ELR member,
+/// else the last known leader; with none, where the topic allows it, the first eligible replica (unclean). Kafka's
+/// `handleBrokerUnfenced`.
 fn elect_offline_with(
     image: &MetadataImage,
     node_id: i32,
@@ -286,11 +316,12 @@ fn elect_offline_with(
     let acceptable = |r: i32| r == node_id || is_eligible_leader(image, r);
     for topic in image.topics() {
         let election = elections.election_for(topic);
+        let min_isr = elections.min_isr(topic);
         for (index, p) in topic.partitions.iter().enumerate() {
             if p.leader != -1 {
                 continue;
             }
-            if let Some(next) = partition_change(p, &p.isr, election, acceptable) {
+            if let Some(next) = partition_change(p, &p.isr, election, acceptable, min_isr, &[]) {
                 records.push(partition_record(topic.id, index, next));
             }
         }
@@ -529,7 +560,8 @@ mod tests {
         assert_eq!(p.leader, 2);
         assert_eq!(p.isr, vec![2, 3]);
         assert_eq!((p.leader_epoch, p.partition_epoch), (1, 1));
-        // Fencing 2 and then 3: the last ISR member stays in the ISR and the partition goes offline.
+        // Fencing 2 and then 3: the ISR empties into the ELR (min.insync.replicas 1, KIP-966) and the partition goes
+        // offline.
         let image = apply(
             &image,
             &fence_broker(&image, 2, &ElectionConfig::default()).records,
@@ -542,8 +574,9 @@ mod tests {
         );
         let p = &image.topic("t").unwrap().partitions[0];
         assert_eq!(p.leader, -1);
-        assert_eq!(p.isr, vec![3]);
-        // Broker 3 unfences: it leads again (it was the last in-sync replica).
+        assert_eq!(p.isr, Vec::<i32>::new());
+        assert_eq!(p.elr, vec![3]);
+        // Broker 3 unfences: it leads again (it was the last in-sync replica), the ISR alone.
         let hb = broker_heartbeat(
             &image,
             Heartbeat {
@@ -631,7 +664,13 @@ mod isr_tests {
         let (image, _) = with_partition(&image, vec![1, 2, 3]);
         let epoch1 = image.brokers[&1].epoch;
         // Shrink to {1, 3}: recorded with the partition epoch bumped, in replica order.
-        let r = alter_partition(&image, 1, epoch1, &[change(&image, 0, 0, &[3, 1])]);
+        let r = alter_partition(
+            &image,
+            1,
+            epoch1,
+            &[change(&image, 0, 0, &[3, 1])],
+            &ElectionConfig::default(),
+        );
         assert_eq!(r.response.error_code, 0);
         assert_eq!(r.response.partitions[0].error_code, 0);
         let image = apply(&image, &r.records, 300);
@@ -641,27 +680,51 @@ mod isr_tests {
             (vec![1, 3], 1, 0)
         );
         // The same request again acted on an old partition epoch.
-        let stale = alter_partition(&image, 1, epoch1, &[change(&image, 0, 0, &[1, 3])]);
+        let stale = alter_partition(
+            &image,
+            1,
+            epoch1,
+            &[change(&image, 0, 0, &[1, 3])],
+            &ElectionConfig::default(),
+        );
         assert_eq!(
             stale.response.partitions[0].error_code,
             ErrorCode::InvalidUpdateVersion.code()
         );
         assert!(stale.records.is_empty());
         // A leader epoch that is not the current one is fenced; a non-leader is refused.
-        let fenced = alter_partition(&image, 1, epoch1, &[change(&image, 7, 1, &[1])]);
+        let fenced = alter_partition(
+            &image,
+            1,
+            epoch1,
+            &[change(&image, 7, 1, &[1])],
+            &ElectionConfig::default(),
+        );
         assert_eq!(
             fenced.response.partitions[0].error_code,
             ErrorCode::FencedLeaderEpoch.code()
         );
         let epoch2 = image.brokers[&2].epoch;
-        let other = alter_partition(&image, 2, epoch2, &[change(&image, 0, 1, &[2])]);
+        let other = alter_partition(
+            &image,
+            2,
+            epoch2,
+            &[change(&image, 0, 1, &[2])],
+            &ElectionConfig::default(),
+        );
         assert_eq!(
             other.response.partitions[0].error_code,
             ErrorCode::NotLeaderOrFollower.code()
         );
         // The ISR must hold the leader and only replicas.
         for bad in [&[3][..], &[1, 4], &[1, 1]] {
-            let r = alter_partition(&image, 1, epoch1, &[change(&image, 0, 1, bad)]);
+            let r = alter_partition(
+                &image,
+                1,
+                epoch1,
+                &[change(&image, 0, 1, bad)],
+                &ElectionConfig::default(),
+            );
             assert_eq!(
                 r.response.partitions[0].error_code,
                 code::INVALID_REQUEST,
@@ -669,7 +732,13 @@ mod isr_tests {
             );
         }
         // A stale broker epoch is refused as a whole.
-        let r = alter_partition(&image, 1, epoch1 + 1000, &[change(&image, 0, 1, &[1])]);
+        let r = alter_partition(
+            &image,
+            1,
+            epoch1 + 1000,
+            &[change(&image, 0, 1, &[1])],
+            &ElectionConfig::default(),
+        );
         assert_eq!(r.response.error_code, code::STALE_BROKER_EPOCH);
         // A fenced broker cannot join the ISR; an unfenced one can.
         let image2 = apply(
@@ -677,12 +746,24 @@ mod isr_tests {
             &fence_broker(&image, 2, &ElectionConfig::default()).records,
             301,
         );
-        let r = alter_partition(&image2, 1, epoch1, &[change(&image2, 0, 1, &[1, 2, 3])]);
+        let r = alter_partition(
+            &image2,
+            1,
+            epoch1,
+            &[change(&image2, 0, 1, &[1, 2, 3])],
+            &ElectionConfig::default(),
+        );
         assert_eq!(
             r.response.partitions[0].error_code,
             ErrorCode::IneligibleReplica.code()
         );
-        let r = alter_partition(&image, 1, epoch1, &[change(&image, 0, 1, &[1, 2, 3])]);
+        let r = alter_partition(
+            &image,
+            1,
+            epoch1,
+            &[change(&image, 0, 1, &[1, 2, 3])],
+            &ElectionConfig::default(),
+        );
         let image = apply(&image, &r.records, 302);
         assert_eq!(image.topic("t").unwrap().partitions[0].isr, vec![1, 2, 3]);
     }

@@ -43,6 +43,9 @@ pub struct ElectionConfig {
     pub leader_imbalance_check_interval_ms: u64,
     /// `leader.imbalance.per.broker.percentage` (Kafka: 10).
     pub leader_imbalance_per_broker_percentage: i32,
+    /// `min.insync.replicas`: the default for topics without an override (Kafka: 1). An ISR smaller than this
+    /// keeps the replicas that left it as eligible leader replicas (KIP-966).
+    pub min_insync_replicas: i32,
 }
 
 impl Default for ElectionConfig {
@@ -53,6 +56,7 @@ impl Default for ElectionConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
             leader_imbalance_per_broker_percentage: 10,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -65,6 +69,16 @@ impl ElectionConfig {
             Some(value) => value.trim().eq_ignore_ascii_case("true"),
             None => self.unclean_leader_election_enable,
         }
+    }
+
+    /// `min.insync.replicas` of `topic`: its override, else the broker default (at least 1).
+    pub fn min_isr(&self, topic: &TopicImage) -> usize {
+        let min = topic
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .unwrap_or(self.min_insync_replicas);
+        usize::try_from(min.max(1)).unwrap_or(1)
     }
 
     /// The election a partition of `topic` runs when it must change leader: ONLINE, or UNCLEAN where allowed.
@@ -88,18 +102,50 @@ pub(super) enum Election {
     Unclean,
 }
 
+/// The eligible leader replicas of `current` once its ISR is `target_isr` (Kafka's
+/// `PartitionChangeBuilder.maybePopulateTargetElr`, KIP-966): none while the ISR has at least `min_isr` members;
+/// below that, the ELR and the ISR members that leave it, less those that shut down uncleanly (`unclean`: they may
+/// have lost records). Below `min.insync.replicas` the leader's high watermark stands still, so each of them holds
+/// every committed record. In replica order.
+pub(super) fn target_elr(
+    current: &PartitionRegistration,
+    target_isr: &[i32],
+    min_isr: usize,
+    unclean: &[i32],
+) -> Vec<i32> {
+    // Kafka's effective min ISR: at most the replication factor.
+    if target_isr.len() >= min_isr.min(current.replicas.len()) {
+        return Vec::new();
+    }
+    current
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| current.elr.contains(r) || current.isr.contains(r))
+        .filter(|r| !target_isr.contains(r) && !unclean.contains(r))
+        .collect()
+}
+
 /// The registration `current` becomes with `target_isr` and a leader picked by `election` among the replicas
-/// `acceptable` says may lead, or `None` when nothing changes. Kafka's `PartitionChangeBuilder.build` without
-/// reassignments or ELR: an empty `target_isr` keeps the ISR (its last member stays, so the partition can come back
-/// with it); an unclean leader gets an ISR of itself alone. Epochs: the leader epoch on a leader change, the
-/// partition epoch on any change.
+/// `acceptable` says may lead, or `None` when nothing changes: Kafka's `PartitionChangeBuilder.build` with ELR
+/// (KIP-966, on by default since Kafka 4.1) and the last known leader of its "balanced" recovery. The ISR may
+/// empty; the replicas that leave an ISR below `min_isr` become eligible leader replicas ([`target_elr`]). A
+/// valid leader is an ISR member, or, with the ISR empty, an ELR member (which becomes the ISR alone); with
+/// neither, the last known leader (the leader when the ISR emptied, kept while the ISR and ELR are empty) where
+/// it may lead, then, for UNCLEAN, any replica: both unclean, the leader becoming the whole ISR. Epochs: the
+/// leader epoch on a leader change, the partition epoch on any change.
 pub(super) fn partition_change(
     current: &PartitionRegistration,
     target_isr: &[i32],
     election: Election,
     acceptable: impl Fn(i32) -> bool,
+    min_isr: usize,
+    unclean_shutdown: &[i32],
 ) -> Option<PartitionRegistration> {
-    let valid = |r: i32| target_isr.contains(&r) && acceptable(r);
+    let elr = target_elr(current, target_isr, min_isr, unclean_shutdown);
+    let valid = |r: i32| {
+        (target_isr.contains(&r) || (target_isr.is_empty() && elr.contains(&r))) && acceptable(r)
+    };
     let first_valid = |skip: usize| {
         current
             .replicas
@@ -108,6 +154,12 @@ pub(super) fn partition_change(
             .copied()
             .find(|&r| valid(r))
     };
+    let last_known = (target_isr.is_empty() && elr.is_empty())
+        .then(|| match current.last_known_elr.as_slice() {
+            [leader] if acceptable(*leader) => Some(*leader),
+            _ => None,
+        })
+        .flatten();
     let (leader, unclean) = match election {
         Election::Preferred => {
             let preferred = current.replicas.first().copied().unwrap_or(-1);
@@ -115,8 +167,10 @@ pub(super) fn partition_change(
                 (preferred, false)
             } else if valid(current.leader) {
                 (current.leader, false)
+            } else if let Some(r) = first_valid(1) {
+                (r, false)
             } else {
-                (first_valid(1).unwrap_or(-1), false)
+                last_known.map_or((-1, false), |r| (r, true))
             }
         }
         Election::Online | Election::Unclean => {
@@ -124,6 +178,8 @@ pub(super) fn partition_change(
                 (current.leader, false)
             } else if let Some(r) = first_valid(0) {
                 (r, false)
+            } else if let Some(r) = last_known {
+                (r, true)
             } else if let Some(r) = (election == Election::Unclean)
                 .then(|| current.replicas.iter().copied().find(|&r| acceptable(r)))
                 .flatten()
@@ -135,13 +191,25 @@ pub(super) fn partition_change(
         }
     };
     let mut next = current.clone();
-    let unclean = unclean && leader != current.leader;
+    let changed = leader != current.leader;
     next.leader = leader;
-    if unclean {
+    next.elr = elr;
+    next.isr = target_isr.to_vec();
+    if changed && unclean {
         // This can lose acknowledged records: the new leader's log is all there is now.
         next.isr = vec![leader];
-    } else if !target_isr.is_empty() {
-        next.isr = target_isr.to_vec();
+        next.elr.clear();
+    } else if changed && next.elr.contains(&leader) {
+        next.isr = vec![leader];
+        next.elr.retain(|&r| r != leader);
+    }
+    // The last known leader: set when the ISR empties, forgotten once the partition has a leader again.
+    if next.isr.is_empty() {
+        if current.leader >= 0 {
+            next.last_known_elr = vec![current.leader];
+        }
+    } else if next.leader >= 0 {
+        next.last_known_elr.clear();
     }
     with_epochs(current, next)
 }
@@ -252,12 +320,13 @@ pub fn elect_leaders(
     image: &MetadataImage,
     election_type: ElectionType,
     targets: Option<&[ElectionTarget]>,
+    config: &ElectionConfig,
 ) -> ControllerResult<ElectLeadersOutcome> {
     let mut records = Vec::new();
     let mut elected = BTreeSet::new();
     let mut topics = Vec::new();
     let mut elect = |topic: &str, partition: i32, records: &mut Vec<MetadataRecord>| {
-        let outcome = elect_one(image, election_type, topic, partition);
+        let outcome = elect_one(image, election_type, topic, partition, config);
         let error = match outcome {
             Ok((topic_id, index, next)) => {
                 if elected.insert((topic_id, index)) {
@@ -332,6 +401,7 @@ fn elect_one(
     election_type: ElectionType,
     topic_name: &str,
     partition: i32,
+    config: &ElectionConfig,
 ) -> Result<(Uuid, usize, PartitionRegistration), (i16, String)> {
     let unknown = ErrorCode::UnknownTopicOrPartition.code();
     let topic = image
@@ -371,9 +441,14 @@ fn elect_one(
             "Leader election not needed for topic partition.".into(),
         ));
     }
-    partition_change(current, &current.isr, election, |r| {
-        is_eligible_leader(image, r)
-    })
+    partition_change(
+        current,
+        &current.isr,
+        election,
+        |r| is_eligible_leader(image, r),
+        config.min_isr(topic),
+        &[],
+    )
     .map(|next| (topic.id, index, next))
     .ok_or_else(|| (failure.0, failure.1.to_string()))
 }
@@ -404,7 +479,10 @@ pub fn periodic_elections(
                 capped = true;
                 break 'unclean;
             }
-            if let Some(next) = partition_change(p, &p.isr, Election::Unclean, eligible) {
+            let min_isr = config.min_isr(topic);
+            if let Some(next) =
+                partition_change(p, &p.isr, Election::Unclean, eligible, min_isr, &[])
+            {
                 changed.insert((topic.id, index));
                 records.push(partition_record(topic.id, index, next));
             }
@@ -472,9 +550,11 @@ fn imbalanced_preferred_elections(
             {
                 continue;
             }
-            if let Some(next) = partition_change(p, &p.isr, Election::Preferred, |r| {
-                is_eligible_leader(image, r)
-            }) {
+            let eligible = |r: i32| is_eligible_leader(image, r);
+            let min_isr = config.min_isr(topic);
+            if let Some(next) =
+                partition_change(p, &p.isr, Election::Preferred, eligible, min_isr, &[])
+            {
                 elections.push((topic.id, index, next));
             }
         }
@@ -593,6 +673,117 @@ pub(super) mod tests {
         }
     }
 
+    /// KIP-966 as Kafka 4.1 runs it by default, through the paths that change an ISR: the leader's AlterPartition,
+    /// fencing, an unclean re-registration and unfencing. RF 3, min.insync.replicas 2.
+    #[test]
+    fn replicas_that_leave_an_isr_below_min_insync_replicas_stay_eligible_leaders() {
+        use crate::controller::{alter_partition, register_broker_with, IsrChange};
+        let config = ElectionConfig {
+            min_insync_replicas: 2,
+            ..ElectionConfig::default()
+        };
+        let image = brokers(&[1, 2, 3]);
+        let image = topic(&image, "t", &[(&[1, 2, 3], &[1, 2, 3], 1)]);
+        let shrink = |image: &MetadataImage, isr: &[i32]| {
+            let p = part(image, "t", 0);
+            let change = IsrChange {
+                topic_id: image.topic("t").unwrap().id,
+                topic_name: None,
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: isr.to_vec(),
+            };
+            let epoch = image.brokers[&1].epoch;
+            apply(
+                image,
+                &alter_partition(image, 1, epoch, &[change], &config).records,
+            )
+        };
+        // Down to min.insync.replicas: no ELR. Below it: the replica that left is eligible.
+        let image = shrink(&image, &[1, 2]);
+        assert_eq!(part(&image, "t", 0).elr, Vec::<i32>::new());
+        let image = shrink(&image, &[1]);
+        assert_eq!(
+            (
+                part(&image, "t", 0).isr.clone(),
+                part(&image, "t", 0).elr.clone()
+            ),
+            (vec![1], vec![2])
+        );
+        // The leader is fenced: the ISR empties into the ELR; 2 is fenced too, so no leader yet.
+        let image = apply(&image, &fence_broker(&image, 2, &config).records);
+        let image = apply(&image, &fence_broker(&image, 1, &config).records);
+        let p = part(&image, "t", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (-1, vec![], vec![1, 2])
+        );
+        assert_eq!(p.last_known_elr, vec![1]);
+        // 1 comes back after a crash (no clean-shutdown epoch): it may have lost records, so it leaves the ELR.
+        let again = BrokerRegistration {
+            node_id: 1,
+            host: "h".into(),
+            port: 9092,
+            incarnation_id: Uuid::from_u128(99),
+            ..Default::default()
+        };
+        let image = apply(
+            &image,
+            &register_broker_with(&image, again, false, -1, &config).records,
+        );
+        assert_eq!(part(&image, "t", 0).elr, vec![2]);
+        let image = apply(&image, &heartbeat(&image, 1, &config).records);
+        assert_eq!(
+            part(&image, "t", 0).leader,
+            -1,
+            "an ELR member is left, so 1 does not lead"
+        );
+        // 2 is unfenced: it leads from the ELR, alone in the ISR.
+        let image = apply(&image, &heartbeat(&image, 2, &config).records);
+        let p = part(&image, "t", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (2, vec![2], vec![])
+        );
+        assert_eq!(p.last_known_elr, Vec::<i32>::new());
+    }
+
+    /// With the ISR and the ELR empty, the last known leader leads again when it comes back, even after an unclean
+    /// shutdown (Kafka's balanced recovery): an RF 1 partition is not lost to a crash.
+    #[test]
+    fn the_last_known_leader_leads_when_nothing_else_can() {
+        use crate::controller::register_broker_with;
+        let config = ElectionConfig::default();
+        let image = brokers(&[1, 2]);
+        let image = topic(&image, "one", &[(&[1], &[1], 1)]);
+        let image = apply(&image, &fence_broker(&image, 1, &config).records);
+        let p = part(&image, "one", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (-1, vec![], vec![1])
+        );
+        let again = BrokerRegistration {
+            node_id: 1,
+            host: "h".into(),
+            port: 9092,
+            incarnation_id: Uuid::from_u128(77),
+            ..Default::default()
+        };
+        let image = apply(
+            &image,
+            &register_broker_with(&image, again, false, -1, &config).records,
+        );
+        let p = part(&image, "one", 0);
+        assert_eq!((p.elr.clone(), p.last_known_elr.clone()), (vec![], vec![1]));
+        let image = apply(&image, &heartbeat(&image, 1, &config).records);
+        let p = part(&image, "one", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.last_known_elr.clone()),
+            (1, vec![1], vec![])
+        );
+    }
+
     #[test]
     fn fencing_the_last_in_sync_leader_elects_out_of_sync_replicas_only_where_allowed() {
         let image = brokers(&[1, 2, 3]);
@@ -603,9 +794,14 @@ pub(super) mod tests {
             &image,
             &fence_broker(&image, 1, &ElectionConfig::default()).records,
         );
-        // Without unclean elections: offline, and the last ISR member stays in the ISR.
+        // Without unclean elections: offline; the last ISR member leaves the ISR for the ELR (KIP-966) and is the
+        // last known leader.
         let p = part(&fenced, "clean", 0);
-        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![]));
+        assert_eq!(
+            (p.elr.clone(), p.last_known_elr.clone()),
+            (vec![1], vec![1])
+        );
         assert_eq!((p.leader_epoch, p.partition_epoch), (6, 8));
         // The topic override allows it: the first eligible replica leads alone in the ISR (Kafka: ISR = [leader]).
         let p = part(&fenced, "dirty", 0);
@@ -715,6 +911,7 @@ pub(super) mod tests {
             &image,
             ElectionType::Preferred,
             Some(&targets("t", &[0, 1, 2, 1])),
+            &ElectionConfig::default(),
         );
         let t = "t".to_string();
         assert_eq!(
@@ -755,7 +952,12 @@ pub(super) mod tests {
             &fence_broker(&image, 3, &ElectionConfig::default()).records,
         );
         let image = topic(&image, "u", &[(&[3, 1], &[3, 1], 1)]);
-        let r = elect_leaders(&image, ElectionType::Preferred, Some(&targets("u", &[0])));
+        let r = elect_leaders(
+            &image,
+            ElectionType::Preferred,
+            Some(&targets("u", &[0])),
+            &ElectionConfig::default(),
+        );
         assert_eq!(
             r.response.topics[0].partitions[0].error_code,
             ErrorCode::PreferredLeaderNotAvailable.code()
@@ -769,7 +971,7 @@ pub(super) mod tests {
         for election in [ElectionType::Preferred, ElectionType::Unclean] {
             let mut asked = targets("t", &[1, -1]);
             asked.extend(targets("nope", &[0]));
-            let r = elect_leaders(&image, election, Some(&asked));
+            let r = elect_leaders(&image, election, Some(&asked), &ElectionConfig::default());
             let unknown = ErrorCode::UnknownTopicOrPartition.code();
             assert!(codes(&r.response).iter().all(|(_, _, c)| *c == unknown));
             let messages: Vec<_> = r
@@ -798,7 +1000,12 @@ pub(super) mod tests {
         let image = brokers(&[1, 2]);
         let image = topic(&image, "a", &[(&[1, 2], &[1, 2], 1), (&[2, 1], &[1, 2], 1)]);
         let image = topic(&image, "b", &[(&[2, 1], &[2, 1], 2)]);
-        let r = elect_leaders(&image, ElectionType::Preferred, None);
+        let r = elect_leaders(
+            &image,
+            ElectionType::Preferred,
+            None,
+            &ElectionConfig::default(),
+        );
         assert_eq!(codes(&r.response), vec![("a".to_string(), 1, 0)]);
         assert_eq!(
             r.response.topics.len(),
@@ -829,6 +1036,7 @@ pub(super) mod tests {
             &image,
             ElectionType::Unclean,
             Some(&targets("t", &[0, 1, 2, 3])),
+            &ElectionConfig::default(),
         );
         let t = "t".to_string();
         assert_eq!(
@@ -865,12 +1073,22 @@ pub(super) mod tests {
         let image = topic(&image, "big", &parts);
         let asked = targets("big", &[0, 1]);
         assert_eq!(
-            elect_leaders(&image, ElectionType::Preferred, Some(&asked))
-                .records
-                .len(),
+            elect_leaders(
+                &image,
+                ElectionType::Preferred,
+                Some(&asked),
+                &ElectionConfig::default()
+            )
+            .records
+            .len(),
             2
         );
-        let r = elect_leaders(&image, ElectionType::Preferred, None);
+        let r = elect_leaders(
+            &image,
+            ElectionType::Preferred,
+            None,
+            &ElectionConfig::default(),
+        );
         assert!(r.records.is_empty());
         assert_eq!(r.response.error_code, ErrorCode::PolicyViolation.code());
         assert!(r.response.topics.is_empty());

@@ -8,6 +8,7 @@
 use sluice_protocol::ErrorCode;
 
 use super::brokers::is_eligible_leader;
+use super::election::{target_elr, ElectionConfig};
 use super::reassign::{complete_if_caught_up, with_epochs};
 use super::ControllerResult;
 use crate::error::code;
@@ -62,6 +63,7 @@ pub fn alter_partition(
     broker_id: i32,
     broker_epoch: i64,
     changes: &[IsrChange],
+    elections: &ElectionConfig,
 ) -> ControllerResult<AlterPartitionOutcome> {
     let stale = match image.brokers.get(&broker_id) {
         None => true,
@@ -140,6 +142,9 @@ pub fn alter_partition(
             .copied()
             .filter(|r| change.new_isr.contains(r))
             .collect();
+        // KIP-966: replicas leaving an ISR below min.insync.replicas stay eligible leaders.
+        next.elr = target_elr(current, &next.isr, elections.min_isr(topic), &[]);
+        next.last_known_elr.clear();
         // A reassignment whose target replicas are now all in sync completes (the leader may move).
         let next = match with_epochs(current, complete_if_caught_up(image, next)) {
             Some(next) => {

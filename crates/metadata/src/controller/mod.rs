@@ -12,7 +12,7 @@ mod topics;
 pub use brokers::{
     allocate_producer_ids, broker_heartbeat, broker_heartbeat_with, fence_broker,
     is_eligible_leader, register_broker, register_broker_with, Heartbeat, HeartbeatOutcome,
-    ProducerIdBlock, RegistrationOutcome, PRODUCER_ID_BLOCK_SIZE,
+    ProducerIdBlock, RegistrationOutcome, CLEAN_SHUTDOWN_UNKNOWN, PRODUCER_ID_BLOCK_SIZE,
 };
 pub use configs::{
     alter_configs, incremental_alter_configs, AlterConfigOp, AlterConfigsOutcome,

@@ -282,6 +282,9 @@ pub(super) fn with_epochs(
 ) -> Option<PartitionRegistration> {
     next.leader_epoch = current.leader_epoch;
     next.partition_epoch = current.partition_epoch;
+    // Eligible leader replicas are replicas outside the ISR (a reassignment may have removed some).
+    next.elr
+        .retain(|r| next.replicas.contains(r) && !next.isr.contains(r));
     if &next == current {
         return None;
     }
