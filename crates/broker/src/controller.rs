@@ -1261,9 +1261,10 @@ impl Controller {
     pub async fn alter_partition_reassignments(
         &self,
         targets: Vec<logic::ReassignmentTarget>,
+        allow_replication_factor_change: bool,
     ) -> Result<Vec<logic::ReassignmentOutcome>, ControllerError> {
         self.run_with_sessions(move |image, _| {
-            logic::alter_partition_reassignments(image, &targets)
+            logic::alter_partition_reassignments(image, &targets, allow_replication_factor_change)
         })
         .await
     }

@@ -292,6 +292,21 @@ def test_kafka_python_reassigns_a_partition_onto_another_broker_without_losing_r
         assert sorted(read_all(cluster.bootstrap(), "moving", 1, len(values))) == sorted(values)
         result = kp.alter_partition_reassignments({tp: None, KTopicPartition("nope", 0): [new]})
         assert result == {tp: NoReassignmentInProgressError, KTopicPartition("nope", 0): UnknownTopicOrPartitionError}
+        # v1 (KIP-860), encoded by kafka-python: without allow_replication_factor_change, a target with another
+        # replication factor than the partition's (1 now) is INVALID_REPLICATION_FACTOR; the same factor is taken.
+        from kafka.protocol.admin.topics import AlterPartitionReassignmentsRequest as Alter
+
+        def alter_v1(replicas):
+            request = Alter(timeout_ms=30000, allow_replication_factor_change=False, topics=[
+                Alter.ReassignableTopic(name="moving", partitions=[
+                    Alter.ReassignableTopic.ReassignablePartition(partition_index=0, replicas=replicas)])])
+            response = kp._manager.run(kp._send_request_to_controller, request)
+            assert response.allow_replication_factor_change is False
+            p = response.responses[0].partitions[0]
+            return p.error_code, p.error_message
+
+        assert alter_v1([new, old[0]]) == (38, "The replication factor is changed from 1 to 2")
+        assert alter_v1([old[0]]) == (0, None)
     finally:
         kp.close()
 

@@ -1,7 +1,8 @@
-//! AlterPartitionReassignments (key 45), v0: starts, replaces or cancels (null replicas) partition reassignments
-//! (KIP-455). Served by the active controller (a broker forwards it, KIP-590); the checks, the per-partition
-//! errors and how a reassignment completes are the controller's (`sluice_metadata::controller::
-//! alter_partition_reassignments`). v1's `allow_replication_factor_change` (KIP-860) is not served.
+//! AlterPartitionReassignments (key 45), v0-v1: starts, replaces or cancels (null replicas) partition reassignments
+//! (KIP-455); v1's `allow_replication_factor_change` false refuses targets that change a partition's replication
+//! factor (KIP-860, echoed in the answer). Served by the active controller (a broker forwards it, KIP-590); the
+//! checks, the per-partition errors and how a reassignment completes are the controller's
+//! (`sluice_metadata::controller::alter_partition_reassignments`).
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::broker::Broker;
 /// Runs the requested reassignments through the controller.
 pub(crate) async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let targets: Vec<ReassignmentTarget> = request
@@ -34,9 +35,11 @@ pub(crate) async fn handle(
             })
         })
         .collect();
+    // v0 has no such field: the replication factor may change.
+    let allow_rf_change = ctx.api_version < 1 || request.allow_replication_factor_change;
     let outcomes = match broker
         .controller
-        .alter_partition_reassignments(targets.clone())
+        .alter_partition_reassignments(targets.clone(), allow_rf_change)
         .await
     {
         Ok(outcomes) => outcomes,
@@ -69,5 +72,7 @@ pub(crate) async fn handle(
             ),
         }
     }
-    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(allow_rf_change)
+        .with_responses(responses)
 }

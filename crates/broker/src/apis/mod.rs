@@ -190,7 +190,7 @@ api_registry! {
     OffsetDelete => offset_delete, 0..=0;
     DescribeQuorum => describe_quorum, 0..=2;
     ElectLeaders => elect_leaders, 0..=2;
-    AlterPartitionReassignments => alter_partition_reassignments, 0..=0;
+    AlterPartitionReassignments => alter_partition_reassignments, 0..=1;
     ListPartitionReassignments => list_partition_reassignments, 0..=0;
     AlterReplicaLogDirs => alter_replica_log_dirs, 1..=2;
     DescribeLogDirs => describe_log_dirs, 1..=4;

@@ -14,7 +14,8 @@
 //!
 //! The target is checked as a manual assignment (Kafka's `validateManualPartitionAssignment`): not empty, no
 //! duplicates, registered brokers, at least one of them able to lead. A different replication factor is allowed
-//! (AlterPartitionReassignments v0; v1's `allow_replication_factor_change` is not served).
+//! unless the request says otherwise (AlterPartitionReassignments v1's `allow_replication_factor_change`, KIP-860:
+//! INVALID_REPLICATION_FACTOR "The replication factor is changed from 3 to 2").
 
 use std::collections::HashMap;
 
@@ -67,9 +68,12 @@ pub struct OngoingReassignment {
 }
 
 /// Starts, replaces or cancels the reassignments of `targets`, in order (a partition named twice gets the last).
+/// Without `allow_replication_factor_change`, a target with another replication factor than the partition's
+/// (its target replicas' while a reassignment runs) is refused.
 pub fn alter_partition_reassignments(
     image: &MetadataImage,
     targets: &[ReassignmentTarget],
+    allow_replication_factor_change: bool,
 ) -> ControllerResult<Vec<ReassignmentOutcome>> {
     // The registration each partition has after the targets before it in this request.
     let mut changed: HashMap<(String, i32), (crate::Uuid, PartitionRegistration)> = HashMap::new();
@@ -124,6 +128,17 @@ pub fn alter_partition_reassignments(
             Some(replicas) => {
                 if let Err(e) = validate_manual_assignment(image, replicas, None) {
                     outcomes.push(outcome(e.code, e.message));
+                    continue;
+                }
+                let current_rf = current.replicas.len() - current.removing_replicas.len();
+                if !allow_replication_factor_change && replicas.len() != current_rf {
+                    outcomes.push(outcome(
+                        code::INVALID_REPLICATION_FACTOR,
+                        Some(format!(
+                            "The replication factor is changed from {current_rf} to {}",
+                            replicas.len()
+                        )),
+                    ));
                     continue;
                 }
                 start(image, current, replicas)
@@ -326,7 +341,7 @@ mod tests {
     #[test]
     fn adding_a_replica_waits_for_it_to_join_the_isr_then_drops_the_removed_one() {
         let img = image(&[1, 2, 3], &[(&[1, 2], &[1, 2], 1)]);
-        let result = alter_partition_reassignments(&img, &[target(0, Some(&[3, 2]))]);
+        let result = alter_partition_reassignments(&img, &[target(0, Some(&[3, 2]))], true);
         assert_eq!(result.response[0].error_code, 0);
         let img = apply(&img, &result.records);
         let p = part(&img, 0);
@@ -357,7 +372,7 @@ mod tests {
     #[test]
     fn a_reassignment_that_adds_nothing_completes_at_once_and_keeps_a_leader_that_stays() {
         let img = image(&[1, 2, 3], &[(&[1, 2, 3], &[1, 2, 3], 2)]);
-        let result = alter_partition_reassignments(&img, &[target(0, Some(&[2, 3]))]);
+        let result = alter_partition_reassignments(&img, &[target(0, Some(&[2, 3]))], true);
         let img = apply(&img, &result.records);
         let p = part(&img, 0);
         assert_eq!(
@@ -372,10 +387,10 @@ mod tests {
     #[test]
     fn cancel_reverts_and_a_second_cancel_finds_nothing() {
         let img = image(&[1, 2, 3, 4], &[(&[1, 2], &[1, 2], 1)]);
-        let started = alter_partition_reassignments(&img, &[target(0, Some(&[3, 4]))]);
+        let started = alter_partition_reassignments(&img, &[target(0, Some(&[3, 4]))], true);
         let img2 = apply(&img, &started.records);
         assert_eq!(part(&img2, 0).replicas, vec![3, 4, 1, 2]);
-        let cancelled = alter_partition_reassignments(&img2, &[target(0, None)]);
+        let cancelled = alter_partition_reassignments(&img2, &[target(0, None)], true);
         assert_eq!(cancelled.response[0].error_code, 0);
         let img3 = apply(&img2, &cancelled.records);
         let p = part(&img3, 0);
@@ -384,7 +399,7 @@ mod tests {
             (vec![1, 2], vec![1, 2], 1)
         );
         assert!(!p.is_reassigning());
-        let again = alter_partition_reassignments(&img3, &[target(0, None)]);
+        let again = alter_partition_reassignments(&img3, &[target(0, None)], true);
         assert_eq!(
             again.response[0].error_code,
             ErrorCode::NoReassignmentInProgress.code()
@@ -395,9 +410,9 @@ mod tests {
     #[test]
     fn a_new_target_replaces_the_one_in_progress_from_the_original_replicas() {
         let img = image(&[1, 2, 3, 4], &[(&[1, 2], &[1, 2], 1)]);
-        let first = alter_partition_reassignments(&img, &[target(0, Some(&[3, 2]))]);
+        let first = alter_partition_reassignments(&img, &[target(0, Some(&[3, 2]))], true);
         let img = apply(&img, &first.records);
-        let second = alter_partition_reassignments(&img, &[target(0, Some(&[4, 1]))]);
+        let second = alter_partition_reassignments(&img, &[target(0, Some(&[4, 1]))], true);
         let img = apply(&img, &second.records);
         let p = part(&img, 0);
         assert_eq!(p.replicas, vec![4, 1, 2]);
@@ -424,6 +439,7 @@ mod tests {
                     replicas: Some(vec![1]),
                 },
             ],
+            true,
         );
         let codes: Vec<i16> = result.response.iter().map(|o| o.error_code).collect();
         assert_eq!(
@@ -442,7 +458,7 @@ mod tests {
     #[test]
     fn listing_by_topic_leaves_out_unknown_topics_and_settled_partitions() {
         let img = image(&[1, 2, 3], &[(&[1], &[1], 1), (&[2], &[2], 2)]);
-        let result = alter_partition_reassignments(&img, &[target(1, Some(&[3]))]);
+        let result = alter_partition_reassignments(&img, &[target(1, Some(&[3]))], true);
         let img = apply(&img, &result.records);
         let filter = vec![
             ("t".to_string(), vec![0, 1, 9]),
