@@ -70,6 +70,26 @@ fn trace(what: impl FnOnce() -> String) {
     }
 }
 
+/// Broker `id`'s registration under `incarnation`.
+fn registration(id: i32, incarnation: Uuid) -> BrokerRegistration {
+    BrokerRegistration {
+        node_id: id,
+        host: "sim".into(),
+        port: 9092,
+        incarnation_id: incarnation,
+        ..Default::default()
+    }
+}
+
+/// The broker epoch of broker `id` in `image` when it is registered under `incarnation`.
+fn registered_epoch(image: &MetadataImage, id: i32, incarnation: Uuid) -> Option<i64> {
+    image
+        .brokers
+        .get(&id)
+        .filter(|b| b.incarnation_id == incarnation)
+        .map(|b| b.epoch)
+}
+
 fn apply<T>(image: &MetadataImage, result: &ControllerResult<T>) -> MetadataImage {
     let mut delta = MetadataDelta::new(image);
     for (i, r) in result.records.iter().enumerate() {
@@ -210,16 +230,9 @@ impl Sim {
         for id in 0..BROKERS {
             let incarnation = sim.incarnation();
             incarnations.push(incarnation);
-            let registration = BrokerRegistration {
-                node_id: id,
-                host: "sim".into(),
-                port: 9092,
-                incarnation_id: incarnation,
-                ..Default::default()
-            };
             image = apply(
                 &image,
-                &controller::register_broker(&image, registration, false),
+                &controller::register_broker(&image, registration(id, incarnation), false),
             );
             let hb = controller::broker_heartbeat(
                 &image,
@@ -355,12 +368,7 @@ impl Sim {
         let (view, receiver) = watch::channel(self.image.clone());
         let replicas =
             ReplicaManager::new(Arc::new(config), logs.clone(), receiver).with_clock(sim_now);
-        let epoch = self
-            .image
-            .brokers
-            .get(&node.id)
-            .filter(|b| b.incarnation_id == incarnation)
-            .map_or(-1, |b| b.epoch);
+        let epoch = registered_epoch(&self.image, node.id, incarnation).unwrap_or(-1);
         Process {
             logs,
             replicas,
@@ -433,12 +441,10 @@ impl Sim {
                 let image = self.image.clone();
                 let isr = &image.topic(TOPIC).unwrap().partitions[0].isr;
                 for n in &mut self.nodes {
-                    let registered = n.process.as_ref().is_some_and(|p| {
-                        image
-                            .brokers
-                            .get(&n.id)
-                            .is_some_and(|b| b.incarnation_id == p.incarnation)
-                    });
+                    let registered = n
+                        .process
+                        .as_ref()
+                        .is_some_and(|p| registered_epoch(&image, n.id, p.incarnation).is_some());
                     if registered && isr.contains(&n.id) {
                         n.recovering = false;
                     }
@@ -560,13 +566,8 @@ impl Sim {
                 let process = self.nodes[i].process.as_mut().unwrap();
                 process.view.send_replace(self.image.clone());
                 if process.broker_epoch < 0 {
-                    if let Some(b) = self
-                        .image
-                        .brokers
-                        .get(&id)
-                        .filter(|b| b.incarnation_id == process.incarnation)
-                    {
-                        process.broker_epoch = b.epoch;
+                    if let Some(epoch) = registered_epoch(&self.image, id, process.incarnation) {
+                        process.broker_epoch = epoch;
                     }
                 }
                 if process.caught_up && process.broker_epoch >= 0 {
@@ -597,27 +598,15 @@ impl Sim {
         }
         process.next_heartbeat_ms = now + HEARTBEAT_MS;
         let incarnation = process.incarnation;
-        let registered = self
-            .image
-            .brokers
-            .get(&id)
-            .filter(|b| b.incarnation_id == incarnation)
-            .map(|b| b.epoch);
+        let registered = registered_epoch(&self.image, id, incarnation);
         match registered {
             None => {
                 let alive = now - self.last_heartbeat.get(&id).copied().unwrap_or(0) <= SESSION_MS
                     && self.image.brokers.get(&id).is_some_and(|b| !b.fenced);
-                let registration = BrokerRegistration {
-                    node_id: id,
-                    host: "sim".into(),
-                    port: 9092,
-                    incarnation_id: incarnation,
-                    ..Default::default()
-                };
                 // Every restart here follows a crash: the previous incarnation wrote no clean-shutdown epoch.
                 let result = controller::register_broker_with(
                     &self.image,
-                    registration,
+                    registration(id, incarnation),
                     alive,
                     -1,
                     &self.elections,

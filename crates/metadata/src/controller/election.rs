@@ -673,11 +673,28 @@ pub(super) mod tests {
         }
     }
 
+    /// Broker `id` registers a new incarnation after a crash (no clean-shutdown epoch: -1).
+    fn crash_and_register(
+        image: &MetadataImage,
+        id: i32,
+        config: &ElectionConfig,
+    ) -> MetadataImage {
+        let again = BrokerRegistration {
+            node_id: id,
+            host: "h".into(),
+            port: 9092,
+            incarnation_id: Uuid::from_u128(1000 + image.offset as u128),
+            ..Default::default()
+        };
+        let registered = crate::controller::register_broker_with(image, again, false, -1, config);
+        apply(image, &registered.records)
+    }
+
     /// KIP-966 as Kafka 4.1 runs it by default, through the paths that change an ISR: the leader's AlterPartition,
     /// fencing, an unclean re-registration and unfencing. RF 3, min.insync.replicas 2.
     #[test]
     fn replicas_that_leave_an_isr_below_min_insync_replicas_stay_eligible_leaders() {
-        use crate::controller::{alter_partition, register_broker_with, IsrChange};
+        use crate::controller::{alter_partition, IsrChange};
         let config = ElectionConfig {
             min_insync_replicas: 2,
             ..ElectionConfig::default()
@@ -721,17 +738,7 @@ pub(super) mod tests {
         );
         assert_eq!(p.last_known_elr, vec![1]);
         // 1 comes back after a crash (no clean-shutdown epoch): it may have lost records, so it leaves the ELR.
-        let again = BrokerRegistration {
-            node_id: 1,
-            host: "h".into(),
-            port: 9092,
-            incarnation_id: Uuid::from_u128(99),
-            ..Default::default()
-        };
-        let image = apply(
-            &image,
-            &register_broker_with(&image, again, false, -1, &config).records,
-        );
+        let image = crash_and_register(&image, 1, &config);
         assert_eq!(part(&image, "t", 0).elr, vec![2]);
         let image = apply(&image, &heartbeat(&image, 1, &config).records);
         assert_eq!(
@@ -753,7 +760,6 @@ pub(super) mod tests {
     /// shutdown (Kafka's balanced recovery): an RF 1 partition is not lost to a crash.
     #[test]
     fn the_last_known_leader_leads_when_nothing_else_can() {
-        use crate::controller::register_broker_with;
         let config = ElectionConfig::default();
         let image = brokers(&[1, 2]);
         let image = topic(&image, "one", &[(&[1], &[1], 1)]);
@@ -763,17 +769,7 @@ pub(super) mod tests {
             (p.leader, p.isr.clone(), p.elr.clone()),
             (-1, vec![], vec![1])
         );
-        let again = BrokerRegistration {
-            node_id: 1,
-            host: "h".into(),
-            port: 9092,
-            incarnation_id: Uuid::from_u128(77),
-            ..Default::default()
-        };
-        let image = apply(
-            &image,
-            &register_broker_with(&image, again, false, -1, &config).records,
-        );
+        let image = crash_and_register(&image, 1, &config);
         let p = part(&image, "one", 0);
         assert_eq!((p.elr.clone(), p.last_known_elr.clone()), (vec![], vec![1]));
         let image = apply(&image, &heartbeat(&image, 1, &config).records);
