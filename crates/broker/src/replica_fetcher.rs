@@ -6,8 +6,12 @@
 //! Per partition in an answer: records are appended as they are (`Partition::append_as_follower`: offsets and
 //! epochs kept, CRC checked, producer state rebuilt from the batches) and the leader's high watermark taken; a
 //! diverging epoch truncates the log first (`Partition::truncate_as_follower`); OFFSET_OUT_OF_RANGE resets the log
-//! into the leader's range, asked with ListOffsets (`Partition::reset_as_follower`); leadership errors wait for the
-//! next metadata image. The leader learns each follower's log end offset from its fetch offset and moves the high
+//! into the leader's range, asked with ListOffsets (`Partition::reset_as_follower`). A partition whose answer
+//! carried an error sits out alone (the others go on): `replica.fetch.backoff.ms`, or 20 ms when the leader does not
+//! lead it at this epoch yet (it is a moment behind in the metadata log), until a new leader epoch. The manager and
+//! the fetchers wake when a metadata image has been applied to the partitions, and a fetcher abandons a fetch parked
+//! on its leader when it starts following more partitions there. After a failover, the new leader's acks=all
+//! produces wait for exactly that fetch. The leader learns each follower's log end offset from its fetch offset and moves the high
 //! watermark (`apis::fetch`), which releases acks=all produces.
 //!
 //! A throttled replica (the topic's `follower.replication.throttled.replicas`) outside the ISR is left out of the
@@ -28,6 +32,7 @@ use sluice_client::Connection;
 use sluice_protocol::ErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::apis::now_ms;
 use crate::broker::Broker;
@@ -51,13 +56,17 @@ const FETCH_MAX_BYTES_PER_PARTITION: i32 = 1024 * 1024;
 const FETCH_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 /// `replica.fetch.backoff.ms` (Kafka's default): the pause after a failed fetch.
 const FETCH_BACKOFF: Duration = Duration::from_millis(1000);
-/// How often the manager looks for leaders to fetch from besides metadata changes.
+/// How soon a partition is fetched again after its leader answered that it does not lead it at this epoch yet.
+const LEADER_BEHIND_RETRY: Duration = Duration::from_millis(20);
+/// How often the manager looks for leaders to fetch from besides applied metadata changes.
 const MANAGER_TICK: Duration = Duration::from_secs(1);
 
 /// Runs the replica fetchers of `broker` until `shutdown`: a task per leader this broker follows partitions on,
 /// started when such a partition appears and ending when none is left.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut images = broker.replicas.image_receiver();
+    // Woken once an image's changes are applied to the partitions (not when the image is published: the roles
+    // change only after that), so a new leader's fetcher starts at once.
+    let mut applied = broker.replicas.applied_receiver();
     let mut fetchers: HashMap<i32, JoinHandle<()>> = HashMap::new();
     loop {
         fetchers.retain(|_, task| !task.is_finished());
@@ -68,7 +77,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             });
         }
         tokio::select! {
-            _ = images.changed() => {}
+            _ = applied.changed() => {}
             _ = tokio::time::sleep(MANAGER_TICK) => {}
             _ = shutdown.changed() => break,
         }
@@ -92,24 +101,37 @@ fn leaders_followed(broker: &Broker) -> Vec<i32> {
     leaders
 }
 
+/// The partitions this broker follows on `leader`.
+fn followed_on(broker: &Broker, leader: i32) -> Vec<Arc<Partition>> {
+    broker
+        .replicas
+        .partitions()
+        .into_iter()
+        .filter(|p| {
+            p.follower_position()
+                .is_some_and(|pos| pos.leader == leader)
+        })
+        .collect()
+}
+
 /// One leader's fetcher: fetches every partition this broker follows on `leader` until there is none left.
+///
+/// A partition whose answer carried an error sits out for a while ([`PartitionBackoff`]) while the others go on.
+/// When this broker starts following a partition on `leader` (or a new epoch of one) while a fetch is parked on
+/// the leader, that fetch is abandoned on a fresh connection (the leader answers one request per connection at a
+/// time), so the partition is fetched at once rather than after the leader's `replica.fetch.wait.max.ms`: after a
+/// failover, the new leader's acks=all produces wait for exactly this fetch.
 async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Receiver<bool>) {
     let node_id = broker.config.node_id;
     let client_id = format!("sluice-replica-fetcher-{node_id}");
+    let mut applied = broker.replicas.applied_receiver();
     let mut conn: Option<(String, Connection)> = None;
+    let mut delayed: HashMap<(String, i32), (i32, Instant)> = HashMap::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let partitions: Vec<Arc<Partition>> = broker
-            .replicas
-            .partitions()
-            .into_iter()
-            .filter(|p| {
-                p.follower_position()
-                    .is_some_and(|pos| pos.leader == leader)
-            })
-            .collect();
+        let partitions = followed_on(&broker, leader);
         if partitions.is_empty() {
             tracing::info!(
                 leader,
@@ -124,7 +146,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
             .filter(|b| !b.fenced)
             .map(|b| format!("{}:{}", b.host, b.port))
         else {
-            if !backoff(&mut shutdown).await {
+            if !pause(FETCH_BACKOFF, &mut applied, &mut shutdown).await {
                 return;
             }
             continue;
@@ -138,17 +160,29 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
                 Err(e) => {
                     tracing::debug!(leader, %address, error = %e, "cannot reach the leader");
                     conn = None;
-                    if !backoff(&mut shutdown).await {
+                    if !pause(FETCH_BACKOFF, &mut applied, &mut shutdown).await {
                         return;
                     }
                     continue;
                 }
             }
         }
-        // KIP-73: a throttled replica outside the ISR waits while this follower's rate is exceeded.
+        // Partitions that failed sit out their backoff (a new leader epoch ends it); KIP-73: a throttled replica
+        // outside the ISR waits while this follower's rate is exceeded.
+        let known: HashMap<(String, i32), i32> = partitions
+            .iter()
+            .map(|p| ((p.topic.clone(), p.index), p.leader_epoch()))
+            .collect();
         let now = now_ms();
+        let instant = Instant::now();
+        delayed.retain(|_, (_, until)| *until > instant);
         let partitions: Vec<Arc<Partition>> = partitions
             .into_iter()
+            .filter(|p| {
+                delayed
+                    .get(&(p.topic.clone(), p.index))
+                    .is_none_or(|(epoch, _)| *epoch != p.leader_epoch())
+            })
             .filter(|p| {
                 !(p.is_replication_throttled(Side::Follower)
                     && !p.state().isr.contains(&node_id)
@@ -156,23 +190,48 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
             })
             .collect();
         if partitions.is_empty() {
-            if !backoff(&mut shutdown).await {
+            let wait = delayed
+                .values()
+                .map(|(_, until)| until.saturating_duration_since(instant))
+                .min()
+                .unwrap_or(FETCH_BACKOFF);
+            if !pause(wait, &mut applied, &mut shutdown).await {
                 return;
             }
             continue;
         }
         let (request, positions) = fetch_request(node_id, &partitions);
         let (_, c) = conn.as_ref().expect("connected above");
-        let response = tokio::select! {
-            r = c.send_at(&request, REPLICA_FETCH_VERSION) => r,
-            _ = shutdown.changed() => return,
+        applied.mark_unchanged();
+        let response = {
+            let send = c.send_at(&request, REPLICA_FETCH_VERSION);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => break Some(r),
+                    _ = shutdown.changed() => return,
+                    _ = applied.changed() => {
+                        if gained_partitions(&broker, leader, &known) {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        let Some(response) = response else {
+            tracing::debug!(
+                leader,
+                "following new partitions on this leader; abandoning the parked fetch"
+            );
+            conn = None;
+            continue;
         };
         let response = match response {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(leader, error = %e, "replica fetch failed");
                 conn = None;
-                if !backoff(&mut shutdown).await {
+                if !pause(FETCH_BACKOFF, &mut applied, &mut shutdown).await {
                     return;
                 }
                 continue;
@@ -184,12 +243,11 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
                 error_code = response.error_code,
                 "replica fetch refused"
             );
-            if !backoff(&mut shutdown).await {
+            if !pause(FETCH_BACKOFF, &mut applied, &mut shutdown).await {
                 return;
             }
             continue;
         }
-        let mut any_failed = false;
         let mut out_of_range = Vec::new();
         let mut throttled_bytes = 0;
         for topic in response.responses {
@@ -201,22 +259,44 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
                 if partition.is_replication_throttled(Side::Follower) {
                     throttled_bytes += data.records.as_ref().map_or(0, |r| r.len());
                 }
-                if data.error_code == ErrorCode::OffsetOutOfRange.code() {
-                    out_of_range.push((partition.clone(), *epoch));
+                let error_code = data.error_code;
+                if error_code == ErrorCode::OffsetOutOfRange.code() {
+                    out_of_range.push((key, partition.clone(), *epoch));
                 } else if !apply(partition, *epoch, data) {
-                    any_failed = true;
+                    delayed.insert(key, (*epoch, Instant::now() + backoff_for(error_code)));
                 }
             }
         }
         broker.follower_quota.record(throttled_bytes, now_ms());
-        for (partition, epoch) in out_of_range {
+        for (key, partition, epoch) in out_of_range {
             if !reset_out_of_range(c, node_id, &partition, epoch).await {
-                any_failed = true;
+                delayed.insert(key, (epoch, Instant::now() + FETCH_BACKOFF));
             }
         }
-        if any_failed && !backoff(&mut shutdown).await {
-            return;
-        }
+    }
+}
+
+/// True when this broker now follows a partition on `leader` that it did not follow when the parked fetch was
+/// sent (`known`: partition to leader epoch), or follows one at a new leader epoch.
+fn gained_partitions(broker: &Broker, leader: i32, known: &HashMap<(String, i32), i32>) -> bool {
+    followed_on(broker, leader).iter().any(|p| {
+        known
+            .get(&(p.topic.clone(), p.index))
+            .is_none_or(|epoch| *epoch != p.leader_epoch())
+    })
+}
+
+/// How long a partition whose answer carried `error_code` sits out. A leader that does not know this broker's
+/// leader epoch yet, or does not lead the partition yet, is most likely a moment behind in the metadata log (the
+/// follower applied the election first), so it is asked again soon; after a failover the new leader's acks=all
+/// produces wait for this fetch. Anything else waits `replica.fetch.backoff.ms`.
+fn backoff_for(error_code: i16) -> Duration {
+    if error_code == ErrorCode::UnknownLeaderEpoch.code()
+        || error_code == ErrorCode::NotLeaderOrFollower.code()
+    {
+        LEADER_BEHIND_RETRY
+    } else {
+        FETCH_BACKOFF
     }
 }
 
@@ -370,10 +450,17 @@ async fn reset_out_of_range(
     }
 }
 
-/// Sleeps for the fetch backoff; false when shutting down.
-async fn backoff(shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps for `wait`, or until an image's changes are applied (the leader may have moved); false when shutting
+/// down.
+async fn pause(
+    wait: Duration,
+    applied: &mut watch::Receiver<i64>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    applied.mark_unchanged();
     tokio::select! {
-        _ = tokio::time::sleep(FETCH_BACKOFF) => true,
+        _ = tokio::time::sleep(wait) => true,
+        _ = applied.changed() => true,
         _ = shutdown.changed() => false,
     }
 }

@@ -114,6 +114,9 @@ pub struct ReplicaManager {
     active: watch::Sender<bool>,
     /// Serializes [`ReplicaManager::activate`].
     activation: Mutex<()>,
+    /// The offset of the image reconciled last, published after its changes are applied (the replica fetchers
+    /// wake on it: the image itself is published before the partitions change role).
+    applied: watch::Sender<i64>,
     /// The time (ms) a new leader's in-sync followers count as caught up from.
     clock: fn() -> i64,
 }
@@ -142,6 +145,7 @@ impl ReplicaManager {
             changes: Mutex::new(empty),
             active: watch::channel(false).0,
             activation: Mutex::new(()),
+            applied: watch::channel(-1).0,
             clock: crate::apis::now_ms,
         }
     }
@@ -422,6 +426,13 @@ impl ReplicaManager {
             }
         }
         *last = image.clone();
+        self.applied.send_replace(image.offset);
+    }
+
+    /// A receiver that changes each time a metadata image has been applied to the hosted partitions (its value: the
+    /// image's offset), so a waiter sees the partitions' new roles.
+    pub(crate) fn applied_receiver(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
     }
 
     /// A receiver of the controller's metadata images (for the reconciler task).

@@ -191,10 +191,16 @@ impl Server {
             && self.broker.config.controlled_shutdown_enable
         {
             // Controlled shutdown: the controller moves this broker's leaderships away before it stops serving.
-            self.broker
+            let started = tokio::time::Instant::now();
+            if self
+                .broker
                 .lifecycle
                 .controlled_shutdown(CONTROLLED_SHUTDOWN_WAIT)
-                .await;
+                .await
+            {
+                let left = CONTROLLED_SHUTDOWN_WAIT.saturating_sub(started.elapsed());
+                wait_leading_nothing(&self.broker, left).await;
+            }
         }
         tracing::info!("shutting down: no longer accepting connections");
         // Requests waiting on this node's controller (a peer's heartbeat, a forwarded CreateTopics) are answered
@@ -218,6 +224,30 @@ impl Server {
         self.broker.shutdown().await?;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Waits (at most `timeout`) until this broker has applied the metadata that moved its leaderships away, as a
+/// Kafka broker in controlled shutdown stops only once its metadata caught up with the controller's moves. Until
+/// then its partitions still act as leaders: acks=all produces parked on them would stay parked through the drain
+/// (their clients' next batches for the partition wait behind them), while after it they are answered
+/// NOT_LEADER_OR_FOLLOWER and the clients go to the new leaders.
+async fn wait_leading_nothing(broker: &Broker, timeout: Duration) {
+    let mut applied = broker.replicas.applied_receiver();
+    let applied_all = tokio::time::timeout(timeout, async {
+        while broker.replicas.partitions().iter().any(|p| p.is_leader()) {
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    match applied_all {
+        Ok(()) => tracing::info!("controlled shutdown: this broker leads no partition any more"),
+        Err(_) => tracing::warn!(
+            timeout_ms = timeout.as_millis(),
+            "controlled shutdown: still leading partitions locally after the wait; stopping anyway"
+        ),
     }
 }
 
@@ -271,7 +301,16 @@ async fn accept_loop(
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
                     let task = connections.spawn(async move {
-                        if is_controller && crate::quorum_net::is_quorum_connection(&stream).await {
+                        // The first bytes tell a quorum peer from a client; a peer that sends nothing must not
+                        // hold up the shutdown.
+                        let is_quorum = is_controller && {
+                            let mut stopping = shutdown.clone();
+                            tokio::select! {
+                                quorum = crate::quorum_net::is_quorum_connection(&stream) => quorum,
+                                _ = stopping.changed() => return,
+                            }
+                        };
+                        if is_quorum {
                             crate::quorum_net::serve_quorum_connection(broker.controller.clone(), stream, shutdown).await;
                         } else {
                             let kind = if is_controller {
@@ -312,8 +351,10 @@ async fn accept_loop(
     })
     .await;
     if drained.is_err() {
+        let busy: Vec<SocketAddr> = peers.values().copied().collect();
         tracing::warn!(
             connections = connections.len(),
+            peers = ?busy,
             "connections still busy after the drain timeout; dropping them"
         );
         connections.shutdown().await;

@@ -109,3 +109,27 @@ async fn topics_reach_every_node_and_a_new_controller_serves_create_topics() {
     wait_topic_everywhere(&cluster, "before", 3, 3).await;
     cluster.shutdown().await;
 }
+
+/// A connection to the CONTROLLER listener that never sends a byte (a port probe, a half-open peer) is dropped
+/// at shutdown: the listener tells quorum peers from clients by the first bytes, and that wait must not hold the
+/// node's exit for the whole drain timeout (it did: every SIGTERMed node took 10 s to exit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_to_the_controller_listener_does_not_hold_up_shutdown() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.wait_brokers(3).await;
+    let victim = (cluster.active_controller().await + 1) % cluster.len();
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", cluster.controller_port(victim)))
+        .await
+        .expect("connect to the controller listener");
+    // Let the listener accept it and start waiting for its first bytes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    cluster.kill(victim).await;
+    let took = started.elapsed();
+    assert!(
+        took < sluice_broker::server::DRAIN_TIMEOUT / 2,
+        "shutdown took {took:?} with a silent connection open"
+    );
+    drop(silent);
+    cluster.shutdown().await;
+}
