@@ -212,7 +212,8 @@ struct ObserverSeen {
 }
 
 /// The broker sessions the active controller keeps (Kafka's `BrokerHeartbeatManager`): the last heartbeat of
-/// each registered broker. Not replicated: a new active controller gives every broker a fresh session.
+/// each registered broker. Not replicated: a new active controller gives every broker a fresh session, except
+/// the previous controller's own broker (see `Driver::leader_duties`).
 #[derive(Debug)]
 pub struct Sessions {
     last_heartbeat: HashMap<i32, Instant>,
@@ -655,13 +656,29 @@ impl Driver {
         }
         let leader_now = self.node.is_leader();
         if leader_now && !self.was_leader {
-            // A new active controller gives every broker a full session before fencing it.
+            // A new active controller gives every broker a full session before fencing it (Kafka's does), except
+            // the previous active controller's own broker (a combined node): its session runs from the last
+            // time this member heard from it as the quorum's leader. It lost the leadership because it fell silent,
+            // and its broker heartbeated to itself, so waiting a whole new session would leave the partitions it
+            // leads (and every acks=all write it is an in-sync follower of) stalled for the election time plus the
+            // session. Alive, it heartbeats this controller well within its session.
             tracing::info!(
                 term = self.node.term(),
                 "this node is now the active controller"
             );
             for id in self.node.image().brokers.keys() {
                 self.sessions.touch(*id);
+            }
+            if let Some((previous, heard)) = self.node.last_leader_contact() {
+                let previous = node_of(previous);
+                if previous != self.node_id && self.node.image().brokers.contains_key(&previous) {
+                    tracing::info!(
+                        broker = previous,
+                        silent_ms = heard.elapsed().as_millis(),
+                        "the previous active controller's broker keeps the session it had"
+                    );
+                    self.sessions.last_heartbeat.insert(previous, heard);
+                }
             }
             self.next_periodic_elections = Instant::now() + self.periodic_elections_interval();
         }

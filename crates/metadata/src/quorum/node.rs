@@ -93,6 +93,8 @@ pub struct QuorumNode {
     snapshot_waits: std::collections::HashMap<u64, usize>,
     /// Ticks after which a snapshot that has not been acknowledged is taken as lost.
     snapshot_timeout_ticks: usize,
+    /// The leader this member last heard from as a follower, and when (see [`QuorumNode::last_leader_contact`]).
+    leader_contact: Option<(u64, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for QuorumNode {
@@ -164,6 +166,7 @@ impl QuorumNode {
             snapshot_after_bytes: settings.snapshot_after_bytes,
             snapshot_waits: Default::default(),
             snapshot_timeout_ticks: settings.election_tick * 3,
+            leader_contact: None,
         })
     }
 
@@ -206,9 +209,20 @@ impl QuorumNode {
 
     /// Feeds a message from a peer. Messages for another member or from an older term are ignored by raft-rs.
     pub fn step(&mut self, message: Message) {
+        let from = message.from;
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(target: "raft", "message dropped: {e}");
+            return;
         }
+        if !self.is_leader() && self.leader_id() == Some(from) {
+            self.leader_contact = Some((from, std::time::Instant::now()));
+        }
+    }
+
+    /// The leader this member last heard from while following it, and when. On a member that just won an
+    /// election this is the previous leader and the last sign of life it gave the quorum.
+    pub fn last_leader_contact(&self) -> Option<(u64, std::time::Instant)> {
+        self.leader_contact
     }
 
     /// Appends a batch of records to the log as leader; returns the `(index, term)` the entry got. It is not
