@@ -626,8 +626,32 @@ fn cluster_moves_an_rf2_partition_to_other_brokers() {
         &["produce"],
     );
 
+    // KIP-860: a plan that would make it RF 3 is refused when the replication factor must not change.
+    let grow = write(dir.path(), "grow.json", &plan(&[("pairs", 0, &[a, b, c])]));
+    let args = [
+        "reassign",
+        "execute",
+        "--reassignment-json-file",
+        &grow,
+        "--disallow-replication-factor-change",
+    ];
+    let out = served(cluster.run(&args));
+    let err = fails(&out, 1, "Error reassigning partition(s)");
+    assert!(
+        err.contains("The replication factor is changed from 2 to 3"),
+        "{err}"
+    );
+    assert_eq!(replicas(&cluster.bootstrap(), "pairs")[0].len(), 2);
+
     let file = write(dir.path(), "plan.json", &plan(&[("pairs", 0, &[c, a])]));
-    let out = served(cluster.run(&["reassign", "execute", "--reassignment-json-file", &file]));
+    let args = [
+        "reassign",
+        "execute",
+        "--reassignment-json-file",
+        &file,
+        "--disallow-replication-factor-change",
+    ];
+    let out = served(cluster.run(&args));
     let text = ok(out, &["reassign", "execute"]);
     assert!(
         text.contains(&format!(

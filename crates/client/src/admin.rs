@@ -590,8 +590,23 @@ impl Admin {
         reassignments: &[(TopicPartition, Option<Vec<i32>>)],
         timeout: Duration,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        self.alter_partition_reassignments_with(reassignments, timeout, true)
+            .await
+    }
+
+    /// As [`Admin::alter_partition_reassignments`]; with `allow_replication_factor_change` false (KIP-860,
+    /// AlterPartitionReassignments v1), the controller refuses, with INVALID_REPLICATION_FACTOR, a target whose
+    /// replica count differs from the partition's. A controller that only speaks v0 cannot be asked that: the
+    /// request then fails (UnsupportedVersion) rather than being sent without the check.
+    pub async fn alter_partition_reassignments_with(
+        &self,
+        reassignments: &[(TopicPartition, Option<Vec<i32>>)],
+        timeout: Duration,
+        allow_replication_factor_change: bool,
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        let request = reassignment_request(reassignments, timeout_ms);
+        let request = reassignment_request(reassignments, timeout_ms)
+            .with_allow_replication_factor_change(allow_replication_factor_change);
         let response = self
             .retrying(|| async {
                 let response = self.client.send_controller(&request, None).await?;

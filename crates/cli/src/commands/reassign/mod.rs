@@ -115,6 +115,9 @@ struct ExecuteArgs {
     /// Run even though other reassignments are in progress (or resubmit one, to change its throttle).
     #[arg(long)]
     additional: bool,
+    /// Refuse any move that changes a partition's replication factor (KIP-860; the controller checks it).
+    #[arg(long)]
+    disallow_replication_factor_change: bool,
 }
 
 #[derive(Debug, Args)]
@@ -312,7 +315,8 @@ async fn execute(args: ExecuteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(tp, replicas)| (tp.clone(), Some(replicas.clone())))
         .collect();
-    let (results, errors) = submit(&admin, &request).await?;
+    let (results, errors) =
+        submit(&admin, &request, !args.disallow_replication_factor_change).await?;
     if !errors.is_empty() {
         let started = names(results.iter().filter(|(_, r)| r.is_ok()).map(|(tp, _)| tp));
         let others = if started.is_empty() {
@@ -347,13 +351,14 @@ async fn execute(args: ExecuteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 async fn submit(
     admin: &Admin,
     request: &[(TopicPartition, Option<Vec<i32>>)],
+    allow_replication_factor_change: bool,
 ) -> anyhow::Result<(
     Vec<(TopicPartition, sluice_client::Result<()>)>,
     Vec<String>,
 )> {
     let timeout = Duration::from_millis(admin.client().config().request_timeout_ms);
     let results = admin
-        .alter_partition_reassignments(request, timeout)
+        .alter_partition_reassignments_with(request, timeout, allow_replication_factor_change)
         .await?;
     let errors = results
         .iter()
@@ -681,7 +686,7 @@ async fn cancel(args: CancelArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if !running.is_empty() {
         let request: Vec<(TopicPartition, Option<Vec<i32>>)> =
             running.iter().map(|tp| (tp.clone(), None)).collect();
-        let (_, errors) = submit(&admin, &request).await?;
+        let (_, errors) = submit(&admin, &request, true).await?;
         if !errors.is_empty() {
             bail!(
                 "Error cancelling partition reassignment{} for: {}",
