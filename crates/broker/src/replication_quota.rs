@@ -62,6 +62,16 @@ struct Samples {
     current: usize,
 }
 
+/// The bytes/s bound `key` (a dynamic broker config) sets for broker `node_id` in `image`: its own value, else the
+/// cluster-wide default, else none (also for Kafka's unbounded default, `Long.MAX_VALUE`).
+pub fn broker_rate(image: &MetadataImage, node_id: &str, key: &str) -> Option<u64> {
+    [node_id, ""]
+        .into_iter()
+        .find_map(|name| image.broker_configs(name).and_then(|c| c.get(key)))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&rate| rate < i64::MAX as u64)
+}
+
 impl ReplicationQuota {
     /// A quota for `side` of broker `node_id`, with nothing recorded.
     pub fn new(side: Side, node_id: i32, now_ms: i64) -> ReplicationQuota {
@@ -78,12 +88,7 @@ impl ReplicationQuota {
     /// The rate bound in bytes per second from `image`: this broker's dynamic config, else the cluster-wide default,
     /// else none.
     pub fn bound(&self, image: &MetadataImage) -> Option<u64> {
-        let key = self.side.rate_key();
-        [self.node_id.as_str(), ""]
-            .into_iter()
-            .find_map(|name| image.broker_configs(name).and_then(|c| c.get(key)))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&rate| rate < i64::MAX as u64)
+        broker_rate(image, &self.node_id, self.side.rate_key())
     }
 
     /// Whether the measured rate is above the bound in `image` (never without a bound).

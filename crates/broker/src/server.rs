@@ -24,6 +24,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const UNFENCE_WAIT: Duration = Duration::from_secs(30);
 /// How long a controlled shutdown waits for the controller to move this broker's leaderships.
 const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// The dynamic broker config bounding log-directory moves (Kafka's `alterLogDirs` replication quota).
+const LOG_DIR_MOVE_RATE: &str = "replica.alter.log.dirs.io.max.bytes.per.second";
 /// How often logs are checked for a due time-based flush (`flush.ms`).
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -406,6 +408,7 @@ async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     if let Err(e) = tokio::task::spawn_blocking(move || b.replicas.activate()).await {
         tracing::error!(error = %e, "metadata reconciliation failed");
     }
+    apply_log_dir_move_rate(&broker);
     loop {
         tokio::select! {
             changed = images.changed() => {
@@ -420,10 +423,21 @@ async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                 }
                 // Groups whose `__consumer_offsets` partition moved to another leader go with it.
                 broker.groups.unload_lost(&broker);
+                apply_log_dir_move_rate(&broker);
             }
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Hands the log manager this broker's `replica.alter.log.dirs.io.max.bytes.per.second` from the image.
+fn apply_log_dir_move_rate(broker: &Broker) {
+    let rate = crate::replication_quota::broker_rate(
+        &broker.replicas.image(),
+        &broker.config.node_id.to_string(),
+        LOG_DIR_MOVE_RATE,
+    );
+    broker.logs.set_log_dir_move_rate(rate);
 }
 
 /// Runs retention every `log.retention.check.interval.ms` and time-based flushes every [`FLUSH_CHECK_INTERVAL`].

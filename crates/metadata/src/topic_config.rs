@@ -217,6 +217,9 @@ static DYNAMIC_BROKER_DEFS: &[TopicConfigDef] = &[
     def!("leader.replication.throttled.rate", Long, LONG_MAX, [], Check::AtLeast(0),
         "The rate (bytes/s) at which this broker's throttled leader replicas serve followers outside the ISR \
          (leader.replication.throttled.replicas of each topic)."),
+    def!("replica.alter.log.dirs.io.max.bytes.per.second", Long, LONG_MAX, [], Check::AtLeast(0),
+        "The rate (bytes/s) at which this broker copies replicas between its log directories \
+         (AlterReplicaLogDirs), all moves together."),
 ];
 
 /// The definition of a broker config key Sluice changes at run time.

@@ -188,6 +188,8 @@ pub struct LogManager {
     moves: Mutex<HashMap<(String, i32), Arc<moves::MoveHandle>>>,
     /// Mover threads running (a cancelled move's thread may still be cleaning up).
     movers: std::sync::atomic::AtomicUsize,
+    /// The copy rate bound of every move together (`replica.alter.log.dirs.io.max.bytes.per.second`).
+    move_throttle: moves::MoveThrottle,
 }
 
 impl LogManager {
@@ -333,6 +335,7 @@ impl LogManager {
             hw_checkpoint: Mutex::new(()),
             moves: Mutex::new(HashMap::new()),
             movers: std::sync::atomic::AtomicUsize::new(0),
+            move_throttle: moves::MoveThrottle::default(),
         })
     }
 

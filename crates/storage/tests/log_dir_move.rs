@@ -363,3 +363,70 @@ fn a_move_to_another_directory_replaces_the_one_in_progress_and_deletion_cancels
         );
     }
 }
+
+/// `replica.alter.log.dirs.io.max.bytes.per.second`: a move copies no faster than the rate (after a second's
+/// burst); a rate of 0 holds it; removing the throttle lets it finish at once.
+#[test]
+fn a_throttled_move_copies_at_the_rate_and_finishes_once_the_throttle_goes() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = two_dirs(root.path());
+    // Segments of 50 kB: each is paced (and copied) as one chunk.
+    let config = LogConfig {
+        segment_bytes: 50_000,
+        file_delete_delay_ms: 0,
+        ..LogConfig::default()
+    };
+    let logs = Arc::new(LogManager::open(dirs.clone(), config.clone()).unwrap());
+    let log = logs.get_or_create("slow", 0, config).unwrap();
+    let mut i = 0;
+    while log.size_bytes() < 600_000 {
+        log.append_as_leader(&mut batch(50, i, 1_000), 0, 0)
+            .unwrap();
+        i += 1;
+    }
+    let size = log.size_bytes();
+    let from = log.dir().parent().unwrap().to_path_buf();
+    let to = dirs.iter().find(|d| **d != from).unwrap().clone();
+    let copied = |logs: &LogManager| -> u64 {
+        logs.describe_log_dirs()
+            .iter()
+            .flat_map(|d| d.replicas.iter())
+            .filter(|r| r.is_future)
+            .map(|r| r.size_bytes)
+            .sum()
+    };
+
+    // 100 kB/s: the first second's burst (100 kB) and about 100 kB per second after it.
+    logs.set_log_dir_move_rate(Some(100_000));
+    let started = Instant::now();
+    logs.alter_log_dir("slow", 0, &to).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let so_far = copied(&logs);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(
+        logs.moves_in_progress(),
+        1,
+        "the throttled move is still copying"
+    );
+    // At most the rate's bytes for the time so far, the burst and one segment; at least the burst.
+    assert!(
+        (so_far as f64) <= 100_000.0 * (elapsed + 1.0) + 50_000.0,
+        "{so_far} of {size} bytes in {elapsed:.2} s at 100 kB/s"
+    );
+    assert!(
+        so_far >= 50_000,
+        "{so_far} bytes in {elapsed:.2} s: the burst goes at once"
+    );
+
+    logs.set_log_dir_move_rate(Some(0));
+    std::thread::sleep(Duration::from_millis(200));
+    let held = copied(&logs);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(logs.moves_in_progress(), 1);
+    assert_eq!(copied(&logs), held, "rate 0 holds the copy");
+
+    logs.set_log_dir_move_rate(None);
+    wait_idle(&logs);
+    assert_eq!(log.dir(), to.join("slow-0"));
+    assert_eq!(log.size_bytes(), size);
+}

@@ -146,3 +146,10 @@ def assert_partition_matches(partition: int, got: List[Consumed], want: List[Rec
     for i, (c, w) in enumerate(zip(got, want)):
         assert c.offset == first_offset + i, f"partition {partition}: record #{i} has offset {c.offset}"
         assert c.rec == w, f"partition {partition} offset {c.offset}: got {c.rec!r}, want {w!r}"
+
+
+def flatten_config_errors(result):
+    """kafka-python's alter_configs answer, {type: {name: error}} or a list of responses, as a flat list."""
+    if isinstance(result, dict):
+        return [e for names in result.values() for e in (names.values() if isinstance(names, dict) else [names])]
+    return list(result) if isinstance(result, list) else [result]

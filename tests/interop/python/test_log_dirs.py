@@ -17,6 +17,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition, TopicPartitionRe
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import LogDirNotFoundError, NoError, UnknownTopicOrPartitionError
 
+from helpers import flatten_config_errors
+
 DESCRIBE_LOG_DIRS = 35
 ALTER_REPLICA_LOG_DIRS = 34
 
@@ -178,5 +180,58 @@ def test_kafkas_errors_for_unknown_dirs_and_partitions(broker_factory, tmp_path,
         assert admin.alter_replica_log_dirs({missing: dirs[0]}) == {missing: UnknownTopicOrPartitionError}
         # Nothing moved; the empty partition is listed in exactly one directory.
         assert [r[1] for r in where(replicas_by_dir(admin), topic_name)] == [False]
+    finally:
+        admin.close()
+
+
+def test_a_log_dir_move_is_throttled_until_the_throttle_is_removed(broker_factory, tmp_path, topic_name):
+    """`replica.alter.log.dirs.io.max.bytes.per.second` (a dynamic broker config, set with kafka-python's
+    alter_configs): a 6 MB replica moving at 500 kB/s is still a future replica seconds later with most of it not
+    copied; once the config is deleted the move completes. Unthrottled it takes well under a second."""
+    from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+
+    broker, dirs = two_dir_broker(broker_factory, tmp_path)
+    admin = admin_client(broker.bootstrap)
+    try:
+        # Segments of 1 MiB (the smallest Kafka 4 allows), so the copy is paced segment by segment.
+        admin.create_topics(
+            [NewTopic(topic_name, 1, 1, topic_configs={"segment.bytes": str(1 << 20)})], timeout_ms=15_000
+        )
+        broker_id = admin.describe_cluster()["brokers"][0]["broker_id"]
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
+        for i in range(6_000):
+            producer.send(topic_name, b"%06d" % i + b"z" * 1_000, partition=0)
+        producer.flush(timeout=60)
+        producer.close(timeout=10)
+        [(source, _)] = where(replicas_by_dir(admin), topic_name)
+        target = next(d for d in dirs if d != source)
+
+        key = "replica.alter.log.dirs.io.max.bytes.per.second"
+        resource = ConfigResource(ConfigResourceType.BROKER, str(broker_id), {key: "500000"})
+        result = admin.alter_configs([resource])
+        assert all(e is None or getattr(e, "errno", 0) == 0 for e in flatten_config_errors(result)), result
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(broker_id))])
+        assert described["broker"][str(broker_id)][key]["value"] == "500000"
+
+        tpr = TopicPartitionReplica(topic_name, 0, broker_id)
+        started = time.monotonic()
+        assert admin.alter_replica_log_dirs({tpr: target}) == {tpr: NoError}
+        time.sleep(3)
+        replicas = replicas_by_dir(admin, topic_name)
+        assert (target, True) in where(replicas, topic_name), f"the throttled move finished within 3 s: {replicas}"
+        [future_size] = [r[2] for r in replicas[target] if r[0] == topic_name and r[3]]
+        elapsed = time.monotonic() - started
+        print(f"{future_size} bytes of 6 MB copied in {elapsed:.1f} s at 500 kB/s")
+        # The rate for the time so far, a second's burst and one segment.
+        assert future_size <= 500_000 * (elapsed + 1) + (1 << 20), f"{future_size} bytes in {elapsed:.1f} s"
+
+        admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, str(broker_id),
+                                            {key: (AlterConfigOp.DELETE, None)})])
+        deadline = time.monotonic() + 30
+        while where(replicas_by_dir(admin, topic_name), topic_name) != [(target, False)]:
+            assert time.monotonic() < deadline, "the move did not finish once the throttle was removed"
+            time.sleep(0.05)
+        print(f"move completed {time.monotonic() - started:.1f} s after it started")
+        assert len(consume_all(broker.bootstrap, topic_name, 6_000)) == 6_000
     finally:
         admin.close()

@@ -19,6 +19,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition as KTopicPartition
 
+from helpers import flatten_config_errors
 from test_cluster import Cluster, create
 
 #: Short, so that a paused follower leaves the ISR in the test below without waiting Kafka's 30 s.
@@ -338,7 +339,7 @@ def test_kafka_python_throttles_a_reassignment_until_the_throttle_is_removed(clu
         ]
         for resource in throttles:
             result = kp.alter_configs([resource])
-            assert all(e is None or getattr(e, "errno", 0) == 0 for e in _flatten(result)), result
+            assert all(e is None or getattr(e, "errno", 0) == 0 for e in flatten_config_errors(result)), result
         described = kp.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(leader))])
         assert described["broker"][str(leader)]["leader.replication.throttled.rate"]["value"] == rate
 
@@ -366,10 +367,3 @@ def test_kafka_python_throttles_a_reassignment_until_the_throttle_is_removed(clu
         assert sorted(cluster.metadata(new).topics["slow"].partitions[0].isrs) == sorted([leader, new])
     finally:
         kp.close()
-
-
-def _flatten(result):
-    """kafka-python's alter_configs answer, {type: {name: error}} or a list of responses, as a flat list."""
-    if isinstance(result, dict):
-        return [e for names in result.values() for e in (names.values() if isinstance(names, dict) else [names])]
-    return list(result) if isinstance(result, list) else [result]

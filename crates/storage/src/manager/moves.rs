@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -27,6 +28,70 @@ const MAX_ROUNDS: usize = 64;
 const MAX_RESTARTS: usize = 3;
 /// The longest directory name a file system takes (Kafka's check, KAFKA-4893).
 const MAX_DIR_NAME_BYTES: usize = 255;
+/// How much copying a throttled move may do at once after an idle spell, in seconds of its rate.
+const THROTTLE_BURST: Duration = Duration::from_secs(1);
+/// The longest sleep between checks for a cancelled move or a changed rate.
+const THROTTLE_SLICE: Duration = Duration::from_millis(100);
+
+/// The bound on the bytes/s every log-directory move of this broker copies together
+/// (`replica.alter.log.dirs.io.max.bytes.per.second`, Kafka's `alterLogDirs` replication quota): a pacer that lets
+/// each chunk go once the chunks before it have had their time at the rate, with a second of burst.
+#[derive(Debug)]
+pub(super) struct MoveThrottle {
+    /// Bytes per second; `u64::MAX` (the default, as Kafka's `Long.MAX_VALUE`) does not throttle.
+    rate: AtomicU64,
+    /// When the bytes paced so far will have had their time.
+    paid_until: Mutex<Option<Instant>>,
+}
+
+impl Default for MoveThrottle {
+    fn default() -> Self {
+        MoveThrottle {
+            rate: AtomicU64::new(u64::MAX),
+            paid_until: Mutex::new(None),
+        }
+    }
+}
+
+impl MoveThrottle {
+    /// Waits until `bytes` more may be copied at the current rate; returns early when `stop` says so. A changed
+    /// rate starts the wait over at the new rate (at 0, nothing is copied until it changes).
+    fn pace(&self, bytes: u64, stop: &dyn Fn() -> bool) {
+        'rate: loop {
+            let rate = self.rate.load(Ordering::Acquire);
+            if rate == u64::MAX {
+                return;
+            }
+            let done = (rate > 0).then(|| {
+                let now = Instant::now();
+                let mut paid = self.paid_until.lock();
+                let from = match *paid {
+                    Some(t) if t + THROTTLE_BURST > now => t,
+                    _ => now.checked_sub(THROTTLE_BURST).unwrap_or(now),
+                };
+                let done = from + Duration::from_secs_f64(bytes as f64 / rate as f64);
+                *paid = Some(done);
+                done
+            });
+            loop {
+                if stop() {
+                    return;
+                }
+                if self.rate.load(Ordering::Acquire) != rate {
+                    *self.paid_until.lock() = None;
+                    continue 'rate;
+                }
+                let now = Instant::now();
+                let wait = match done {
+                    Some(done) if done <= now => return,
+                    Some(done) => (done - now).min(THROTTLE_SLICE),
+                    None => THROTTLE_SLICE,
+                };
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
 
 /// A move in progress.
 #[derive(Debug)]
@@ -203,6 +268,15 @@ impl LogManager {
     }
 
     /// Forgets `handle` if it is still the move registered for `key`.
+    /// Sets the bound on the bytes/s all log-directory moves copy together
+    /// (`replica.alter.log.dirs.io.max.bytes.per.second`); `None` removes it. Moves in progress follow at once.
+    pub fn set_log_dir_move_rate(&self, bytes_per_second: Option<u64>) {
+        let rate = bytes_per_second.unwrap_or(u64::MAX);
+        if self.move_throttle.rate.swap(rate, Ordering::AcqRel) != rate {
+            tracing::info!(bytes_per_second = ?bytes_per_second, "log-directory move throttle changed");
+        }
+    }
+
     fn finish_move(&self, key: &(String, i32), handle: &Arc<MoveHandle>) {
         let mut moves = self.moves.lock();
         if moves.get(key).is_some_and(|h| Arc::ptr_eq(h, handle)) {
@@ -218,10 +292,11 @@ impl LogManager {
         let stop =
             || handle.cancelled.load(Ordering::Acquire) || self.shut_down.load(Ordering::Acquire);
         let progress = |leo: i64, bytes: u64| *handle.progress.lock() = (leo, bytes);
+        let throttle = |bytes: u64| self.move_throttle.pace(bytes, &stop);
         let control = CopyControl {
             stop: &stop,
             progress: &progress,
-            throttle: &|_| {},
+            throttle: &throttle,
         };
         let mut outcome = Err(MoveError::Rewritten);
         for _ in 0..MAX_RESTARTS {
