@@ -879,3 +879,38 @@ fn cluster_reassignment_in_progress_is_listed_refused_and_cancelled() {
         "{text}"
     );
 }
+
+/// `topic describe` while a partition's only replica is down: the other partitions' offsets are still shown
+/// (ListOffsets answers per partition, as Kafka's admin client does); the lost one shows -1.
+#[test]
+fn cluster_topic_describe_shows_the_reachable_partitions_when_a_leader_is_down() {
+    let mut cluster = Cluster::start(&[]);
+    let placed = cluster.create_topic("spread", 3, 1);
+    let input: String = (0..30).map(|i| format!("r {i}\n")).collect();
+    ok(
+        run_at(&cluster.bootstrap(), &["produce", "spread"], &input),
+        &["produce"],
+    );
+    let controller = cluster.active_controller();
+    let (lost, victim) = placed
+        .iter()
+        .enumerate()
+        .map(|(p, r)| (p, r[0] as usize))
+        .find(|(_, node)| *node != controller)
+        .expect("a partition led by a node that is not the controller");
+    cluster.kill(victim);
+    let text = cluster.ok(&["topic", "describe", "spread", "--output", "json"]);
+    let partitions = json(&text)[0]["partitions"].as_array().unwrap().clone();
+    let mut total = 0;
+    for p in &partitions {
+        let index = p["partition"].as_i64().unwrap() as usize;
+        let latest = p["latest_offset"].as_i64().unwrap();
+        if index == lost {
+            assert_eq!(latest, -1, "{p}");
+        } else {
+            assert!(latest >= 0, "{p}");
+            total += latest;
+        }
+    }
+    assert!(total > 0, "{text}");
+}

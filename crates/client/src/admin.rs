@@ -139,7 +139,14 @@ pub(crate) async fn list_offsets(
                     retry.extend(qs);
                     continue;
                 }
-                Err(e) => return Err(e),
+                // Only this leader's partitions fail (Kafka's admin client answers per partition): a leader that
+                // cannot be reached must not hide the offsets of the others.
+                Err(e) => {
+                    for (topic, partition, _) in qs {
+                        out.insert((topic, partition), Err(e.clone()));
+                    }
+                    continue;
+                }
             };
             for (topic, partition, spec) in qs {
                 let answer = response
