@@ -131,6 +131,8 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
         if *shutdown.borrow() {
             return;
         }
+        // From here on, an image applied to the partitions wakes the pause or the parked fetch below.
+        applied.mark_unchanged();
         let partitions = followed_on(&broker, leader);
         if partitions.is_empty() {
             tracing::info!(
@@ -202,7 +204,6 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, mut shutdown: watch::Recei
         }
         let (request, positions) = fetch_request(node_id, &partitions);
         let (_, c) = conn.as_ref().expect("connected above");
-        applied.mark_unchanged();
         let response = {
             let send = c.send_at(&request, REPLICA_FETCH_VERSION);
             tokio::pin!(send);
@@ -450,14 +451,13 @@ async fn reset_out_of_range(
     }
 }
 
-/// Sleeps for `wait`, or until an image's changes are applied (the leader may have moved); false when shutting
-/// down.
+/// Sleeps for `wait`, or until an image's changes are applied (the leader may have moved) since the fetcher
+/// looked at its partitions; false when shutting down.
 async fn pause(
     wait: Duration,
     applied: &mut watch::Receiver<i64>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    applied.mark_unchanged();
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
         _ = applied.changed() => true,
