@@ -12,6 +12,7 @@ use std::time::Duration;
 use kafka_protocol::messages::alter_partition_request::{BrokerState, PartitionData, TopicData};
 use kafka_protocol::messages::{AlterPartitionRequest, BrokerId};
 use sluice_metadata::controller::IsrChange;
+use sluice_metadata::MetadataImage;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -24,6 +25,15 @@ const PROPOSAL_RETRY_MS: i64 = 5_000;
 /// How long one AlterPartition may take.
 const ALTER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether broker `id` may join an ISR (Kafka's `isReplicaIsrEligible`, KIP-841): registered, not fenced and not in
+/// controlled shutdown in `image`.
+pub(crate) fn isr_eligible(image: &MetadataImage, id: i32) -> bool {
+    image
+        .brokers
+        .get(&id)
+        .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
+}
+
 /// Proposes ISR changes until `shutdown`.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let lag_max_ms = i64::try_from(broker.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
@@ -35,12 +45,15 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         }
         let node_id = broker.config.node_id;
         let now = now_ms();
+        let image = broker.replicas.image();
+        let eligible = |id: i32| isr_eligible(&image, id);
         let proposals: Vec<(Arc<Partition>, IsrProposal)> = broker
             .replicas
             .partitions()
             .into_iter()
             .filter_map(|p| {
-                let proposal = p.propose_isr(node_id, now, lag_max_ms, PROPOSAL_RETRY_MS)?;
+                let proposal =
+                    p.propose_isr(node_id, now, lag_max_ms, PROPOSAL_RETRY_MS, eligible)?;
                 Some((p, proposal))
             })
             .collect();

@@ -633,13 +633,15 @@ impl Partition {
     /// On a leader with no proposal pending (or one older than `retry_after_ms`): the ISR this leader should
     /// propose (Kafka's `maybeShrinkIsr`/`maybeExpandIsr`), recorded as pending. Members other than the leader not
     /// caught up for `lag_max_ms` leave; replicas outside it, caught up, whose log end offset reached the high
-    /// watermark and the start of this leader's epoch join.
+    /// watermark and the start of this leader's epoch join, if `eligible` says their broker may (KIP-841: not
+    /// fenced, not in controlled shutdown; the controller would refuse them with INELIGIBLE_REPLICA).
     pub fn propose_isr(
         &self,
         node_id: i32,
         now_ms: i64,
         lag_max_ms: i64,
         retry_after_ms: i64,
+        eligible: impl Fn(i32) -> bool,
     ) -> Option<IsrProposal> {
         let mut state = self.state.write();
         if state.role != Role::Leader {
@@ -667,6 +669,7 @@ impl Partition {
             .collect();
         for (&r, f) in &state.followers {
             if !new_isr.contains(&r)
+                && eligible(r)
                 && f.log_end_offset >= hw
                 && f.log_end_offset >= epoch_start
                 && caught_up(f)
@@ -724,7 +727,7 @@ impl Partition {
     pub fn append_as_follower(
         &self,
         leader_epoch: i32,
-        records: &mut [u8],
+        records: &[u8],
         leader_high_watermark: i64,
         leader_log_start_offset: i64,
     ) -> Result<bool, AppendError> {
@@ -1036,15 +1039,19 @@ mod tests {
         p.update_follower_fetch(ME, 3, 1, 0);
         assert_eq!(p.high_watermark(), 3);
         assert_eq!(
-            p.propose_isr(ME, now, 1_000, 5_000),
+            p.propose_isr(ME, now, 1_000, 5_000, |_| true),
             None,
             "nothing to change"
         );
         // 3 reaches the high watermark: it joins; the proposal stays pending (not proposed twice).
         p.update_follower_fetch(ME, 3, 3, 0);
-        let join = p.propose_isr(ME, now_ms(), 1_000, 5_000).expect("3 joins");
+        // Not while its broker is fenced or shutting down (KIP-841).
+        assert_eq!(p.propose_isr(ME, now_ms(), 1_000, 5_000, |r| r != 3), None);
+        let join = p
+            .propose_isr(ME, now_ms(), 1_000, 5_000, |_| true)
+            .expect("3 joins");
         assert_eq!(join.new_isr, vec![1, 2, 3]);
-        assert_eq!(p.propose_isr(ME, now_ms(), 1_000, 5_000), None);
+        assert_eq!(p.propose_isr(ME, now_ms(), 1_000, 5_000, |_| true), None);
         // While pending, the high watermark waits for 3 as well (the union of both ISRs).
         p.append_as_leader(ME, &mut batch(1), 1, 0).unwrap();
         p.update_follower_fetch(ME, 2, 4, 0);
@@ -1054,7 +1061,7 @@ mod tests {
         // The controller refused it: recomputed next round. Later nobody fetched for longer than the lag bound.
         p.isr_proposal_failed(&join);
         let shrink = p
-            .propose_isr(ME, now_ms() + 10_000, 1_000, 5_000)
+            .propose_isr(ME, now_ms() + 10_000, 1_000, 5_000, |_| true)
             .expect("2 left behind");
         assert_eq!(shrink.new_isr, vec![1]);
         // The image answers (a new partition epoch): nothing pending any more.

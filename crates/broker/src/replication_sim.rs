@@ -716,7 +716,9 @@ impl Sim {
         let Some(p) = Self::partition_of(process) else {
             return;
         };
-        let Some(proposal) = p.propose_isr(id, now, self.lag_max_ms, 5_000) else {
+        let image = process.replicas.image();
+        let eligible = |r: i32| crate::isr::isr_eligible(&image, r);
+        let Some(proposal) = p.propose_isr(id, now, self.lag_max_ms, 5_000, eligible) else {
             return;
         };
         let epoch = process.broker_epoch;
