@@ -17,8 +17,9 @@ log() { printf '[install-test-deps] %s\n' "$*" >&2; }
 # Debian packages. `apt-get update` only when something is actually missing, so the warm path is fast.
 # ---------------------------------------------------------------------------------------------------
 # kcat for its suite; libzstd-dev, libssl-dev, zlib1g-dev and pkg-config so the rdkafka crate and
-# scripts/librdkafka-suite.sh build librdkafka with every codec (zstd is not on a fresh machine).
-APT_PACKAGES=(kcat libzstd-dev libssl-dev zlib1g-dev pkg-config make)
+# scripts/librdkafka-suite.sh build librdkafka with every codec (zstd is not on a fresh machine); rapidjson-dev so
+# librdkafka's tests that read the client's statistics (0101 fetch_from_follower) are built instead of skipped.
+APT_PACKAGES=(kcat libzstd-dev libssl-dev zlib1g-dev pkg-config make rapidjson-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

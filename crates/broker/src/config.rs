@@ -107,6 +107,11 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "Rack of this broker, used to spread a partition's replicas over racks.",
     ),
     key(
+        "replica.selector.class",
+        None,
+        "How a leader picks the replica a consumer should fetch from (KIP-392): `org.apache.kafka.common.replica.RackAwareReplicaSelector` (a replica in the consumer's `client.rack`) or `org.apache.kafka.common.replica.LeaderSelector`. Unset: the leader.",
+    ),
+    key(
         "metadata.log.segment.bytes",
         Some("1073741824"),
         "Largest metadata log segment; at least 8388608 (8 MiB), as in Kafka.",
@@ -490,6 +495,8 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `broker.rack`, if set.
     pub broker_rack: Option<String>,
+    /// `replica.selector.class`, if set (KIP-392).
+    pub replica_selector: Option<ReplicaSelectorClass>,
     /// `metadata.log.segment.bytes`.
     pub metadata_log_segment_bytes: u64,
     /// `metadata.log.segment.ms`.
@@ -601,6 +608,21 @@ impl Default for BrokerConfig {
             Err(e) => panic!("built-in broker defaults are invalid: {e}"),
         }
     }
+}
+
+/// Kafka's rack-aware replica selector class name (`replica.selector.class`).
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+/// Kafka's leader-only replica selector class name (`replica.selector.class`).
+pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+
+/// The replica selectors `replica.selector.class` may name (KIP-392).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaSelectorClass {
+    /// `LeaderSelector`: consumers always fetch from the leader.
+    Leader,
+    /// `RackAwareReplicaSelector`: a replica in the consumer's rack, the leader if it is there.
+    RackAware,
 }
 
 /// Parses Java `.properties` text (the `server.properties` format): `key=value`, `key: value` or `key value`
@@ -1512,6 +1534,20 @@ impl BrokerConfig {
             Some(rack) => Some(rack.to_string()),
             None => None,
         };
+        let replica_selector = match set.get("replica.selector.class").map(|c| c.trim()) {
+            None => None,
+            Some(RACK_AWARE_REPLICA_SELECTOR) => Some(ReplicaSelectorClass::RackAware),
+            Some(LEADER_SELECTOR) => Some(ReplicaSelectorClass::Leader),
+            Some(other) => {
+                return Err(invalid(
+                    "replica.selector.class",
+                    other,
+                    format!(
+                        "unknown replica selector; Sluice knows {RACK_AWARE_REPLICA_SELECTOR} and {LEADER_SELECTOR}"
+                    ),
+                ));
+            }
+        };
 
         Ok(BrokerConfig {
             node_id,
@@ -1529,6 +1565,7 @@ impl BrokerConfig {
             broker_session_timeout_ms,
             broker_heartbeat_interval_ms,
             broker_rack,
+            replica_selector,
             metadata_log_segment_bytes,
             metadata_log_segment_ms,
             metadata_max_retention_bytes,
@@ -2418,6 +2455,7 @@ log.retention.check.interval.ms=300000
         assert!(c.controller_listeners.is_empty());
         assert!(!c.is_embedded_single_node());
         assert_eq!(c.broker_rack.as_deref(), Some("rack-a"));
+        assert_eq!(c.replica_selector, None);
         // Bootstrap servers instead of voters are enough.
         BrokerConfig::from_pairs([
             ("node.id", "4"),
@@ -2578,6 +2616,8 @@ log.retention.check.interval.ms=300000
             ("replica.high.watermark.checkpoint.interval.ms", "0"),
             ("controlled.shutdown.enable", "yes"),
             ("broker.rack", " "),
+            ("replica.selector.class", "com.example.MySelector"),
+            ("replica.selector.class", ""),
         ] {
             let (key, message) = refusal([(name, value)]);
             assert_eq!(key, name, "{name}={value}: {message}");
@@ -2589,5 +2629,18 @@ log.retention.check.interval.ms=300000
         ] {
             assert!(config_key(removed).is_none(), "{removed}");
         }
+    }
+
+    #[test]
+    fn replica_selector_class_takes_kafkas_two_selectors() {
+        let c = BrokerConfig::from_pairs([("replica.selector.class", RACK_AWARE_REPLICA_SELECTOR)])
+            .unwrap();
+        assert_eq!(c.replica_selector, Some(ReplicaSelectorClass::RackAware));
+        let c = BrokerConfig::from_pairs([("replica.selector.class", LEADER_SELECTOR)]).unwrap();
+        assert_eq!(c.replica_selector, Some(ReplicaSelectorClass::Leader));
+        assert_eq!(BrokerConfig::default().replica_selector, None);
+        let (key, message) = refusal([("replica.selector.class", "com.example.Nearest")]);
+        assert_eq!(key, "replica.selector.class");
+        assert!(message.contains("RackAwareReplicaSelector"), "{message}");
     }
 }

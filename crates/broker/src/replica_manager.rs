@@ -238,6 +238,29 @@ impl ReplicaManager {
         }
     }
 
+    /// The hosted partition `topic`-`partition` in either role (KIP-392: followers serve consumer fetches): what
+    /// [`ReplicaManager::partition`] returns when this broker leads it, else the follower replica it hosts for the
+    /// image's topic (the same topic id). Errors as [`ReplicaManager::partition`] when it hosts neither.
+    pub(crate) fn hosted_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Partition>, ReplicaError> {
+        match self.partition(topic, partition) {
+            Err(ReplicaError::NotLeader) if self.is_active() => {
+                let image = self.image();
+                let (topic_image, _) = self.lookup(&image, topic, partition)?;
+                self.partitions
+                    .read()
+                    .get(&(topic.to_string(), partition))
+                    .filter(|p| p.topic_id == topic_image.id && !p.is_leader())
+                    .cloned()
+                    .ok_or(ReplicaError::NotLeader)
+            }
+            other => other,
+        }
+    }
+
     /// The image's topic and partition registration, if this node hosts a replica of the partition.
     fn lookup<'a>(
         &self,

@@ -56,7 +56,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{check_leader_epoch, now_ms, RequestContext};
+use super::{check_leader_epoch, now_ms, preferred_replica, RequestContext};
 use crate::broker::Broker;
 use crate::fetch_session::{
     ContextPartition, FetchMetadata, FetchPartitionData, FetchPartitionKey, FetchSessionRequest,
@@ -104,6 +104,7 @@ pub(crate) async fn handle(
         read_committed: request.isolation_level == READ_COMMITTED,
         max_bytes: clamp_max_bytes(request.max_bytes, broker_fetch_max_bytes(broker)),
         min_bytes: usize::try_from(request.min_bytes).unwrap_or(0),
+        client_rack: preferred_replica::client_rack(version, replica_id >= 0, &request.rack_id),
     };
 
     let image = broker.replicas.image();
@@ -207,7 +208,7 @@ pub(crate) async fn handle(
 }
 
 /// The request-wide read parameters (Kafka's `FetchParams`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct FetchParams {
     version: i16,
     is_from_follower: bool,
@@ -217,6 +218,8 @@ struct FetchParams {
     /// Response-level byte limit (the first partition with data may exceed it by one batch, KIP-74).
     max_bytes: usize,
     min_bytes: usize,
+    /// A v11+ consumer's `rack_id` (Kafka's `ClientMetadata`); `None`: only the leader serves it (KIP-392).
+    client_rack: Option<String>,
 }
 
 /// The broker's `fetch.max.bytes` (validated at start-up; Kafka's default when unset).
@@ -387,9 +390,9 @@ impl PartitionRead {
         read
     }
 
-    /// True when this partition's answer must go out at once (a divergence to report).
+    /// True when this partition's answer must go out at once (a divergence or a preferred read replica to report).
     fn urgent(&self) -> bool {
-        self.data.diverging_epoch.epoch >= 0
+        self.data.diverging_epoch.epoch >= 0 || self.data.preferred_read_replica.0 >= 0
     }
 
     fn outcome(&self) -> PartitionFetchOutcome {
@@ -472,7 +475,12 @@ fn read_partition(
     let Some(topic) = cp.topic_name.as_deref() else {
         return PartitionRead::error(ReadStage::Rejected, index, ErrorCode::UnknownTopicId.code());
     };
-    let partition = match broker.replicas.partition(topic, index) {
+    let partition = match preferred_replica::partition_for_fetch(
+        broker,
+        params.client_rack.as_deref(),
+        topic,
+        index,
+    ) {
         Ok(p) => p,
         Err(e @ ReplicaError::UnknownTopicOrPartition) => {
             return PartitionRead::error(ReadStage::Rejected, index, e.into())
@@ -497,6 +505,25 @@ fn read_partition(
     }
     if let Err(code) = check_leader_epoch(cp.data.current_leader_epoch, partition.leader_epoch()) {
         return PartitionRead::error(ReadStage::Read, index, code);
+    }
+    if let Some(replica) = preferred_replica::preferred_read_replica(
+        broker,
+        &partition,
+        params.client_rack.as_deref(),
+        cp.data.fetch_offset,
+        now_ms(),
+    ) {
+        // KIP-392: the consumer should fetch from `replica`; no records from here.
+        let log = &partition.log;
+        let mut read = PartitionRead::records(
+            params,
+            index,
+            log.high_watermark(),
+            log.log_start_offset(),
+            Bytes::new(),
+        );
+        read.data.preferred_read_replica = BrokerId(replica);
+        return read;
     }
     // Subscribe before reading, so that a high watermark moving (or, for a follower, an append) during this read
     // wakes a parked fetch.
