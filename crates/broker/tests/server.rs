@@ -773,6 +773,11 @@ fn valid_request(
                     ]),
             ]))
         }
+        ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default().with_topics(vec![
+                describe_topic_partitions_request::TopicRequest::default().with_name(name()),
+            ]),
+        ),
         other => panic!("{other:?} is advertised but this test has no request for it: add one"),
     }
 }

@@ -34,7 +34,7 @@ use crate::broker::Broker;
 
 /// Topic operations a client may perform, as a bitfield (KIP-430): READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
 /// DESCRIBE_CONFIGS, ALTER_CONFIGS. Without an authorizer every operation is allowed, as in Kafka.
-const TOPIC_AUTHORIZED_OPERATIONS: i32 =
+pub(crate) const TOPIC_AUTHORIZED_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 /// Cluster operations (KIP-430): CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
 /// IDEMPOTENT_WRITE.

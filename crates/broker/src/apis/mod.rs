@@ -37,6 +37,7 @@ pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
 pub(crate) mod describe_log_dirs;
 pub(crate) mod describe_quorum;
+pub(crate) mod describe_topic_partitions;
 pub(crate) mod elect_leaders;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
@@ -199,6 +200,7 @@ api_registry! {
     BrokerHeartbeat => broker_heartbeat, 0..=1;
     AllocateProducerIds => allocate_producer_ids, 0..=0;
     AlterPartition => alter_partition, 2..=3;
+    DescribeTopicPartitions => describe_topic_partitions, 0..=0;
 }
 
 /// APIs served only on the controller listener (Kafka's `"listeners": ["controller"]` in their message specs):
