@@ -120,14 +120,20 @@ class Cluster:
         return "\n".join(f"--- node {i} ---\n{n.log_tail(30)}" for i, n in self.nodes.items())
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest):
-    c = Cluster(tmp_path).start()
+def serve(c, request: pytest.FixtureRequest):
+    """A cluster fixture's body: starts `c` (a cluster with `start`, `stop` and `log_tails`), yields it, then stops
+    it, printing its nodes' last log lines when the test failed."""
+    c.start()
     yield c
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     c.stop()
     if failed:
         print(c.log_tails())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest):
+    yield from serve(Cluster(tmp_path), request)
 
 
 def create(admin: AdminClient, name: str, partitions: int = 3, rf: int = 3) -> None:

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, free_port, stop_all
+from test_cluster import serve
 
 CLUSTER_ID = "U3BsaXRSb2xlc0NsdXN0ZQ"
 SESSION_TIMEOUT_MS = 3000
@@ -138,12 +139,7 @@ class SplitCluster:
 
 @pytest.fixture
 def split(tmp_path: Path, request: pytest.FixtureRequest):
-    c = SplitCluster(tmp_path).start()
-    yield c
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    c.stop()
-    if failed:
-        print(c.log_tails())
+    yield from serve(SplitCluster(tmp_path), request)
 
 
 def create(admin: AdminClient, name: str, partitions: int, rf: int) -> None:

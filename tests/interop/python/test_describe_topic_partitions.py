@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient
 
 from conftest import Broker, free_port, stop_all
-from test_cluster import Cluster
+from test_cluster import Cluster, serve
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 #: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (KIP-430): everything, with no
@@ -180,12 +180,7 @@ class ControllerAndBrokers:
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest):
-    c = ControllerAndBrokers(tmp_path).start()
-    yield c
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    c.stop()
-    if failed:
-        print(c.log_tails())
+    yield from serve(ControllerAndBrokers(tmp_path), request)
 
 
 def wait_for(cluster, what: str, check: Callable[[], bool], timeout_s: float = 40.0) -> None:
@@ -313,12 +308,7 @@ def test_stopped_replicas_show_in_the_eligible_leader_replicas(cluster: Controll
 @pytest.fixture
 def combined_cluster(tmp_path: Path, request: pytest.FixtureRequest):
     """The 3-node cluster of test_cluster.py: every node broker+controller."""
-    c = Cluster(tmp_path).start()
-    yield c
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    c.stop()
-    if failed:
-        print(c.log_tails())
+    yield from serve(Cluster(tmp_path), request)
 
 
 def test_three_combined_nodes_with_min_insync_replicas_three(combined_cluster: Cluster):

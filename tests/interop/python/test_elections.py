@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import ElectionType, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from test_cluster import Cluster
+from test_cluster import Cluster, serve
 
 #: A paused follower leaves the ISR by lag after this, long before its session ends.
 LAG_MAX_MS = 1500
@@ -26,36 +26,24 @@ SESSION_MS = 8000
 ELECTION_NOT_NEEDED = 84
 
 
-def start_cluster(tmp_path: Path, request: pytest.FixtureRequest, **overrides: str):
+def configured(tmp_path: Path, **overrides: str) -> Cluster:
     c = Cluster(tmp_path)
     for node in c.nodes.values():
         node.extra_overrides["replica.lag.time.max.ms"] = str(LAG_MAX_MS)
         node.extra_overrides["broker.session.timeout.ms"] = str(SESSION_MS)
         node.extra_overrides.update(overrides)
-    c.start()
     return c
-
-
-def stop_cluster(c: Cluster, request: pytest.FixtureRequest) -> None:
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    c.stop()
-    if failed:
-        print(c.log_tails())
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest):
     # No automatic rebalance: only the elections the test asks for move leaders back.
-    c = start_cluster(tmp_path, request, **{"auto.leader.rebalance.enable": "false"})
-    yield c
-    stop_cluster(c, request)
+    yield from serve(configured(tmp_path, **{"auto.leader.rebalance.enable": "false"}), request)
 
 
 @pytest.fixture
 def rebalancing_cluster(tmp_path: Path, request: pytest.FixtureRequest):
-    c = start_cluster(tmp_path, request, **{"leader.imbalance.check.interval.seconds": "1"})
-    yield c
-    stop_cluster(c, request)
+    yield from serve(configured(tmp_path, **{"leader.imbalance.check.interval.seconds": "1"}), request)
 
 
 def partitions(cluster: Cluster, topic: str, via: int = 0):

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from test_cluster import Cluster, create
+from test_cluster import Cluster, create, serve
 
 SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 RECORDS = 2000
@@ -28,12 +28,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest):
     for node_id, node in c.nodes.items():
         node.extra_overrides["broker.rack"] = f"RACK{node_id}"
         node.extra_overrides["replica.selector.class"] = SELECTOR
-    c.start()
-    yield c
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    c.stop()
-    if failed:
-        print(c.log_tails())
+    yield from serve(c, request)
 
 
 def produce(bootstrap: str, topic: str) -> List[bytes]:

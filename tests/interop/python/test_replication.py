@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition as KTopicPartition
 
 from helpers import flatten_config_errors
-from test_cluster import Cluster, create
+from test_cluster import Cluster, create, serve
 
 #: Short, so that a paused follower leaves the ISR in the test below without waiting Kafka's 30 s.
 LAG_MAX_MS = 1500
@@ -34,12 +34,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest):
     for node in c.nodes.values():
         node.extra_overrides["replica.lag.time.max.ms"] = str(LAG_MAX_MS)
         node.extra_overrides["broker.session.timeout.ms"] = str(SESSION_MS)
-    c.start()
-    yield c
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    c.stop()
-    if failed:
-        print(c.log_tails())
+    yield from serve(c, request)
 
 
 def produce_acks_all(bootstrap: str, topic: str, values: List[bytes]) -> List[bytes]:
