@@ -52,19 +52,22 @@ fn leader(nodes: &[Option<QuorumNode>]) -> Option<u64> {
         .map(|(_, id)| id)
 }
 
+/// Steps until a member leads (at most `ticks` ticks); its id.
+fn elect(nodes: &mut [Option<QuorumNode>], ticks: usize) -> u64 {
+    for _ in 0..ticks {
+        step(nodes);
+        if let Some(id) = leader(nodes) {
+            return id;
+        }
+    }
+    panic!("no leader within {ticks} ticks");
+}
+
 #[test]
 fn a_new_leader_names_the_previous_leader_and_when_it_last_heard_from_it() {
     let mut nodes: Vec<Option<QuorumNode>> = VOTERS.iter().map(|&id| Some(boot(id))).collect();
     nodes[0].as_mut().expect("node 1").campaign();
-    let mut first = None;
-    for _ in 0..100 {
-        step(&mut nodes);
-        first = leader(&nodes);
-        if first.is_some() {
-            break;
-        }
-    }
-    let first = first.expect("a leader within 100 ticks");
+    let first = elect(&mut nodes, 100);
     for _ in 0..10 {
         step(&mut nodes);
     }
@@ -87,15 +90,7 @@ fn a_new_leader_names_the_previous_leader_and_when_it_last_heard_from_it() {
 
     // The leader stops; the others elect one of themselves, which still names the old leader.
     nodes[first as usize - 1] = None;
-    let mut second = None;
-    for _ in 0..200 {
-        step(&mut nodes);
-        second = leader(&nodes);
-        if second.is_some() {
-            break;
-        }
-    }
-    let second = second.expect("a new leader within 200 ticks");
+    let second = elect(&mut nodes, 200);
     assert_ne!(second, first);
     let (from, heard) = nodes[second as usize - 1]
         .as_ref()
