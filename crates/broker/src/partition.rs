@@ -727,7 +727,7 @@ impl Partition {
     pub fn append_as_follower(
         &self,
         leader_epoch: i32,
-        records: &mut [u8],
+        records: &[u8],
         leader_high_watermark: i64,
         leader_log_start_offset: i64,
     ) -> Result<bool, AppendError> {

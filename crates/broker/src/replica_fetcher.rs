@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
@@ -385,10 +384,10 @@ pub(crate) fn apply(
         }
         whole += size;
     }
-    let mut records = BytesMut::from(&records[..whole]);
+    // Appended from the response's own buffer: the follower writes the leader's bytes as they are.
     match partition.append_as_follower(
         leader_epoch,
-        &mut records,
+        &records[..whole],
         data.high_watermark,
         data.log_start_offset,
     ) {

@@ -316,6 +316,22 @@ async fn write_loop(
     }
 }
 
+/// Reads a `size`-byte frame body into a fresh buffer, straight from the socket into its spare capacity (a replica
+/// fetch answer is megabytes: not zero-filled first).
+async fn read_frame(
+    read_half: &mut tokio::net::tcp::OwnedReadHalf,
+    size: usize,
+) -> std::io::Result<BytesMut> {
+    let mut frame = BytesMut::with_capacity(size);
+    let mut body = read_half.take(size as u64);
+    while frame.len() < size {
+        if body.read_buf(&mut frame).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(frame)
+}
+
 async fn read_loop(
     mut read_half: tokio::net::tcp::OwnedReadHalf,
     mut pending_rx: mpsc::UnboundedReceiver<(i32, Reply)>,
@@ -335,10 +351,10 @@ async fn read_loop(
             Ok(size) => break format!("response frame of {size} bytes"),
             Err(e) => break format!("bad response frame: {e}"),
         };
-        let mut frame = BytesMut::zeroed(size);
-        if let Err(e) = read_half.read_exact(&mut frame).await {
-            break format!("reading a response: {e}");
-        }
+        let frame = match read_frame(&mut read_half, size).await {
+            Ok(frame) => frame,
+            Err(e) => break format!("reading a response: {e}"),
+        };
         let Some((expected, reply)) = pending_rx.recv().await else {
             break "response without a request".to_owned();
         };

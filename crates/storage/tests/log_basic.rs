@@ -414,15 +414,47 @@ fn follower_append_keeps_offsets_and_epochs() {
     let leader = Log::open(dir.path().join("l-0"), LogConfig::default()).unwrap();
     leader.append_as_leader(&mut batch(2, 0, 0), 1, 0).unwrap();
     leader.append_as_leader(&mut batch(3, 1, 0), 2, 0).unwrap();
-    let mut data = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
+    let data = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
     let follower = Log::open(dir.path().join("f-0"), LogConfig::default()).unwrap();
-    let info = follower.append_as_follower(&mut data).unwrap();
+    let info = follower.append_as_follower(&data).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (0, 4));
     assert_eq!(follower.epoch_entries(), vec![(1, 0), (2, 2)]);
-    let mut again = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
+    let again = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
     assert!(
-        follower.append_as_follower(&mut again).is_err(),
+        follower.append_as_follower(&again).is_err(),
         "offsets below LEO are refused"
+    );
+}
+
+#[test]
+fn follower_append_checks_every_batch_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Log::open(dir.path().join("l-0"), LogConfig::default()).unwrap();
+    leader.append_as_leader(&mut batch(2, 0, 0), 1, 0).unwrap();
+    leader.append_as_leader(&mut batch(3, 1, 0), 1, 0).unwrap();
+    let data = leader.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec();
+    let first = common::header(&data).size();
+    let follower = Log::open(dir.path().join("f-0"), LogConfig::default()).unwrap();
+    // A flipped byte in the second batch's records: CRC32C refuses the whole answer, nothing is written.
+    let mut corrupt = data.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert!(matches!(
+        follower.append_as_follower(&corrupt),
+        Err(AppendError::Corrupt(_))
+    ));
+    assert_eq!(follower.log_end_offset(), 0);
+    // The second batch before the first: offsets go back within the answer.
+    let mut swapped = data[first..].to_vec();
+    swapped.extend_from_slice(&data[..first]);
+    assert!(follower.append_as_follower(&swapped).is_err());
+    assert_eq!(follower.log_end_offset(), 0);
+    // The batches as the leader wrote them are taken byte for byte.
+    follower.append_as_follower(&data).unwrap();
+    assert_eq!(follower.log_end_offset(), 5);
+    assert_eq!(
+        follower.read(0, 1 << 20, i64::MAX).unwrap().data.to_vec(),
+        data
     );
 }
 

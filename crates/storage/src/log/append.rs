@@ -48,6 +48,34 @@ pub(super) fn batch_error(e: BatchError) -> AppendError {
     }
 }
 
+/// Checks the batch at the start of `rest` without decoding its records (magic, framing, size limit, CRC32C,
+/// record count) and returns its header, covering exactly the batch.
+fn check_batch(rest: &[u8], max_message_bytes: u64) -> Result<BatchHeader<'_>, AppendError> {
+    if rest.len() > batch::MAGIC_OFFSET {
+        let magic = rest[batch::MAGIC_OFFSET] as i8;
+        if magic != batch::MAGIC_V2 {
+            return Err(AppendError::UnsupportedMagic(magic));
+        }
+    }
+    let header = BatchHeader::new(rest).map_err(batch_error)?;
+    let size = header.size();
+    if size > rest.len() {
+        return Err(AppendError::Corrupt(format!(
+            "batch declares {size} bytes, {} present",
+            rest.len()
+        )));
+    }
+    if size as u64 > max_message_bytes {
+        return Err(AppendError::TooLarge {
+            size,
+            max: max_message_bytes,
+        });
+    }
+    let whole = BatchHeader::new(&rest[..size]).map_err(batch_error)?;
+    whole.validate().map_err(batch_error)?;
+    Ok(whole)
+}
+
 /// Validates every batch without decoding records and, under LogAppendTime, rewrites max timestamps.
 fn validate_batches(
     batches: &mut [u8],
@@ -65,29 +93,8 @@ fn validate_batches(
     };
     let mut pos = 0usize;
     while pos < batches.len() {
-        let rest = &batches[pos..];
-        if rest.len() > batch::MAGIC_OFFSET {
-            let magic = rest[batch::MAGIC_OFFSET] as i8;
-            if magic != batch::MAGIC_V2 {
-                return Err(AppendError::UnsupportedMagic(magic));
-            }
-        }
-        let header = BatchHeader::new(rest).map_err(batch_error)?;
-        let size = header.size();
-        if size > rest.len() {
-            return Err(AppendError::Corrupt(format!(
-                "batch declares {size} bytes, {} present",
-                rest.len()
-            )));
-        }
-        if size as u64 > max_message_bytes {
-            return Err(AppendError::TooLarge {
-                size,
-                max: max_message_bytes,
-            });
-        }
-        let whole = BatchHeader::new(&rest[..size]).map_err(batch_error)?;
-        whole.validate().map_err(batch_error)?;
+        let whole = check_batch(&batches[pos..], max_message_bytes)?;
+        let size = whole.size();
         if whole.is_control() {
             return Err(AppendError::InvalidRecord(
                 "producers may not write control batches".into(),
@@ -289,30 +296,46 @@ impl Log {
 
     /// Appends batches that already carry offsets (a follower copying its leader, Kafka's
     /// `appendAsFollower`): validates framing and CRC, requires offsets to continue from the log end
-    /// offset, and records each batch's partition leader epoch in the epoch cache.
-    pub fn append_as_follower(&self, batches: &mut [u8]) -> Result<AppendInfo, AppendError> {
+    /// offset, and records each batch's partition leader epoch in the epoch cache. The batches are written as
+    /// they are (nothing in them changes), so they may be the fetch response's own buffer.
+    pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, AppendError> {
         let _appender = AppenderGuard::enter(self);
         let config = self.config.read().clone();
-        let v = validate_batches(batches, u64::MAX, TimestampType::CreateTime, -1)?;
-        let mut st = self.state.lock();
-        self.check_usable(&st)?;
-        let leo = st.log_end_offset;
-        let mut expected = leo;
-        let mut epochs = Vec::new();
-        let mut last = leo - 1;
-        for item in Batches::new(batches) {
-            let (_, h) = item.map_err(batch_error)?;
+        if batches.is_empty() {
+            return Err(AppendError::InvalidRecord("no record batches".into()));
+        }
+        // One pass, outside the state lock: each batch is CRC-checked, and offsets never go back (a gap is
+        // allowed: compacted batches, or the leader's log start moved past ours before the first).
+        let mut first_base = None;
+        let mut expected = i64::MIN;
+        let mut last = -1;
+        let mut record_count = 0u64;
+        let mut max_timestamp_ms = -1;
+        let mut pos = 0usize;
+        while pos < batches.len() {
+            let h = check_batch(&batches[pos..], u64::MAX)?;
             if h.base_offset() < expected {
                 return Err(AppendError::InvalidRecord(format!(
                     "follower batch base offset {} is below the expected {expected}",
                     h.base_offset()
                 )));
             }
-            epochs.push((h.partition_leader_epoch(), h.base_offset()));
+            first_base.get_or_insert(h.base_offset());
+            record_count += h.record_count() as u64;
+            max_timestamp_ms = max_timestamp_ms.max(h.max_timestamp());
             expected = h.next_offset();
             last = h.last_offset();
+            pos += h.size();
         }
-        let first_base = epochs.first().map(|e| e.1).unwrap_or(leo);
+        let first_base = first_base.unwrap_or(-1);
+        let mut st = self.state.lock();
+        self.check_usable(&st)?;
+        let leo = st.log_end_offset;
+        if first_base < leo {
+            return Err(AppendError::InvalidRecord(format!(
+                "follower batch base offset {first_base} is below the expected {leo}"
+            )));
+        }
         if Self::should_roll(
             &config,
             st.active_ref(),
@@ -358,8 +381,10 @@ impl Log {
         self.write_batches(&mut st, batches, config.index_interval_bytes)?;
         Self::replay_producers(&mut st, batches);
         let mut changed = false;
-        for (e, o) in epochs {
-            changed |= st.epochs.assign(e, o);
+        for (_, h) in Batches::new(batches).map_while(Result::ok) {
+            changed |= st
+                .epochs
+                .assign(h.partition_leader_epoch(), h.base_offset());
         }
         if changed {
             let bytes = st.epochs.encode();
@@ -373,9 +398,9 @@ impl Log {
         let info = AppendInfo {
             base_offset: first_base,
             last_offset: st.log_end_offset - 1,
-            max_timestamp_ms: v.max_timestamp_ms,
+            max_timestamp_ms,
             log_append_time_ms: -1,
-            record_count: v.record_count,
+            record_count,
             log_start_offset: st.log_start_offset,
         };
         drop(st);
