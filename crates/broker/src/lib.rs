@@ -17,7 +17,6 @@ pub mod partition;
 pub mod producer_ids;
 pub mod purgatory;
 pub mod quorum_net;
-mod records;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication_quota;

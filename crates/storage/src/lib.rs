@@ -19,6 +19,7 @@ pub mod log;
 pub mod manager;
 /// Idempotent-producer state (KIP-98) and its snapshot files.
 pub mod producer_state;
+pub mod records;
 /// Segment file naming, the recovery scan and the cache of opened inactive segments.
 pub mod segment;
 

@@ -195,7 +195,7 @@ fn exact_record(
     let read = log.read(from, 1, upper).ok()?;
     let data: &[u8] = &read.data;
     let header = sluice_protocol::batch::BatchHeader::new(data).ok()?;
-    let records = crate::records::read_records(data, MAX_DECOMPRESSED_BYTES).ok()?;
+    let records = sluice_storage::records::read_records(data, MAX_DECOMPRESSED_BYTES).ok()?;
     records.iter().find_map(|r| {
         let offset = header
             .base_offset()

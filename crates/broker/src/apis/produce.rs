@@ -153,7 +153,7 @@ const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 /// `record_errors` so the client fails only those (and the rest of the batch with a retriable-looking
 /// "different record" error, as librdkafka does).
 fn check_keys_for_compaction(topic: &str, index: i32, records: &[u8]) -> Result<(), Outcome> {
-    let parsed = match crate::records::read_records(records, MAX_DECOMPRESSED_BYTES) {
+    let parsed = match sluice_storage::records::read_records(records, MAX_DECOMPRESSED_BYTES) {
         Ok(parsed) => parsed,
         Err(e) => {
             return Err(Outcome::error(
