@@ -237,9 +237,21 @@ impl<'a> BatchHeader<'a> {
         Ok(crc32c::crc32c(&self.buf[ATTRIBUTES_OFFSET..size]))
     }
 
-    /// Full validation without decoding records: whole batch present, magic 2, CRC32C,
-    /// at least one record and `lastOffsetDelta == recordCount - 1`.
+    /// Validation of a stored, replicated or fetched batch without decoding records: whole batch present,
+    /// magic 2, CRC32C, and no more records than offsets (`0 <= recordCount <= lastOffsetDelta + 1`): log
+    /// compaction removes records but keeps a batch's offset range, and may keep a producer's last batch
+    /// with no record at all (as Kafka's cleaner does).
     pub fn validate(&self) -> Result<(), BatchError> {
+        self.validate_with(false)
+    }
+
+    /// [`BatchHeader::validate`] plus what a producer's batch must satisfy (Kafka's `LogValidator`): at least
+    /// one record and one offset per record (`lastOffsetDelta == recordCount - 1`).
+    pub fn validate_produced(&self) -> Result<(), BatchError> {
+        self.validate_with(true)
+    }
+
+    fn validate_with(&self, produced: bool) -> Result<(), BatchError> {
         if self.magic() != MAGIC_V2 {
             return Err(BatchError::UnsupportedMagic(self.magic()));
         }
@@ -252,7 +264,10 @@ impl<'a> BatchHeader<'a> {
         }
         let count = self.record_count();
         let last_offset_delta = self.last_offset_delta();
-        if count < 1 || i64::from(last_offset_delta) != i64::from(count) - 1 {
+        let dense = count >= 1 && i64::from(last_offset_delta) == i64::from(count) - 1;
+        let plausible =
+            count >= 0 && last_offset_delta >= 0 && count <= last_offset_delta.saturating_add(1);
+        if (produced && !dense) || !plausible {
             return Err(BatchError::CountMismatch {
                 count,
                 last_offset_delta,
@@ -560,6 +575,17 @@ mod tests {
         let mut b = sample(2);
         b[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
             .copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        // Fewer records than offsets: a compacted batch, valid when stored, refused from a producer.
+        assert_eq!(BatchHeader::new(&b).unwrap().validate(), Ok(()));
+        assert!(matches!(
+            BatchHeader::new(&b).unwrap().validate_produced(),
+            Err(BatchError::CountMismatch { .. })
+        ));
+        // More records than offsets is never valid.
+        b[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&0i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(

@@ -11,7 +11,7 @@ pub enum TimestampType {
 }
 
 /// Configuration of one partition log; `Default` gives Kafka's defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// Roll the active segment when it would exceed this size (`segment.bytes`).
     pub segment_bytes: u64,
@@ -35,6 +35,19 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// Delay before a `.deleted` segment file is removed (`file.delete.delay.ms`).
     pub file_delete_delay_ms: u64,
+    /// `cleanup.policy` holds `compact`: the log cleaner keeps the latest record of every key.
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: retention by time and size applies. A compact-only log keeps every
+    /// segment retention would delete, as Kafka does.
+    pub delete: bool,
+    /// Clean a compacted log once its dirty part is at least this share of it (`min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
+    /// How long a tombstone stays readable after the cleaner first saw it (`delete.retention.ms`, KIP-534).
+    pub delete_retention_ms: i64,
+    /// Records younger than this are never compacted (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// A record stays uncompacted at most this long, whatever the dirty ratio (`max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +64,12 @@ impl Default for LogConfig {
             flush_ms: None,
             timestamp_type: TimestampType::CreateTime,
             file_delete_delay_ms: 60_000,
+            compact: false,
+            delete: true,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! and delete, periodic retention, `flush.ms` and high-watermark checkpoint passes, clean shutdown, and
 //! offline log directories.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,10 @@ use crate::log::{DirHealth, LogOptions, FUTURE_DIR_SUFFIX, HIGH_WATERMARK_CHECKP
 use crate::segment::SegmentCache;
 use crate::{Log, LogConfig, StorageError};
 
+mod cleaner;
 mod moves;
+
+pub use cleaner::{CleanerStatus, CLEANER_OFFSET_CHECKPOINT};
 
 pub use moves::{AlterLogDirError, AlterLogDirOutcome, LogDirInfo, ReplicaInfo};
 
@@ -160,10 +163,14 @@ fn read_high_watermarks(io: &dyn Io, dir: &Path) -> HashMap<(String, i32), i64> 
     })
 }
 
-/// True for a leftover temporary file of [`write_file_atomic`] writing the high-watermark checkpoint.
+/// True for a leftover temporary file of [`write_file_atomic`] writing the high-watermark or cleaner checkpoint.
 fn is_high_watermark_tmp(name: &str) -> bool {
-    name.strip_prefix(HIGH_WATERMARK_CHECKPOINT)
-        .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".tmp"))
+    [HIGH_WATERMARK_CHECKPOINT, CLEANER_OFFSET_CHECKPOINT]
+        .iter()
+        .any(|file| {
+            name.strip_prefix(file)
+                .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".tmp"))
+        })
 }
 
 /// Open logs by (topic, partition), each with the index of its log directory.
@@ -190,6 +197,10 @@ pub struct LogManager {
     movers: std::sync::atomic::AtomicUsize,
     /// The copy rate bound of every move together (`replica.alter.log.dirs.io.max.bytes.per.second`).
     move_throttle: moves::MoveThrottle,
+    /// Partitions a cleaner thread is cleaning (`manager/cleaner.rs`).
+    cleaning: Mutex<HashSet<(String, i32)>>,
+    /// Serializes writes of the cleaner checkpoints.
+    cleaner_checkpoint: Mutex<()>,
 }
 
 impl LogManager {
@@ -324,7 +335,7 @@ impl LogManager {
         let mut logs = opened.into_inner();
         logs.retain(|_, (_, i)| !dirs[*i].is_offline());
         tracing::info!(partitions = logs.len(), "log manager opened");
-        Ok(LogManager {
+        let manager = LogManager {
             dirs,
             io,
             cache,
@@ -336,7 +347,11 @@ impl LogManager {
             moves: Mutex::new(HashMap::new()),
             movers: std::sync::atomic::AtomicUsize::new(0),
             move_throttle: moves::MoveThrottle::default(),
-        })
+            cleaning: Mutex::new(HashSet::new()),
+            cleaner_checkpoint: Mutex::new(()),
+        };
+        manager.load_cleaner_checkpoints();
+        Ok(manager)
     }
 
     /// The log of a partition, if present.

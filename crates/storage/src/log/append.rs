@@ -50,7 +50,11 @@ pub(super) fn batch_error(e: BatchError) -> AppendError {
 
 /// Checks the batch at the start of `rest` without decoding its records (magic, framing, size limit, CRC32C,
 /// record count) and returns its header, covering exactly the batch.
-fn check_batch(rest: &[u8], max_message_bytes: u64) -> Result<BatchHeader<'_>, AppendError> {
+fn check_batch(
+    rest: &[u8],
+    max_message_bytes: u64,
+    produced: bool,
+) -> Result<BatchHeader<'_>, AppendError> {
     if rest.len() > batch::MAGIC_OFFSET {
         let magic = rest[batch::MAGIC_OFFSET] as i8;
         if magic != batch::MAGIC_V2 {
@@ -72,7 +76,11 @@ fn check_batch(rest: &[u8], max_message_bytes: u64) -> Result<BatchHeader<'_>, A
         });
     }
     let whole = BatchHeader::new(&rest[..size]).map_err(batch_error)?;
-    whole.validate().map_err(batch_error)?;
+    if produced {
+        whole.validate_produced().map_err(batch_error)?;
+    } else {
+        whole.validate().map_err(batch_error)?;
+    }
     Ok(whole)
 }
 
@@ -93,7 +101,7 @@ fn validate_batches(
     };
     let mut pos = 0usize;
     while pos < batches.len() {
-        let whole = check_batch(&batches[pos..], max_message_bytes)?;
+        let whole = check_batch(&batches[pos..], max_message_bytes, true)?;
         let size = whole.size();
         if whole.is_control() {
             return Err(AppendError::InvalidRecord(
@@ -313,7 +321,7 @@ impl Log {
         let mut max_timestamp_ms = -1;
         let mut pos = 0usize;
         while pos < batches.len() {
-            let h = check_batch(&batches[pos..], u64::MAX)?;
+            let h = check_batch(&batches[pos..], u64::MAX, false)?;
             if h.base_offset() < expected {
                 return Err(AppendError::InvalidRecord(format!(
                     "follower batch base offset {} is below the expected {expected}",

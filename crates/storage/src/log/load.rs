@@ -51,7 +51,13 @@ impl Log {
         self.io
             .create_dir_all(&dir)
             .map_err(|e| self.io_err(&dir, e))?;
-        let names = self.io.list_dir(&dir).map_err(|e| self.io_err(&dir, e))?;
+        let mut names = self.io.list_dir(&dir).map_err(|e| self.io_err(&dir, e))?;
+        let interval = self.config.read().index_interval_bytes;
+        if super::clean::recover_interrupted_cleaning(&*self.io, &dir, &names, interval)
+            .map_err(|e| self.io_err(&dir, e))?
+        {
+            names = self.io.list_dir(&dir).map_err(|e| self.io_err(&dir, e))?;
+        }
         let mut bases = Vec::new();
         for name in &names {
             if name.ends_with(DELETED_SUFFIX) || name.ends_with(".tmp") {
@@ -329,7 +335,11 @@ impl Log {
         })
     }
 
-    fn write_index_files(&self, base: i64, index: &IndexBuilder) -> Result<(), StorageError> {
+    pub(super) fn write_index_files(
+        &self,
+        base: i64,
+        index: &IndexBuilder,
+    ) -> Result<(), StorageError> {
         for (suffix, bytes) in [
             (INDEX_SUFFIX, encode_offset_entries(&index.offsets)),
             (TIME_INDEX_SUFFIX, encode_time_entries(&index.times)),

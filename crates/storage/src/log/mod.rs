@@ -7,11 +7,13 @@
 //!
 //! `impl Log` is split by concern: `load` (open and recovery), `append` (validation, append as leader
 //! and follower, rolling), `read` (reads and timestamp lookups), `truncate` (truncation, DeleteRecords,
-//! retention), `flush` (flush policy, group commit) and `producers` (idempotent-producer state). This file
+//! retention), `clean` (log compaction), `flush` (flush policy, group commit) and `producers`
+//! (idempotent-producer state). This file
 //! holds the public types, the state, open and close, checkpoint and active-segment file helpers, and the
 //! small accessors.
 
 mod append;
+mod clean;
 mod flush;
 mod load;
 mod producers;
@@ -19,6 +21,9 @@ mod read;
 mod relocate;
 mod truncate;
 
+pub use clean::{
+    CleanOptions, CleanStats, CleanableState, CLEANED_SUFFIX, DELETE_HORIZON_FLAG, SWAP_SUFFIX,
+};
 pub use relocate::{
     future_dir_name, CopyControl, FutureLog, MoveError, FUTURE_DIR_SUFFIX, MOVE_MARKER_FILE,
 };
@@ -26,7 +31,7 @@ pub use relocate::{
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -289,6 +294,14 @@ pub struct Log {
     deleted: AtomicBool,
     /// Sequence of the last content written per checkpoint file; its mutex serializes checkpoint writes.
     checkpoints_written: Mutex<std::collections::HashMap<String, u64>>,
+    /// Serializes cleaning passes (`clean.rs`).
+    clean_lock: Mutex<()>,
+    /// Where the cleaner's dirty part starts (-1: the log start offset); `cleaner-offset-checkpoint`.
+    first_dirty_offset: AtomicI64,
+    /// Earliest delete horizon of a tombstone the last pass kept (`i64::MAX`: none).
+    next_delete_horizon_ms: AtomicI64,
+    /// When the last cleaning pass ended (-1: never).
+    last_clean_ms: AtomicI64,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -367,6 +380,10 @@ impl Log {
             recent_concurrency: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             checkpoints_written: Mutex::new(std::collections::HashMap::new()),
+            clean_lock: Mutex::new(()),
+            first_dirty_offset: AtomicI64::new(-1),
+            next_delete_horizon_ms: AtomicI64::new(i64::MAX),
+            last_clean_ms: AtomicI64::new(-1),
         };
         log.load(options.high_watermark)?;
         Ok(log)

@@ -42,6 +42,8 @@ struct ReadStart {
     pos: u64,
     end_pos: u64,
     limit: i64,
+    /// The segment's next offset (the base of the next segment, or the log end offset).
+    segment_end: i64,
 }
 
 impl Log {
@@ -84,16 +86,33 @@ impl Log {
         upper_bound: i64,
         want_slice_file: bool,
     ) -> Result<ReadPlan, ReadError> {
-        let (meta, start) = self.start_read(offset, upper_bound, want_slice_file)?;
-        let Some(start) = start else {
-            return Ok(ReadPlan { meta, span: None });
-        };
-        let span = self.first_batch(&start, offset)?.map(|(pos, first_size)| {
-            let rest = start.end_pos - pos;
-            let want = (max_bytes as u64).min(rest).max(first_size).min(rest);
-            ReadSpan { start, pos, want }
-        });
-        Ok(ReadPlan { meta, span })
+        let (meta, mut start) = self.start_read(offset, upper_bound, want_slice_file)?;
+        let mut from = offset;
+        loop {
+            let Some(at) = start else {
+                return Ok(ReadPlan { meta, span: None });
+            };
+            if let Some((pos, first_size)) = self.first_batch(&at, from)? {
+                let rest = at.end_pos - pos;
+                let want = (max_bytes as u64).min(rest).max(first_size).min(rest);
+                let span = Some(ReadSpan {
+                    start: at,
+                    pos,
+                    want,
+                });
+                return Ok(ReadPlan { meta, span });
+            }
+            // No batch at or after `from` in this segment: compaction removed its tail (or all of it), and the
+            // read goes on in the next segment, as Kafka's `LocalLog.read` does.
+            if at.segment_end >= at.limit {
+                return Ok(ReadPlan { meta, span: None });
+            }
+            from = at.segment_end;
+            start = match self.start_read(from, upper_bound, want_slice_file) {
+                Ok((_, next)) => next,
+                Err(_) => None,
+            };
+        }
     }
 
     /// Under the state lock: range checks and the segment and position a read of `offset` starts at.
@@ -164,6 +183,7 @@ impl Log {
                 pos,
                 end_pos: seg.size,
                 limit,
+                segment_end: seg.next_offset,
             }),
         ))
     }

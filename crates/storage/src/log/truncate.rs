@@ -18,7 +18,7 @@ use super::{
 
 impl Log {
     /// Renames a segment's files to `.deleted` and schedules their removal.
-    fn delete_segment(&self, st: &mut State, base: i64) -> Result<(), StorageError> {
+    pub(super) fn delete_segment(&self, st: &mut State, base: i64) -> Result<(), StorageError> {
         st.segments.remove(&base);
         let delay = self.config.read().file_delete_delay_ms as i64;
         self.cache
@@ -310,10 +310,14 @@ impl Log {
             if size == 0 || end > hw {
                 break;
             }
-            let by_time =
-                config.retention_ms >= 0 && max_ts >= 0 && now_ms - max_ts > config.retention_ms;
-            let by_size =
-                config.retention_bytes >= 0 && total - size as i64 >= config.retention_bytes;
+            // A compact-only log (`cleanup.policy=compact`) is never cut by time or size.
+            let by_time = config.delete
+                && config.retention_ms >= 0
+                && max_ts >= 0
+                && now_ms - max_ts > config.retention_ms;
+            let by_size = config.delete
+                && config.retention_bytes >= 0
+                && total - size as i64 >= config.retention_bytes;
             if !(by_time || by_size) {
                 break;
             }
