@@ -57,7 +57,9 @@ def wait_for(cluster: Cluster, what: str, check: Callable[[], bool], timeout_s: 
         try:
             if check():
                 return
-        except KafkaException:
+        except (KafkaException, KeyError):
+            # KeyError: a broker that has not applied a just-created topic yet answers its metadata without
+            # partitions (LEADER_NOT_AVAILABLE), as Kafka does.
             pass
         assert time.monotonic() < deadline, f"timed out waiting for {what}\n{cluster.log_tails()}"
         time.sleep(0.3)
