@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use sluice_storage::log::CleanOptions;
 use sluice_storage::{LogConfig, TimestampType};
 
 /// One broker configuration key: its name, default and a one-line meaning.
@@ -195,6 +196,11 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("true"),
         "Create a topic when Metadata asks for an unknown one and allows auto-creation.",
     ),
+    key(
+        "log.cleanup.policy",
+        Some("delete"),
+        "Default `cleanup.policy` of topics: comma-separated `delete` (retention by time and size) and/or `compact` (the log cleaner keeps the latest record of every key; a log without `delete` is never cut by retention).",
+    ),
     key("log.retention.ms", None, "Delete segments older than this; -1 keeps forever. Overrides minutes and hours."),
     key("log.retention.minutes", None, "Retention in minutes; overrides `log.retention.hours`."),
     key("log.retention.hours", Some("168"), "Retention in hours (7 days)."),
@@ -224,6 +230,51 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "log.message.timestamp.type",
         Some("CreateTime"),
         "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock.",
+    ),
+    key(
+        "log.cleaner.enable",
+        Some("true"),
+        "Run the log cleaner, which compacts the logs whose `cleanup.policy` holds `compact` (`__consumer_offsets` among them). False leaves them growing.",
+    ),
+    key(
+        "log.cleaner.threads",
+        Some("1"),
+        "Cleaner tasks; each cleans one log at a time, the one that needs it most. 0 runs none. Integer >= 0.",
+    ),
+    key(
+        "log.cleaner.dedupe.buffer.size",
+        Some("134217728"),
+        "Memory of the cleaners' key maps, shared evenly by the threads (24 bytes per key, as Kafka); a pass whose map fills cleans up to the last offset it holds. More than 1 MiB per thread.",
+    ),
+    key(
+        "log.cleaner.io.max.bytes.per.second",
+        Some("1.7976931348623157E308"),
+        "Bytes the cleaners read and write per second, shared evenly by the threads. The default (Double.MAX_VALUE) is unbounded. > 0.",
+    ),
+    key(
+        "log.cleaner.backoff.ms",
+        Some("15000"),
+        "How long a cleaner sleeps when no log needs cleaning.",
+    ),
+    key(
+        "log.cleaner.min.cleanable.ratio",
+        Some("0.5"),
+        "Default `min.cleanable.dirty.ratio`: a compacted log is cleaned once its dirty part (written since its last cleaning) is at least this share of it. 0 to 1.",
+    ),
+    key(
+        "log.cleaner.delete.retention.ms",
+        Some("86400000"),
+        "Default `delete.retention.ms`: how long a tombstone (a record with a null value) stays readable once the cleaner has cleaned the segment holding it, so consumers see the delete.",
+    ),
+    key(
+        "log.cleaner.min.compaction.lag.ms",
+        Some("0"),
+        "Default `min.compaction.lag.ms`: records younger than this are not compacted.",
+    ),
+    key(
+        "log.cleaner.max.compaction.lag.ms",
+        Some("9223372036854775807"),
+        "Default `max.compaction.lag.ms`: a log holding a record left uncompacted for longer is cleaned whatever its dirty ratio. At least 1.",
     ),
     key("message.max.bytes", Some("1048588"), "Largest record batch accepted (topic `max.message.bytes` default)."),
     key(
@@ -595,6 +646,26 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: Option<u64>,
     /// `log.message.timestamp.type`.
     pub log_message_timestamp_type: TimestampType,
+    /// `log.cleanup.policy`: the default `cleanup.policy` items (`compact`, `delete`), in the order given.
+    pub log_cleanup_policy: Vec<String>,
+    /// `log.cleaner.enable`.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.threads`; 0 runs no cleaner.
+    pub log_cleaner_threads: usize,
+    /// `log.cleaner.dedupe.buffer.size`: bytes of key maps, shared by the cleaner threads.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// `log.cleaner.io.max.bytes.per.second`, shared by the cleaner threads.
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.min.cleanable.ratio` (topic `min.cleanable.dirty.ratio` default).
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.delete.retention.ms` (topic `delete.retention.ms` default).
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms` (topic `min.compaction.lag.ms` default).
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms` (topic `max.compaction.lag.ms` default).
+    pub log_cleaner_max_compaction_lag_ms: i64,
     /// The keys that were set explicitly (file, then overrides), with their values.
     set: BTreeMap<String, String>,
 }
@@ -883,6 +954,34 @@ fn parse_bootstrap_servers(key: &str, value: &str) -> Result<Vec<(String, u16)>,
         servers.push(server);
     }
     Ok(servers)
+}
+
+/// Parses a Kafka DOUBLE (Java's `Double.parseDouble` spellings, `1.7976931348623157E308` among them); NaN is
+/// refused, as no double key of Sluice's has a use for it.
+fn parse_f64(key: &str, value: &str) -> Result<f64, ConfigError> {
+    let v: f64 = parse_num(key, value)?;
+    if v.is_nan() {
+        return Err(invalid(key, value, "not a number"));
+    }
+    Ok(v)
+}
+
+/// Parses a `cleanup.policy` list as Kafka's `ValidList`: comma-separated `compact` and/or `delete`.
+fn parse_cleanup_policy(key: &str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut items = Vec::new();
+    for item in value.split(',').map(str::trim) {
+        if item != "compact" && item != "delete" {
+            return Err(invalid(
+                key,
+                value,
+                format!("Invalid value {item}; valid values are: [compact, delete]"),
+            ));
+        }
+        if !items.iter().any(|i| i == item) {
+            items.push(item.to_string());
+        }
+    }
+    Ok(items)
 }
 
 fn parse_nonneg_i64(key: &str, value: &str) -> Result<i64, ConfigError> {
@@ -1549,6 +1648,52 @@ impl BrokerConfig {
             }
         };
 
+        // The log cleaner, with Kafka's types and ranges (CleanerConfig, and KafkaConfig's "at least 1MB per
+        // cleaner thread").
+        let log_cleanup_policy =
+            parse_cleanup_policy("log.cleanup.policy", &req("log.cleanup.policy"))?;
+        let log_cleaner_enable = parse_bool("log.cleaner.enable", &req("log.cleaner.enable"))?;
+        let log_cleaner_threads = int_at_least("log.cleaner.threads", 0)? as usize;
+        let log_cleaner_dedupe_buffer_size =
+            long_at_least("log.cleaner.dedupe.buffer.size", 0)? as u64;
+        if log_cleaner_threads > 0
+            && log_cleaner_dedupe_buffer_size / log_cleaner_threads as u64 <= 1024 * 1024
+        {
+            return Err(invalid(
+                "log.cleaner.dedupe.buffer.size",
+                &req("log.cleaner.dedupe.buffer.size"),
+                "log.cleaner.dedupe.buffer.size must be at least 1MB per cleaner thread.",
+            ));
+        }
+        let log_cleaner_io_max_bytes_per_second = parse_f64(
+            "log.cleaner.io.max.bytes.per.second",
+            &req("log.cleaner.io.max.bytes.per.second"),
+        )?;
+        if log_cleaner_io_max_bytes_per_second <= 0.0 {
+            return Err(invalid(
+                "log.cleaner.io.max.bytes.per.second",
+                &req("log.cleaner.io.max.bytes.per.second"),
+                "must be > 0",
+            ));
+        }
+        let log_cleaner_backoff_ms = long_at_least("log.cleaner.backoff.ms", 0)? as u64;
+        let log_cleaner_min_cleanable_ratio = parse_f64(
+            "log.cleaner.min.cleanable.ratio",
+            &req("log.cleaner.min.cleanable.ratio"),
+        )?;
+        if !(0.0..=1.0).contains(&log_cleaner_min_cleanable_ratio) {
+            return Err(invalid(
+                "log.cleaner.min.cleanable.ratio",
+                &req("log.cleaner.min.cleanable.ratio"),
+                "Value must be no less than 0 and no more than 1",
+            ));
+        }
+        let log_cleaner_delete_retention_ms = long_at_least("log.cleaner.delete.retention.ms", 0)?;
+        let log_cleaner_min_compaction_lag_ms =
+            long_at_least("log.cleaner.min.compaction.lag.ms", 0)?;
+        let log_cleaner_max_compaction_lag_ms =
+            long_at_least("log.cleaner.max.compaction.lag.ms", 1)?;
+
         Ok(BrokerConfig {
             node_id,
             listeners,
@@ -1634,6 +1779,16 @@ impl BrokerConfig {
                 "log.message.timestamp.type",
                 &req("log.message.timestamp.type"),
             )?,
+            log_cleanup_policy,
+            log_cleaner_enable,
+            log_cleaner_threads,
+            log_cleaner_dedupe_buffer_size,
+            log_cleaner_io_max_bytes_per_second,
+            log_cleaner_backoff_ms,
+            log_cleaner_min_cleanable_ratio,
+            log_cleaner_delete_retention_ms,
+            log_cleaner_min_compaction_lag_ms,
+            log_cleaner_max_compaction_lag_ms,
             set,
         })
     }
@@ -1697,7 +1852,11 @@ impl BrokerConfig {
             "flush.ms" => self
                 .log_flush_interval_ms
                 .map_or(i64::MAX.to_string(), |v| v.to_string()),
-            "cleanup.policy" => "delete".to_string(),
+            "cleanup.policy" => self.log_cleanup_policy.join(","),
+            "min.cleanable.dirty.ratio" => self.log_cleaner_min_cleanable_ratio.to_string(),
+            "delete.retention.ms" => self.log_cleaner_delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.log_cleaner_min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.log_cleaner_max_compaction_lag_ms.to_string(),
             _ => return None,
         };
         Some(value)
@@ -1731,6 +1890,12 @@ impl BrokerConfig {
             flush_ms: self.log_flush_interval_ms,
             timestamp_type: self.log_message_timestamp_type,
             file_delete_delay_ms: self.log_segment_delete_delay_ms,
+            compact: self.log_cleanup_policy.iter().any(|p| p == "compact"),
+            delete: self.log_cleanup_policy.iter().any(|p| p == "delete"),
+            min_cleanable_dirty_ratio: self.log_cleaner_min_cleanable_ratio,
+            delete_retention_ms: self.log_cleaner_delete_retention_ms,
+            min_compaction_lag_ms: self.log_cleaner_min_compaction_lag_ms,
+            max_compaction_lag_ms: self.log_cleaner_max_compaction_lag_ms,
         };
         for (key, value) in topic_overrides {
             if let Err(reason) = apply_topic_override(&mut config, key, value) {
@@ -1738,6 +1903,20 @@ impl BrokerConfig {
             }
         }
         config
+    }
+
+    /// What one of the `log.cleaner.threads` cleaners may use in a pass at `now_ms`: an even share of
+    /// `log.cleaner.dedupe.buffer.size` as key-map entries (24 bytes each, as Kafka's offset map) and of
+    /// `log.cleaner.io.max.bytes.per.second`.
+    pub fn clean_options(&self, now_ms: i64) -> CleanOptions {
+        let threads = self.log_cleaner_threads.max(1);
+        CleanOptions {
+            now_ms,
+            max_map_entries: usize::try_from(self.log_cleaner_dedupe_buffer_size / 24)
+                .unwrap_or(usize::MAX)
+                / threads,
+            io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second / threads as f64,
+        }
     }
 
     /// The `min.insync.replicas` in force for a topic with these overrides.
@@ -1750,11 +1929,19 @@ impl BrokerConfig {
     }
 }
 
-/// Applies one topic-level override to a [`LogConfig`]; unknown keys (e.g. `cleanup.policy`) leave it unchanged.
+/// Applies one topic-level override to a [`LogConfig`]; keys the log does not use (e.g. `compression.type`)
+/// leave it unchanged.
 fn apply_topic_override(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
     let v = value.trim();
     let as_u64 = || v.parse::<u64>().map_err(|e| e.to_string());
     let as_i64 = || v.parse::<i64>().map_err(|e| e.to_string());
+    let as_i64_at_least = |min: i64| -> Result<i64, String> {
+        let n = as_i64()?;
+        if n < min {
+            return Err(format!("must be >= {min}"));
+        }
+        Ok(n)
+    };
     // Kafka's "never" for flush.* is Long.MAX_VALUE.
     let as_flush = || -> Result<Option<u64>, String> {
         let n = v.parse::<i64>().map_err(|e| e.to_string())?;
@@ -1774,6 +1961,21 @@ fn apply_topic_override(config: &mut LogConfig, key: &str, value: &str) -> Resul
         "flush.messages" => config.flush_messages = as_flush()?,
         "flush.ms" => config.flush_ms = as_flush()?,
         "file.delete.delay.ms" => config.file_delete_delay_ms = as_u64()?,
+        "cleanup.policy" => {
+            let policy = parse_cleanup_policy(key, v).map_err(|e| e.to_string())?;
+            config.compact = policy.iter().any(|p| p == "compact");
+            config.delete = policy.iter().any(|p| p == "delete");
+        }
+        "min.cleanable.dirty.ratio" => {
+            let ratio = v.parse::<f64>().map_err(|e| e.to_string())?;
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err("must be between 0 and 1".to_string());
+            }
+            config.min_cleanable_dirty_ratio = ratio;
+        }
+        "delete.retention.ms" => config.delete_retention_ms = as_i64_at_least(0)?,
+        "min.compaction.lag.ms" => config.min_compaction_lag_ms = as_i64_at_least(0)?,
+        "max.compaction.lag.ms" => config.max_compaction_lag_ms = as_i64_at_least(1)?,
         "message.timestamp.type" => {
             config.timestamp_type = match v {
                 "CreateTime" => TimestampType::CreateTime,
@@ -1976,10 +2178,152 @@ log.retention.check.interval.ms=300000
         assert_eq!(lc.retention_ms, 1234);
         assert_eq!(lc.flush_messages, Some(1));
         assert_eq!(lc.timestamp_type, TimestampType::LogAppendTime);
+        assert!(lc.compact && !lc.delete);
         assert_eq!(
             c.topic_config_default("segment.bytes").as_deref(),
             Some("1000")
         );
+    }
+
+    #[test]
+    fn log_cleaner_keys_have_kafkas_defaults() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.log_cleanup_policy, vec!["delete".to_string()]);
+        assert!(c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_threads, 1);
+        assert_eq!(c.log_cleaner_dedupe_buffer_size, 134_217_728);
+        assert_eq!(c.log_cleaner_io_max_bytes_per_second, f64::MAX);
+        assert_eq!(c.log_cleaner_backoff_ms, 15_000);
+        assert_eq!(c.log_cleaner_min_cleanable_ratio, 0.5);
+        assert_eq!(c.log_cleaner_delete_retention_ms, 86_400_000);
+        assert_eq!(c.log_cleaner_min_compaction_lag_ms, 0);
+        assert_eq!(c.log_cleaner_max_compaction_lag_ms, i64::MAX);
+        for (topic_key, value) in [
+            ("cleanup.policy", "delete"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+            ("delete.retention.ms", "86400000"),
+            ("min.compaction.lag.ms", "0"),
+            ("max.compaction.lag.ms", "9223372036854775807"),
+        ] {
+            assert_eq!(
+                c.topic_config_default(topic_key).as_deref(),
+                Some(value),
+                "{topic_key}"
+            );
+        }
+        let entry = c
+            .entries()
+            .into_iter()
+            .find(|e| e.name == "log.cleaner.io.max.bytes.per.second")
+            .unwrap();
+        assert_eq!(entry.value.as_deref(), Some("1.7976931348623157E308"));
+        assert!(entry.is_default);
+        // Kafka's offset map: 24 bytes per key; one thread has the whole buffer and an unbounded rate.
+        let options = c.clean_options(7);
+        assert_eq!(options.now_ms, 7);
+        assert_eq!(options.max_map_entries, 134_217_728 / 24);
+        assert_eq!(options.io_max_bytes_per_second, f64::MAX);
+    }
+
+    #[test]
+    fn log_cleaner_keys_take_overrides_and_reach_topic_logs() {
+        let c = BrokerConfig::from_pairs([
+            ("log.cleanup.policy", "compact, delete"),
+            ("log.cleaner.enable", "false"),
+            ("log.cleaner.threads", "4"),
+            ("log.cleaner.dedupe.buffer.size", "100000000"),
+            ("log.cleaner.io.max.bytes.per.second", "1E6"),
+            ("log.cleaner.backoff.ms", "200"),
+            ("log.cleaner.min.cleanable.ratio", "0.01"),
+            ("log.cleaner.delete.retention.ms", "1000"),
+            ("log.cleaner.min.compaction.lag.ms", "5"),
+            ("log.cleaner.max.compaction.lag.ms", "60000"),
+        ])
+        .unwrap();
+        assert!(!c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_threads, 4);
+        assert_eq!(c.log_cleaner_backoff_ms, 200);
+        // The buffer and the rate are shared evenly by the threads.
+        let options = c.clean_options(0);
+        assert_eq!(options.max_map_entries, 100_000_000 / 24 / 4);
+        assert_eq!(options.io_max_bytes_per_second, 250_000.0);
+        assert_eq!(
+            c.topic_config_default("cleanup.policy").as_deref(),
+            Some("compact,delete")
+        );
+        assert_eq!(
+            c.topic_config_default("min.cleanable.dirty.ratio")
+                .as_deref(),
+            Some("0.01")
+        );
+        let lc = c.log_config(&BTreeMap::new());
+        assert!(lc.compact && lc.delete);
+        assert_eq!(lc.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(lc.delete_retention_ms, 1000);
+        assert_eq!(lc.min_compaction_lag_ms, 5);
+        assert_eq!(lc.max_compaction_lag_ms, 60000);
+        // Topic overrides win over the broker's defaults; invalid ones are ignored (the controller refuses them).
+        let overrides: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.9"),
+            ("delete.retention.ms", "7"),
+            ("min.compaction.lag.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let lc = c.log_config(&overrides);
+        assert!(lc.compact && !lc.delete);
+        assert_eq!(lc.min_cleanable_dirty_ratio, 0.9);
+        assert_eq!(lc.delete_retention_ms, 7);
+        assert_eq!(lc.min_compaction_lag_ms, 5);
+        assert_eq!(lc.max_compaction_lag_ms, 60000);
+        // No cleaner thread: the options are still well-formed.
+        let c = BrokerConfig::from_pairs([("log.cleaner.threads", "0")]).unwrap();
+        assert_eq!(c.log_cleaner_threads, 0);
+        assert_eq!(c.clean_options(0).max_map_entries, 134_217_728 / 24);
+    }
+
+    #[test]
+    fn log_cleaner_keys_reject_bad_values_naming_the_key() {
+        for (name, value) in [
+            ("log.cleanup.policy", "shred"),
+            ("log.cleanup.policy", ""),
+            ("log.cleanup.policy", "compact,,delete"),
+            ("log.cleaner.enable", "yes"),
+            ("log.cleaner.threads", "-1"),
+            ("log.cleaner.threads", "2147483648"),
+            ("log.cleaner.dedupe.buffer.size", "1048576"),
+            ("log.cleaner.dedupe.buffer.size", "lots"),
+            ("log.cleaner.io.max.bytes.per.second", "0"),
+            ("log.cleaner.io.max.bytes.per.second", "NaN"),
+            ("log.cleaner.io.max.bytes.per.second", "fast"),
+            ("log.cleaner.backoff.ms", "-1"),
+            ("log.cleaner.min.cleanable.ratio", "1.5"),
+            ("log.cleaner.min.cleanable.ratio", "-0.1"),
+            ("log.cleaner.delete.retention.ms", "-1"),
+            ("log.cleaner.min.compaction.lag.ms", "-1"),
+            ("log.cleaner.max.compaction.lag.ms", "0"),
+        ] {
+            let (key, message) = refusal([(name, value)]);
+            assert_eq!(key, name, "{name}={value}: {message}");
+        }
+        // Kafka: more than 1 MiB of dedupe buffer per cleaner thread.
+        let (key, message) = refusal([
+            ("log.cleaner.threads", "8"),
+            ("log.cleaner.dedupe.buffer.size", "8388608"),
+        ]);
+        assert_eq!(key, "log.cleaner.dedupe.buffer.size");
+        assert!(
+            message.contains("at least 1MB per cleaner thread"),
+            "{message}"
+        );
+        BrokerConfig::from_pairs([
+            ("log.cleaner.threads", "8"),
+            ("log.cleaner.dedupe.buffer.size", "8388616"),
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -300,10 +300,8 @@ impl ReplicaManager {
         let key = (topic_image.name.clone(), partition);
         let log_config = self.config.log_config(&topic_image.configs);
         let min_isr = self.config.min_insync_replicas_for(&topic_image.configs);
-        let compacted = topic_image
-            .configs
-            .get("cleanup.policy")
-            .is_some_and(|policy| policy.split(',').any(|p| p.trim() == "compact"));
+        // The effective `cleanup.policy` (the topic's, else `log.cleanup.policy`) decides the produce-side key check.
+        let compacted = log_config.compact;
         let existing = self.partitions.read().get(&key).cloned();
         let p = match existing {
             Some(p) if p.topic_id == topic_image.id => p,

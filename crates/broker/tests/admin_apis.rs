@@ -379,3 +379,65 @@ async fn admin_changes_survive_restart() {
     drop(client);
     broker.shutdown().await;
 }
+
+/// The log cleaner's broker keys in DescribeConfigs, as Kafka reports them: a topic without its own
+/// `cleanup.policy` / `min.cleanable.dirty.ratio` takes `log.cleanup.policy` / `log.cleaner.min.cleanable.ratio`
+/// (STATIC_BROKER_CONFIG when set), and the broker keys carry Kafka's types (v3+).
+#[tokio::test]
+async fn log_cleaner_configs_are_described_like_kafka() {
+    let mut broker = TestBroker::start_with(&[
+        ("log.cleanup.policy", "compact,delete"),
+        ("log.cleaner.min.cleanable.ratio", "0.2"),
+    ])
+    .await;
+    let mut client = Client::connect(broker.server()).await;
+    let created = client
+        .send(
+            7,
+            CreateTopicsRequest::default().with_topics(vec![topic("profiles", 1, 1)]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let described = describe_topic(&mut client, "profiles").await;
+    for (name, value, source) in [
+        ("cleanup.policy", "compact,delete", 4),
+        ("min.cleanable.dirty.ratio", "0.2", 4),
+        ("delete.retention.ms", "86400000", 5),
+        ("max.compaction.lag.ms", "9223372036854775807", 5),
+    ] {
+        let c = config_value(&described, name);
+        assert_eq!(
+            (c.value.as_deref(), c.config_source),
+            (Some(value), source),
+            "{name}"
+        );
+    }
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(BROKER)
+            .with_resource_name(s("0"))]);
+    let described = client.send(4, request).await;
+    for (name, value, config_type) in [
+        ("log.cleanup.policy", "compact,delete", 7),
+        ("log.cleaner.enable", "true", 1),
+        ("log.cleaner.threads", "1", 3),
+        ("log.cleaner.dedupe.buffer.size", "134217728", 5),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            "1.7976931348623157E308",
+            6,
+        ),
+        ("log.cleaner.backoff.ms", "15000", 5),
+        ("log.cleaner.min.cleanable.ratio", "0.2", 6),
+        ("log.cleaner.delete.retention.ms", "86400000", 5),
+    ] {
+        let c = config_value(&described.results[0], name);
+        assert_eq!(
+            (c.value.as_deref(), c.config_type),
+            (Some(value), config_type),
+            "{name}"
+        );
+    }
+    drop(client);
+    broker.shutdown().await;
+}

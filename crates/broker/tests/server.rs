@@ -1462,6 +1462,76 @@ async fn compacted_topics_refuse_records_without_a_key() {
     broker.shutdown().await;
 }
 
+/// `log.cleanup.policy` is the `cleanup.policy` of topics without their own, as in Kafka: with `compact` there,
+/// a topic created without configs refuses keyless records and DeleteRecords (POLICY_VIOLATION); one that
+/// adds `delete` takes DeleteRecords.
+#[tokio::test]
+async fn the_broker_cleanup_policy_is_the_default_of_topics() {
+    use kafka_protocol::records::Compression;
+    let mut broker = TestBroker::start_with(&[("log.cleanup.policy", "compact")]).await;
+    for (name, policy) in [("defaulted", None), ("deletable", Some("compact,delete"))] {
+        let outcomes = broker
+            .broker()
+            .controller
+            .create_topics(
+                vec![sluice_metadata::NewTopic {
+                    name: name.into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    assignments: Vec::new(),
+                    configs: policy
+                        .map(|p| vec![("cleanup.policy".to_string(), Some(p.to_string()))])
+                        .unwrap_or_default(),
+                }],
+                false,
+            )
+            .await;
+        assert_eq!(outcomes[0].error_code, 0, "{:?}", outcomes[0].error_message);
+    }
+    let mut s = TcpStream::connect(broker.addr()).await.unwrap();
+    let keyless = client_batch(Compression::None, &[(1, None)]);
+    let r: ProduceResponse = call(
+        &mut s,
+        ApiKey::Produce,
+        9,
+        &produce_bytes("defaulted", keyless),
+    )
+    .await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 87,
+        "INVALID_RECORD"
+    );
+    for name in ["defaulted", "deletable"] {
+        let records = client_batch(Compression::None, &[(1, Some(b"a")), (2, Some(b"b"))]);
+        let r: ProduceResponse =
+            call(&mut s, ApiKey::Produce, 9, &produce_bytes(name, records)).await;
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "{name}"
+        );
+    }
+    let delete = |name: &'static str| {
+        DeleteRecordsRequest::default()
+            .with_timeout_ms(1000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(1)])])
+    };
+    let response: DeleteRecordsResponse =
+        call(&mut s, ApiKey::DeleteRecords, 2, &delete("defaulted")).await;
+    assert_eq!(
+        response.topics[0].partitions[0].error_code, 44,
+        "POLICY_VIOLATION"
+    );
+    let response: DeleteRecordsResponse =
+        call(&mut s, ApiKey::DeleteRecords, 2, &delete("deletable")).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    assert_eq!(response.topics[0].partitions[0].low_watermark, 1);
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn broker_fetch_max_bytes_caps_the_response() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};

@@ -61,13 +61,9 @@ async fn delete_partition(
     timeout: std::time::Duration,
 ) -> Result<i64, i16> {
     let partition = broker.replicas.partition(topic, index)?;
-    let compacted_only = broker
-        .replicas
-        .image()
-        .topic(topic)
-        .and_then(|t| t.configs.get("cleanup.policy").cloned())
-        .is_some_and(|policy| policy.split(',').map(str::trim).all(|p| p != "delete"));
-    if compacted_only {
+    // The effective `cleanup.policy` (the topic's, else `log.cleanup.policy`): without `delete`, records leave
+    // only through compaction.
+    if !partition.log.config().delete {
         return Err(ErrorCode::PolicyViolation.code());
     }
     let high_watermark = partition.log.high_watermark();

@@ -265,6 +265,13 @@ fn describe_dynamic(
 
 /// The type of a broker key: a topic config's type when the key is its synonym, else inferred from the value.
 fn broker_config_type(name: &str, value: Option<&str>) -> ConfigType {
+    // Kafka's types where the value does not tell: a DOUBLE spelled `1.7976931348623157E308`, a LONG that fits an
+    // INT.
+    match name {
+        "log.cleaner.io.max.bytes.per.second" => return ConfigType::Double,
+        "log.cleaner.dedupe.buffer.size" => return ConfigType::Long,
+        _ => {}
+    }
     if let Some(def) = topic_config::all()
         .iter()
         .find(|d| d.broker_synonyms.first() == Some(&name))
