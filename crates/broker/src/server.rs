@@ -1,5 +1,6 @@
 //! The running server: binds the listeners, opens the [`Broker`], accepts connections, runs the background tasks
-//! (metadata reconciliation, retention, time-based flushes) and shuts all of it down in order.
+//! (metadata reconciliation, retention, time-based flushes, the log cleaner threads) and shuts all of it down in
+//! order.
 //!
 //! Shutdown order: stop accepting; let every connection finish the requests it has already read (bounded by
 //! [`DRAIN_TIMEOUT`]); stop the background tasks; flush every log and write the clean-shutdown marker
@@ -132,7 +133,7 @@ impl Server {
             )));
         }
         let background = if broker.config.roles.broker {
-            vec![
+            let mut tasks = vec![
                 tokio::spawn(reconcile_loop(broker.clone(), shutdown.subscribe())),
                 tokio::spawn(maintenance_loop(broker.clone(), shutdown.subscribe())),
                 tokio::spawn(crate::replica_fetcher::run(
@@ -140,7 +141,17 @@ impl Server {
                     shutdown.subscribe(),
                 )),
                 tokio::spawn(crate::isr::run(broker.clone(), shutdown.subscribe())),
-            ]
+            ];
+            if broker.config.log_cleaner_enable {
+                for thread in 0..broker.config.log_cleaner_threads {
+                    tasks.push(tokio::spawn(cleaner_loop(
+                        broker.clone(),
+                        thread,
+                        shutdown.subscribe(),
+                    )));
+                }
+            }
+            tasks
         } else {
             Vec::new()
         };
@@ -480,6 +491,50 @@ async fn maintenance_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
                     Err(e) => tracing::error!(error = %e, "high-watermark checkpoint task failed"),
                 }
             }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One log cleaner thread (Kafka's `LogCleaner.CleanerThread`): cleans the compacted log that needs it most
+/// (`LogManager::clean_filthiest`, on a blocking thread), goes on at once after a pass, and sleeps
+/// `log.cleaner.backoff.ms` when no log needs cleaning. Shutdown interrupts the sleep; a pass already running is
+/// awaited, as `Server::shutdown` awaits every background task before the logs close.
+async fn cleaner_loop(broker: Arc<Broker>, thread: usize, mut shutdown: watch::Receiver<bool>) {
+    let backoff = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let logs = broker.logs.clone();
+        let options = broker.config.clean_options(now_ms());
+        let started = std::time::Instant::now();
+        let cleaned = tokio::task::spawn_blocking(move || logs.clean_filthiest(&options)).await;
+        match cleaned {
+            Ok(Some(((topic, partition), stats))) => {
+                tracing::info!(
+                    cleaner = thread,
+                    %topic,
+                    partition,
+                    bytes_read = stats.bytes_read,
+                    bytes_written = stats.bytes_written,
+                    records_read = stats.records_read,
+                    records_removed = stats.records_removed,
+                    segments_before = stats.segments_before,
+                    segments_after = stats.segments_after,
+                    end_offset = stats.end_offset,
+                    aborted = stats.aborted,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "log cleaned"
+                );
+                continue;
+            }
+            Ok(None) => {}
+            // A panicking pass is logged and the thread backs off, so one bad log does not spin it.
+            Err(e) => tracing::error!(cleaner = thread, error = %e, "log cleaner task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,
         }
     }
