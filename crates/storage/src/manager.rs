@@ -201,6 +201,9 @@ pub struct LogManager {
     cleaning: Mutex<HashSet<(String, i32)>>,
     /// Serializes writes of the cleaner checkpoints.
     cleaner_checkpoint: Mutex<()>,
+    /// Partitions whose last cleaning pass failed: not cleaned again until deleted (Kafka's uncleanable
+    /// partitions).
+    uncleanable: Mutex<HashSet<(String, i32)>>,
 }
 
 impl LogManager {
@@ -349,6 +352,7 @@ impl LogManager {
             move_throttle: moves::MoveThrottle::default(),
             cleaning: Mutex::new(HashSet::new()),
             cleaner_checkpoint: Mutex::new(()),
+            uncleanable: Mutex::new(HashSet::new()),
         };
         manager.load_cleaner_checkpoints();
         Ok(manager)
@@ -426,6 +430,9 @@ impl LogManager {
             return Ok(());
         };
         drop(logs);
+        self.uncleanable
+            .lock()
+            .remove(&(topic.to_string(), partition));
         if let Some(mv) = self.moves.lock().remove(&(topic.to_string(), partition)) {
             mv.cancel();
         }

@@ -587,3 +587,41 @@ fn a_crash_at_every_step_of_a_pass_recovers_to_old_or_new_segments() {
         "some crash left a cleaned file to drop"
     );
 }
+
+#[test]
+fn a_read_chunk_ending_inside_a_batch_length_is_read_on() {
+    // Batches sized so that the cleaner's 1 MiB read chunk ends fewer than 12 bytes into a batch.
+    let build = |key: u32, value_len: usize| {
+        BatchBuilder::new()
+            .timestamp_ms(1_000)
+            .key_value(format!("{key:06}"), vec![b'v'; value_len])
+            .build()
+    };
+    let value_len = (100..400)
+        .find(|v| {
+            (1usize << 20) % build(0, *v).len() < 12 && (1usize << 20) % build(0, *v).len() > 0
+        })
+        .expect("a size that ends a chunk inside a length field");
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path().join("t-0"),
+        LogConfig {
+            segment_bytes: 8 << 20,
+            ..config()
+        },
+    )
+    .unwrap();
+    let batches = (3usize << 20) / build(0, value_len).len();
+    for i in 0..batches {
+        let mut b = build((i % 100) as u32, value_len);
+        log.append_as_leader(&mut b, 0, 1_000).unwrap();
+    }
+    log.set_high_watermark(log.log_end_offset());
+    log.roll().unwrap();
+    let stats = log.clean(&options(2_000)).unwrap().unwrap();
+    assert_eq!(
+        stats.end_offset, batches as i64,
+        "the whole segment was mapped"
+    );
+    assert_eq!(read_all(&log).len(), 100, "one record per key");
+}

@@ -219,6 +219,10 @@ fn for_each_batch(
         throttler.account(n as u64);
         let mut at = 0usize;
         while at < buf.len() {
+            if buf.len() - at < batch::LOG_OVERHEAD && at > 0 {
+                // The chunk ends inside the next batch's length field: read on from there.
+                break;
+            }
             let Some(len) = batch::batch_size(&buf[at..]).filter(|l| *l >= RECORD_BATCH_OVERHEAD)
             else {
                 return Ok((read, false));
@@ -566,6 +570,13 @@ impl Log {
         }
         stats.map_entries = map.map.len();
         stats.end_offset = end;
+        if mapped_any && end <= first_dirty {
+            // The first dirty segment could not be walked to its end: its bytes are not whole batches.
+            return Err(StorageError::Corrupt(format!(
+                "{}: the log cleaner cannot read the dirty segment at offset {first_dirty}",
+                self.dir().display()
+            )));
+        }
 
         // Groups of consecutive segments below `end`, each at most `segment.bytes` (and u32 relative offsets).
         let mut groups: Vec<Vec<&Source>> = Vec::new();
@@ -612,7 +623,7 @@ impl Log {
             );
             self.last_clean_ms.store(now_ms, Ordering::Release);
         }
-        tracing::info!(
+        tracing::debug!(
             dir = %self.dir().display(),
             end_offset = stats.end_offset,
             bytes_read = stats.bytes_read,

@@ -77,15 +77,17 @@ impl LogManager {
 
     /// One cleaner thread's step: picks the compacted log that needs cleaning most (a tombstone or
     /// `max.compaction.lag.ms` due first, then the highest dirty ratio at or above its
-    /// `min.cleanable.dirty.ratio`), not being cleaned by another thread, cleans it, and writes its
-    /// directory's checkpoint. `None` when no log needs cleaning.
+    /// `min.cleanable.dirty.ratio`), not being cleaned by another thread and not marked uncleanable by a
+    /// failed pass, cleans it, and writes its directory's checkpoint. `None` when no log needs cleaning.
     pub fn clean_filthiest(&self, options: &CleanOptions) -> Option<((String, i32), CleanStats)> {
         let (key, log) = {
             let mut cleaning = self.cleaning.lock();
+            let uncleanable = self.uncleanable.lock();
             let logs = self.logs.read();
             let mut best: Option<(bool, f64, (String, i32))> = None;
             for (key, (log, i)) in logs.iter() {
-                if cleaning.contains(key) || self.dirs[*i].is_offline() {
+                if cleaning.contains(key) || self.dirs[*i].is_offline() || uncleanable.contains(key)
+                {
                     continue;
                 }
                 let Some(state) = log.cleanable_state(options.now_ms) else {
@@ -118,7 +120,10 @@ impl LogManager {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "log cleaning failed");
+                // As Kafka's uncleanable partitions: not tried again until the log is deleted or the broker
+                // restarts, so a log the cleaner cannot read does not keep a cleaner thread busy.
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "log cleaning failed; marking the partition uncleanable");
+                self.uncleanable.lock().insert(key);
                 None
             }
         }
