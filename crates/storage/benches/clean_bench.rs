@@ -160,8 +160,8 @@ fn main() {
             rates.push(append_rate(&root.path().join("appender"), 32));
         }
         let (stats, took) = cleaner.join().unwrap();
-        if let Some(first) = rates.first() {
-            beside.push(*first);
+        if !rates.is_empty() {
+            beside.push(median(&mut rates.clone()));
         }
         let rate = mb_per_s(dirty, took);
         clean_rates.push(rate);
