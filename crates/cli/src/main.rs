@@ -50,9 +50,44 @@ fn config_keys_help() -> String {
     text
 }
 
+/// Options of the client tools that Kafka's tools users also put before the subcommand
+/// (`sluice --bootstrap-server B topic list`); each takes a value.
+const TOOL_OPTIONS: [&str; 2] = ["--bootstrap-server", "--output"];
+
+/// Moves [`TOOL_OPTIONS`] given before the subcommand to just after it, where the tools define them (as global
+/// options of each tool, so they are accepted anywhere after it). Everything else keeps its order.
+fn hoist_tool_options(args: Vec<String>) -> Vec<String> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut moved = Vec::new();
+    let mut rest = args.into_iter();
+    kept.extend(rest.next());
+    while let Some(arg) = rest.next() {
+        if TOOL_OPTIONS.contains(&arg.as_str()) {
+            moved.push(arg);
+            moved.extend(rest.next());
+        } else if TOOL_OPTIONS
+            .iter()
+            .any(|o| arg.starts_with(&format!("{o}=")))
+        {
+            moved.push(arg);
+        } else if arg.starts_with('-') {
+            kept.push(arg);
+        } else {
+            // The subcommand: the moved options go right after it.
+            kept.push(arg);
+            kept.append(&mut moved);
+            kept.extend(rest);
+            return kept;
+        }
+    }
+    // No subcommand (`sluice --help`): leave the options where they were for the parser to report.
+    kept.append(&mut moved);
+    kept
+}
+
 fn main() -> ExitCode {
     let command = Cli::command().mut_subcommand("server", |s| s.after_help(config_keys_help()));
-    let matches = command.get_matches();
+    let matches = command.get_matches_from(hoist_tool_options(std::env::args().collect()));
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -68,9 +103,12 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colour escape codes only for a terminal: a log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -120,4 +158,34 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = interrupt.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_tool_options;
+
+    fn hoisted(args: &str) -> String {
+        hoist_tool_options(args.split(' ').map(str::to_owned).collect()).join(" ")
+    }
+
+    #[test]
+    fn tool_options_before_the_subcommand_move_after_it() {
+        assert_eq!(
+            hoisted("sluice --bootstrap-server b:1 topic list"),
+            "sluice topic --bootstrap-server b:1 list"
+        );
+        assert_eq!(
+            hoisted("sluice --output json --bootstrap-server=b:1 group list"),
+            "sluice group --output json --bootstrap-server=b:1 list"
+        );
+        assert_eq!(
+            hoisted("sluice topic list --bootstrap-server b:1"),
+            "sluice topic list --bootstrap-server b:1"
+        );
+        assert_eq!(hoisted("sluice --version"), "sluice --version");
+        assert_eq!(
+            hoisted("sluice server --override a=b"),
+            "sluice server --override a=b"
+        );
+    }
 }

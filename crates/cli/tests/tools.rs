@@ -445,6 +445,25 @@ fn unreachable_broker_and_help() {
     );
     assert!(!stderr.contains("panicked"));
 
+    // Before the subcommand too, as Kafka's tools users write it.
+    let out = Command::new(SLUICE)
+        .args(["--bootstrap-server", "127.0.0.1:1", "topic", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("sluice: error: cannot reach any broker (127.0.0.1:1)"));
+    let out = Command::new(SLUICE)
+        .args([
+            "--output=json",
+            "group",
+            "list",
+            "--bootstrap-server=127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
     for cmd in [
         "topic", "produce", "consume", "config", "cluster", "group", "bench",
     ] {
@@ -547,6 +566,18 @@ fn consume_as_a_group_member_shows_in_describe_and_commits_on_ctrl_c() {
     assert_eq!(described["state"], "Stable");
     assert_eq!(described["members"].as_array().unwrap().len(), 1);
     assert_eq!(described["protocol"], "range");
+    // The member's partitions are listed whether or not an offset was committed yet (null then, `-` in text).
+    let parts = described["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert!(parts
+        .iter()
+        .all(|p| p["committed_offset"].is_null() || p["committed_offset"].is_i64()));
+    let text = broker.ok(&["group", "describe", "watchers"]);
+    assert!(text.contains("live"), "{text}");
+    assert!(
+        !text.split_whitespace().any(|cell| cell == "-1"),
+        "unknown values print as -: {text}"
+    );
 
     // Ctrl-C: a clean exit that commits what was printed and leaves the group.
     let pid = i32::try_from(child.id()).unwrap();
@@ -562,4 +593,26 @@ fn consume_as_a_group_member_shows_in_describe_and_commits_on_ctrl_c() {
     let parts = described["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2);
     assert!(parts.iter().all(|p| p["lag"] == 0), "{parts:?}");
+}
+
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(SLUICE)
+        .args(["server", "--override", "listeners=PLAINTEXT://127.0.0.1:0"])
+        .arg("--override")
+        .arg(format!("log.dirs={}", dir.path().display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a log line").unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(first.contains("INFO"), "{first}");
+    assert!(
+        !first.contains('\x1b'),
+        "no ANSI escape in piped logs: {first:?}"
+    );
 }

@@ -398,6 +398,9 @@ pub struct GroupDescription {
     pub protocol: String,
     /// Members: (member id, client id, client host).
     pub members: Vec<(String, String, String)>,
+    /// The partitions assigned to each member (by member id), for groups of the `consumer` protocol type; a
+    /// member whose assignment does not decode has none here.
+    pub assignments: BTreeMap<String, Vec<TopicPartition>>,
 }
 
 /// The admin client.
@@ -873,6 +876,18 @@ impl Admin {
                     )
                 })
                 .collect(),
+            assignments: if g.protocol_type.as_str() == "consumer" {
+                g.members
+                    .iter()
+                    .filter_map(|m| {
+                        let assigned =
+                            crate::group::decode_assignment(m.member_assignment.clone()).ok()?;
+                        Some((m.member_id.as_str().to_owned(), assigned))
+                    })
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
         })
     }
 

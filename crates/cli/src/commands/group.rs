@@ -173,7 +173,11 @@ pub(crate) async fn run(args: GroupArgs) -> anyhow::Result<()> {
 
 async fn describe(admin: &Admin, group: &str, json_out: bool) -> anyhow::Result<()> {
     let description = admin.describe_group(group).await?;
-    let committed: BTreeMap<(String, i32), i64> = admin.group_offsets(group).await?;
+    let mut committed: BTreeMap<(String, i32), i64> = admin.group_offsets(group).await?;
+    // As kafka-consumer-groups.sh: the partitions a member is assigned are listed even with no committed offset.
+    for partition in description.assignments.values().flatten() {
+        committed.entry(partition.clone()).or_insert(-1);
+    }
     let queries: Vec<_> = committed
         .keys()
         .map(|(t, p)| (t.clone(), *p, OffsetSpec::Latest))
@@ -190,10 +194,13 @@ async fn describe(admin: &Admin, group: &str, json_out: bool) -> anyhow::Result<
         })
         .collect();
     let lag = |c: i64, e: i64| if c >= 0 && e >= 0 { (e - c).max(0) } else { -1 };
+    // Unknown (no committed offset, no log end, so no lag): `-` in the table, null in JSON.
+    let known = |v: i64| (v >= 0).then_some(v);
+    let cell = |v: i64| known(v).map_or_else(|| "-".to_string(), |v| v.to_string());
     if json_out {
         let partitions: Vec<_> = rows
             .iter()
-            .map(|(t, p, c, e)| json!({"topic": t, "partition": p, "committed_offset": c, "log_end_offset": e, "lag": lag(*c, *e)}))
+            .map(|(t, p, c, e)| json!({"topic": t, "partition": p, "committed_offset": known(*c), "log_end_offset": known(*e), "lag": known(lag(*c, *e))}))
             .collect();
         let members: Vec<_> = description
             .members
@@ -224,9 +231,9 @@ async fn describe(admin: &Admin, group: &str, json_out: bool) -> anyhow::Result<
             vec![
                 t.clone(),
                 p.to_string(),
-                c.to_string(),
-                e.to_string(),
-                lag(*c, *e).to_string(),
+                cell(*c),
+                cell(*e),
+                cell(lag(*c, *e)),
             ]
         })
         .collect();
