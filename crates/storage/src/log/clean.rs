@@ -33,7 +33,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -520,19 +520,15 @@ impl Log {
                 if !Self::cleanable(seg, st.high_watermark, now_ms, config.min_compaction_lag_ms) {
                     break;
                 }
-                let file = if seg.size == 0 {
-                    None
-                } else {
-                    Some(self.loaded(seg)?.log.clone())
-                };
-                if let Some(file) = file {
-                    sources.push(Source {
-                        base: seg.base_offset,
-                        size: seg.size,
-                        next_offset: seg.next_offset,
-                        file,
-                    });
+                if seg.size == 0 {
+                    continue;
                 }
+                sources.push(Source {
+                    base: seg.base_offset,
+                    size: seg.size,
+                    next_offset: seg.next_offset,
+                    file: self.loaded(seg)?.log.clone(),
+                });
             }
             (sources, first_dirty, st.producers.clone(), st.rewrites)
         };
@@ -623,17 +619,6 @@ impl Log {
             );
             self.last_clean_ms.store(now_ms, Ordering::Release);
         }
-        tracing::debug!(
-            dir = %self.dir().display(),
-            end_offset = stats.end_offset,
-            bytes_read = stats.bytes_read,
-            bytes_written = stats.bytes_written,
-            records_removed = stats.records_removed,
-            segments_before = stats.segments_before,
-            segments_after = stats.segments_after,
-            aborted = stats.aborted,
-            "log cleaned"
-        );
         Ok(Some(stats))
     }
 
@@ -678,7 +663,7 @@ impl Log {
             }
             true
         })
-        .map_err(|e| self.io_err(&source_path(&self.dir(), source.base), e))?;
+        .map_err(|e| self.io_err(&segment_path(&self.dir(), source.base, LOG_SUFFIX), e))?;
         stats.bytes_read += read;
         Ok(complete)
     }
@@ -747,7 +732,7 @@ impl Log {
                 }
                 true
             })
-            .map_err(|e| self.io_err(&source_path(&dir, source.base), e))?;
+            .map_err(|e| self.io_err(&segment_path(&dir, source.base, LOG_SUFFIX), e))?;
             stats.bytes_read += read;
             // Writes count against the rate too, once per segment.
             throttler.account(written - accounted_writes);
@@ -836,10 +821,6 @@ impl Log {
     }
 }
 
-fn source_path(dir: &Path, base: i64) -> PathBuf {
-    segment_path(dir, base, LOG_SUFFIX)
-}
-
 /// At open, before segments are listed: removes `.cleaned` files (an interrupted rewrite; the old segments
 /// are intact) and completes every `.swap` (removes the segments whose base offsets it covers, then renames it
 /// to `.log`; its indexes are rebuilt by the load). Returns whether anything changed.
@@ -883,25 +864,22 @@ pub(super) fn recover_interrupted_cleaning(
         drop(file);
         let last = outcome.next_offset - 1;
         tracing::warn!(dir = %dir.display(), segment = base, last_offset = last, "completing an interrupted segment swap of the log cleaner");
+        let remove = |old: i64, suffix: &str| match io.remove_file(&segment_path(dir, old, suffix))
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        // The segments it covers go; its own base's indexes too (stale: the load rebuilds them).
         for &old in bases
             .iter()
             .filter(|b| **b >= base && **b <= last.max(base))
         {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                match io.remove_file(&segment_path(dir, old, suffix)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+                remove(old, suffix)?;
             }
         }
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            match io.remove_file(&segment_path(dir, base, suffix)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+        remove(base, INDEX_SUFFIX)?;
+        remove(base, TIME_INDEX_SUFFIX)?;
         io.rename(&swap_path, &segment_path(dir, base, LOG_SUFFIX))?;
         changed = true;
     }
