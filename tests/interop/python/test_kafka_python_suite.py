@@ -3,6 +3,7 @@
 Issue 9 asks that kafka-python's `test_elect_leaders`, `test_alter_partition_reassignments`,
 `test_list_partition_reassignments`, `test_describe_log_dirs` and `test_alter_replica_log_dirs` pass against a
 3-broker cluster. They are not copied here: the kafka-python sdist on PyPI ships its `test/` tree, so this module
+(through `kafka_python_sdist.py`)
 
 1. downloads the sdist of the installed kafka-python version with pip (`pip download --no-binary :all: --no-deps`,
    into `target/kafka-python-sdist/`, once; PyPI is reachable from CI, GitHub is not) and checks its SHA-256;
@@ -29,31 +30,12 @@ kafka-python is Copyright Dana Powers, David Arthur and contributors, Apache Lic
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import importlib
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
-import types
 from pathlib import Path
 
-import kafka
 import pytest
 
-from conftest import REPO_ROOT
+from kafka_python_sdist import CACHE_DIR, KAFKA_PYTHON_VERSION, import_kafka_python_tests, sdist_tree
 from test_cluster import Cluster
-
-#: SHA-256 of each kafka-python sdist this module may run (from PyPI). A new kafka-python version in
-#: requirements.txt needs its hash here: check that its test functions still fit a Sluice cluster when adding it.
-SDIST_SHA256 = {
-    "3.0.12": "4ccda3616b9aa5c353d74a97f2770d6cd1b950890d77ab0e8890e09a48eeed65",
-}
-KAFKA_PYTHON_VERSION = kafka.__version__
-CACHE_DIR = REPO_ROOT / "target" / "kafka-python-sdist"
 
 #: The kafka-python test functions that issue 9 names (all in test/integration/test_admin_integration.py).
 SUITE_TESTS = (
@@ -64,85 +46,7 @@ SUITE_TESTS = (
     "test_alter_replica_log_dirs",
 )
 
-os.environ.setdefault("KAFKA_VERSION", os.environ.get("SLUICE_KAFKA_VERSION", "3.8"))
-
-
-def _sdist_tree(version: str) -> Path:
-    """The extracted sdist (its `kafka_python-<version>/` directory), downloaded and unpacked on first use.
-    Concurrent pytest-xdist workers serialise on a lock file; the tree appears by an atomic rename."""
-    want_sha = SDIST_SHA256.get(version)
-    if want_sha is None:
-        raise RuntimeError(
-            f"kafka-python {version} is installed but {__file__} knows no sdist hash for it: add it to SDIST_SHA256"
-        )
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tree = CACHE_DIR / f"kafka_python-{version}"
-    with open(CACHE_DIR / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (tree / "test" / "integration" / "test_admin_integration.py").is_file():
-            return tree
-        archive = CACHE_DIR / f"kafka_python-{version}.tar.gz"
-        if not archive.is_file() or _sha256(archive) != want_sha:
-            archive.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "pip", "download", f"kafka-python=={version}", "--no-binary", ":all:",
-                   "--no-deps", "--disable-pip-version-check", "-q", "-d", str(CACHE_DIR)]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if out.returncode != 0 or not archive.is_file():
-                raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        got_sha = _sha256(archive)
-        if got_sha != want_sha:
-            raise RuntimeError(f"{archive}: SHA-256 {got_sha}, expected {want_sha}")
-        staging = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=".extract-"))
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging, filter="data")
-            shutil.rmtree(tree, ignore_errors=True)
-            os.rename(staging / tree.name, tree)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return tree
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _import_kafka_python_tests(tree: Path):
-    """Imports kafka-python's integration conftest and admin tests as `test.integration.*` from the sdist tree;
-    returns (conftest module, test module). The `test` package entries are taken out of `sys.modules` afterwards
-    (the functions keep their globals), so the standard library's `test` package is not shadowed."""
-    saved = {name: mod for name, mod in sys.modules.items() if name == "test" or name.startswith("test.")}
-    for name in saved:
-        del sys.modules[name]
-    package = types.ModuleType("test")
-    package.__path__ = [str(tree / "test")]
-    sys.modules["test"] = package
-    sys.modules["test.service"] = _service_stub()
-    pytest.register_assert_rewrite("test.integration.test_admin_integration")
-    try:
-        suite_conftest = importlib.import_module("test.integration.conftest")
-        suite = importlib.import_module("test.integration.test_admin_integration")
-    finally:
-        for name in [n for n in sys.modules if n == "test" or n.startswith("test.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-    return suite_conftest, suite
-
-
-def _service_stub() -> types.ModuleType:
-    """Stands in for kafka-python's test/service.py (not in the sdist), which runs a real Kafka or ZooKeeper."""
-    stub = types.ModuleType("test.service")
-
-    class _NoService:
-        def __init__(self, *args, **kwargs):
-            raise RuntimeError("kafka-python's own Kafka/ZooKeeper processes are not used: Sluice is the broker")
-
-    stub.ExternalService = _NoService
-    stub.SpawnedService = _NoService
-    return stub
-
-
-_suite_conftest, _suite = _import_kafka_python_tests(_sdist_tree(KAFKA_PYTHON_VERSION))
+_suite_conftest, _suite = import_kafka_python_tests(sdist_tree(KAFKA_PYTHON_VERSION), "test_admin_integration")
 
 # kafka-python's fixtures, as its conftest defines them.
 kafka_admin_client = _suite_conftest.kafka_admin_client
