@@ -6,6 +6,7 @@
 pub mod group;
 pub mod record;
 pub mod shard;
+pub mod txn;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,9 @@ pub use shard::{
 
 /// The internal topic that holds group metadata and committed offsets.
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The internal topic that holds the transaction coordinator's state.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
 /// Java's `String.hashCode` (over UTF-16 code units), which Kafka uses to place a group.
 pub fn java_string_hash_code(s: &str) -> i32 {
