@@ -17,14 +17,23 @@ pub mod io;
 pub mod log;
 /// Every partition log under `log.dirs`.
 pub mod manager;
-/// Idempotent-producer state (KIP-98) and its snapshot files.
+/// Idempotent and transactional producer state (KIP-98) and its snapshot files.
 pub mod producer_state;
 pub mod records;
 /// Segment file naming, the recovery scan and the cache of opened inactive segments.
 pub mod segment;
+/// The transaction index of a segment (aborted transactions) and its file format.
+pub mod txn_index;
 
 pub use config::{LogConfig, TimestampType};
 pub use error::{AppendError, ReadError, StorageError};
-pub use log::{AppendInfo, DirHealth, Log, LogOptions, ReadResult, TimestampOffset};
+pub use log::{
+    AppendInfo, AppendOrigin, DirHealth, FileReadResult, Log, LogOptions, ReadResult,
+    TimestampOffset,
+};
 pub use manager::LogManager;
-pub use producer_state::{ProducerBatch, ProducerError, ProducerState};
+pub use producer_state::{
+    CompletedTxn, OngoingTxn, ProducerBatch, ProducerEntry, ProducerError, ProducerState,
+};
+pub use records::ControlType;
+pub use txn_index::AbortedTxn;

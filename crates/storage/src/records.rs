@@ -8,6 +8,7 @@
 //! expand without bound. Compression codecs are Kafka's: gzip, snappy (xerial framing or raw), lz4 (frame
 //! format) and zstd; [`compress`] writes them the way Kafka's Java client and librdkafka do.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::ops::Range;
 
@@ -487,6 +488,140 @@ impl Reader<'_> {
         self.pos = end;
         Ok(Some(start..end))
     }
+}
+
+/// The type of a transaction marker: the control record's key (Kafka's `ControlRecordType` ABORT and COMMIT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControlType {
+    /// The producer's transaction was aborted (key type 0).
+    Abort,
+    /// The producer's transaction was committed (key type 1).
+    Commit,
+}
+
+impl ControlType {
+    /// The type id in the control record key.
+    pub fn type_id(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+        }
+    }
+}
+
+/// A transaction marker as Kafka's `EndTransactionMarker`: its type and the coordinator epoch in its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    /// COMMIT or ABORT.
+    pub control_type: ControlType,
+    /// The epoch of the transaction coordinator that wrote it.
+    pub coordinator_epoch: i32,
+}
+
+/// Bytes of a control record key (version `i16`, type `i16`).
+const CONTROL_KEY_BYTES: usize = 4;
+/// Bytes of an end-transaction marker value (version `i16`, coordinator epoch `i32`).
+const END_TXN_MARKER_VALUE_BYTES: usize = 6;
+/// Largest records section of a control batch that is decompressed to read its control record.
+const MAX_CONTROL_RECORDS_BYTES: usize = 1 << 20;
+
+/// A magic-v2 control batch holding one transaction marker, as Kafka's `MemoryRecords.withEndTransactionMarker`
+/// writes it: attributes transactional | control (bits 4 and 5, CreateTime, uncompressed), base sequence -1,
+/// partition leader epoch -1, one record at `timestamp_ms` whose key is the control record key (version 0,
+/// type 0 = ABORT or 1 = COMMIT) and whose value is the `EndTransactionMarker` (version 0, `coordinator_epoch`),
+/// CRC32C set. Its base offset is 0: [`crate::Log::append_as_leader`] assigns the offset and the leader epoch.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> bytes::BytesMut {
+    let control_type = if commit {
+        ControlType::Commit
+    } else {
+        ControlType::Abort
+    };
+    let mut key = [0u8; CONTROL_KEY_BYTES];
+    key[2..].copy_from_slice(&control_type.type_id().to_be_bytes());
+    let mut value = [0u8; END_TXN_MARKER_VALUE_BYTES];
+    value[2..].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut out = batch::build_batch(
+        timestamp_ms,
+        &[(Some(&key[..]), Some(&value[..]))],
+        producer_id,
+        producer_epoch,
+        -1,
+    );
+    let attributes = batch::TRANSACTIONAL_FLAG_MASK | batch::CONTROL_FLAG_MASK;
+    out[batch::ATTRIBUTES_OFFSET..batch::ATTRIBUTES_OFFSET + 2]
+        .copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[batch::ATTRIBUTES_OFFSET..]);
+    out[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    bytes::BytesMut::from(&out[..])
+}
+
+/// The first record of the control batch at the start of `batch` (its records decompressed if they are
+/// compressed), with the buffer its ranges point into; `None` when `batch` is not a whole control batch or
+/// holds no readable record.
+fn first_control_record(batch: &[u8]) -> Option<(Cow<'_, [u8]>, RawRecord)> {
+    let header = BatchHeader::new(batch).ok()?;
+    if !header.is_control() {
+        return None;
+    }
+    let body = batch.get(batch::RECORD_BATCH_OVERHEAD..header.size())?;
+    let records: Cow<'_, [u8]> = match header.compression() {
+        0 => Cow::Borrowed(body),
+        codec => Cow::Owned(decompress(codec, body, MAX_CONTROL_RECORDS_BYTES).ok()?),
+    };
+    let record = RawRecords::new(&records).next()?.ok()?;
+    Some((records, record))
+}
+
+/// The big-endian `i16` at `at` of `bytes`.
+fn be_i16_at(bytes: &[u8], at: usize) -> Option<i16> {
+    bytes
+        .get(at..at + 2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+}
+
+/// The control type of a control record key, as Kafka's `ControlRecordType.parse`: at least 4 bytes, a
+/// non-negative version (a newer version is read as version 0), then the type; `None` for a type other than
+/// ABORT and COMMIT.
+fn parse_control_key(key: &[u8]) -> Option<ControlType> {
+    if key.len() < CONTROL_KEY_BYTES || be_i16_at(key, 0)? < 0 {
+        return None;
+    }
+    match be_i16_at(key, 2)? {
+        0 => Some(ControlType::Abort),
+        1 => Some(ControlType::Commit),
+        _ => None,
+    }
+}
+
+/// For one whole control batch (its bytes), the type of its control record: `None` for a batch that is not a
+/// control batch, holds no record (the cleaner emptied it) or whose control type is neither ABORT nor COMMIT
+/// (consumers ignore unknown control types, as Kafka's do).
+pub fn control_type(batch: &[u8]) -> Option<ControlType> {
+    let (records, record) = first_control_record(batch)?;
+    parse_control_key(records.get(record.key?)?)
+}
+
+/// For one whole control batch, its transaction marker (Kafka's `EndTransactionMarker.deserialize`): the control
+/// type and the coordinator epoch from a value of at least 6 bytes with a non-negative version. `None` when
+/// [`control_type`] is `None` or the value is malformed.
+pub fn end_txn_marker(batch: &[u8]) -> Option<EndTxnMarker> {
+    let (records, record) = first_control_record(batch)?;
+    let control_type = parse_control_key(records.get(record.key?)?)?;
+    let value = records.get(record.value?)?;
+    if value.len() < END_TXN_MARKER_VALUE_BYTES || be_i16_at(value, 0)? < 0 {
+        return None;
+    }
+    let coordinator_epoch = i32::from_be_bytes(value.get(2..6)?.try_into().ok()?);
+    Some(EndTxnMarker {
+        control_type,
+        coordinator_epoch,
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Segment files: naming, the recovery scan (framing + CRC check, index rebuild) and a bounded cache of
 //! opened inactive segments (file handle + indexes).
 //!
-//! A segment is `<20-digit base offset>.log` (batches exactly as appended), `.index` and `.timeindex`.
+//! A segment is `<20-digit base offset>.log` (batches exactly as appended), `.index`, `.timeindex` and, once a
+//! transaction was aborted in it, `.txnindex`.
 //! Invariant: a segment's `.log` holds whole batches with strictly increasing offsets, all `>=` its base
 //! offset and below the next segment's base offset; the log's in-memory size for a segment never covers a
 //! byte that is not part of a completely written batch.
@@ -16,6 +17,7 @@ use sluice_protocol::batch::{BatchHeader, RECORD_BATCH_OVERHEAD};
 
 use crate::index::{IndexBuilder, IndexedBatch, OffsetEntry, TimeEntry};
 use crate::io::{read_full_at, IoFile};
+use crate::txn_index::AbortedTxn;
 
 /// Suffix of segment data files.
 pub const LOG_SUFFIX: &str = ".log";
@@ -23,6 +25,8 @@ pub const LOG_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Suffix of transaction index files (aborted transactions, `crate::txn_index`).
+pub const TXN_INDEX_SUFFIX: &str = ".txnindex";
 /// Suffix given to files waiting for deletion.
 pub const DELETED_SUFFIX: &str = ".deleted";
 
@@ -54,6 +58,8 @@ pub struct ScanOutcome {
     pub epochs: Vec<(i32, i64)>,
     /// Why the scan stopped before the end of the file (`None` when the whole file is valid).
     pub stop_reason: Option<String>,
+    /// A valid batch is a control batch (a transaction marker may be there).
+    pub has_control_batches: bool,
 }
 
 /// Parameters of [`scan_segment`].
@@ -152,11 +158,12 @@ pub fn scan_segment_from(
             ));
             break;
         }
-        let (base, last, max_ts, epoch) = (
+        let (base, last, max_ts, epoch, control) = (
             header.base_offset(),
             header.last_offset(),
             header.max_timestamp(),
             header.partition_leader_epoch(),
+            header.is_control(),
         );
         if header.magic() != 2 {
             out.stop_reason = Some(format!(
@@ -199,6 +206,7 @@ pub fn scan_segment_from(
         if out.first_batch_timestamp_ms.is_none() {
             out.first_batch_timestamp_ms = Some(max_ts);
         }
+        out.has_control_batches |= control;
         if epoch >= 0 && last_epoch != Some(epoch) {
             out.epochs.push((epoch, base));
             last_epoch = Some(epoch);
@@ -239,6 +247,8 @@ pub struct LoadedSegment {
     pub offsets: Vec<OffsetEntry>,
     /// Time index entries.
     pub times: Vec<TimeEntry>,
+    /// Transaction index entries (aborted transactions whose marker is in this segment).
+    pub aborted_txns: Vec<AbortedTxn>,
     /// The `.log` file opened read-only for `Log::read_slices` (`sendfile`), on first use.
     pub slice_file: OnceLock<Arc<std::fs::File>>,
 }
@@ -359,6 +369,7 @@ mod tests {
                 log: Arc::new(Nothing),
                 offsets: vec![],
                 times: vec![],
+                aborted_txns: vec![],
                 slice_file: OnceLock::new(),
             })
         };

@@ -8,12 +8,15 @@ use sluice_protocol::batch::{self, BatchError, BatchHeader, Batches};
 use crate::index::{IndexBuilder, IndexedBatch, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
 use crate::io::replace_file_unsynced;
 use crate::producer_state::snapshot_file_name;
-use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
 use crate::{AppendError, LogConfig, StorageError, TimestampType};
 
-use super::{wall_clock_ms, ActiveFiles, AppendInfo, Log, Segment, State, LEADER_EPOCH_CHECKPOINT};
+use super::{
+    wall_clock_ms, ActiveFiles, AppendInfo, AppendOrigin, Log, Segment, State,
+    LEADER_EPOCH_CHECKPOINT,
+};
 
-/// Rolled-but-unsynced segment files (3 per segment) held before a roll syncs them itself.
+/// Rolled-but-unsynced segment files (3 or 4 per segment) held before a roll syncs them itself.
 const MAX_UNSYNCED_FILES: usize = 24;
 
 /// Counts an appender in and out of `Log::appenders`.
@@ -84,12 +87,14 @@ fn check_batch(
     Ok(whole)
 }
 
-/// Validates every batch without decoding records and, under LogAppendTime, rewrites max timestamps.
+/// Validates every batch without decoding records and, under LogAppendTime, rewrites max timestamps. Control
+/// batches are refused from clients.
 fn validate_batches(
     batches: &mut [u8],
     max_message_bytes: u64,
     timestamp_type: TimestampType,
     now_ms: i64,
+    origin: AppendOrigin,
 ) -> Result<Validated, AppendError> {
     if batches.is_empty() {
         return Err(AppendError::InvalidRecord("no record batches".into()));
@@ -103,7 +108,7 @@ fn validate_batches(
     while pos < batches.len() {
         let whole = check_batch(&batches[pos..], max_message_bytes, true)?;
         let size = whole.size();
-        if whole.is_control() {
+        if whole.is_control() && origin == AppendOrigin::Client {
             return Err(AppendError::InvalidRecord(
                 "producers may not write control batches".into(),
             ));
@@ -136,7 +141,7 @@ impl Log {
         if active_size == 0 && active_base == leo {
             return Ok(());
         }
-        let new_files = self.open_active_files(leo, IndexBuilder::new(), Some(0))?;
+        let new_files = self.open_active_files(leo, IndexBuilder::new(), Some(0), Vec::new())?;
         // As Kafka at roll: a snapshot at the new segment's base bounds the producer-state replay at the
         // next open to the active segment. Not fsynced (a torn or lost snapshot fails its CRC or is
         // missing, and the open falls back to an older one), so a roll costs no extra fsync.
@@ -157,9 +162,14 @@ impl Log {
                 log,
                 index,
                 time_index,
+                txn_index,
+                txn_index_dirty,
                 ..
             } = files;
             st.unsynced.extend([log, index, time_index]);
+            // Its transaction index is fsynced with the data before the recovery point passes it: recovery
+            // trusts the transaction indexes of segments below the recovery point.
+            st.unsynced.extend(txn_index.filter(|_| txn_index_dirty));
             if let Err(e) = res {
                 // The data is intact; a short index is still a valid sparse index and is rebuilt if needed.
                 tracing::warn!(dir = %self.dir().display(), segment = base, error = %e, "cannot complete the index of a rolled segment");
@@ -175,6 +185,7 @@ impl Log {
                 max_timestamp_ms: -1,
                 offset_of_max_timestamp: -1,
                 rolling_timestamp_ms: None,
+                has_txn_index: false,
                 active: Some(new_files),
             },
         );
@@ -223,14 +234,29 @@ impl Log {
         full_size || aged || index_full || offset_overflow
     }
 
-    /// Appends producer batches as leader: validates each (magic, framing, CRC32C, record count, size)
-    /// without decoding records, assigns offsets and `leader_epoch` in place (and LogAppendTime), writes
-    /// them with one `pwrite`. All-or-nothing: on error nothing becomes readable.
+    /// Appends batches as leader: validates each (magic, framing, CRC32C, record count, size) without
+    /// decoding records, checks producer epochs, sequences and transactions, assigns offsets and
+    /// `leader_epoch` in place (and LogAppendTime), writes them with one `pwrite`. All-or-nothing: on error
+    /// nothing becomes readable. Accepts transactional batches and control batches (COMMIT/ABORT markers, see
+    /// [`crate::records::control_batch`]), as [`AppendOrigin::Coordinator`]: the produce path of clients uses
+    /// [`Log::append_as_leader_from`] with [`AppendOrigin::Client`].
     pub fn append_as_leader(
         &self,
         batches: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_as_leader_from(batches, leader_epoch, now_ms, AppendOrigin::Coordinator)
+    }
+
+    /// [`Log::append_as_leader`] for batches from `origin`: a client may not write control batches, nor a batch
+    /// with a producer id and no sequence (Kafka's `LogValidator`).
+    pub fn append_as_leader_from(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
     ) -> Result<AppendInfo, AppendError> {
         let _appender = AppenderGuard::enter(self);
         let config = self.config.read().clone();
@@ -239,11 +265,12 @@ impl Log {
             config.max_message_bytes,
             config.timestamp_type,
             now_ms,
+            origin,
         )?;
         let (info, flush_target) = {
             let mut st = self.state.lock();
             self.check_usable(&st)?;
-            Self::check_producers(&st.producers, batches)?;
+            Self::check_producers(&st.producers, batches, origin)?;
             let base_offset = st.log_end_offset;
             let last_offset = base_offset + v.record_count as i64 - 1;
             if Self::should_roll(
@@ -271,7 +298,8 @@ impl Log {
                 pos += size;
             }
             self.write_batches(&mut st, batches, config.index_interval_bytes)?;
-            Self::replay_producers(&mut st, batches);
+            let aborted = Self::replay_producers(&mut st, batches);
+            self.append_txn_index(&mut st, &aborted)?;
             if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
                 let bytes = st.epochs.encode();
                 let seq = st.next_checkpoint_seq();
@@ -357,7 +385,8 @@ impl Log {
             if first_base > leo {
                 let active_base = st.active_ref().base_offset;
                 // Open the replacement before touching the map, so a failure leaves the log intact.
-                let files = self.open_active_files(first_base, IndexBuilder::new(), Some(0))?;
+                let files =
+                    self.open_active_files(first_base, IndexBuilder::new(), Some(0), Vec::new())?;
                 if let Some(seg) = st.segments.remove(&active_base) {
                     drop(seg);
                     let _ =
@@ -366,11 +395,11 @@ impl Log {
                     let _ =
                         self.io
                             .remove_file(&segment_path(&self.dir(), active_base, INDEX_SUFFIX));
-                    let _ = self.io.remove_file(&segment_path(
-                        &self.dir(),
-                        active_base,
-                        TIME_INDEX_SUFFIX,
-                    ));
+                    for suffix in [TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
+                        let _ =
+                            self.io
+                                .remove_file(&segment_path(&self.dir(), active_base, suffix));
+                    }
                     st.segments.insert(
                         first_base,
                         Segment {
@@ -380,6 +409,7 @@ impl Log {
                             max_timestamp_ms: -1,
                             offset_of_max_timestamp: -1,
                             rolling_timestamp_ms: None,
+                            has_txn_index: false,
                             active: Some(files),
                         },
                     );
@@ -387,7 +417,8 @@ impl Log {
             }
         }
         self.write_batches(&mut st, batches, config.index_interval_bytes)?;
-        Self::replay_producers(&mut st, batches);
+        let aborted = Self::replay_producers(&mut st, batches);
+        self.append_txn_index(&mut st, &aborted)?;
         let mut changed = false;
         for (_, h) in Batches::new(batches).map_while(Result::ok) {
             changed |= st

@@ -28,10 +28,19 @@
 //!    completes its swap (old segments it covers removed, then renamed into place): either the old segments
 //!    or the new one are read, never a mix, and no record that should survive is lost.
 //!
-//! Control batches (transaction markers) are kept as they are: Sluice has no transactions yet.
+//! 6. **Transactions**, as Kafka's cleaner (`CleanedTransactionMetadata`): nothing at or above the last stable
+//!    offset is cleanable, so every transaction the pass sees is decided. The aborted transactions of each segment
+//!    (from the transaction indexes, searching later segments too: a marker may follow its records' segment) tell
+//!    which transactional batches were aborted: they never enter the offset map and the rewrite drops their
+//!    records (the batch stays empty when it is its producer's last). A marker stays while a batch of its
+//!    transaction was seen in the pass (an ABORT then keeps its transaction index entry in the cleaned segment);
+//!    once none is left it is a marker of an empty transaction: it gets a delete horizon
+//!    (`now + delete.retention.ms`, as a tombstone) and a pass after the horizon drops it (or empties it, when it
+//!    is its producer's last batch). The cleaned segment's transaction index is written to
+//!    `<base>.txnindex.cleaned`, renamed to `.txnindex.swap` just before the log's `.swap`, and into place with it.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -43,9 +52,13 @@ use sluice_protocol::batch::{self, BatchHeader, RECORD_BATCH_OVERHEAD};
 use crate::index::{IndexBuilder, IndexedBatch};
 use crate::io::{read_full_at, Io, IoFile};
 use crate::producer_state::ProducerState;
-use crate::records::{compress, decompress, parse_raw_records, write_record_with_timestamp_delta};
+use crate::records::{
+    compress, control_type, decompress, parse_raw_records, write_record_with_timestamp_delta,
+    ControlType,
+};
 use crate::segment::{parse_base_offset, scan_segment, segment_path, ScanParams};
-use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::segment::{INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
+use crate::txn_index::{encode_aborted_txns, AbortedTxn};
 use crate::StorageError;
 
 use super::{Log, Segment};
@@ -56,6 +69,10 @@ pub const CLEANED_SUFFIX: &str = ".log.cleaned";
 pub const SWAP_SUFFIX: &str = ".log.swap";
 /// Batch attribute bit: the base timestamp holds the delete horizon (KIP-534).
 pub const DELETE_HORIZON_FLAG: i16 = 0x40;
+/// Suffix of the transaction index of a segment the cleaner is writing.
+pub const TXN_CLEANED_SUFFIX: &str = ".txnindex.cleaned";
+/// Suffix of the transaction index of a cleaned segment ready to replace the segments it covers.
+pub const TXN_SWAP_SUFFIX: &str = ".txnindex.swap";
 
 /// Largest records section the cleaner decompresses; a bigger batch is kept as it is.
 const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
@@ -71,8 +88,8 @@ const LENGTH_EXCLUDED: usize = batch::LOG_OVERHEAD;
 pub struct CleanableState {
     /// Where the dirty part starts: the end of the last pass, or the log start offset.
     pub first_dirty_offset: i64,
-    /// The first offset the cleaner may not touch: the active segment, the high watermark, or a segment
-    /// younger than `min.compaction.lag.ms`.
+    /// The first offset the cleaner may not touch: the active segment, the last stable offset (at most the
+    /// high watermark), or a segment younger than `min.compaction.lag.ms`.
     pub first_uncleanable_offset: i64,
     /// Bytes of cleanable segments below the first dirty offset.
     pub clean_bytes: u64,
@@ -145,6 +162,80 @@ struct Source {
     size: u64,
     next_offset: i64,
     file: Arc<dyn IoFile>,
+}
+
+/// The transactions a pass walks through (Kafka's `CleanedTransactionMetadata`): which transactional batches
+/// were aborted, and which markers may go.
+#[derive(Default)]
+struct TxnTracker {
+    /// Aborted transactions not reached yet, by first offset.
+    pending: BTreeMap<(i64, i64), AbortedTxn>,
+    /// Every aborted transaction added, by (producer id, marker offset), so one found again is added once.
+    known: HashSet<(i64, i64)>,
+    /// Aborted transactions reached and not ended yet, per producer, and whether a batch of one was seen.
+    aborted: HashMap<i64, (AbortedTxn, bool)>,
+    /// Producers whose (committed) transaction had a batch seen since its start.
+    committed: HashSet<i64>,
+    /// Entries for the transaction index of the segment being written: ABORTs that stay.
+    retained: Vec<AbortedTxn>,
+}
+
+impl TxnTracker {
+    fn add_aborted(&mut self, txns: Vec<AbortedTxn>) {
+        for t in txns {
+            if self.known.insert((t.producer_id, t.last_offset)) {
+                self.pending.insert((t.first_offset, t.last_offset), t);
+            }
+        }
+    }
+
+    fn reach(&mut self, offset: i64) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > offset {
+                break;
+            }
+            let t = entry.remove();
+            self.aborted.entry(t.producer_id).or_insert((t, false));
+        }
+    }
+
+    /// A data batch: true when it belongs to an aborted transaction (its records may all go).
+    fn on_data_batch(&mut self, header: &BatchHeader<'_>) -> bool {
+        self.reach(header.last_offset());
+        if !header.is_transactional() {
+            return false;
+        }
+        match self.aborted.get_mut(&header.producer_id()) {
+            Some((_, seen)) => {
+                *seen = true;
+                true
+            }
+            None => {
+                self.committed.insert(header.producer_id());
+                false
+            }
+        }
+    }
+
+    /// A control batch: true when it may go (a marker whose transaction has no batch left, or an emptied one).
+    fn on_control_batch(&mut self, header: &BatchHeader<'_>) -> bool {
+        self.reach(header.last_offset());
+        if header.record_count() == 0 {
+            return true;
+        }
+        let producer_id = header.producer_id();
+        match control_type(header.bytes()) {
+            Some(ControlType::Abort) => match self.aborted.remove(&producer_id) {
+                Some((txn, true)) => {
+                    self.retained.push(txn);
+                    false
+                }
+                _ => true,
+            },
+            Some(ControlType::Commit) => !self.committed.remove(&producer_id),
+            None => false,
+        }
+    }
 }
 
 /// Latest offset per key, by a 128-bit hash of the key.
@@ -299,17 +390,84 @@ struct FilterCounts {
     next_horizon_ms: Option<i64>,
 }
 
+/// A batch's header with no record: what stays of a producer's last batch whose records all go.
+fn emptied(batch_bytes: &[u8]) -> Vec<u8> {
+    let mut out = batch_bytes[..RECORD_BATCH_OVERHEAD].to_vec();
+    let length = (RECORD_BATCH_OVERHEAD - LENGTH_EXCLUDED) as i32;
+    out[batch::LENGTH_OFFSET..batch::LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+    out[batch::RECORDS_COUNT_OFFSET..batch::RECORDS_COUNT_OFFSET + 4]
+        .copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[batch::ATTRIBUTES_OFFSET..]);
+    out[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 fn filter_batch<'a>(
     batch_bytes: &'a [u8],
     filter: &Filter<'_>,
     counts: &mut FilterCounts,
+    txns: &mut TxnTracker,
 ) -> Verdict<'a> {
     let Ok(header) = BatchHeader::new(batch_bytes) else {
         return Verdict::Keep;
     };
-    if header.is_control() {
-        return Verdict::Keep;
-    }
+    // Kafka's `isBatchLastRecordOfProducer`: the batch holding a producer's last sequence, or, for a producer
+    // without one, its markers of the current epoch, stay (possibly empty) so its state is rebuilt from the log.
+    let producer_id = header.producer_id();
+    let last_of_producer = producer_id >= 0
+        && filter
+            .producers
+            .get(producer_id)
+            .is_some_and(|e| match e.batches.back() {
+                Some(b) => b.last_offset == header.last_offset(),
+                None => header.is_control() && header.producer_epoch() == e.epoch,
+            });
+    let count = u64::try_from(header.record_count()).unwrap_or(0);
+    let control_discardable = if header.is_control() {
+        if !txns.on_control_batch(&header) {
+            return Verdict::Keep;
+        }
+        // A marker of a transaction with no batch left: kept until its delete horizon, as a tombstone.
+        if header.attributes() & DELETE_HORIZON_FLAG != 0 {
+            if filter.now_ms < header.base_timestamp() {
+                let horizon = header.base_timestamp();
+                counts.next_horizon_ms =
+                    Some(counts.next_horizon_ms.map_or(horizon, |h| h.min(horizon)));
+                return Verdict::Keep;
+            }
+            counts.records_read += count;
+            counts.records_removed += count;
+            return if last_of_producer && count > 0 {
+                Verdict::Rewrite(Cow::Owned(emptied(batch_bytes)))
+            } else if last_of_producer {
+                Verdict::Keep
+            } else {
+                Verdict::Drop
+            };
+        }
+        if count == 0 {
+            return if last_of_producer {
+                Verdict::Keep
+            } else {
+                Verdict::Drop
+            };
+        }
+        true
+    } else {
+        if txns.on_data_batch(&header) {
+            // An aborted transaction's batch: its records go whatever their keys.
+            counts.records_read += count;
+            counts.records_removed += count;
+            return if !last_of_producer {
+                Verdict::Drop
+            } else if count == 0 {
+                Verdict::Keep
+            } else {
+                Verdict::Rewrite(Cow::Owned(emptied(batch_bytes)))
+            };
+        }
+        false
+    };
     let Some(raw) = records_of(&header) else {
         tracing::warn!(
             offset = header.base_offset(),
@@ -329,24 +487,29 @@ fn filter_batch<'a>(
     let has_horizon = attributes & DELETE_HORIZON_FLAG != 0;
     let horizon_passed = has_horizon && filter.now_ms >= header.base_timestamp();
     let base_offset = header.base_offset();
-    let keep: Vec<bool> = records
-        .iter()
-        .map(|r| {
-            let Some(key) = &r.key else {
-                return false;
-            };
-            let offset = base_offset + i64::from(r.offset_delta);
-            let latest = filter.map.latest(&raw[key.clone()]);
-            let newest = latest.is_none_or(|l| offset >= l);
-            newest && !(r.value.is_none() && horizon_passed)
-        })
-        .collect();
+    let keep: Vec<bool> = if control_discardable {
+        vec![true; records.len()]
+    } else {
+        records
+            .iter()
+            .map(|r| {
+                let Some(key) = &r.key else {
+                    return false;
+                };
+                let offset = base_offset + i64::from(r.offset_delta);
+                let latest = filter.map.latest(&raw[key.clone()]);
+                let newest = latest.is_none_or(|l| offset >= l);
+                newest && !(r.value.is_none() && horizon_passed)
+            })
+            .collect()
+    };
     let kept = keep.iter().filter(|k| **k).count();
     counts.records_removed += (records.len() - kept) as u64;
-    let tombstones_kept = records
-        .iter()
-        .zip(&keep)
-        .any(|(r, k)| *k && r.value.is_none());
+    let tombstones_kept = control_discardable
+        || records
+            .iter()
+            .zip(&keep)
+            .any(|(r, k)| *k && r.value.is_none());
     let set_horizon = tombstones_kept && !has_horizon;
     if tombstones_kept {
         let horizon = if set_horizon {
@@ -359,13 +522,6 @@ fn filter_batch<'a>(
     if kept == records.len() && !set_horizon {
         return Verdict::Keep;
     }
-    let producer_id = header.producer_id();
-    let last_of_producer = producer_id >= 0
-        && filter
-            .producers
-            .get(producer_id)
-            .and_then(|e| e.batches.back())
-            .is_some_and(|b| b.last_offset == header.last_offset());
     if kept == 0 && !last_of_producer {
         return Verdict::Drop;
     }
@@ -446,8 +602,14 @@ impl Log {
             lag_exceeded: false,
             tombstones_due: self.next_delete_horizon_ms.load(Ordering::Acquire) <= now_ms,
         };
+        let last_stable_offset = Self::last_stable_offset_locked(&st);
         for seg in st.segments.values() {
-            if !Self::cleanable(seg, st.high_watermark, now_ms, config.min_compaction_lag_ms) {
+            if !Self::cleanable(
+                seg,
+                last_stable_offset,
+                now_ms,
+                config.min_compaction_lag_ms,
+            ) {
                 state.first_uncleanable_offset = seg.base_offset;
                 break;
             }
@@ -469,10 +631,11 @@ impl Log {
         Some(state)
     }
 
-    /// An inactive segment wholly below the high watermark and older than the compaction lag.
-    fn cleanable(seg: &Segment, high_watermark: i64, now_ms: i64, min_lag_ms: i64) -> bool {
+    /// An inactive segment wholly below the last stable offset (so below the high watermark, and every
+    /// transaction in it decided) and older than the compaction lag.
+    fn cleanable(seg: &Segment, last_stable_offset: i64, now_ms: i64, min_lag_ms: i64) -> bool {
         seg.active.is_none()
-            && seg.next_offset <= high_watermark
+            && seg.next_offset <= last_stable_offset
             && (min_lag_ms <= 0 || seg.max_timestamp_ms <= now_ms.saturating_sub(min_lag_ms))
     }
 
@@ -516,8 +679,14 @@ impl Log {
             let first_dirty =
                 self.first_dirty_offset_locked(st.log_start_offset, st.log_end_offset);
             let mut sources = Vec::new();
+            let last_stable_offset = Self::last_stable_offset_locked(&st);
             for seg in st.segments.values() {
-                if !Self::cleanable(seg, st.high_watermark, now_ms, config.min_compaction_lag_ms) {
+                if !Self::cleanable(
+                    seg,
+                    last_stable_offset,
+                    now_ms,
+                    config.min_compaction_lag_ms,
+                ) {
                     break;
                 }
                 if seg.size == 0 {
@@ -549,12 +718,18 @@ impl Log {
         };
         let mut end = first_dirty;
         let mut mapped_any = false;
+        // Aborted transactions never enter the map (Kafka's `buildOffsetMap`).
+        let mut map_txns = TxnTracker::default();
+        if last.next_offset > first_dirty {
+            map_txns.add_aborted(self.aborted_transactions(first_dirty, last.next_offset)?);
+        }
         for source in sources.iter().filter(|s| s.next_offset > first_dirty) {
             let complete = self.map_segment(
                 source,
                 first_dirty,
                 &mut map,
                 !mapped_any,
+                &mut map_txns,
                 &mut throttler,
                 &mut stats,
             )?;
@@ -595,11 +770,14 @@ impl Log {
             delete_retention_ms: config.delete_retention_ms,
         };
         let mut counts = FilterCounts::default();
+        // One tracker for the whole rewrite: a transaction may span groups.
+        let mut txns = TxnTracker::default();
         for group in &groups {
             let done = self.clean_group(
                 group,
                 &filter,
                 &mut counts,
+                &mut txns,
                 &mut rewrites,
                 &mut throttler,
                 &mut stats,
@@ -625,12 +803,14 @@ impl Log {
     /// Adds the keys of `source`'s batches at or after `from` to the map. Returns false when the map filled
     /// (never for the `first` segment of a pass, which is mapped whole whatever its size, so a pass always
     /// makes progress) or the segment could not be walked to its end.
+    #[allow(clippy::too_many_arguments)]
     fn map_segment(
         &self,
         source: &Source,
         from: i64,
         map: &mut OffsetMap,
         first: bool,
+        txns: &mut TxnTracker,
         throttler: &mut Throttler,
         stats: &mut CleanStats,
     ) -> Result<bool, StorageError> {
@@ -638,7 +818,11 @@ impl Log {
             let Ok(header) = BatchHeader::new(bytes) else {
                 return false;
             };
-            if header.is_control() || header.last_offset() < from {
+            if header.is_control() {
+                txns.on_control_batch(&header);
+                return true;
+            }
+            if txns.on_data_batch(&header) || header.last_offset() < from {
                 return true;
             }
             let Some(raw) = records_of(&header) else {
@@ -671,11 +855,13 @@ impl Log {
     /// Rewrites one group of segments into one and swaps it in. Returns false when the log changed under the
     /// pass (the group is left as it was): `rewrites` is the log's rewrite count the pass last saw, moved on by
     /// this swap's own.
+    #[allow(clippy::too_many_arguments)]
     fn clean_group(
         &self,
         group: &[&Source],
         filter: &Filter<'_>,
         counts: &mut FilterCounts,
+        txns: &mut TxnTracker,
         rewrites: &mut u64,
         throttler: &mut Throttler,
         stats: &mut CleanStats,
@@ -684,6 +870,8 @@ impl Log {
         let base = group[0].base;
         let cleaned_path = segment_path(&dir, base, CLEANED_SUFFIX);
         let swap_path = segment_path(&dir, base, SWAP_SUFFIX);
+        let txn_cleaned_path = segment_path(&dir, base, TXN_CLEANED_SUFFIX);
+        let txn_swap_path = segment_path(&dir, base, TXN_SWAP_SUFFIX);
         let out = self
             .io
             .open(&cleaned_path, true)
@@ -696,13 +884,17 @@ impl Log {
         let mut write_error: Option<std::io::Error> = None;
         let mut complete = true;
         let mut accounted_writes = 0u64;
+        txns.retained.clear();
         for source in group {
+            // Kafka collects each segment's aborted transactions over its whole range (the cleaned segment's
+            // transaction index is rebuilt from them).
+            txns.add_aborted(self.aborted_transactions(source.base, source.next_offset)?);
             let (read, whole) = for_each_batch(&*source.file, source.size, throttler, |bytes| {
                 let Ok(header) = BatchHeader::new(bytes) else {
                     return false;
                 };
                 let (base_offset, last_offset) = (header.base_offset(), header.last_offset());
-                let out_bytes: Cow<'_, [u8]> = match filter_batch(bytes, filter, counts) {
+                let out_bytes: Cow<'_, [u8]> = match filter_batch(bytes, filter, counts, txns) {
                     Verdict::Keep => Cow::Borrowed(bytes),
                     Verdict::Drop => return true,
                     Verdict::Rewrite(b) => b,
@@ -757,11 +949,29 @@ impl Log {
             let _ = self.io.remove_file(&cleaned_path);
             return Err(self.io_err(&cleaned_path, e));
         }
+        let remove_cleaned = || {
+            let _ = self.io.remove_file(&cleaned_path);
+            let _ = self.io.remove_file(&txn_cleaned_path);
+        };
         if !complete {
             tracing::warn!(dir = %dir.display(), segment = base, "cleaner could not read a segment to its end; leaving it as it is");
-            let _ = self.io.remove_file(&cleaned_path);
+            remove_cleaned();
             return Ok(false);
         }
+        // The transaction index of the cleaned segment: the ABORTs it keeps.
+        let aborted = std::mem::take(&mut txns.retained);
+        if written > 0 && !aborted.is_empty() {
+            let wrote = self.io.open(&txn_cleaned_path, true).and_then(|f| {
+                f.set_len(0)?;
+                f.write_all_at(&encode_aborted_txns(&aborted), 0)?;
+                f.sync_data()
+            });
+            if let Err(e) = wrote {
+                remove_cleaned();
+                return Err(self.io_err(&txn_cleaned_path, e));
+            }
+        }
+        let has_txn_index = written > 0 && !aborted.is_empty();
         index.maybe_append_time(base);
 
         let mut st = self.state.lock();
@@ -774,17 +984,23 @@ impl Log {
             });
         if !unchanged {
             drop(st);
-            let _ = self.io.remove_file(&cleaned_path);
+            remove_cleaned();
             return Ok(false);
         }
         if written > 0 {
-            // Durable as `.swap` before any old segment goes: from here a crash completes the swap at open.
+            // Durable as `.swap` before any old segment goes: from here a crash completes the swap at open. The
+            // transaction index goes first: a `.txnindex.swap` without its `.log.swap` is removed at open.
+            if has_txn_index {
+                self.io
+                    .rename(&txn_cleaned_path, &txn_swap_path)
+                    .map_err(|e| self.io_err(&txn_swap_path, e))?;
+            }
             self.io
                 .rename(&cleaned_path, &swap_path)
                 .and_then(|_| self.io.sync_dir(&dir))
                 .map_err(|e| self.io_err(&swap_path, e))?;
         } else {
-            let _ = self.io.remove_file(&cleaned_path);
+            remove_cleaned();
         }
         for source in group {
             self.delete_segment(&mut st, source.base)?;
@@ -794,6 +1010,12 @@ impl Log {
             self.io
                 .rename(&swap_path, &log_path)
                 .map_err(|e| self.io_err(&log_path, e))?;
+            if has_txn_index {
+                let txn_path = segment_path(&dir, base, TXN_INDEX_SUFFIX);
+                self.io
+                    .rename(&txn_swap_path, &txn_path)
+                    .map_err(|e| self.io_err(&txn_path, e))?;
+            }
             self.write_index_files(base, &index)?;
             self.cache.remove(&log_path);
             st.segments.insert(
@@ -805,6 +1027,7 @@ impl Log {
                     max_timestamp_ms: index.max_timestamp_ms,
                     offset_of_max_timestamp: index.offset_of_max_timestamp,
                     rolling_timestamp_ms: None,
+                    has_txn_index,
                     active: None,
                 },
             );
@@ -822,8 +1045,9 @@ impl Log {
 }
 
 /// At open, before segments are listed: removes `.cleaned` files (an interrupted rewrite; the old segments
-/// are intact) and completes every `.swap` (removes the segments whose base offsets it covers, then renames it
-/// to `.log`; its indexes are rebuilt by the load). Returns whether anything changed.
+/// are intact) and completes every `.log.swap` (removes the segments whose base offsets it covers, then renames
+/// it and its `.txnindex.swap` into place; its other indexes are rebuilt by the load). A `.txnindex.swap`
+/// without its `.log.swap` is removed (the swap had not begun). Returns whether anything changed.
 pub(super) fn recover_interrupted_cleaning(
     io: &dyn Io,
     dir: &Path,
@@ -832,8 +1056,24 @@ pub(super) fn recover_interrupted_cleaning(
 ) -> std::io::Result<bool> {
     let mut changed = false;
     for name in names {
-        if let Some(stem) = name.strip_suffix(CLEANED_SUFFIX) {
-            if parse_base_offset(stem).is_some() {
+        let stem = name
+            .strip_suffix(CLEANED_SUFFIX)
+            .or_else(|| name.strip_suffix(TXN_CLEANED_SUFFIX));
+        if stem.and_then(parse_base_offset).is_some() {
+            io.remove_file(&dir.join(name))?;
+            changed = true;
+        }
+    }
+    let swaps: HashSet<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(SWAP_SUFFIX).and_then(parse_base_offset))
+        .collect();
+    for name in names {
+        if let Some(base) = name
+            .strip_suffix(TXN_SWAP_SUFFIX)
+            .and_then(parse_base_offset)
+        {
+            if !swaps.contains(&base) {
                 io.remove_file(&dir.join(name))?;
                 changed = true;
             }
@@ -874,12 +1114,22 @@ pub(super) fn recover_interrupted_cleaning(
             .iter()
             .filter(|b| **b >= base && **b <= last.max(base))
         {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            for suffix in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
                 remove(old, suffix)?;
             }
         }
-        remove(base, INDEX_SUFFIX)?;
-        remove(base, TIME_INDEX_SUFFIX)?;
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
+            remove(base, suffix)?;
+        }
+        let txn_swap = segment_path(dir, base, TXN_SWAP_SUFFIX);
+        if io.exists(&txn_swap) {
+            io.rename(&txn_swap, &segment_path(dir, base, TXN_INDEX_SUFFIX))?;
+        }
         io.rename(&swap_path, &segment_path(dir, base, LOG_SUFFIX))?;
         changed = true;
     }

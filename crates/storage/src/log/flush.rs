@@ -77,8 +77,12 @@ impl Log {
             let mut files = std::mem::take(&mut st.unsynced);
             let dir_dirty = std::mem::take(&mut st.dir_dirty);
             let seg = st.active();
-            if let Some(f) = &seg.active {
+            if let Some(f) = &mut seg.active {
                 files.push(f.log.clone());
+                // The transaction index follows its data to disk (recovery trusts it below the recovery point).
+                if std::mem::take(&mut f.txn_index_dirty) {
+                    files.extend(f.txn_index.clone());
+                }
             }
             (files, upto, dir_dirty)
         };

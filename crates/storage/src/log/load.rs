@@ -1,8 +1,8 @@
 //! Opening a log: listing and loading its segments, the clean-shutdown fast path, recovery from the
-//! recovery point (scan, truncation at the first torn or corrupt batch), and opening inactive segments on
-//! demand (rebuilding invalid indexes).
+//! recovery point (scan, truncation at the first torn or corrupt batch, transaction indexes rebuilt from the
+//! replayed markers), and opening inactive segments on demand (rebuilding invalid indexes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
@@ -16,8 +16,9 @@ use crate::io::{read_file, IoFile};
 use crate::segment::{
     parse_base_offset, read_header_at, scan_segment, scan_segment_from, segment_path,
     LoadedSegment, ScanParams, ScanStart, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX,
-    TIME_INDEX_SUFFIX,
+    TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX,
 };
+use crate::txn_index::{parse_txn_index, AbortedTxn, TxnIndexContents, ABORTED_TXN_BYTES};
 use crate::StorageError;
 
 use super::{
@@ -72,7 +73,8 @@ impl Log {
         for name in &names {
             let stem = name
                 .strip_suffix(INDEX_SUFFIX)
-                .or_else(|| name.strip_suffix(TIME_INDEX_SUFFIX));
+                .or_else(|| name.strip_suffix(TIME_INDEX_SUFFIX))
+                .or_else(|| name.strip_suffix(TXN_INDEX_SUFFIX));
             if let Some(base) = stem.and_then(parse_base_offset) {
                 if !bases.contains(&base) {
                     let _ = self.io.remove_file(&dir.join(name));
@@ -107,9 +109,14 @@ impl Log {
 
         let mut segments = BTreeMap::new();
         let mut recovered_files: Vec<Arc<dyn IoFile>> = Vec::new();
+        // The first segment recovered by replaying its batches (`None`: every segment is trusted), whether a
+        // recovered segment holds control batches (transaction markers), and whether one had a transaction index.
+        let mut recovery_start = None;
+        let mut recovered_markers = false;
+        let mut recovered_txn_index = false;
         if bases.is_empty() {
             let start = lso_ckpt.unwrap_or(0).max(0);
-            let files = self.open_active_files(start, IndexBuilder::new(), Some(0))?;
+            let files = self.open_active_files(start, IndexBuilder::new(), Some(0), Vec::new())?;
             segments.insert(
                 start,
                 Segment {
@@ -119,11 +126,12 @@ impl Log {
                     max_timestamp_ms: -1,
                     offset_of_max_timestamp: -1,
                     rolling_timestamp_ms: None,
+                    has_txn_index: false,
                     active: Some(files),
                 },
             );
         } else {
-            let recover_from = if clean {
+            let mut recover_from = if clean {
                 None
             } else {
                 let rp = rp_ckpt.unwrap_or(0);
@@ -139,6 +147,31 @@ impl Log {
             if let Some(from) = recover_from {
                 tracing::info!(dir = %dir.display(), from_segment = from, "unclean shutdown: recovering log");
             }
+            // Transaction indexes of the segments recovery trusts: a torn tail entry is cut; a corrupt index
+            // makes recovery start at its segment, which rebuilds it from the log.
+            let mut trusted_txns: HashMap<i64, Vec<AbortedTxn>> = HashMap::new();
+            for &base in &bases {
+                if recover_from.is_some_and(|r| base >= r) {
+                    break;
+                }
+                let name = format!("{base:020}{TXN_INDEX_SUFFIX}");
+                if !names.contains(&name) {
+                    continue;
+                }
+                match self.load_txn_index(base)? {
+                    Ok(entries) => {
+                        if !entries.is_empty() {
+                            trusted_txns.insert(base, entries);
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::warn!(dir = %dir.display(), segment = base, reason = %reason, "corrupt transaction index: recovering the log from its segment");
+                        recover_from = Some(recover_from.map_or(base, |r| r.min(base)));
+                        break;
+                    }
+                }
+            }
+            recovery_start = recover_from;
             let mut expected_next = i64::MIN;
             let mut cut_after: Option<usize> = None;
             for (i, &base) in bases.iter().enumerate() {
@@ -153,8 +186,9 @@ impl Log {
                 let recover = recover_from.is_some_and(|r| base >= r);
                 if !recover && !is_last {
                     // Trusted inactive segment: take its max timestamp from the time index.
-                    let seg =
+                    let mut seg =
                         self.load_trusted_inactive(base, len, next_base.unwrap_or(base), &*file)?;
+                    seg.has_txn_index = trusted_txns.contains_key(&base);
                     expected_next = seg.next_offset;
                     segments.insert(base, seg);
                     continue;
@@ -180,6 +214,8 @@ impl Log {
                     );
                 }
                 if recover {
+                    recovered_markers |= outcome.has_control_batches;
+                    recovered_txn_index |= names.contains(&format!("{base:020}{TXN_INDEX_SUFFIX}"));
                     // As Kafka's LogSegment.recover: only epochs newer than the cache's latest.
                     for &(e, o) in &outcome.epochs {
                         if epochs.latest_epoch().is_none_or(|latest| e > latest) {
@@ -190,11 +226,21 @@ impl Log {
                 }
                 let mut index = outcome.index;
                 let make_active = is_last || cut;
+                // A recovered segment's transaction index is rebuilt below from the replay; a trusted one keeps
+                // the entries whose marker is in the data that is left.
+                let mut aborted = if recover {
+                    Vec::new()
+                } else {
+                    trusted_txns.remove(&base).unwrap_or_default()
+                };
+                aborted.retain(|t| t.last_offset < outcome.next_offset);
+                let has_txn_index = !aborted.is_empty();
                 let files = if make_active {
                     Some(self.open_active_files(
                         base,
                         index.clone(),
                         cut.then_some(outcome.valid_bytes),
+                        aborted,
                     )?)
                 } else {
                     index.maybe_append_time(base);
@@ -217,6 +263,7 @@ impl Log {
                         max_timestamp_ms: index.max_timestamp_ms,
                         offset_of_max_timestamp: index.offset_of_max_timestamp,
                         rolling_timestamp_ms: outcome.first_batch_timestamp_ms,
+                        has_txn_index: has_txn_index && make_active,
                         active: files,
                     },
                 );
@@ -228,7 +275,12 @@ impl Log {
             if let Some(i) = cut_after {
                 for &base in &bases[i + 1..] {
                     tracing::warn!(dir = %dir.display(), segment = base, "recovery removed a segment after the truncation point");
-                    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    for suffix in [
+                        LOG_SUFFIX,
+                        INDEX_SUFFIX,
+                        TIME_INDEX_SUFFIX,
+                        TXN_INDEX_SUFFIX,
+                    ] {
                         let p = segment_path(&dir, base, suffix);
                         if let Err(e) = self.io.remove_file(&p) {
                             if e.kind() != std::io::ErrorKind::NotFound {
@@ -270,7 +322,21 @@ impl Log {
         epochs.truncate_from_start(lso);
         epochs.truncate_from_end(leo);
         st.epochs = epochs;
-        st.producers = self.rebuild_producer_state(&st, leo)?;
+        // When recovered segments hold transaction markers, the producer state is rebuilt from a snapshot at or
+        // below the first of them, so that replaying them rebuilds their transaction indexes (Kafka's
+        // `LogSegment.recover` with `updateProducerState`). Without markers they index nothing.
+        let max_snapshot = match recovery_start {
+            Some(from) if recovered_markers => from,
+            _ => i64::MAX,
+        };
+        let rebuilt = self.rebuild_producer_state(&st, leo, max_snapshot)?;
+        st.producers = rebuilt.state;
+        Self::note_completed_txns(&mut st, &rebuilt.completed);
+        if let Some(from) = recovery_start {
+            if recovered_markers || recovered_txn_index {
+                self.rebuild_txn_indexes(&mut st, from, &rebuilt.aborted)?;
+            }
+        }
         let epoch_bytes = st.epochs.encode();
         let seq = st.next_checkpoint_seq();
         drop(st);
@@ -400,8 +466,78 @@ impl Log {
             max_timestamp_ms: max_ts,
             offset_of_max_timestamp: offset_of_max,
             rolling_timestamp_ms: rolling,
+            has_txn_index: false,
             active: None,
         })
+    }
+
+    /// Reads and checks the transaction index of a trusted segment at open: its entries, with a torn tail
+    /// (a length that is not a multiple of 34, a write cut short) cut from the file; `Err` with the reason when
+    /// an entry is corrupt (the segment must be recovered).
+    fn load_txn_index(&self, base: i64) -> Result<Result<Vec<AbortedTxn>, String>, StorageError> {
+        let path = segment_path(&self.dir(), base, TXN_INDEX_SUFFIX);
+        let bytes = match read_file(&*self.io, &path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(Vec::new())),
+            Err(e) => return Err(self.io_err(&path, e)),
+        };
+        match parse_txn_index(&bytes, base) {
+            TxnIndexContents::Valid {
+                entries,
+                torn_bytes,
+            } => {
+                if torn_bytes > 0 {
+                    tracing::warn!(path = %path.display(), torn_bytes, "cutting a torn entry off a transaction index");
+                    let len = (entries.len() * ABORTED_TXN_BYTES) as u64;
+                    self.io
+                        .open(&path, true)
+                        .and_then(|f| {
+                            f.set_len(len)?;
+                            f.sync_data()
+                        })
+                        .map_err(|e| self.io_err(&path, e))?;
+                }
+                Ok(Ok(entries))
+            }
+            TxnIndexContents::Corrupt(reason) => Ok(Err(reason)),
+        }
+    }
+
+    /// Writes the transaction indexes of the segments from `from` on (those recovery replayed) from the aborted
+    /// transactions the replay found, each in the segment holding its marker, and fsyncs them: the recovery point
+    /// moves past these segments, and recovery trusts the indexes below it.
+    fn rebuild_txn_indexes(
+        &self,
+        st: &mut super::State,
+        from: i64,
+        aborted: &[AbortedTxn],
+    ) -> Result<(), StorageError> {
+        let mut by_segment: BTreeMap<i64, Vec<AbortedTxn>> = BTreeMap::new();
+        for t in aborted {
+            if let Some((base, _)) = st.segments.range(..=t.last_offset).next_back() {
+                if *base >= from {
+                    by_segment.entry(*base).or_default().push(*t);
+                }
+            }
+        }
+        for (base, seg) in st.segments.range_mut(from..) {
+            let entries = by_segment.remove(base).unwrap_or_default();
+            let file = self.write_txn_index(*base, &entries)?;
+            if let Some(f) = &file {
+                let path = segment_path(&self.dir(), *base, TXN_INDEX_SUFFIX);
+                f.sync_data().map_err(|e| self.io_err(&path, e))?;
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            seg.has_txn_index = !entries.is_empty();
+            if let Some(files) = seg.active.as_mut() {
+                files.txn_index = file;
+                files.aborted = entries;
+                files.txn_index_dirty = false;
+            }
+            self.cache
+                .remove(&segment_path(&self.dir(), *base, LOG_SUFFIX));
+        }
+        Ok(())
     }
 
     /// The opened form of an inactive segment, through the shared cache; indexes failing their sanity
@@ -424,11 +560,17 @@ impl Log {
         let times = read_file(&*self.io, &time_path)
             .ok()
             .and_then(|b| parse_time_index(&b, max_rel));
+        let aborted_txns = if seg.has_txn_index {
+            self.read_txn_index(seg.base_offset)?
+        } else {
+            Vec::new()
+        };
         let loaded = match (offsets, times) {
             (Some(offsets), Some(times)) => LoadedSegment {
                 log,
                 offsets,
                 times,
+                aborted_txns,
                 slice_file: OnceLock::new(),
             },
             _ => {
@@ -444,6 +586,7 @@ impl Log {
                     log,
                     offsets: outcome.index.offsets,
                     times: outcome.index.times,
+                    aborted_txns,
                     slice_file: OnceLock::new(),
                 }
             }

@@ -7,8 +7,9 @@
 //!
 //! `impl Log` is split by concern: `load` (open and recovery), `append` (validation, append as leader
 //! and follower, rolling), `read` (reads and timestamp lookups), `truncate` (truncation, DeleteRecords,
-//! retention), `clean` (log compaction), `flush` (flush policy, group commit) and `producers`
-//! (idempotent-producer state). This file
+//! retention), `clean` (log compaction), `flush` (flush policy, group commit), `producers`
+//! (idempotent and transactional producer state) and `txn` (transactions: last stable offset, transaction
+//! indexes, aborted transactions). This file
 //! holds the public types, the state, open and close, checkpoint and active-segment file helpers, and the
 //! small accessors.
 
@@ -20,9 +21,11 @@ mod producers;
 mod read;
 mod relocate;
 mod truncate;
+mod txn;
 
 pub use clean::{
     CleanOptions, CleanStats, CleanableState, CLEANED_SUFFIX, DELETE_HORIZON_FLAG, SWAP_SUFFIX,
+    TXN_CLEANED_SUFFIX, TXN_SWAP_SUFFIX,
 };
 pub use relocate::{
     future_dir_name, CopyControl, FutureLog, MoveError, FUTURE_DIR_SUFFIX, MOVE_MARKER_FILE,
@@ -46,6 +49,7 @@ use crate::index::{
 use crate::io::{read_file, read_full_at, write_file_atomic, Io, IoFile, RealIo};
 use crate::producer_state::{snapshot_file_name, ProducerState};
 use crate::segment::{segment_path, SegmentCache, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::txn_index::AbortedTxn;
 use crate::{LogConfig, StorageError};
 
 /// Marker written by a clean close; its presence at open skips the recovery scan.
@@ -82,6 +86,19 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
 }
 
+/// Who appends as leader (Kafka's `AppendOrigin`), which decides what a batch may be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A broker-side writer: the transaction coordinator's markers (WriteTxnMarkers), the group coordinator's
+    /// transactional offset commits. Control batches (COMMIT/ABORT markers) and transactional batches without
+    /// sequences are accepted; sequences, when a batch has them, are checked as for a client.
+    #[default]
+    Coordinator,
+    /// A producer's ProduceRequest: control batches are refused, and a batch with a producer id must carry a
+    /// sequence (Kafka's `LogValidator`), both with [`crate::AppendError::InvalidRecord`].
+    Client,
+}
+
 /// Whole batches read from the log, in one buffer.
 #[derive(Clone, Debug)]
 pub struct ReadResult {
@@ -93,6 +110,8 @@ pub struct ReadResult {
     pub log_end_offset: i64,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
+    /// Last stable offset at the time of the read ([`Log::last_stable_offset`]).
+    pub last_stable_offset: i64,
 }
 
 /// A byte range of a segment file holding whole batches, for `sendfile` (see [`Log::read_slices`]).
@@ -119,6 +138,8 @@ pub struct FileReadResult {
     pub log_end_offset: i64,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
+    /// Last stable offset at the time of the read ([`Log::last_stable_offset`]).
+    pub last_stable_offset: i64,
 }
 
 impl FileReadResult {
@@ -206,6 +227,12 @@ struct ActiveFiles {
     builder: IndexBuilder,
     offsets_written: usize,
     times_written: usize,
+    /// The `.txnindex` file, opened (created) at the segment's first abort.
+    txn_index: Option<Arc<dyn IoFile>>,
+    /// Every entry of the transaction index, all written to `txn_index`.
+    aborted: Vec<AbortedTxn>,
+    /// Entries were written to `txn_index` since its last fsync.
+    txn_index_dirty: bool,
     /// The `.log` file opened read-only for [`Log::read_slices`], on first use.
     slice_file: OnceLock<Arc<File>>,
 }
@@ -219,6 +246,8 @@ struct Segment {
     max_timestamp_ms: i64,
     offset_of_max_timestamp: i64,
     rolling_timestamp_ms: Option<i64>,
+    /// The segment's `.txnindex` holds entries (readers of aborted transactions skip segments without).
+    has_txn_index: bool,
     active: Option<ActiveFiles>,
 }
 
@@ -237,8 +266,12 @@ struct State {
     dir_dirty: bool,
     pending_deletes: Vec<(PathBuf, i64)>,
     closed: bool,
-    /// Idempotent producers seen in batches below the log end offset.
+    /// Idempotent and transactional producers seen in batches below the log end offset.
     producers: ProducerState,
+    /// Completed transactions whose marker may not be replicated yet, first offset -> marker offset: they keep
+    /// the last stable offset at their first offset until the high watermark passes the marker (Kafka's
+    /// `unreplicatedTxns`).
+    unreplicated_txns: BTreeMap<i64, i64>,
     /// Orders checkpoint contents (see `Log::write_checkpoint`).
     checkpoint_seq: u64,
     /// Counts truncations, which rewrite bytes below the old log end offset: a log-directory move copying
@@ -370,6 +403,7 @@ impl Log {
                 pending_deletes: Vec::new(),
                 closed: false,
                 producers: ProducerState::default(),
+                unreplicated_txns: BTreeMap::new(),
                 checkpoint_seq: 0,
                 rewrites: 0,
             }),
@@ -445,12 +479,14 @@ impl Log {
         Ok(())
     }
 
-    /// Opens the three files of an active segment and writes its indexes in full.
+    /// Opens the files of an active segment and writes its indexes in full (the transaction index from
+    /// `aborted`: created when it has entries, removed when it has none).
     fn open_active_files(
         &self,
         base: i64,
         builder: IndexBuilder,
         truncate_log_to: Option<u64>,
+        aborted: Vec<AbortedTxn>,
     ) -> Result<ActiveFiles, StorageError> {
         let log_path = segment_path(&self.dir(), base, LOG_SUFFIX);
         let index_path = segment_path(&self.dir(), base, INDEX_SUFFIX);
@@ -480,6 +516,7 @@ impl Log {
             .set_len(0)
             .and_then(|_| time_index.write_all_at(&times, 0))
             .map_err(|e| self.io_err(&time_path, e))?;
+        let txn_index = self.write_txn_index(base, &aborted)?;
         Ok(ActiveFiles {
             log,
             index,
@@ -487,6 +524,10 @@ impl Log {
             offsets_written: builder.offsets.len(),
             times_written: builder.times.len(),
             builder,
+            // Rewritten, not yet fsynced: it follows the data to disk at the next flush, roll or close.
+            txn_index_dirty: txn_index.is_some(),
+            txn_index,
+            aborted,
             slice_file: OnceLock::new(),
         })
     }
@@ -546,6 +587,7 @@ impl Log {
         let hw = offset.min(st.log_end_offset);
         if hw > st.high_watermark {
             st.high_watermark = hw;
+            Self::prune_unreplicated_txns(&mut st);
         }
         Self::debug_check_offsets(&st);
     }
@@ -558,6 +600,7 @@ impl Log {
     pub fn update_high_watermark_as_follower(&self, leader_high_watermark: i64) -> i64 {
         let mut st = self.state.lock();
         st.high_watermark = leader_high_watermark.clamp(st.log_start_offset, st.log_end_offset);
+        Self::prune_unreplicated_txns(&mut st);
         Self::debug_check_offsets(&st);
         st.high_watermark
     }
@@ -654,9 +697,13 @@ impl Log {
         if let Some(files) = active.active.as_mut() {
             files.builder.maybe_append_time(base);
             self.write_index_tail(base, files)?;
-            for f in [&files.index, &files.time_index] {
+            for f in [&files.index, &files.time_index]
+                .into_iter()
+                .chain(files.txn_index.as_ref())
+            {
                 f.sync_data().map_err(|e| self.io_err(&dir, e))?;
             }
+            files.txn_index_dirty = false;
         }
         st.closed = true;
         self.remove_due_files(&mut st);

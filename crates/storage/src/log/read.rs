@@ -14,8 +14,8 @@ use crate::{ReadError, StorageError};
 
 use super::{FileReadResult, FileSlice, Log, ReadResult, Segment, TimestampOffset};
 
-/// `(log start, log end, high watermark)` at the time of a read.
-type ReadMeta = (i64, i64, i64);
+/// `(log start, log end, high watermark, last stable offset)` at the time of a read.
+type ReadMeta = (i64, i64, i64, i64);
 
 /// A read planned by [`Log::plan_read`], the prologue [`Log::read`] and [`Log::read_slices`] share.
 struct ReadPlan {
@@ -124,7 +124,12 @@ impl Log {
     ) -> Result<(ReadMeta, Option<ReadStart>), ReadError> {
         let st = self.state.lock();
         self.check_usable(&st)?;
-        let meta = (st.log_start_offset, st.log_end_offset, st.high_watermark);
+        let meta = (
+            st.log_start_offset,
+            st.log_end_offset,
+            st.high_watermark,
+            Self::last_stable_offset_locked(&st),
+        );
         if offset < st.log_start_offset || offset > st.log_end_offset {
             return Err(ReadError::OffsetOutOfRange {
                 offset,
@@ -228,6 +233,7 @@ impl Log {
             log_start_offset: plan.meta.0,
             log_end_offset: plan.meta.1,
             high_watermark: plan.meta.2,
+            last_stable_offset: plan.meta.3,
         };
         let Some(ReadSpan { start, pos, want }) = &plan.span else {
             return Ok(result(Bytes::new()));
@@ -268,6 +274,7 @@ impl Log {
             log_start_offset: plan.meta.0,
             log_end_offset: plan.meta.1,
             high_watermark: plan.meta.2,
+            last_stable_offset: plan.meta.3,
         };
         let Some(ReadSpan { start, pos, want }) = &plan.span else {
             return Ok(result);

@@ -28,7 +28,8 @@ use crate::index::{encode_offset_entries, encode_time_entries};
 use crate::io::{read_file, write_file_atomic, IoFile};
 use crate::manager::delete_dir_name;
 use crate::producer_state::snapshot_file_name;
-use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
+use crate::txn_index::encode_aborted_txns;
 use crate::StorageError;
 
 use super::{
@@ -121,12 +122,15 @@ pub struct CopyControl<'a> {
     pub throttle: &'a dyn Fn(u64),
 }
 
+/// The encoded index files of a sealed segment: offset, time and transaction index (empty: no file).
+type EncodedIndexes = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// One segment as the copy sees it: its data file and, once sealed, its encoded indexes.
 struct SegmentSource {
     base: i64,
     size: u64,
     file: Arc<dyn IoFile>,
-    indexes: Option<(Vec<u8>, Vec<u8>)>,
+    indexes: Option<EncodedIndexes>,
 }
 
 fn target_err(health: &DirHealth, path: &Path, e: std::io::Error) -> MoveError {
@@ -225,6 +229,7 @@ impl Log {
                         indexes: Some((
                             encode_offset_entries(&loaded.offsets),
                             encode_time_entries(&loaded.times),
+                            encode_aborted_txns(&loaded.aborted_txns),
                         )),
                     }
                 }
@@ -252,7 +257,12 @@ impl Log {
             .collect();
         for base in gone {
             future.segments.remove(&base);
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            for suffix in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
                 let p = segment_path(&future.dir, base, suffix);
                 if let Err(e) = self.io.remove_file(&p) {
                     if e.kind() != std::io::ErrorKind::NotFound {
@@ -297,11 +307,15 @@ impl Log {
                 copied_total += len as u64;
             }
             entry.bytes = source.size;
-            if let Some((offsets, times)) = source.indexes {
-                // Sealed: its indexes, then fsync all three files once; later rounds skip it.
+            if let Some((offsets, times, txns)) = source.indexes {
+                // Sealed: its indexes, then fsync every file once; later rounds skip it.
                 dest.sync_data()
                     .map_err(|e| target_err(&future.health, &path, e))?;
-                for (suffix, bytes) in [(INDEX_SUFFIX, offsets), (TIME_INDEX_SUFFIX, times)] {
+                let txn_index = (!txns.is_empty()).then_some((TXN_INDEX_SUFFIX, txns));
+                for (suffix, bytes) in [(INDEX_SUFFIX, offsets), (TIME_INDEX_SUFFIX, times)]
+                    .into_iter()
+                    .chain(txn_index)
+                {
                     let p = segment_path(&future.dir, source.base, suffix);
                     let f = self
                         .io
@@ -383,10 +397,15 @@ impl Log {
                 .open(&path, true)
                 .and_then(|f| f.sync_data())
                 .map_err(|e| target_err(&health, &path, e))?;
+            let txn_index = (!files.aborted.is_empty())
+                .then(|| (TXN_INDEX_SUFFIX, encode_aborted_txns(&files.aborted)));
             for (suffix, bytes) in [
                 (INDEX_SUFFIX, encode_offset_entries(&files.builder.offsets)),
                 (TIME_INDEX_SUFFIX, encode_time_entries(&files.builder.times)),
-            ] {
+            ]
+            .into_iter()
+            .chain(txn_index)
+            {
                 let p = segment_path(&future.dir, base, suffix);
                 self.io
                     .open(&p, true)
@@ -454,16 +473,16 @@ impl Log {
         for b in st.segments.keys() {
             self.cache.remove(&segment_path(&old_dir, *b, LOG_SUFFIX));
         }
-        let builder = st
+        let (builder, aborted) = st
             .active_ref()
             .active
             .as_ref()
-            .map(|f| f.builder.clone())
+            .map(|f| (f.builder.clone(), f.aborted.clone()))
             .unwrap_or_default();
         // Opened before the old files are let go, so a failure leaves the segment map intact (the new
         // directory then goes offline through `io_err`; the data is complete on disk in both places).
         let reopened = self
-            .open_active_files(base, builder, None)
+            .open_active_files(base, builder, None, aborted)
             .map_err(MoveError::Target)?;
         st.active().active = Some(reopened);
         st.unsynced.clear();

@@ -8,6 +8,7 @@ use crate::index::IndexBuilder;
 use crate::producer_state::{ProducerState, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
 use crate::segment::{
     scan_segment, segment_path, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
 };
 use crate::StorageError;
 
@@ -23,7 +24,12 @@ impl Log {
         let delay = self.config.read().file_delete_delay_ms as i64;
         self.cache
             .remove(&segment_path(&self.dir(), base, LOG_SUFFIX));
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let path = segment_path(&self.dir(), base, suffix);
             let mut deleted = path.clone().into_os_string();
             deleted.push(DELETED_SUFFIX);
@@ -96,9 +102,15 @@ impl Log {
         st.log_start_offset = st.log_start_offset.min(leo);
         Self::debug_check_offsets(&st);
         st.epochs.truncate_from_end(leo);
-        // As Kafka: reload from the latest snapshot at or below the cut and replay the rest.
-        match self.rebuild_producer_state(&st, leo) {
-            Ok(p) => st.producers = p,
+        // As Kafka: reload from the latest snapshot at or below the cut and replay the rest. Completed
+        // transactions whose marker was cut are gone; the replayed ones stay unstable until the high watermark
+        // passes their marker.
+        match self.rebuild_producer_state(&st, leo, leo) {
+            Ok(rebuilt) => {
+                st.producers = rebuilt.state;
+                st.unreplicated_txns.retain(|_, marker| *marker < leo);
+                Self::note_completed_txns(&mut st, &rebuilt.completed);
+            }
             Err(e) => {
                 self.health().set_offline();
                 return Err(e);
@@ -126,7 +138,7 @@ impl Log {
     }
 
     /// Deletes the segments above `offset` and cuts the one containing it before the batch holding
-    /// `offset`, making it the active segment.
+    /// `offset`, making it the active segment; its transaction index keeps the entries whose marker stays.
     fn cut_tail(&self, st: &mut State, offset: i64) -> Result<(), StorageError> {
         st.rewrites += 1;
         let doomed: Vec<i64> = st.segments.range(offset + 1..).map(|(b, _)| *b).collect();
@@ -148,9 +160,21 @@ impl Log {
         let mut params = self.scan_params(seg_base, size, i64::MIN, false);
         params.end_offset_exclusive = offset;
         let outcome = scan_segment(&*file, params).map_err(|e| self.io_err(&log_path, e))?;
-        let files =
-            self.open_active_files(seg_base, outcome.index.clone(), Some(outcome.valid_bytes))?;
+        let mut aborted = match &st.active_ref().active {
+            Some(f) => f.aborted.clone(),
+            None if st.active_ref().has_txn_index => self.read_txn_index(seg_base)?,
+            None => Vec::new(),
+        };
+        aborted.retain(|t| t.last_offset < outcome.next_offset);
+        let has_txn_index = !aborted.is_empty();
+        let files = self.open_active_files(
+            seg_base,
+            outcome.index.clone(),
+            Some(outcome.valid_bytes),
+            aborted,
+        )?;
         let seg = st.active();
+        seg.has_txn_index = has_txn_index;
         seg.size = outcome.valid_bytes;
         seg.next_offset = outcome.next_offset;
         seg.max_timestamp_ms = outcome.index.max_timestamp_ms;
@@ -175,7 +199,9 @@ impl Log {
         let restarted = all
             .into_iter()
             .try_for_each(|b| self.delete_segment(&mut st, b))
-            .and_then(|()| self.open_active_files(offset, IndexBuilder::new(), Some(0)));
+            .and_then(|()| {
+                self.open_active_files(offset, IndexBuilder::new(), Some(0), Vec::new())
+            });
         let files = match restarted {
             Ok(files) => files,
             Err(e) => {
@@ -194,6 +220,7 @@ impl Log {
                 max_timestamp_ms: -1,
                 offset_of_max_timestamp: -1,
                 rolling_timestamp_ms: None,
+                has_txn_index: false,
                 active: Some(files),
             },
         );
@@ -205,6 +232,7 @@ impl Log {
         st.checkpointed_recovery_point = offset;
         st.epochs.clear();
         st.producers = ProducerState::empty_at(offset);
+        st.unreplicated_txns.clear();
         self.delete_snapshots(|_| true);
         let seq = st.next_checkpoint_seq();
         drop(st);
