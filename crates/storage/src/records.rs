@@ -1,6 +1,7 @@
 //! Record-level reading and writing of magic-v2 batches, for the places where Kafka looks inside a batch: the
-//! exact offset for a timestamp (ListOffsets), the key check of compacted topics (Produce) and the log cleaner,
-//! which drops records and re-encodes the survivors.
+//! exact offset for a timestamp (ListOffsets), the key check of compacted topics (Produce), the log cleaner,
+//! which drops records and re-encodes the survivors, and transaction markers (control batches whose record
+//! says COMMIT or ABORT: [`control_batch`], [`control_type`], [`end_txn_marker`]).
 //!
 //! Written for hostile input: every length is checked against the bytes present, nothing is allocated from a
 //! count in the data (the `kafka-protocol` decoder reserves `recordCount` entries up front and would abort the

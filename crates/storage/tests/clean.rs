@@ -7,15 +7,16 @@
 //! delete horizon passed, and then nothing older of that key is left); every record of the active segment
 //! present.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use common::{DyingIo, DyingIoHandle};
 use proptest::prelude::*;
 use sluice_protocol::batch::{self, Batches};
-use sluice_storage::io::{Io, IoFile, RealIo};
+use sluice_storage::io::RealIo;
 use sluice_storage::log::{CleanOptions, DELETE_HORIZON_FLAG};
 use sluice_storage::records::{compress, decompress, parse_raw_records};
 use sluice_storage::{Log, LogConfig, LogOptions};
@@ -328,93 +329,6 @@ fn the_offset_map_bound_splits_a_clean_into_passes() {
     let read = read_all(&log);
     assert_eq!(read.len(), 40, "one record per key");
     assert!(read.iter().all(|r| r.2.as_deref() == Some(&[3u8; 20][..])));
-}
-
-/// An [`Io`] that dies after `budget` mutating operations: that one and every later one fails and does
-/// nothing, as if the process had been killed there.
-#[derive(Debug)]
-struct DyingIo {
-    real: RealIo,
-    budget: AtomicU64,
-}
-
-impl DyingIo {
-    fn spend(&self) -> io::Result<()> {
-        let left = self.budget.load(Ordering::SeqCst);
-        if left == 0 {
-            return Err(io::Error::other("killed"));
-        }
-        self.budget.store(left - 1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct DyingFile {
-    inner: Arc<dyn IoFile>,
-    io: Arc<DyingIo>,
-}
-
-impl IoFile for DyingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.io.spend()?;
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.io.spend()?;
-        self.inner.sync_data()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.io.spend()?;
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
-#[derive(Debug, Clone)]
-struct DyingIoHandle(Arc<DyingIo>);
-
-impl Io for DyingIoHandle {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn IoFile>> {
-        if create && !path.exists() {
-            self.0.spend()?;
-        }
-        let inner = self.0.real.open(path, create)?;
-        Ok(Arc::new(DyingFile {
-            inner,
-            io: self.0.clone(),
-        }))
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.0.real.create_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        self.0.real.list_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.0.spend()?;
-        self.0.real.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.0.spend()?;
-        self.0.real.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.0.spend()?;
-        self.0.real.remove_dir_all(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.0.real.exists(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.0.spend()?;
-        self.0.real.sync_dir(path)
-    }
 }
 
 /// Crashes that left a `.swap` / a `.cleaned` file for the next open to deal with.
