@@ -731,6 +731,47 @@ mod tests {
     }
 
     #[test]
+    fn control_batches_read_back_with_kafka_protocol_and_from_it() {
+        let ours = control_batch(77, 4, false, 12, 5_555);
+        let decoded = RecordBatchDecoder::decode(&mut Bytes::from(ours.to_vec())).unwrap();
+        let r = &decoded.records[0];
+        assert!(r.control && r.transactional);
+        assert_eq!((r.producer_id, r.producer_epoch, r.sequence), (77, 4, -1));
+        assert_eq!(r.timestamp, 5_555);
+        assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 0][..]), "ABORT key");
+        assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 12][..]));
+        // A marker another implementation encoded, compressed or not, reads back.
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let theirs = encode(
+                compression,
+                &[Record {
+                    transactional: true,
+                    control: true,
+                    partition_leader_epoch: 0,
+                    producer_id: 5,
+                    producer_epoch: 1,
+                    timestamp_type: TimestampType::Creation,
+                    delete_horizon: false,
+                    offset: 0,
+                    sequence: -1,
+                    timestamp: 1,
+                    key: Some(Bytes::from_static(&[0, 0, 0, 1])),
+                    value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 3])),
+                    headers: Default::default(),
+                }],
+            );
+            assert_eq!(control_type(&theirs), Some(ControlType::Commit));
+            assert_eq!(
+                end_txn_marker(&theirs),
+                Some(EndTxnMarker {
+                    control_type: ControlType::Commit,
+                    coordinator_epoch: 3
+                })
+            );
+        }
+    }
+
+    #[test]
     fn every_codec_reads_back_offsets_timestamps_and_keys() {
         let keys: [Option<&'static [u8]>; 4] = [Some(b"a"), None, Some(b""), None];
         for compression in CODECS {
