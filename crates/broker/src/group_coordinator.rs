@@ -5,9 +5,18 @@
 //! (session and rebalance timeouts, the initial rebalance delay, offset expiry) and parks JoinGroup/SyncGroup
 //! responses until their rebalance completes.
 //!
+//! Transactions (KIP-98): a TxnOffsetCommit's records are written as one transactional batch of the request's
+//! producer id and epoch, so that the partition log tracks the open transaction (the LSO of `__consumer_offsets`),
+//! and replayed as pending offsets once appended; the WriteTxnMarkers handler calls
+//! [`GroupCoordinator::complete_transaction`], which appends the COMMIT or ABORT marker and replays it. Loading a
+//! partition replays transactional batches and markers the same way.
+//!
 //! Locking: each shard sits behind a `parking_lot::Mutex` held only for synchronous work (the state machine step
-//! and the local log append), never across an `.await`. A write that fails drops the shard: it is reloaded from
-//! the log (its durable state) on next use, and the waiting requests answer NOT_COORDINATOR so clients retry.
+//! and the local log append), never across an `.await`; holding it from a step's replay to its append keeps the
+//! shard's replay order the log order. A write that fails drops the shard: it is reloaded from the log (its
+//! durable state) on next use, and the waiting requests answer NOT_COORDINATOR so clients retry. A transactional
+//! write or marker the log refuses for a fenced producer epoch changed nothing and answers
+//! INVALID_PRODUCER_EPOCH.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -21,6 +30,7 @@ use kafka_protocol::messages::{
     CreateTopicsRequest, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -32,6 +42,7 @@ use sluice_coordinator::{
     GroupCoordinatorConfig, GroupCoordinatorShard, Parkable, CONSUMER_OFFSETS_TOPIC,
 };
 use sluice_protocol::{batch, ErrorCode};
+use sluice_storage::records::ControlType;
 use tokio::sync::{oneshot, Notify};
 
 use crate::apis::now_ms;
@@ -72,6 +83,10 @@ pub enum CoordinatorError {
     /// Another broker leads the group's partition.
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,
+    /// The partition log refused a transactional write or marker: its producer epoch is older than the one the
+    /// log knows for the producer (a fenced producer). Nothing was written.
+    #[error("the producer epoch is older than the partition's")]
+    InvalidProducerEpoch,
 }
 
 impl CoordinatorError {
@@ -80,6 +95,24 @@ impl CoordinatorError {
         match self {
             CoordinatorError::NotAvailable => ErrorCode::CoordinatorNotAvailable.code(),
             CoordinatorError::NotCoordinator => ErrorCode::NotCoordinator.code(),
+            CoordinatorError::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch.code(),
+        }
+    }
+}
+
+/// Why an append to `__consumer_offsets` failed.
+#[derive(Debug)]
+enum AppendFailure {
+    /// The log refused a transactional batch or marker for its producer epoch; nothing was written.
+    Fenced(String),
+    /// Anything else (not the leader any more, storage): the shard is reloaded from the log.
+    Failed(String),
+}
+
+impl std::fmt::Display for AppendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendFailure::Fenced(e) | AppendFailure::Failed(e) => f.write_str(e),
         }
     }
 }
@@ -106,6 +139,9 @@ pub struct GroupCoordinator {
     stopping: std::sync::atomic::AtomicBool,
     /// The start-up load and timer loop task, awaited by [`GroupCoordinator::stop`].
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The broker, set by [`GroupCoordinator::start`], for [`GroupCoordinator::complete_transaction`] (called
+    /// without one by the WriteTxnMarkers handler).
+    broker: Mutex<Weak<Broker>>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -143,6 +179,7 @@ impl GroupCoordinator {
             starting: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
             background: Mutex::new(None),
+            broker: Mutex::new(Weak::new()),
         }
     }
 
@@ -155,6 +192,7 @@ impl GroupCoordinator {
     /// offsets and their timers come back after a restart) and runs the timer loop until the broker is dropped.
     pub fn start(broker: &Arc<Broker>) {
         let weak = Arc::downgrade(broker);
+        *broker.groups.broker.lock() = weak.clone();
         let existing = broker
             .controller
             .image()
@@ -336,21 +374,29 @@ impl GroupCoordinator {
         let hosted = broker
             .replicas
             .partition(CONSUMER_OFFSETS_TOPIC, partition)
-            .map_err(|e| match e {
-                ReplicaError::NotLeader => CoordinatorError::NotCoordinator,
-                ReplicaError::UnknownTopicOrPartition | ReplicaError::Storage => {
-                    CoordinatorError::NotAvailable
-                }
-            })?;
+            .map_err(coordinator_error)?;
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
         let mut shard = GroupCoordinatorShard::new(self.config.clone(), seed);
         let log = hosted.log.clone();
-        let records = tokio::task::spawn_blocking(move || read_records(&log))
+        let entries = tokio::task::spawn_blocking(move || read_records(&log))
             .await
             .map_err(|_| CoordinatorError::NotAvailable)?;
-        let count = records.len();
-        for r in &records {
-            shard.replay(r);
+        let count = entries.len();
+        for entry in &entries {
+            match entry {
+                LogEntry::Record {
+                    producer_id: None,
+                    record,
+                } => shard.replay(record),
+                LogEntry::Record {
+                    producer_id: Some(producer_id),
+                    record,
+                } => shard.replay_transactional(*producer_id, record),
+                LogEntry::EndTxn {
+                    producer_id,
+                    commit,
+                } => shard.replay_end_transaction(*producer_id, *commit),
+            }
         }
         shard.finish_loading(now_ms());
         let groups = shard.group_ids().count();
@@ -385,18 +431,9 @@ impl GroupCoordinator {
     ) -> Result<Written, CoordinatorError> {
         let mut written = None;
         if !result.records.is_empty() {
-            match append_records(broker, shard.partition, &result.records) {
-                Ok(w) => written = w,
-                Err(e) => {
-                    tracing::error!(
-                        "writing to {CONSUMER_OFFSETS_TOPIC}-{}: {e}; reloading the partition",
-                        shard.partition
-                    );
-                    state.joins.clear();
-                    state.syncs.clear();
-                    self.shards.lock().remove(&shard.partition);
-                    return Err(CoordinatorError::NotCoordinator);
-                }
+            match append_records(broker, shard.partition, &result.records, None) {
+                Ok(w) => written = Some(w),
+                Err(e) => return Err(self.write_failed(shard, state, e)),
             }
         }
         for d in &result.deliveries {
@@ -423,6 +460,35 @@ impl GroupCoordinator {
         }
         self.wake.notify_one();
         Ok(written)
+    }
+
+    /// Handles a failed append: a fenced producer epoch changed nothing (INVALID_PRODUCER_EPOCH); any other
+    /// failure drops the shard, whose state may be ahead of its log, so that it is reloaded on next use.
+    fn write_failed(
+        &self,
+        shard: &Shard,
+        state: &mut ShardState,
+        failure: AppendFailure,
+    ) -> CoordinatorError {
+        match failure {
+            AppendFailure::Fenced(e) => {
+                tracing::debug!(
+                    "{CONSUMER_OFFSETS_TOPIC}-{} refused a transactional write: {e}",
+                    shard.partition
+                );
+                CoordinatorError::InvalidProducerEpoch
+            }
+            AppendFailure::Failed(e) => {
+                tracing::error!(
+                    "writing to {CONSUMER_OFFSETS_TOPIC}-{}: {e}; reloading the partition",
+                    shard.partition
+                );
+                state.joins.clear();
+                state.syncs.clear();
+                self.shards.lock().remove(&shard.partition);
+                CoordinatorError::NotCoordinator
+            }
+        }
     }
 
     /// Waits until what a step wrote is on every in-sync replica of its partition: the step's own answer goes out
@@ -602,16 +668,118 @@ impl GroupCoordinator {
         Ok(result.response)
     }
 
-    /// OffsetFetch for one group (`None` topics: every committed offset).
+    /// OffsetFetch for one group (`None` topics: every committed offset). With `require_stable` (v7+, KIP-447)
+    /// a partition with a pending transactional offset answers UNSTABLE_OFFSET_COMMIT.
     pub(crate) async fn offset_fetch(
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
     ) -> Result<Vec<CommittedOffset>, CoordinatorError> {
         let shard = self.shard(broker, group_id).await?;
         let state = shard.state.lock();
-        Ok(state.shard.offset_fetch(group_id, topics.as_deref()))
+        Ok(state
+            .shard
+            .offset_fetch(group_id, topics.as_deref(), require_stable))
+    }
+
+    /// TxnOffsetCommit (KIP-98): the offsets are written in one transactional batch of the request's producer id
+    /// and epoch (Kafka's `scheduleTransactionalWriteOperation`), then replayed as pending offsets of that
+    /// producer; they become committed when [`GroupCoordinator::complete_transaction`] writes the COMMIT marker.
+    /// The answer waits for the batch to be replicated, as OffsetCommit's does.
+    ///
+    /// Kafka 4 first verifies with the transaction coordinator that the partition was added to the transaction
+    /// (KIP-890 part 1); here the log's producer state only refuses an older producer epoch
+    /// (INVALID_PRODUCER_EPOCH for every partition).
+    pub(crate) async fn txn_offset_commit(
+        &self,
+        broker: &Arc<Broker>,
+        request: TxnOffsetCommitRequest,
+    ) -> Result<TxnOffsetCommitResponse, CoordinatorError> {
+        let shard = self.shard(broker, &request.group_id.0).await?;
+        let producer_id = request.producer_id.0;
+        let producer = Some((producer_id, request.producer_epoch));
+        let (response, written) = {
+            let mut state = shard.state.lock();
+            let result = state.shard.txn_offset_commit(now_ms(), &request);
+            let mut written = None;
+            if !result.records.is_empty() {
+                match append_records(broker, shard.partition, &result.records, producer) {
+                    Ok(w) => written = Some(w),
+                    Err(e) => return Err(self.write_failed(&shard, &mut state, e)),
+                }
+                // Replayed only once appended: a refused batch leaves no pending offset behind.
+                for record in &result.records {
+                    state.shard.replay_transactional(producer_id, record);
+                }
+            }
+            (result.response, written)
+        };
+        self.replicated(written).await?;
+        Ok(response)
+    }
+
+    /// Writes the COMMIT (`commit`) or ABORT marker of `producer_id`'s transaction to `__consumer_offsets`
+    /// partition `partition` and applies it to the partition's shard: the transaction's pending offsets become
+    /// committed or are dropped. Called by the WriteTxnMarkers handler for each `__consumer_offsets` partition of
+    /// a transaction (Kafka's `GroupCoordinator.completeTransaction`); `coordinator_epoch` is the transaction
+    /// coordinator's, written into the marker. The marker is appended under the shard's lock, so it is ordered
+    /// with the shard's own writes, and the call returns once it is replicated, as other writes answer. A marker
+    /// for a transaction without pending offsets here is written all the same (the log's transaction ends).
+    ///
+    /// A partition this broker leads but has not loaded yet (no group request reached it since it became leader)
+    /// is loaded first. Errors: [`CoordinatorError::NotCoordinator`] when this broker does not lead the partition
+    /// (or stops leading it), [`CoordinatorError::NotAvailable`] when the marker is not replicated in time,
+    /// [`CoordinatorError::InvalidProducerEpoch`] when the log refuses the marker's producer epoch.
+    pub async fn complete_transaction(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<(), CoordinatorError> {
+        let broker = self
+            .broker
+            .lock()
+            .upgrade()
+            .ok_or(CoordinatorError::NotCoordinator)?;
+        let loaded = self.shards.lock().get(&partition).cloned();
+        let shard = match loaded {
+            Some(shard) => shard,
+            None => {
+                // Only a partition led here is loaded (never create `__consumer_offsets` for a marker).
+                broker
+                    .replicas
+                    .partition(CONSUMER_OFFSETS_TOPIC, partition)
+                    .map_err(|e| match e {
+                        ReplicaError::NotLeader | ReplicaError::UnknownTopicOrPartition => {
+                            CoordinatorError::NotCoordinator
+                        }
+                        ReplicaError::Storage => CoordinatorError::NotAvailable,
+                    })?;
+                self.load_partition(&broker, partition).await?
+            }
+        };
+        let written = {
+            let mut state = shard.state.lock();
+            let mut marker = sluice_storage::records::control_batch(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                now_ms(),
+            );
+            match append_batch(&broker, shard.partition, &mut marker) {
+                Ok(w) => {
+                    state.shard.replay_end_transaction(producer_id, commit);
+                    w
+                }
+                Err(e) => return Err(self.write_failed(&shard, &mut state, e)),
+            }
+        };
+        self.replicated(Some(written)).await
     }
 
     /// OffsetDelete.
@@ -723,44 +891,84 @@ async fn timer_loop(broker: Weak<Broker>) {
     }
 }
 
-/// Encodes records as one uncompressed magic-v2 batch and appends it as leader; returns the partition and the last
-/// offset written, for [`GroupCoordinator::replicated`].
+/// The coordinator error for a `__consumer_offsets` partition the replica manager cannot give.
+fn coordinator_error(e: ReplicaError) -> CoordinatorError {
+    match e {
+        ReplicaError::NotLeader => CoordinatorError::NotCoordinator,
+        ReplicaError::UnknownTopicOrPartition | ReplicaError::Storage => {
+            CoordinatorError::NotAvailable
+        }
+    }
+}
+
+/// Encodes records as one uncompressed magic-v2 batch (transactional, of `producer` = (id, epoch), when given) and
+/// appends it as leader; returns the partition and the last offset written, for [`GroupCoordinator::replicated`].
 fn append_records(
     broker: &Broker,
     partition: i32,
     records: &[CoordinatorRecord],
-) -> Result<Written, String> {
+    producer: Option<(i64, i16)>,
+) -> Result<(Arc<crate::partition::Partition>, i64), AppendFailure> {
+    let mut buf = encode_batch(records, now_ms(), producer).map_err(AppendFailure::Failed)?;
+    append_batch(broker, partition, &mut buf)
+}
+
+/// Appends one encoded batch (records or a transaction marker) to `__consumer_offsets` partition `partition`
+/// as leader; returns the partition and the last offset written.
+fn append_batch(
+    broker: &Broker,
+    partition: i32,
+    batch: &mut [u8],
+) -> Result<(Arc<crate::partition::Partition>, i64), AppendFailure> {
+    use crate::partition::ProduceError;
+    use sluice_storage::{AppendError, ProducerError};
     let hosted = broker
         .replicas
         .partition(CONSUMER_OFFSETS_TOPIC, partition)
-        .map_err(|e| format!("partition unavailable: {e}"))?;
-    let now = now_ms();
-    let mut buf = encode_batch(records, now)?;
+        .map_err(|e| AppendFailure::Failed(format!("partition unavailable: {e}")))?;
     // The append itself is acks=1 (a min.insync.replicas refusal must not drop the shard); the answer waits for
     // the high watermark (`GroupCoordinator::replicated`), as Kafka's coordinator writes with acks=all.
-    let info = hosted
-        .append_as_leader(broker.config.node_id, &mut buf, 1, now)
-        .map_err(|e| format!("append: {e:?}"))?;
-    Ok(Some((hosted, info.last_offset)))
+    match hosted.append_as_leader(broker.config.node_id, batch, 1, now_ms()) {
+        Ok(info) => Ok((hosted, info.last_offset)),
+        Err(ProduceError::Append(AppendError::Producer(
+            e @ ProducerError::InvalidProducerEpoch { .. },
+        ))) => Err(AppendFailure::Fenced(e.to_string())),
+        Err(ProduceError::InvalidProducerEpoch(e)) => Err(AppendFailure::Fenced(e)),
+        Err(e) => Err(AppendFailure::Failed(format!("append: {e:?}"))),
+    }
 }
 
-/// Encodes records as one uncompressed magic-v2 batch (offsets from 0; the log assigns the real ones).
-fn encode_batch(records: &[CoordinatorRecord], now: i64) -> Result<BytesMut, String> {
+/// Encodes records as one uncompressed magic-v2 batch (offsets from 0; the log assigns the real ones). With
+/// `producer`, the batch is transactional (attribute bit 4) and carries the producer id and epoch, as Kafka's
+/// coordinator runtime writes a transactional offset commit; without, producer id -1.
+///
+/// The base sequence is -1 (no sequence) in both cases. Kafka's runtime writes 0 for a transactional batch and
+/// appends it with origin COORDINATOR, which skips the sequence checks of client batches; our log checks the
+/// sequences of every batch that has one, so a batch without one is how the same append passes. The encoder keeps
+/// records in one batch while `offset - sequence` stays constant and derives the base sequence from the first
+/// record, so record `i` carries sequence `i - 1`.
+fn encode_batch(
+    records: &[CoordinatorRecord],
+    now: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<BytesMut, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let batch: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let (key, value) = r.encode();
+            let offset = i64::try_from(i).unwrap_or(i64::MAX);
             Record {
-                transactional: false,
+                transactional: producer.is_some(),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
+                offset,
+                sequence: (offset as i32).wrapping_sub(1),
                 timestamp: now,
                 key: Some(key),
                 value,
@@ -781,9 +989,21 @@ fn encode_batch(records: &[CoordinatorRecord], now: i64) -> Result<BytesMut, Str
     Ok(buf)
 }
 
-/// Reads every record of a `__consumer_offsets` partition log, in offset order. Unreadable batches are
-/// skipped with a warning (the log's own recovery already dropped torn or corrupt tails).
-fn read_records(log: &sluice_storage::Log) -> Vec<CoordinatorRecord> {
+/// One thing a load replays, in log order.
+#[derive(Debug, Clone, PartialEq)]
+enum LogEntry {
+    /// A record; `producer_id` is the batch's when the batch is transactional.
+    Record {
+        producer_id: Option<i64>,
+        record: CoordinatorRecord,
+    },
+    /// A transaction marker (control batch) of a producer: COMMIT or ABORT.
+    EndTxn { producer_id: i64, commit: bool },
+}
+
+/// Reads every record and transaction marker of a `__consumer_offsets` partition log, in offset order.
+/// Unreadable batches are skipped with a warning (the log's own recovery already dropped torn or corrupt tails).
+fn read_records(log: &sluice_storage::Log) -> Vec<LogEntry> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     let end = log.log_end_offset();
@@ -810,9 +1030,11 @@ fn read_records(log: &sluice_storage::Log) -> Vec<CoordinatorRecord> {
 }
 
 /// Decodes the whole batches at the start of `data` into `out`; returns the offset after the last batch seen.
-/// Control batches and batches whose record count cannot fit their size (which would make the decoder
-/// allocate for it) are skipped; an unreadable record or batch is skipped with a warning.
-fn decode_chunk(data: &[u8], out: &mut Vec<CoordinatorRecord>) -> Option<i64> {
+/// A control batch becomes the COMMIT or ABORT of its producer (an unknown control type is skipped, as Kafka
+/// does); the records of a transactional batch carry its producer id. Batches whose record count cannot fit
+/// their size (which would make the decoder allocate for it) are skipped; an unreadable record or batch is
+/// skipped with a warning.
+fn decode_chunk(data: &[u8], out: &mut Vec<LogEntry>) -> Option<i64> {
     let mut next_offset = None;
     let mut rest: &[u8] = data;
     while let Some(total) = batch::batch_size(rest) {
@@ -825,18 +1047,34 @@ fn decode_chunk(data: &[u8], out: &mut Vec<CoordinatorRecord>) -> Option<i64> {
             break;
         };
         next_offset = Some(header.next_offset());
+        if header.is_control() {
+            let commit = match sluice_storage::records::control_type(batch) {
+                Some(ControlType::Commit) => true,
+                Some(ControlType::Abort) => false,
+                None => continue,
+            };
+            out.push(LogEntry::EndTxn {
+                producer_id: header.producer_id(),
+                commit,
+            });
+            continue;
+        }
         let record_count = header.record_count();
         // Each record takes at least 7 bytes.
         let plausible = usize::try_from(record_count).is_ok_and(|c| c <= total / 7);
-        if header.is_control() || !plausible {
+        if !plausible {
             continue;
         }
+        let producer_id = header.is_transactional().then(|| header.producer_id());
         let mut bytes = Bytes::copy_from_slice(batch);
         match RecordBatchDecoder::decode(&mut bytes) {
             Ok(set) => {
                 for r in set.records {
                     match CoordinatorRecord::decode(r.key.as_deref(), r.value.as_deref()) {
-                        Ok(Some(rec)) => out.push(rec),
+                        Ok(Some(record)) => out.push(LogEntry::Record {
+                            producer_id,
+                            record,
+                        }),
                         Ok(None) => {}
                         Err(e) => tracing::warn!(
                             "skipping unreadable {CONSUMER_OFFSETS_TOPIC} record at {}: {e}",
@@ -879,6 +1117,16 @@ mod tests {
         }
     }
 
+    fn plain(records: &[CoordinatorRecord]) -> Vec<LogEntry> {
+        records
+            .iter()
+            .map(|r| LogEntry::Record {
+                producer_id: None,
+                record: r.clone(),
+            })
+            .collect()
+    }
+
     #[test]
     fn records_written_as_batches_are_read_back_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -899,11 +1147,16 @@ mod tests {
             },
         ];
         for records in [&first, &second] {
-            let mut batch = encode_batch(records, 10).expect("encode");
+            let mut batch = encode_batch(records, 10, None).expect("encode");
             log.append_as_leader(&mut batch, 0, 10).expect("append");
         }
         let read = read_records(&log);
-        assert_eq!(read, [first, second].concat());
+        assert_eq!(read, plain(&[first, second].concat()));
+        // One batch per write, as Kafka's coordinator runtime writes them.
+        assert_eq!(log.log_end_offset(), 4);
+        let data = log.read(0, 1 << 20, 4).expect("read").data;
+        let h = batch::BatchHeader::new(&data).expect("header");
+        assert_eq!((h.base_offset(), h.record_count()), (0, 2));
     }
 
     #[test]
@@ -912,11 +1165,11 @@ mod tests {
         let log =
             sluice_storage::Log::open(dir.path().join("__consumer_offsets-0"), Default::default())
                 .expect("open");
-        let mut good = encode_batch(&[commit("a", 1)], 10).expect("encode");
+        let mut good = encode_batch(&[commit("a", 1)], 10, None).expect("encode");
         log.append_as_leader(&mut good, 0, 10).expect("append");
         assert_eq!(read_records(&log).len(), 1);
         // The same bytes with an absurd record count must not reach the decoder's allocation.
-        let mut bad = encode_batch(&[commit("b", 2)], 10)
+        let mut bad = encode_batch(&[commit("b", 2)], 10, None)
             .expect("encode")
             .to_vec();
         bad[..8].copy_from_slice(&1i64.to_be_bytes());
@@ -929,10 +1182,68 @@ mod tests {
             Some(2),
             "the bad batch is stepped over"
         );
-        assert_eq!(out, vec![commit("a", 1)]);
+        assert_eq!(out, plain(&[commit("a", 1)]));
         // A torn tail (half a batch) stops the walk.
         let mut out = Vec::new();
         assert_eq!(decode_chunk(&chunk[..chunk.len() - 5], &mut out), Some(1));
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn transactional_batches_and_markers_are_read_back_with_their_producer() {
+        // A TxnOffsetCommit's records: one transactional batch (attribute bit 4) of the producer, no sequence.
+        let records = vec![commit("a", 1), commit("a", 2)];
+        let batch = encode_batch(&records, 10, Some((7, 3))).expect("encode");
+        let h = batch::BatchHeader::new(&batch).expect("header");
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!(
+            (
+                h.producer_id(),
+                h.producer_epoch(),
+                h.base_sequence(),
+                h.record_count()
+            ),
+            (7, 3, -1, 2)
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log =
+            sluice_storage::Log::open(dir.path().join("__consumer_offsets-0"), Default::default())
+                .expect("open");
+        let mut plain_batch = encode_batch(&[commit("b", 5)], 10, None).expect("encode");
+        log.append_as_leader(&mut plain_batch, 0, 10)
+            .expect("append");
+        let mut txn_batch = batch.clone();
+        log.append_as_leader(&mut txn_batch, 0, 10).expect("append");
+        let mut marker = sluice_storage::records::control_batch(7, 3, true, 0, 11);
+        log.append_as_leader(&mut marker, 0, 11).expect("append");
+        let mut txn_batch = encode_batch(&[commit("a", 9)], 12, Some((7, 3))).expect("encode");
+        log.append_as_leader(&mut txn_batch, 0, 12).expect("append");
+        let mut marker = sluice_storage::records::control_batch(7, 3, false, 0, 13);
+        log.append_as_leader(&mut marker, 0, 13).expect("append");
+        let tx = |record| LogEntry::Record {
+            producer_id: Some(7),
+            record,
+        };
+        assert_eq!(
+            read_records(&log),
+            vec![
+                LogEntry::Record {
+                    producer_id: None,
+                    record: commit("b", 5)
+                },
+                tx(commit("a", 1)),
+                tx(commit("a", 2)),
+                LogEntry::EndTxn {
+                    producer_id: 7,
+                    commit: true
+                },
+                tx(commit("a", 9)),
+                LogEntry::EndTxn {
+                    producer_id: 7,
+                    commit: false
+                },
+            ]
+        );
     }
 }

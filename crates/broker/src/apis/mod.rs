@@ -57,6 +57,7 @@ pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod preferred_replica;
 pub(crate) mod produce;
 pub(crate) mod sync_group;
+pub(crate) mod txn_offset_commit;
 
 /// The kind of listener a request arrived on. Kafka serves the broker-to-controller APIs (BrokerRegistration,
 /// BrokerHeartbeat) only on the controller listener, and forwards admin requests that reach a broker listener
@@ -186,6 +187,7 @@ api_registry! {
     LeaveGroup => leave_group, 0..=5;
     OffsetCommit => offset_commit, 2..=9;
     OffsetFetch => offset_fetch, 1..=9;
+    TxnOffsetCommit => txn_offset_commit, 0..=4;
     ListGroups => list_groups, 0..=5;
     DescribeGroups => describe_groups, 0..=5;
     DeleteGroups => delete_groups, 0..=2;

@@ -1,6 +1,7 @@
 //! OffsetFetch (key 9), v1-v9: committed offsets of a group (v2+: all of them with null topics and a top-level
-//! error code; v5+ leader epochs; v7 `require_stable`, KIP-447; v8+ several groups at once, KIP-709). A
-//! partition without a committed offset answers -1.
+//! error code; v5+ leader epochs; v7+ `require_stable`, KIP-447: a partition with a pending transactional offset
+//! answers UNSTABLE_OFFSET_COMMIT, and the consumer retries; v8+ several groups at once, KIP-709). A partition
+//! without a committed offset answers -1.
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub(crate) async fn handle(
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let v = ctx.api_version;
+    // The field exists from v7; decoding leaves it false before.
+    let require_stable = v >= 7 && request.require_stable;
     if v >= 8 {
         let mut groups = Vec::with_capacity(request.groups.len());
         for g in request.groups {
@@ -32,7 +35,7 @@ pub(crate) async fn handle(
             });
             let group = match broker
                 .groups
-                .offset_fetch(broker, &g.group_id, topics)
+                .offset_fetch(broker, &g.group_id, topics, require_stable)
                 .await
             {
                 Ok(offsets) => OffsetFetchResponseGroup::default()
@@ -51,6 +54,7 @@ pub(crate) async fn handle(
                                             .with_metadata(
                                                 o.metadata.clone().map(StrBytes::from_string),
                                             )
+                                            .with_error_code(o.error.code())
                                     })
                                     .collect(),
                             )
@@ -71,7 +75,7 @@ pub(crate) async fn handle(
     });
     match broker
         .groups
-        .offset_fetch(broker, &group_id, requested.clone())
+        .offset_fetch(broker, &group_id, requested.clone(), require_stable)
         .await
     {
         Ok(offsets) => {
@@ -91,6 +95,7 @@ pub(crate) async fn handle(
                                         -1
                                     })
                                     .with_metadata(o.metadata.clone().map(StrBytes::from_string))
+                                    .with_error_code(o.error.code())
                             })
                             .collect(),
                     )

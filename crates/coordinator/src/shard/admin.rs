@@ -1,5 +1,5 @@
 //! The admin requests over a shard's groups: ListGroups, DescribeGroups and DeleteGroups (which writes the
-//! group's offset tombstones, then its own).
+//! group's offset tombstones, pending transactional ones included, then its own).
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -87,12 +87,19 @@ impl GroupCoordinatorShard {
         }
     }
 
+    /// The tombstones of a group: its committed offsets, the partitions that only open transactions wrote
+    /// (Kafka's `deleteAllOffsets`: one tombstone per partition), then the group.
     fn delete_group_records(&mut self, group_id: &str, records: &mut Records) {
-        let keys: Vec<(String, i32)> = self
+        let mut keys: Vec<(String, i32)> = self
             .offsets
             .get(group_id)
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
+        for key in self.pending_partitions(group_id) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
         for (topic, partition) in keys {
             self.emit_offset_tombstone(records, group_id, topic, partition);
         }

@@ -19,9 +19,11 @@
 //! - `rebalance`: the classic protocol's transitions (prepare a rebalance, complete a join, remove a member)
 //!   and the group timers that drive them (session, rebalance, sync, KIP-394 pending ids);
 //! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete and offset expiry;
+//! - `txn_offsets`: TxnOffsetCommit and the pending offsets of open transactions, which the COMMIT or ABORT
+//!   marker of their producer's transaction commits or drops (KIP-98, KIP-447);
 //! - `admin`: ListGroups, DescribeGroups, DeleteGroups.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -34,6 +36,7 @@ mod admin;
 mod membership;
 mod offsets;
 mod rebalance;
+mod txn_offsets;
 
 pub use offsets::CommittedOffset;
 
@@ -72,6 +75,8 @@ pub enum GroupError {
     UnknownMemberId,
     /// Kafka's `UnknownTopicOrPartition`.
     UnknownTopicOrPartition,
+    /// Kafka's `UnstableOffsetCommit` (KIP-447: a transactional offset of the partition is still pending).
+    UnstableOffsetCommit,
 }
 
 impl GroupError {
@@ -94,6 +99,7 @@ impl GroupError {
             GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress.code(),
             GroupError::UnknownMemberId => ErrorCode::UnknownMemberId.code(),
             GroupError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition.code(),
+            GroupError::UnstableOffsetCommit => ErrorCode::UnstableOffsetCommit.code(),
         }
     }
 }
@@ -188,12 +194,32 @@ pub struct ClientInfo {
     pub client_host: String,
 }
 
+/// An offset as a shard keeps it: the value, and where the record that wrote it sits in the partition's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredOffset {
+    value: OffsetCommitValue,
+    /// The record's rank in log order ([`GroupCoordinatorShard::replay_rank`]): Kafka compares the records' log
+    /// offsets when a transaction's offsets are committed, and ranks compare the same way.
+    log_rank: u64,
+}
+
+/// Offsets by group, then by (topic, partition).
+type OffsetsByGroup = BTreeMap<String, BTreeMap<(String, i32), StoredOffset>>;
+
 /// The groups and offsets of one `__consumer_offsets` partition.
 #[derive(Debug, Clone)]
 pub struct GroupCoordinatorShard {
     config: GroupCoordinatorConfig,
     groups: BTreeMap<String, ClassicGroup>,
-    offsets: BTreeMap<String, BTreeMap<(String, i32), OffsetCommitValue>>,
+    /// Committed offsets (what OffsetFetch answers).
+    offsets: OffsetsByGroup,
+    /// Offsets written by transactions whose marker has not been replayed yet, by producer id (Kafka's
+    /// `pendingTransactionalOffsets`).
+    pending_transactional: BTreeMap<i64, OffsetsByGroup>,
+    /// The producers with an open transaction that wrote offsets of a group (Kafka's `openTransactionsByGroup`).
+    open_transactions: BTreeMap<String, BTreeSet<i64>>,
+    /// How many offset records were replayed: the rank of the next one in log order.
+    replayed_offset_records: u64,
     member_id_seed: u64,
     member_id_counter: u64,
     next_expiry_check_ms: i64,
@@ -218,6 +244,9 @@ impl GroupCoordinatorShard {
             config,
             groups: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            pending_transactional: BTreeMap::new(),
+            open_transactions: BTreeMap::new(),
+            replayed_offset_records: 0,
             member_id_seed,
             member_id_counter: 0,
             next_expiry_check_ms: i64::MIN,
@@ -249,15 +278,22 @@ impl GroupCoordinatorShard {
         self.offsets
             .get(group_id)?
             .get(&(topic.to_string(), partition))
+            .map(|o| &o.value)
     }
 
     // ------------------------------------------------------------------------------------------------------
     // Replay (loading, and the write path of offsets and deletions)
     // ------------------------------------------------------------------------------------------------------
 
-    /// Applies one record of the partition: how a partition is loaded, and how offset commits and deletions
-    /// change state. A GroupMetadataValue rebuilds the group as it was persisted (Empty without members,
-    /// Stable with them); tombstones remove.
+    /// Applies one record of the partition (of a batch that is not transactional; see
+    /// [`GroupCoordinatorShard::replay_transactional`] for the others): how a partition is loaded, and how offset
+    /// commits and deletions change state. A GroupMetadataValue rebuilds the group as it was persisted (Empty
+    /// without members, Stable with them); tombstones remove, an offset tombstone also the partition's pending
+    /// transactional offsets (as Kafka's `OffsetMetadataManager.replay`).
+    ///
+    /// Records must be replayed in log order (loading reads the log in order; a live step replays its records
+    /// right before or after appending them, under the shard's lock): the order of commits decides which offset
+    /// a transaction's COMMIT marker may overwrite.
     pub fn replay(&mut self, record: &CoordinatorRecord) {
         match record {
             CoordinatorRecord::OffsetCommit {
@@ -267,14 +303,12 @@ impl GroupCoordinatorShard {
                 value,
             } => match value {
                 Some(v) => {
-                    // Kafka creates a simple (Empty, no protocol) group for a standalone commit.
-                    self.groups
-                        .entry(group_id.clone())
-                        .or_insert_with(|| ClassicGroup::new(group_id, v.commit_timestamp_ms));
+                    self.ensure_simple_group(group_id, v.commit_timestamp_ms);
+                    let stored = self.stored(v);
                     self.offsets
                         .entry(group_id.clone())
                         .or_default()
-                        .insert((topic.clone(), *partition), v.clone());
+                        .insert((topic.clone(), *partition), stored);
                 }
                 None => {
                     if let Some(o) = self.offsets.get_mut(group_id) {
@@ -283,6 +317,7 @@ impl GroupCoordinatorShard {
                             self.offsets.remove(group_id);
                         }
                     }
+                    self.remove_pending_offsets(group_id, topic, *partition);
                 }
             },
             CoordinatorRecord::GroupMetadata { group_id, value } => match value {
@@ -295,6 +330,32 @@ impl GroupCoordinatorShard {
                 }
             },
         }
+    }
+
+    /// Kafka creates a simple (Empty, no protocol) group for an offset commit of a group it does not know.
+    fn ensure_simple_group(&mut self, group_id: &str, now_ms: i64) {
+        if !self.groups.contains_key(group_id) {
+            self.groups
+                .insert(group_id.to_string(), ClassicGroup::new(group_id, now_ms));
+        }
+    }
+
+    /// Ranks an offset record being replayed: the next position in log order.
+    fn stored(&mut self, value: &OffsetCommitValue) -> StoredOffset {
+        let log_rank = self.replay_rank();
+        StoredOffset {
+            value: value.clone(),
+            log_rank,
+        }
+    }
+
+    /// The rank in log order of the offset record being replayed. Kafka remembers each offset's record offset
+    /// in the log; records are replayed in log order, so a counter orders them the same way (compaction removes
+    /// records but never reorders the ones it keeps).
+    fn replay_rank(&mut self) -> u64 {
+        let rank = self.replayed_offset_records;
+        self.replayed_offset_records += 1;
+        rank
     }
 
     /// Called once a load finished replaying: every loaded member's session starts now (Kafka reschedules

@@ -1,5 +1,6 @@
-//! Committed offsets of a shard: OffsetCommit, OffsetFetch, OffsetDelete (KIP-496) and offset expiry
-//! (KIP-211). Offsets change only through records: each commit or deletion is emitted, and so replayed.
+//! Committed offsets of a shard: OffsetCommit, OffsetFetch (with KIP-447's `require_stable`), OffsetDelete
+//! (KIP-496) and offset expiry (KIP-211). Offsets change only through records: each commit or deletion is
+//! emitted, and so replayed. Transactional commits are in `txn_offsets`.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +31,9 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     /// Metadata string (`None` when no offset is committed, as Kafka answers).
     pub metadata: Option<String>,
+    /// The partition's error: [`GroupError::UnstableOffsetCommit`] when stable offsets were asked for and a
+    /// transaction's offset for the partition is pending (offset -1 then), else [`GroupError::None`].
+    pub error: GroupError,
 }
 
 impl CommittedOffset {
@@ -40,8 +44,27 @@ impl CommittedOffset {
             offset: v.offset,
             leader_epoch: v.leader_epoch,
             metadata: Some(v.metadata.clone()),
+            error: GroupError::None,
         }
     }
+
+    /// A partition without an offset to answer: -1 and an empty metadata string, as Kafka answers.
+    fn none(topic: &str, partition: i32, error: GroupError) -> CommittedOffset {
+        CommittedOffset {
+            topic: topic.to_string(),
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: Some(String::new()),
+            error,
+        }
+    }
+}
+
+/// Kafka's `offset.metadata.max.bytes` check (`OffsetMetadataManager.isMetadataInvalid`) measures the metadata
+/// as a Java string: in UTF-16 code units.
+pub(super) fn metadata_length(metadata: &str) -> usize {
+    metadata.encode_utf16().count()
 }
 
 impl GroupCoordinatorShard {
@@ -76,7 +99,7 @@ impl GroupCoordinatorShard {
                     group_error
                 } else if !known_partition(t.name.0.as_str(), p.partition_index) {
                     GroupError::UnknownTopicOrPartition
-                } else if metadata.len() > self.config.offset_metadata_max_bytes {
+                } else if metadata_length(&metadata) > self.config.offset_metadata_max_bytes {
                     GroupError::OffsetMetadataTooLarge
                 } else {
                     let record = CoordinatorRecord::OffsetCommit {
@@ -167,28 +190,36 @@ impl GroupCoordinatorShard {
     }
 
     /// OffsetFetch for one group: the requested partitions (or, with `None`, every committed offset). A group
-    /// without offsets answers -1 for each partition. `require_stable` (KIP-447) has nothing to wait for
-    /// without transactional commits.
+    /// without offsets answers -1 for each partition. Offsets of open transactions are never answered; with
+    /// `require_stable` (OffsetFetch v7+, KIP-447) a partition that has one answers UNSTABLE_OFFSET_COMMIT
+    /// instead of its committed offset, so that a consumer does not start from an offset its transactional
+    /// producer is about to replace (Kafka's `OffsetMetadataManager.fetchOffsets`/`fetchAllOffsets`: per
+    /// partition, and for "all partitions" only over the committed ones).
     pub fn offset_fetch(
         &self,
         group_id: &str,
         topics: Option<&[(String, Vec<i32>)]>,
+        require_stable: bool,
     ) -> Vec<CommittedOffset> {
         let offsets = self.offsets.get(group_id);
+        let unstable = |topic: &str, partition: i32| {
+            require_stable && self.has_pending_transactional_offsets(group_id, topic, partition)
+        };
         match topics {
             Some(topics) => topics
                 .iter()
                 .flat_map(|(topic, partitions)| {
-                    partitions.iter().map(move |p| {
-                        match offsets.and_then(|o| o.get(&(topic.clone(), *p))) {
-                            Some(v) => CommittedOffset::of(topic, *p, v),
-                            None => CommittedOffset {
-                                topic: topic.clone(),
-                                partition: *p,
-                                offset: -1,
-                                leader_epoch: -1,
-                                metadata: Some(String::new()),
-                            },
+                    partitions.iter().map(move |&p| {
+                        if unstable(topic, p) {
+                            return CommittedOffset::none(
+                                topic,
+                                p,
+                                GroupError::UnstableOffsetCommit,
+                            );
+                        }
+                        match offsets.and_then(|o| o.get(&(topic.clone(), p))) {
+                            Some(o) => CommittedOffset::of(topic, p, &o.value),
+                            None => CommittedOffset::none(topic, p, GroupError::None),
                         }
                     })
                 })
@@ -196,12 +227,19 @@ impl GroupCoordinatorShard {
             None => offsets
                 .into_iter()
                 .flatten()
-                .map(|((topic, partition), v)| CommittedOffset::of(topic, *partition, v))
+                .map(|((topic, partition), o)| {
+                    if unstable(topic, *partition) {
+                        CommittedOffset::none(topic, *partition, GroupError::UnstableOffsetCommit)
+                    } else {
+                        CommittedOffset::of(topic, *partition, &o.value)
+                    }
+                })
                 .collect(),
         }
     }
 
-    /// OffsetDelete (KIP-496): offsets of topics the group does not subscribe to are deleted (tombstones).
+    /// OffsetDelete (KIP-496): offsets of topics the group does not subscribe to are deleted (tombstones, also
+    /// for a partition that has only a pending transactional offset, as Kafka).
     pub fn offset_delete(
         &mut self,
         request: &OffsetDeleteRequest,
@@ -245,6 +283,11 @@ impl GroupCoordinatorShard {
                     if self
                         .committed_offset(&group_id, &topic, p.partition_index)
                         .is_some()
+                        || self.has_pending_transactional_offsets(
+                            &group_id,
+                            &topic,
+                            p.partition_index,
+                        )
                     {
                         self.emit_offset_tombstone(
                             &mut records,
@@ -277,6 +320,11 @@ impl GroupCoordinatorShard {
     /// Offset expiry (`offsets.retention.minutes`, KIP-211): a group's offsets expire `retention` after it
     /// became Empty (or after the commit, for a group that never had members or for topics a Stable consumer
     /// group no longer subscribes to); an Empty group whose offsets all expired is deleted (tombstone).
+    ///
+    /// As Kafka's `cleanupExpiredOffsets`, an offset with a pending transactional offset for its partition does
+    /// not expire, and a group with an open transaction is not deleted. (Kafka still deletes a group that has no
+    /// committed offset at all while a transaction is open; we keep it, so that the transaction's offsets have
+    /// their group when they commit.)
     pub(super) fn expire_offsets(&mut self, now_ms: i64, records: &mut Records) {
         let retention = self.config.offsets_retention_ms;
         let ids: Vec<String> = self.groups.keys().cloned().collect();
@@ -301,8 +349,12 @@ impl GroupCoordinatorShard {
                 .get(&group_id)
                 .into_iter()
                 .flatten()
-                .filter(|((topic, _), v)| {
+                .filter(|((topic, partition), o)| {
+                    let v = &o.value;
                     if subscribed.as_ref().is_some_and(|s| s.contains(topic)) {
+                        return false;
+                    }
+                    if self.has_pending_transactional_offsets(&group_id, topic, *partition) {
                         return false;
                     }
                     if v.expire_timestamp_ms >= 0 {
@@ -316,7 +368,9 @@ impl GroupCoordinatorShard {
                 self.emit_offset_tombstone(records, &group_id, topic, partition);
             }
             let empty = self.groups.get(&group_id).is_some_and(|g| {
-                g.state == GroupState::Empty && !self.offsets.contains_key(&group_id)
+                g.state == GroupState::Empty
+                    && !self.offsets.contains_key(&group_id)
+                    && !self.open_transactions.contains_key(&group_id)
             });
             if empty {
                 self.emit_group_tombstone(records, &group_id);

@@ -23,6 +23,7 @@ mod admin;
 mod membership;
 mod offsets;
 mod rebalance;
+mod txn_offsets;
 
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;

@@ -37,7 +37,7 @@ fn offset_commit_checks_generation_member_and_rebalance() {
             }),
         }]
     );
-    let fetched = sh.offset_fetch("g", Some(&[("t".to_string(), vec![0, 1])]));
+    let fetched = sh.offset_fetch("g", Some(&[("t".to_string(), vec![0, 1])]), false);
     assert_eq!(
         (fetched[0].offset, fetched[0].metadata.as_deref()),
         (42, Some("meta"))
