@@ -34,7 +34,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::client::{BrokerInfo, Client, ClientConfig, TopicInfo};
-use crate::consumer::{commit_offsets, fetch_committed, TopicPartition};
+use crate::consumer::{commit_offsets, fetch_committed, IsolationLevel, TopicPartition};
 use crate::error::{check_code, ClientError, Result};
 
 /// Which offset ListOffsets should find.
@@ -71,6 +71,7 @@ pub struct ListedOffset {
 pub(crate) async fn list_offsets(
     client: &Client,
     queries: &[(String, i32, OffsetSpec)],
+    isolation_level: IsolationLevel,
 ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset>>> {
     let mut out = BTreeMap::new();
     let mut todo: Vec<(String, i32, OffsetSpec)> = queries.to_vec();
@@ -128,7 +129,7 @@ pub(crate) async fn list_offsets(
             }
             let request = ListOffsetsRequest::default()
                 .with_replica_id(BrokerId(-1))
-                .with_isolation_level(0)
+                .with_isolation_level(isolation_level.code())
                 .with_timeout_ms(
                     i32::try_from(client.config().request_timeout_ms).unwrap_or(i32::MAX),
                 )
@@ -751,7 +752,17 @@ impl Admin {
         &self,
         queries: &[(String, i32, OffsetSpec)],
     ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset>>> {
-        list_offsets(&self.client, queries).await
+        list_offsets(&self.client, queries, IsolationLevel::ReadUncommitted).await
+    }
+
+    /// Offsets of partitions at an isolation level (Kafka's `ListOffsetsOptions`): with read_committed,
+    /// `Latest` is the last stable offset (the end of what a read_committed consumer can read).
+    pub async fn list_offsets_with_isolation(
+        &self,
+        queries: &[(String, i32, OffsetSpec)],
+        isolation_level: IsolationLevel,
+    ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset>>> {
+        list_offsets(&self.client, queries, isolation_level).await
     }
 
     /// The cluster id, controller and brokers (DescribeCluster if served, else Metadata). With `include_fenced`,
@@ -906,7 +917,7 @@ impl Admin {
 
     /// A group's committed offsets (all partitions it has committed).
     pub async fn group_offsets(&self, group: &str) -> Result<BTreeMap<TopicPartition, i64>> {
-        Ok(fetch_committed(&self.client, group, None)
+        Ok(fetch_committed(&self.client, group, None, false)
             .await?
             .into_iter()
             .collect())

@@ -17,6 +17,11 @@ use uuid::Uuid;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 
+/// FindCoordinator key type of a consumer group.
+pub const COORDINATOR_GROUP: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+pub const COORDINATOR_TRANSACTION: i8 = 1;
+
 /// Settings shared by producer, consumer and admin.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -442,16 +447,33 @@ impl Client {
 
     /// Finds the group coordinator for `group_id` (FindCoordinator, key type 0).
     pub async fn group_coordinator(&self, group_id: &str) -> Result<i32> {
+        self.find_coordinator(COORDINATOR_GROUP, group_id).await
+    }
+
+    /// Finds the transaction coordinator for `transactional_id` (FindCoordinator, key type 1).
+    pub async fn transaction_coordinator(&self, transactional_id: &str) -> Result<i32> {
+        self.find_coordinator(COORDINATOR_TRANSACTION, transactional_id)
+            .await
+    }
+
+    /// FindCoordinator for `key` of `key_type` (0: group, 1: transaction); retriable errors are retried a
+    /// few times with `retry.backoff.ms` between.
+    pub async fn find_coordinator(&self, key_type: i8, key: &str) -> Result<i32> {
+        let what = if key_type == COORDINATOR_TRANSACTION {
+            "transactional id"
+        } else {
+            "group"
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
             let conn = self.any_connection().await?;
             let version = conn.version_for::<FindCoordinatorRequest>(None)?;
-            let mut request = FindCoordinatorRequest::default().with_key_type(0);
+            let mut request = FindCoordinatorRequest::default().with_key_type(key_type);
             if version >= 4 {
-                request.coordinator_keys = vec![StrBytes::from_string(group_id.to_owned())];
+                request.coordinator_keys = vec![StrBytes::from_string(key.to_owned())];
             } else {
-                request.key = StrBytes::from_string(group_id.to_owned());
+                request.key = StrBytes::from_string(key.to_owned());
             }
             let response = conn.send_at(&request, version).await?;
             let (code, node, message) = if version >= 4 {
@@ -474,7 +496,7 @@ impl Client {
                 return Ok(node);
             }
             let err = ClientError::broker(
-                format!("finding the coordinator of group {group_id}"),
+                format!("finding the coordinator of {what} {key}"),
                 code,
                 message.map(|m| m.as_str().to_owned()),
             );

@@ -73,6 +73,40 @@ impl std::str::FromStr for OffsetReset {
     }
 }
 
+/// `isolation.level`: which records a fetch returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record up to the high watermark, including those of open and aborted transactions.
+    #[default]
+    ReadUncommitted,
+    /// Records up to the last stable offset, without those of aborted transactions (KIP-98).
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The wire value (Fetch and ListOffsets `isolation_level`).
+    pub fn code(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for IsolationLevel {
+    type Err = ClientError;
+
+    fn from_str(s: &str) -> Result<IsolationLevel> {
+        match s {
+            "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+            "read_committed" => Ok(IsolationLevel::ReadCommitted),
+            _ => Err(ClientError::Config(format!(
+                "isolation.level must be read_uncommitted or read_committed, not {s:?}"
+            ))),
+        }
+    }
+}
+
 /// Consumer settings (Kafka's names in the docs of each field).
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -103,6 +137,10 @@ pub struct ConsumerConfig {
     pub heartbeat_interval_ms: u64,
     /// `max.poll.interval.ms` (sent as the rebalance timeout).
     pub rebalance_timeout_ms: i32,
+    /// `isolation.level`: read_committed fetches up to the last stable offset and drops aborted
+    /// transactions; its offset resets (ListOffsets latest) stop at the last stable offset too, and committed
+    /// offsets are read with `require_stable` (KIP-447).
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -121,12 +159,41 @@ impl Default for ConsumerConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 3_000,
             rebalance_timeout_ms: 300_000,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
+
+/// A consumer's group membership as a transactional producer needs it to commit offsets in a transaction
+/// (Java's `ConsumerGroupMetadata`, KIP-447): the group coordinator refuses the commit of a member that is no
+/// longer in the group's current generation, so a zombie cannot commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    /// `group.id`.
+    pub group_id: String,
+    /// The generation the member joined (-1 outside group membership).
+    pub generation_id: i32,
+    /// The member id ("" outside group membership).
+    pub member_id: String,
+    /// `group.instance.id` (static membership), if any.
+    pub group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// Metadata for a group without membership (generation -1, no member id), as a consumer using `assign`
+    /// commits; the coordinator then skips the generation check.
+    pub fn new(group_id: impl Into<String>) -> ConsumerGroupMetadata {
+        ConsumerGroupMetadata {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 struct PartitionState {
@@ -137,6 +204,8 @@ struct PartitionState {
     reset_pending: bool,
     /// The high watermark from the last fetch (-1 before one).
     high_watermark: i64,
+    /// The last stable offset from the last fetch (-1 before one, or when the broker sends none).
+    last_stable_offset: i64,
 }
 
 /// An async Kafka consumer: manual assignment ([`assign`](Consumer::assign)) or group membership
@@ -196,6 +265,19 @@ impl Consumer {
         self.partitions.clear();
         self.rejoin.store(REJOIN_SAME_MEMBER, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The group metadata to pass to `Producer::send_offsets_to_transaction` (needs `group.id`): the current
+    /// generation and member id while this consumer is a group member, else generation -1.
+    pub fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        let group_id = self.group()?.to_owned();
+        let (generation_id, member_id) = self.commit_identity();
+        Ok(ConsumerGroupMetadata {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id: None,
+        })
     }
 
     /// The member id and generation while this consumer is a group member.
@@ -271,6 +353,7 @@ impl Consumer {
         for tp in &membership.assignment {
             self.partitions.entry(tp.clone()).or_insert(PartitionState {
                 high_watermark: -1,
+                last_stable_offset: -1,
                 ..PartitionState::default()
             });
         }
@@ -350,6 +433,7 @@ impl Consumer {
         for tp in partitions {
             let state = self.partitions.remove(&tp).unwrap_or(PartitionState {
                 high_watermark: -1,
+                last_stable_offset: -1,
                 ..PartitionState::default()
             });
             next.insert(tp, state);
@@ -406,7 +490,7 @@ impl Consumer {
             .iter()
             .map(|(t, p)| (t.clone(), *p, spec))
             .collect();
-        let offsets = list_offsets(&self.client, &queries).await?;
+        let offsets = list_offsets(&self.client, &queries, self.config.isolation_level).await?;
         for ((topic, partition), offset) in offsets {
             self.seek(&topic, partition, offset?.offset)?;
         }
@@ -420,6 +504,14 @@ impl Consumer {
         self.state(topic, partition)?
             .position
             .ok_or_else(|| ClientError::Config(format!("{topic}-{partition} has no position")))
+    }
+
+    /// The last stable offset seen in the last fetch of the partition (-1 before the first): below it every
+    /// transaction is decided; a read_committed consumer reads up to it.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> i64 {
+        self.partitions
+            .get(&(topic.to_owned(), partition))
+            .map_or(-1, |s| s.last_stable_offset)
     }
 
     /// The high watermark seen in the last fetch of the partition (-1 before the first).
@@ -633,7 +725,7 @@ impl Consumer {
             .with_max_wait_ms(max_wait_ms.max(0))
             .with_min_bytes(self.config.fetch_min_bytes)
             .with_max_bytes(self.config.fetch_max_bytes)
-            .with_isolation_level(0)
+            .with_isolation_level(self.config.isolation_level.code())
             .with_session_id(0)
             .with_session_epoch(-1)
             .with_topics(topics)
@@ -681,10 +773,23 @@ impl Consumer {
             }
         }
         state.high_watermark = p.high_watermark;
+        state.last_stable_offset = p.last_stable_offset;
         let Some(data) = p.records.as_ref() else {
             return Ok(());
         };
-        let decoded = decode_batches(&tp.0, tp.1, data, position)?;
+        let aborted: Vec<(i64, i64)>;
+        let read_committed = if self.config.isolation_level == IsolationLevel::ReadCommitted {
+            aborted = p
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            Some(aborted.as_slice())
+        } else {
+            None
+        };
+        let decoded = decode_batches(&tp.0, tp.1, data, position, read_committed)?;
         let mut next = decoded.next_offset.unwrap_or(position).max(position);
         if let Some(last) = decoded.records.last() {
             next = next.max(last.offset + 1);
@@ -716,7 +821,8 @@ impl Consumer {
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>> {
         let group = self.group()?;
-        fetch_committed(&self.client, group, Some(partitions)).await
+        let require_stable = self.config.isolation_level == IsolationLevel::ReadCommitted;
+        fetch_committed(&self.client, group, Some(partitions), require_stable).await
     }
 
     fn group(&self) -> Result<&str> {
@@ -795,6 +901,7 @@ pub(crate) async fn fetch_committed(
     client: &Client,
     group: &str,
     partitions: Option<&[TopicPartition]>,
+    require_stable: bool,
 ) -> Result<HashMap<TopicPartition, i64>> {
     let topics = partitions.map(|partitions| {
         let mut topics: Vec<OffsetFetchRequestTopic> = Vec::new();
@@ -812,7 +919,12 @@ pub(crate) async fn fetch_committed(
     });
     let request = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
-        .with_topics(topics);
+        .with_topics(topics)
+        .with_require_stable(require_stable);
+    // KIP-447: with require_stable, offsets a transaction has not yet committed answer UNSTABLE_OFFSET_COMMIT
+    // until it ends; the Java consumer retries until then.
+    let unstable_deadline =
+        std::time::Instant::now() + Duration::from_millis(client.config().request_timeout_ms);
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -820,13 +932,28 @@ pub(crate) async fn fetch_committed(
         let response = client
             .send_to(coordinator, &request, Some(OFFSET_FETCH_MAX_VERSION))
             .await?;
-        if response.error_code != 0 {
+        let unstable = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| p.error_code == ResponseError::UnstableOffsetCommit.code());
+        let code = if response.error_code == 0 && unstable {
+            ResponseError::UnstableOffsetCommit.code()
+        } else {
+            response.error_code
+        };
+        if code != 0 {
             let e = ClientError::broker(
                 format!("fetching committed offsets of group {group}"),
-                response.error_code,
+                code,
                 None,
             );
-            if e.is_retriable() && attempts < 10 {
+            let retry = if code == ResponseError::UnstableOffsetCommit.code() {
+                std::time::Instant::now() < unstable_deadline
+            } else {
+                e.is_retriable() && attempts < 10
+            };
+            if retry {
                 tokio::time::sleep(Duration::from_millis(client.config().retry_backoff_ms)).await;
                 continue;
             }

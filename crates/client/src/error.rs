@@ -90,7 +90,55 @@ pub enum ClientError {
     /// The producer or consumer was closed.
     #[error("the client was closed")]
     Closed,
+    /// Another producer initialized with the same `transactional.id` and a newer epoch (KIP-98 fencing), or the
+    /// transaction coordinator answered PRODUCER_FENCED / INVALID_PRODUCER_EPOCH. Fatal: every later call on this
+    /// producer fails with it; close the producer.
+    #[error("producer with transactional id {transactional_id} was fenced by another producer with the same id")]
+    ProducerFenced {
+        /// The transactional id.
+        transactional_id: String,
+    },
+    /// The current transaction hit an error that only aborting it clears (Kafka's abortable errors): call
+    /// `abort_transaction` and start a new transaction. Every call but `abort_transaction` fails with this until then.
+    #[error("the transaction must be aborted: {cause}")]
+    TransactionAbortable {
+        /// The error that made the transaction abortable.
+        cause: Box<ClientError>,
+    },
+    /// The producer hit a fatal transactional (or idempotence) error: it cannot send any more; close it.
+    #[error("the producer is in a fatal error state: {cause}")]
+    TransactionFatal {
+        /// The error that made the producer unusable.
+        cause: Box<ClientError>,
+    },
+    /// A transactional method was called in a state that does not allow it (Java's `IllegalStateException`);
+    /// the producer's state is unchanged.
+    #[error("cannot {operation} while the producer is {state}")]
+    InvalidTransactionState {
+        /// The method called.
+        operation: &'static str,
+        /// The state the producer is in (or why the call is refused).
+        state: String,
+    },
+    /// Records of a transaction that was aborted before they were sent (Java's `TransactionAbortedException`).
+    #[error("the transaction was aborted before the records were sent")]
+    TransactionAborted,
+    /// A batch waited longer than `delivery.timeout.ms` for a successful send.
+    #[error("{records} record(s) for {topic}-{partition} expired: {timeout_ms} ms passed since the batch was created")]
+    DeliveryTimeout {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The records in the batch.
+        records: usize,
+        /// `delivery.timeout.ms`.
+        timeout_ms: u64,
+    },
 }
+
+/// The client's error type under the name the Java client and most Rust clients use.
+pub type Error = ClientError;
 
 impl ClientError {
     /// A broker error for `code` (which must not be 0) with context.
@@ -102,17 +150,38 @@ impl ClientError {
         }
     }
 
-    /// The Kafka error this is, if the broker reported one.
+    /// The Kafka error this is, if the broker reported one (for a transactional error, the one that caused it).
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
             ClientError::Broker { error, .. } => Some(*error),
+            ClientError::ProducerFenced { .. } => Some(ResponseError::ProducerFenced),
+            ClientError::TransactionAbortable { cause }
+            | ClientError::TransactionFatal { cause } => cause.kafka_error(),
             _ => None,
         }
+    }
+
+    /// True for [`ClientError::ProducerFenced`] and [`ClientError::TransactionFatal`]: the producer cannot go on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::ProducerFenced { .. } | ClientError::TransactionFatal { .. }
+        )
+    }
+
+    /// True for [`ClientError::TransactionAbortable`]: abort the transaction, then go on.
+    pub fn is_abortable(&self) -> bool {
+        matches!(self, ClientError::TransactionAbortable { .. })
     }
 
     /// True for errors worth retrying after a metadata refresh or backoff.
     pub fn is_retriable(&self) -> bool {
         match self {
+            // Java's `ConcurrentTransactionsException` is retriable; `kafka-protocol`'s table says not.
+            ClientError::Broker {
+                error: ResponseError::ConcurrentTransactions,
+                ..
+            } => true,
             ClientError::Broker { error, .. } => error.is_retriable(),
             ClientError::Connection { .. }
             | ClientError::Timeout { .. }

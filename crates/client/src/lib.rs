@@ -23,9 +23,11 @@ pub mod records;
 pub use admin::Admin;
 pub use client::{BrokerInfo, Client, ClientConfig, ClusterMetadata, PartitionInfo, TopicInfo};
 pub use connection::Connection;
-pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
-pub use error::{ClientError, Result};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, OffsetReset};
+pub use error::{ClientError, Error, Result};
 pub use group::Assignor;
 pub use partitioner::{PartitionStrategy, Partitioner};
-pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerIdAndEpoch, TransactionState,
+};
 pub use records::{CompressionType, ConsumerRecord, ProducerRecord, RecordMetadata};

@@ -1,6 +1,7 @@
 //! Record types seen by users (produced, consumed, delivered) and the conversion to and from magic-v2 record
 //! batches through `kafka-protocol`'s `RecordBatchEncoder` / `RecordBatchDecoder` (every codec).
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use bytes::{Bytes, BytesMut};
@@ -188,11 +189,61 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Encodes `records` (with their timestamps already resolved) as one magic-v2 batch, base offset 0, no
-/// producer id.
+/// The idempotence fields of a produced batch's header (KIP-98): producer id, epoch, base sequence and the
+/// transactional flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerStamp {
+    /// Producer id.
+    pub(crate) producer_id: i64,
+    /// Producer epoch.
+    pub(crate) epoch: i16,
+    /// Sequence of the batch's first record.
+    pub(crate) base_sequence: i32,
+    /// Whether the batch belongs to a transaction (attribute bit 4).
+    pub(crate) transactional: bool,
+}
+
+/// Writes `stamp` into the header of the encoded batch `batch` and recomputes its CRC32C (the producer
+/// fields and the attributes are covered by it). Encoding once and stamping keeps one code path for a first
+/// send and for a retry whose sequence was rewritten after an epoch bump (KIP-360).
+pub(crate) fn stamp_batch(batch: &mut [u8], stamp: ProducerStamp) -> Result<()> {
+    use sluice_protocol::batch::{
+        BatchHeader, ATTRIBUTES_OFFSET, BASE_SEQUENCE_OFFSET, CRC_OFFSET, PRODUCER_EPOCH_OFFSET,
+        PRODUCER_ID_OFFSET, RECORD_BATCH_OVERHEAD, TRANSACTIONAL_FLAG_MASK,
+    };
+    if batch.len() < RECORD_BATCH_OVERHEAD {
+        return Err(ClientError::Config(format!(
+            "cannot stamp a record batch of {} bytes",
+            batch.len()
+        )));
+    }
+    let mut attributes =
+        i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]]);
+    if stamp.transactional {
+        attributes |= TRANSACTIONAL_FLAG_MASK;
+    } else {
+        attributes &= !TRANSACTIONAL_FLAG_MASK;
+    }
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8]
+        .copy_from_slice(&stamp.producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
+        .copy_from_slice(&stamp.epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+        .copy_from_slice(&stamp.base_sequence.to_be_bytes());
+    let crc = BatchHeader::new(batch)
+        .and_then(|h| h.compute_crc())
+        .map_err(|e| ClientError::Config(format!("cannot stamp a record batch: {e}")))?;
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// Encodes `records` (with their timestamps already resolved) as one magic-v2 batch, base offset 0, with the
+/// producer fields of `stamp` (none: producer id -1, base sequence -1, as a non-idempotent producer sends).
 pub(crate) fn encode_batch(
     records: &[(ProducerRecord, i64)],
     compression: CompressionType,
+    stamp: Option<ProducerStamp>,
 ) -> Result<Bytes> {
     let encoded: Vec<Record> = records
         .iter()
@@ -240,6 +291,9 @@ pub(crate) fn encode_batch(
     };
     encoded_result
         .map_err(|e| ClientError::Config(format!("cannot encode a record batch: {e}")))?;
+    if let Some(stamp) = stamp {
+        stamp_batch(&mut buf, stamp)?;
+    }
     Ok(buf.freeze())
 }
 
@@ -272,13 +326,37 @@ pub(crate) struct DecodedRecords {
     pub(crate) next_offset: Option<i64>,
 }
 
+/// The read_committed view of one fetched partition: the fetch response's `aborted_transactions`, as
+/// `(producer id, first offset)`.
+pub(crate) type AbortedTransactions<'a> = &'a [(i64, i64)];
+
+/// Whether a control batch holds an ABORT marker: its first record's key is (version i16, type i16) and type 0
+/// is ABORT (Kafka's `ControlRecordType`).
+fn is_abort_marker(batch: &Bytes) -> bool {
+    let mut slice = batch.clone();
+    let Ok(set) = RecordBatchDecoder::decode(&mut slice) else {
+        return false;
+    };
+    set.records
+        .first()
+        .and_then(|r| r.key.as_ref())
+        .is_some_and(|key| key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 0)
+}
+
 /// Decodes the whole batches in `data` (a trailing partial batch is normal and ignored), keeping the records
 /// at or after `from_offset`. Each batch's CRC32C is checked before `kafka-protocol` decodes it.
+///
+/// `read_committed` (the fetch was sent with isolation level 1) drops the records of aborted transactions
+/// exactly as the Java consumer's `CompletedFetch` does: going through the batches in offset order, an
+/// aborted transaction of the response's list becomes active for its producer once a batch of that producer
+/// reaches the transaction's first offset; while active, that producer's transactional batches are skipped;
+/// the producer's ABORT marker ends it. Control batches are never returned.
 pub(crate) fn decode_batches(
     topic: &str,
     partition: i32,
     data: &Bytes,
     from_offset: i64,
+    read_committed: Option<AbortedTransactions<'_>>,
 ) -> Result<DecodedRecords> {
     let corrupt = |offset: i64, reason: String| ClientError::CorruptBatch {
         topic: topic.to_owned(),
@@ -287,6 +365,11 @@ pub(crate) fn decode_batches(
         reason,
     };
     let mut out = DecodedRecords::default();
+    // The aborted transactions by first offset, consumed in order (Java's priority queue).
+    let mut aborted: Vec<(i64, i64)> = read_committed.map(<[_]>::to_vec).unwrap_or_default();
+    aborted.sort_by_key(|&(producer_id, first_offset)| (first_offset, producer_id));
+    let mut aborted = aborted.into_iter().peekable();
+    let mut aborted_producers: HashSet<i64> = HashSet::new();
     for item in Batches::new(data) {
         let (at, header) = match item {
             Ok(b) => b,
@@ -309,6 +392,23 @@ pub(crate) fn decode_batches(
             ));
         }
         out.next_offset = Some(next);
+        if read_committed.is_some() && header.producer_id() >= 0 {
+            while let Some((producer_id, _)) =
+                aborted.next_if(|&(_, first_offset)| first_offset <= header.last_offset())
+            {
+                aborted_producers.insert(producer_id);
+            }
+            let producer_id = header.producer_id();
+            if header.is_control() {
+                if aborted_producers.contains(&producer_id)
+                    && is_abort_marker(&data.slice(at..at + header.size()))
+                {
+                    aborted_producers.remove(&producer_id);
+                }
+            } else if header.is_transactional() && aborted_producers.contains(&producer_id) {
+                continue;
+            }
+        }
         if next <= from_offset || header.is_control() {
             continue;
         }
@@ -355,13 +455,13 @@ mod tests {
             })
             .collect();
         for codec in CompressionType::ALL {
-            let batch = encode_batch(&records, codec).unwrap();
+            let batch = encode_batch(&records, codec, None).unwrap();
             let header = sluice_protocol::batch::BatchHeader::new(&batch).unwrap();
             header.validate().unwrap();
             assert_eq!(header.record_count(), 50);
             assert_eq!(header.base_sequence(), -1);
             assert_eq!(i16::from(header.compression()), codec.codec() as i16);
-            let decoded = decode_batches("t", 0, &batch, 10).unwrap();
+            let decoded = decode_batches("t", 0, &batch, 10, None).unwrap();
             assert_eq!(decoded.next_offset, Some(50));
             assert_eq!(decoded.records.len(), 40);
             assert_eq!(decoded.records[0].offset, 10);
@@ -373,19 +473,149 @@ mod tests {
     }
 
     #[test]
+    fn stamped_batches_carry_the_producer_fields_under_a_valid_crc() {
+        let records: Vec<(ProducerRecord, i64)> = (0..3)
+            .map(|i| (ProducerRecord::new("t", format!("v{i}")), 1_000))
+            .collect();
+        let stamp = ProducerStamp {
+            producer_id: 4_000_000_001,
+            epoch: 7,
+            base_sequence: 42,
+            transactional: true,
+        };
+        for codec in CompressionType::ALL {
+            let batch = encode_batch(&records, codec, Some(stamp)).unwrap();
+            let header = sluice_protocol::batch::BatchHeader::new(&batch).unwrap();
+            header.validate_produced().unwrap();
+            assert_eq!(header.producer_id(), 4_000_000_001);
+            assert_eq!(header.producer_epoch(), 7);
+            assert_eq!(header.base_sequence(), 42);
+            assert!(header.is_transactional());
+            assert_eq!(i16::from(header.compression()), codec.codec() as i16);
+            // A retry after an epoch bump is restamped (KIP-360): new fields, CRC still valid, records intact.
+            let mut again = BytesMut::from(&batch[..]);
+            let bumped = ProducerStamp {
+                epoch: 8,
+                base_sequence: 0,
+                transactional: false,
+                ..stamp
+            };
+            stamp_batch(&mut again, bumped).unwrap();
+            let header = sluice_protocol::batch::BatchHeader::new(&again).unwrap();
+            header.validate_produced().unwrap();
+            assert_eq!((header.producer_epoch(), header.base_sequence()), (8, 0));
+            assert!(!header.is_transactional());
+            let decoded = decode_batches("t", 0, &again.freeze(), 0, None).unwrap();
+            assert_eq!(decoded.records.len(), 3);
+            assert_eq!(decoded.records[2].value.as_deref(), Some(&b"v2"[..]));
+        }
+        assert!(stamp_batch(&mut [0u8; 10], stamp).is_err());
+    }
+
+    /// A batch at `base` with one record per value: transactional or not, or a control batch holding one
+    /// COMMIT / ABORT marker (key: version 0, type 1 / 0; value: version 0, coordinator epoch 0).
+    fn batch_at(base: i64, producer_id: i64, kind: &str, values: &[&str]) -> Vec<u8> {
+        let control = kind == "commit" || kind == "abort";
+        let records: Vec<Record> = (0..values.len().max(1))
+            .map(|i| Record {
+                transactional: kind != "plain",
+                control,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: i as i32,
+                timestamp: 1_000,
+                key: control.then(|| {
+                    Bytes::from_static(if kind == "commit" {
+                        &[0, 0, 0, 1]
+                    } else {
+                        &[0, 0, 0, 0]
+                    })
+                }),
+                value: if control {
+                    Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0]))
+                } else {
+                    values.get(i).map(|v| Bytes::from(v.to_string()))
+                },
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn values(decoded: &DecodedRecords) -> Vec<String> {
+        decoded
+            .records
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions_as_the_java_consumer() {
+        // Producers 1 and 2 interleave; 1's first transaction aborts, 2's commits, 1's second commits.
+        let log: Vec<u8> = [
+            batch_at(0, 1, "txn", &["1a", "1b"]),
+            batch_at(2, 2, "txn", &["2a"]),
+            batch_at(3, -1, "plain", &["p"]),
+            batch_at(4, 1, "abort", &[]),
+            batch_at(5, 2, "txn", &["2b"]),
+            batch_at(6, 2, "commit", &[]),
+            batch_at(7, 1, "txn", &["1c"]),
+            batch_at(8, 1, "commit", &[]),
+        ]
+        .concat();
+        let data = Bytes::from(log);
+        // The broker lists producer 1's aborted transaction, which began at offset 0.
+        let aborted = [(1, 0)];
+        let decoded = decode_batches("t", 0, &data, 0, Some(&aborted)).unwrap();
+        assert_eq!(values(&decoded), ["2a", "p", "2b", "1c"]);
+        assert_eq!(decoded.next_offset, Some(9));
+        // read_uncommitted sees everything but the markers.
+        let decoded = decode_batches("t", 0, &data, 0, None).unwrap();
+        assert_eq!(values(&decoded), ["1a", "1b", "2a", "p", "2b", "1c"]);
+        // The ABORT marker ends the aborted range: producer 1's later transaction is kept even when listed
+        // transactions of other producers are still open.
+        let decoded = decode_batches("t", 0, &data, 0, Some(&[(1, 0), (2, 9)])).unwrap();
+        assert_eq!(values(&decoded), ["2a", "p", "2b", "1c"]);
+        // A fetch starting inside the range still skips it, and the position moves past it.
+        let decoded = decode_batches("t", 0, &data, 1, Some(&aborted)).unwrap();
+        assert_eq!(values(&decoded), ["2a", "p", "2b", "1c"]);
+        // Only aborted batches: nothing returned, the position still advances past them.
+        let only =
+            Bytes::from([batch_at(0, 1, "txn", &["x"]), batch_at(1, 1, "abort", &[])].concat());
+        let decoded = decode_batches("t", 0, &only, 0, Some(&aborted)).unwrap();
+        assert!(decoded.records.is_empty());
+        assert_eq!(decoded.next_offset, Some(2));
+    }
+
+    #[test]
     fn partial_tail_is_ignored_and_corruption_is_an_error() {
         let records = vec![(ProducerRecord::new("t", "x"), 5)];
-        let batch = encode_batch(&records, CompressionType::None).unwrap();
+        let batch = encode_batch(&records, CompressionType::None, None).unwrap();
         let mut two = batch.to_vec();
         two.extend_from_slice(&batch[..batch.len() - 3]);
-        let decoded = decode_batches("t", 0, &Bytes::from(two), 0).unwrap();
+        let decoded = decode_batches("t", 0, &Bytes::from(two), 0, None).unwrap();
         assert_eq!(decoded.records.len(), 1);
 
         let mut bad = batch.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert!(matches!(
-            decode_batches("t", 0, &Bytes::from(bad), 0),
+            decode_batches("t", 0, &Bytes::from(bad), 0, None),
             Err(ClientError::CorruptBatch { .. })
         ));
     }

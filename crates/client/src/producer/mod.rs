@@ -1,38 +1,50 @@
-//! The producer: partitioning, per-partition batching (`linger.ms`, `batch.size`), compression, acks, retries
-//! with backoff and a delivery result per record.
+//! The producer: partitioning, per-partition batching (`linger.ms`, `batch.size`), compression, acks,
+//! retries, idempotence (on by default, as Kafka since 3.0) and transactions, with a delivery result per record.
 //!
 //! [`Producer::send`] picks the partition, appends the record to that partition's open batch and returns a
-//! [`DeliveryFuture`]. One sender task drains batches that are full, older than `linger.ms`, or being
-//! flushed, groups them by partition leader into one Produce request per broker and sends it; at most
+//! [`DeliveryFuture`]. One sender task ([`sender`]) drains batches that are full, older than `linger.ms`, or
+//! being flushed, groups them by partition leader into one Produce request per broker and sends it; at most
 //! `max.in.flight.requests` requests are outstanding, so while the broker is busy records accumulate into
-//! bigger batches (as in the Java client). A retriable error (NOT_LEADER_OR_FOLLOWER,
-//! UNKNOWN_TOPIC_OR_PARTITION, a lost connection, a timeout) refreshes the topic's metadata, waits
-//! `retry.backoff.ms` and sends the same encoded batch again, up to `retries` times. Without idempotence a
-//! retried batch may be reordered behind a later one of the same partition, as in Kafka with
-//! `max.in.flight.requests.per.connection > 1`.
+//! bigger batches (as in the Java client). A batch that fails with a retriable error goes back to the front
+//! of its partition's queue ([`accumulator`]) and is sent again after `retry.backoff.ms` (and, for a
+//! NOT_LEADER_OR_FOLLOWER and the like, a metadata refresh), up to `retries` times and within
+//! `delivery.timeout.ms`.
+//!
+//! Idempotence (KIP-98): the producer gets a producer id with InitProducerId before its first batch, and each
+//! batch carries the id, the epoch and the base sequence of its partition, kept by the
+//! [`transaction_manager`]; a retry keeps its sequence and retries go out in sequence order, so the broker
+//! writes each batch once and in order with up to 5 requests in flight. Transactions (KIP-98, transaction
+//! version 1): `init_transactions`, `begin_transaction`, `send`, `send_offsets_to_transaction`,
+//! `commit_transaction` / `abort_transaction`, driven by the [`transactions`] module against the transaction
+//! coordinator.
 
-use std::collections::{HashMap, VecDeque};
+mod accumulator;
+mod sender;
+mod transaction_manager;
+mod transactions;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::client::{Client, ClientConfig};
+use crate::consumer::{ConsumerGroupMetadata, TopicPartition};
 use crate::error::{ClientError, Result};
 use crate::partitioner::{murmur2_partition, FastRng, PartitionStrategy};
-use crate::records::{encode_batch, now_ms, CompressionType, ProducerRecord, RecordMetadata};
+use crate::records::{now_ms, CompressionType, ProducerRecord, RecordMetadata};
+use accumulator::{Accumulator, Batch};
+use transaction_manager::TransactionManager;
+pub use transaction_manager::{ProducerIdAndEpoch, TransactionState};
 
-/// The highest Produce version this client sends (v13 switches to topic ids).
-const PRODUCE_MAX_VERSION: i16 = 12;
+/// Kafka's bound on `max.in.flight.requests.per.connection` with idempotence: the broker remembers a
+/// producer's last 5 batches per partition to recognise a retried one.
+pub const MAX_IN_FLIGHT_WITH_IDEMPOTENCE: usize = 5;
 
 /// `acks`: how many replicas must have the batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,6 +109,18 @@ pub struct ProducerConfig {
     pub partitioner: PartitionStrategy,
     /// Whether producing to a missing topic may auto-create it (Metadata `allow_auto_topic_creation`).
     pub allow_auto_create_topics: bool,
+    /// `enable.idempotence`. `None` (the default) is Kafka's default since 3.0: on, unless `acks` is not `all`,
+    /// `retries` is 0 or `max_in_flight_requests` is above 5, in which case it is silently off. `Some(true)`
+    /// with any of those is a configuration error; a `transactional_id` needs it.
+    pub enable_idempotence: Option<bool>,
+    /// `transactional.id`: makes the producer transactional (see [`Producer::init_transactions`]).
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the coordinator lets a transaction stay open before aborting it.
+    pub transaction_timeout_ms: i32,
+    /// `max.block.ms`: how long `init_transactions`, `commit_transaction`, `abort_transaction` and
+    /// `send_offsets_to_transaction` wait before failing with a timeout (calling the same method again
+    /// resumes where it stopped).
+    pub max_block_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -113,6 +137,42 @@ impl Default for ProducerConfig {
             max_in_flight_requests: 5,
             partitioner: PartitionStrategy::Default,
             allow_auto_create_topics: true,
+            enable_idempotence: None,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
+            max_block_ms: 60_000,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Whether the producer is idempotent, as Kafka's `ProducerConfig` decides it: an explicit
+    /// `enable.idempotence=true` (or a `transactional.id`) with `acks` other than `all`, `retries` 0 or more
+    /// than 5 requests in flight is an error; the default is on unless one of those is set.
+    pub fn idempotence(&self) -> Result<bool> {
+        let conflict = if self.acks != Acks::All {
+            Some("acks must be all")
+        } else if self.retries == 0 {
+            Some("retries must be greater than 0")
+        } else if self.max_in_flight_requests > MAX_IN_FLIGHT_WITH_IDEMPOTENCE {
+            Some("max.in.flight.requests.per.connection must be at most 5")
+        } else {
+            None
+        };
+        let transactional = self.transactional_id.is_some();
+        match (self.enable_idempotence, conflict) {
+            (Some(false), _) if transactional => Err(ClientError::Config(
+                "a transactional.id needs enable.idempotence".into(),
+            )),
+            (Some(false), _) => Ok(false),
+            (Some(true), Some(why)) => Err(ClientError::Config(format!(
+                "enable.idempotence=true: {why}"
+            ))),
+            (None, Some(why)) if transactional => Err(ClientError::Config(format!(
+                "a transactional.id needs idempotence: {why}"
+            ))),
+            (None, Some(_)) => Ok(false),
+            (_, None) => Ok(true),
         }
     }
 }
@@ -199,50 +259,6 @@ impl Future for DeliveryFuture {
     }
 }
 
-struct OpenBatch {
-    records: Vec<(ProducerRecord, i64)>,
-    outcome: BatchHandle,
-    size_bytes: usize,
-    created: Instant,
-    permits: usize,
-}
-
-struct ReadyBatch {
-    topic: String,
-    partition: i32,
-    records: Vec<(ProducerRecord, i64)>,
-    outcome: BatchHandle,
-    permits: usize,
-    created: Instant,
-}
-
-/// One topic's open batches and sticky partition: a record costs one topic lookup, then indexing.
-#[derive(Default)]
-struct TopicBatches {
-    /// Indexed by partition: a queue each, where every batch but the last is full; records go to the last.
-    partitions: Vec<VecDeque<OpenBatch>>,
-    /// KIP-480: the partition keyless records of this topic currently stick to.
-    sticky: Option<i32>,
-}
-
-impl TopicBatches {
-    /// The queue of `partition` (non-negative: validated or reduced modulo the partition count by `send`).
-    fn queue_mut(&mut self, partition: i32) -> &mut VecDeque<OpenBatch> {
-        let index = usize::try_from(partition).unwrap_or(0);
-        if index >= self.partitions.len() {
-            self.partitions.resize_with(index + 1, VecDeque::new);
-        }
-        &mut self.partitions[index]
-    }
-}
-
-#[derive(Default)]
-struct Accumulator {
-    /// Batches by topic; a topic is dropped once none of its partitions holds a batch.
-    batches: HashMap<String, TopicBatches>,
-    flushing: bool,
-}
-
 struct Inner {
     client: Client,
     config: ProducerConfig,
@@ -257,6 +273,8 @@ struct Inner {
     /// Records handed to `send` and not yet completed, for `flush`.
     pending: AtomicU32,
     idle: Notify,
+    /// The transactional state and its coordinator (`None` without a `transactional.id`).
+    transactions: Option<transactions::Transactions>,
 }
 
 /// An async Kafka producer. Cloning shares it.
@@ -274,30 +292,51 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Connects and starts the sender task.
+    /// Connects and starts the sender task. An idempotent producer asks for its producer id before its first
+    /// batch goes out; a transactional one in [`init_transactions`](Self::init_transactions).
     pub async fn new(config: ProducerConfig) -> Result<Producer> {
         if config.batch_size_bytes == 0 || config.max_in_flight_requests == 0 {
             return Err(ClientError::Config(
                 "batch.size and max.in.flight.requests must be positive".into(),
             ));
         }
+        if config.transactional_id.as_deref() == Some("") {
+            return Err(ClientError::Config(
+                "transactional.id must not be empty".into(),
+            ));
+        }
+        if config.transaction_timeout_ms <= 0 {
+            return Err(ClientError::Config(
+                "transaction.timeout.ms must be positive".into(),
+            ));
+        }
+        let idempotent = config.idempotence()?;
         let client = Client::connect(config.client.clone()).await?;
         let buffer_capacity = config.buffer_memory_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let accumulator = Accumulator {
+            txn: idempotent.then(|| TransactionManager::new(config.transactional_id.clone())),
+            ..Accumulator::default()
+        };
+        let transactions = config
+            .transactional_id
+            .clone()
+            .map(transactions::Transactions::new);
         let inner = Arc::new(Inner {
             client,
             buffer: Arc::new(Semaphore::new(buffer_capacity)),
             buffer_capacity,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
             config,
-            state: Mutex::new(Accumulator::default()),
+            state: Mutex::new(accumulator),
             wake: Notify::new(),
             rng: FastRng::new(),
             round_robin: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             pending: AtomicU32::new(0),
             idle: Notify::new(),
+            transactions,
         });
-        tokio::spawn(sender_loop(inner.clone()));
+        tokio::spawn(sender::sender_loop(inner.clone()));
         Ok(Producer { inner })
     }
 
@@ -306,7 +345,39 @@ impl Producer {
         &self.inner.client
     }
 
+    /// Whether the producer is idempotent (see [`ProducerConfig::enable_idempotence`]).
+    pub fn is_idempotent(&self) -> bool {
+        self.inner.state.lock().txn.is_some()
+    }
+
+    /// The producer id and epoch in use ([`ProducerIdAndEpoch::NONE`] before InitProducerId answered, and
+    /// always without idempotence).
+    pub fn producer_id_and_epoch(&self) -> ProducerIdAndEpoch {
+        self.inner
+            .state
+            .lock()
+            .txn
+            .as_ref()
+            .map_or(ProducerIdAndEpoch::NONE, |tm| tm.producer_id_and_epoch())
+    }
+
+    /// The state of the transaction manager (`Uninitialized` without idempotence).
+    pub fn transaction_state(&self) -> TransactionState {
+        self.inner
+            .state
+            .lock()
+            .txn
+            .as_ref()
+            .map_or(TransactionState::Uninitialized, |tm| tm.state())
+    }
+
     /// Queues `record` and returns a future of its delivery result. Waits while `buffer.memory` is full.
+    ///
+    /// A transactional producer sends only between [`begin_transaction`](Self::begin_transaction) and the
+    /// end of the transaction; the first record for a partition adds the partition to the transaction
+    /// (AddPartitionsToTxn) before its batch goes out. Fails at once when the producer is in an error state
+    /// ([`ClientError::TransactionAbortable`], [`ClientError::ProducerFenced`],
+    /// [`ClientError::TransactionFatal`]).
     pub async fn send(&self, mut record: ProducerRecord) -> Result<DeliveryFuture> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Relaxed) {
@@ -350,7 +421,8 @@ impl Producer {
         record.timestamp_ms = Some(timestamp_ms);
         inner.pending.fetch_add(1, Ordering::AcqRel);
         let (wake, future) = {
-            let mut state = inner.state.lock();
+            let mut guard = inner.state.lock();
+            let state = &mut *guard;
             let topic_batches = match state.batches.get_mut(record.topic.as_str()) {
                 Some(t) => t,
                 None => state.batches.entry(record.topic.clone()).or_default(),
@@ -359,6 +431,18 @@ impl Producer {
                 Some(p) => p,
                 None => self.choose_partition(&mut topic_batches.sticky, &record, num_partitions),
             };
+            if let Some(tm) = state.txn.as_mut() {
+                let checked = if tm.is_transactional() {
+                    tm.maybe_add_partition(&(record.topic.clone(), partition))
+                } else {
+                    tm.maybe_fail_with_error()
+                };
+                if let Err(e) = checked {
+                    drop(guard);
+                    inner.completed(1, permits);
+                    return Err(e);
+                }
+            }
             let batch_size = inner.config.batch_size_bytes;
             // KIP-480: once the sticky partition's batch is full, the next keyless record picks another.
             if record.partition.is_none() && topic_batches.sticky == Some(partition) {
@@ -372,26 +456,19 @@ impl Producer {
                 }
             }
             let queue = topic_batches.queue_mut(partition);
-            if queue
-                .back()
-                .is_none_or(|b| b.size_bytes > 0 && b.size_bytes + size > batch_size)
-            {
-                queue.push_back(OpenBatch {
-                    records: Vec::new(),
-                    outcome: BatchHandle(Arc::new(BatchOutcome {
-                        topic: Arc::from(record.topic.as_str()),
-                        partition,
-                        result: OnceLock::new(),
-                        wakers: Mutex::new(Vec::new()),
-                    })),
-                    size_bytes: 0,
-                    created: Instant::now(),
-                    permits: 0,
-                });
+            if queue.back().is_none_or(|b| {
+                !b.is_open() || (b.size_bytes > 0 && b.size_bytes + size > batch_size)
+            }) {
+                queue.push_back(Batch::new(BatchHandle(Arc::new(BatchOutcome {
+                    topic: Arc::from(record.topic.as_str()),
+                    partition,
+                    result: OnceLock::new(),
+                    wakers: Mutex::new(Vec::new()),
+                }))));
             }
             let Some(batch) = queue.back_mut() else {
                 // Pushed just above; undo this record's accounting rather than panic.
-                drop(state);
+                drop(guard);
                 inner.completed(1, permits);
                 return Err(ClientError::Closed);
             };
@@ -403,8 +480,8 @@ impl Producer {
                 timestamp_ms,
             };
             batch.records.push((record, timestamp_ms));
-            let wake =
-                batch.records.len() == 1 || batch.size_bytes >= inner.config.batch_size_bytes;
+            batch.record_count = batch.records.len();
+            let wake = batch.records.len() == 1 || batch.size_bytes >= batch_size;
             (wake, future)
         };
         if wake {
@@ -447,24 +524,83 @@ impl Producer {
 
     /// Sends every queued record now and waits until all records sent so far are completed.
     pub async fn flush(&self) {
-        let inner = &self.inner;
-        loop {
-            let idle = inner.idle.notified();
-            if inner.pending.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            inner.state.lock().flushing = true;
-            inner.wake.notify_one();
-            idle.await;
-        }
-        inner.state.lock().flushing = false;
+        self.inner.flush().await;
     }
 
-    /// Flushes and stops the sender; later `send`s fail with [`ClientError::Closed`].
+    /// Aborts an open transaction (best effort), flushes and stops the sender; later `send`s fail with
+    /// [`ClientError::Closed`].
     pub async fn close(&self) {
+        let ongoing = self.inner.transactions.is_some()
+            && self.inner.state.lock().txn.as_ref().is_some_and(|tm| {
+                matches!(
+                    tm.state(),
+                    TransactionState::InTransaction | TransactionState::AbortableError
+                )
+            });
+        if ongoing {
+            if let Err(e) = self.abort_transaction().await {
+                tracing::debug!(error = %e, "abort on close failed");
+            }
+        }
         self.flush().await;
         self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.wake.notify_one();
+    }
+
+    /// Gets the producer id and epoch for the `transactional.id` from the transaction coordinator
+    /// (InitProducerId), fencing any earlier producer with the same id and aborting (or completing) the
+    /// transaction it left open. Call once, before the first transaction. Fails with
+    /// [`ClientError::ProducerFenced`] when a newer producer took the id meanwhile; a timeout may be retried
+    /// by calling this again.
+    pub async fn init_transactions(&self) -> Result<()> {
+        transactions::run(&self.inner, transactions::Operation::Init).await
+    }
+
+    /// Starts a transaction: records sent from now on commit or abort together. Needs a finished
+    /// [`init_transactions`](Self::init_transactions) and no open transaction.
+    pub fn begin_transaction(&self) -> Result<()> {
+        transactions::check_no_pending(&self.inner, "begin_transaction")?;
+        let mut state = self.inner.state.lock();
+        match state.txn.as_mut() {
+            Some(tm) => tm.begin_transaction(),
+            None => Err(ClientError::InvalidTransactionState {
+                operation: "begin_transaction",
+                state: "not transactional (transactional_id is not set)".into(),
+            }),
+        }
+    }
+
+    /// Commits a consumer group's offsets (the next offsets to read) as part of the transaction (KIP-98,
+    /// KIP-447): AddOffsetsToTxn to the transaction coordinator, then TxnOffsetCommit to the group coordinator
+    /// with the consumer's generation, member id and instance id, so a zombie member is fenced. The offsets
+    /// become visible to the group when the transaction commits.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group_metadata: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        transactions::run(
+            &self.inner,
+            transactions::Operation::SendOffsets {
+                offsets: offsets.to_vec(),
+                group: group_metadata.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Flushes every record of the transaction, then commits it (EndTxn). A record that failed makes the
+    /// transaction abortable: this then fails with [`ClientError::TransactionAbortable`] and the transaction
+    /// must be aborted.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        transactions::run(&self.inner, transactions::Operation::Commit).await
+    }
+
+    /// Aborts the transaction: records not yet sent fail with [`ClientError::TransactionAborted`], those in
+    /// flight complete, then EndTxn(abort); after an abortable error the epoch is bumped (KIP-360) so the
+    /// producer can go on with a new transaction.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        transactions::run(&self.inner, transactions::Operation::Abort).await
     }
 }
 
@@ -478,277 +614,23 @@ impl Inner {
         }
     }
 
-    /// Takes the batches due now; returns them and the earliest future deadline of the rest.
-    fn drain_ready(&self) -> (Vec<ReadyBatch>, Option<Instant>) {
-        let mut state = self.state.lock();
-        let linger = Duration::from_millis(self.config.linger_ms);
-        let now = Instant::now();
-        let flushing = state.flushing || self.closed.load(Ordering::Relaxed);
-        let batch_size = self.config.batch_size_bytes;
-        // At most one batch per partition per request, as Kafka's producer sends.
-        let mut ready = Vec::new();
-        state.batches.retain(|topic, parts| {
-            for (index, queue) in parts.partitions.iter_mut().enumerate() {
-                let due = queue.len() > 1
-                    || queue.front().is_some_and(|b| {
-                        flushing || b.size_bytes >= batch_size || b.created + linger <= now
-                    });
-                if !due {
-                    continue;
-                }
-                let Some(b) = queue.pop_front() else {
-                    continue;
-                };
-                let partition = i32::try_from(index).unwrap_or(i32::MAX);
-                if queue.is_empty() && parts.sticky == Some(partition) {
-                    parts.sticky = None;
-                }
-                ready.push(ReadyBatch {
-                    topic: topic.clone(),
-                    partition,
-                    records: b.records,
-                    outcome: b.outcome,
-                    permits: b.permits,
-                    created: b.created,
-                });
+    /// Fails a batch that never reached a final answer from the broker (aborted, expired, fatal state).
+    fn fail_batch(&self, batch: Batch, error: ClientError) {
+        batch.outcome.0.complete(Err(error));
+        self.completed(batch.record_count, batch.permits);
+    }
+
+    /// Makes every queued batch due and waits until no record is pending.
+    async fn flush(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                break;
             }
-            parts.partitions.iter().any(|q| !q.is_empty())
-        });
-        let next = state
-            .batches
-            .values()
-            .flat_map(|parts| parts.partitions.iter())
-            .filter_map(|q| q.front())
-            .map(|b| b.created + linger)
-            .min();
-        (ready, next)
-    }
-}
-
-async fn sender_loop(inner: Arc<Inner>) {
-    let max_age = Duration::from_millis(inner.config.client.metadata_max_age_ms);
-    loop {
-        // `send` reads partition counts from the cache without checking its age; keep it fresh here
-        // (`metadata.max.age.ms`) so added partitions are noticed.
-        if inner
-            .client
-            .metadata_age()
-            .is_some_and(|age| age >= max_age)
-        {
-            let topics: Vec<String> = inner.client.metadata().topics.keys().cloned().collect();
-            let client = inner.client.clone();
-            tokio::spawn(async move {
-                if let Err(e) = client.refresh_metadata(Some(&topics), false).await {
-                    tracing::debug!(error = %e, "periodic metadata refresh failed");
-                }
-            });
+            self.state.lock().flushing = true;
+            self.wake.notify_one();
+            idle.await;
         }
-        let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let ready = loop {
-            let (ready, next) = inner.drain_ready();
-            if !ready.is_empty() {
-                break ready;
-            }
-            if inner.closed.load(Ordering::Relaxed) && next.is_none() {
-                return;
-            }
-            match next {
-                Some(deadline) => {
-                    tokio::select! {
-                        _ = inner.wake.notified() => {}
-                        _ = tokio::time::sleep_until(deadline.into()) => {}
-                    }
-                }
-                None => inner.wake.notified().await,
-            }
-        };
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            send_batches(&inner, ready).await;
-            drop(permit);
-        });
+        self.state.lock().flushing = false;
     }
-}
-
-/// An encoded batch on its way, with its records' shared outcome.
-struct InFlight {
-    topic: String,
-    partition: i32,
-    bytes: Bytes,
-    count: usize,
-    outcome: BatchHandle,
-    permits: usize,
-    created: Instant,
-}
-
-impl InFlight {
-    fn fail(self, inner: &Inner, error: ClientError) {
-        self.outcome.0.complete(Err(error));
-        inner.completed(self.count, self.permits);
-    }
-
-    fn succeed(self, inner: &Inner, base_offset: i64, log_append_time_ms: i64) {
-        self.outcome
-            .0
-            .complete(Ok((base_offset, log_append_time_ms)));
-        inner.completed(self.count, self.permits);
-    }
-}
-
-async fn send_batches(inner: &Arc<Inner>, ready: Vec<ReadyBatch>) {
-    let mut batches = Vec::with_capacity(ready.len());
-    for b in ready {
-        let encoded = encode_batch(&b.records, inner.config.compression);
-        let flight = InFlight {
-            topic: b.topic,
-            partition: b.partition,
-            bytes: Bytes::new(),
-            count: b.records.len(),
-            outcome: b.outcome,
-            permits: b.permits,
-            created: b.created,
-        };
-        match encoded {
-            Ok(bytes) => batches.push(InFlight { bytes, ..flight }),
-            Err(e) => flight.fail(inner, e),
-        }
-    }
-    let mut attempt = 0u32;
-    while !batches.is_empty() {
-        let retry = send_once(inner, batches).await;
-        attempt += 1;
-        let deadline = Duration::from_millis(inner.config.delivery_timeout_ms);
-        let mut again = Vec::new();
-        for (flight, error) in retry {
-            if !error.is_retriable()
-                || attempt > inner.config.retries
-                || flight.created.elapsed() >= deadline
-            {
-                flight.fail(inner, error);
-            } else {
-                again.push(flight);
-            }
-        }
-        if again.is_empty() {
-            return;
-        }
-        let mut topics: Vec<&str> = again.iter().map(|f| f.topic.as_str()).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        tokio::time::sleep(Duration::from_millis(inner.config.client.retry_backoff_ms)).await;
-        for topic in topics {
-            let _ = inner.client.topic_refreshed(topic, false).await;
-        }
-        batches = again;
-    }
-}
-
-/// Sends each batch once to its partition's leader; returns the batches to retry with their error.
-async fn send_once(inner: &Arc<Inner>, batches: Vec<InFlight>) -> Vec<(InFlight, ClientError)> {
-    let metadata = inner.client.metadata();
-    let mut by_leader: HashMap<i32, Vec<InFlight>> = HashMap::new();
-    let mut retry = Vec::new();
-    for flight in batches {
-        match metadata.leader(&flight.topic, flight.partition) {
-            Some(leader) => by_leader.entry(leader).or_default().push(flight),
-            None => {
-                let error = ClientError::broker(
-                    format!("topic {} partition {}", flight.topic, flight.partition),
-                    kafka_protocol::ResponseError::LeaderNotAvailable.code(),
-                    None,
-                );
-                retry.push((flight, error));
-            }
-        }
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (leader, flights) in by_leader {
-        let inner = inner.clone();
-        tasks.spawn(async move { produce_to(&inner, leader, flights).await });
-    }
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(mut failed) = result {
-            retry.append(&mut failed);
-        }
-    }
-    retry
-}
-
-async fn produce_to(
-    inner: &Arc<Inner>,
-    leader: i32,
-    flights: Vec<InFlight>,
-) -> Vec<(InFlight, ClientError)> {
-    let mut topics: Vec<TopicProduceData> = Vec::new();
-    for f in &flights {
-        let data = PartitionProduceData::default()
-            .with_index(f.partition)
-            .with_records(Some(f.bytes.clone()));
-        match topics.iter_mut().find(|t| t.name.0.as_str() == f.topic) {
-            Some(t) => t.partition_data.push(data),
-            None => topics.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(f.topic.clone())))
-                    .with_partition_data(vec![data]),
-            ),
-        }
-    }
-    let timeout_ms = i32::try_from(inner.config.client.request_timeout_ms).unwrap_or(i32::MAX);
-    let request = ProduceRequest::default()
-        .with_acks(inner.config.acks.code())
-        .with_timeout_ms(timeout_ms)
-        .with_topic_data(topics);
-    let conn = match inner.client.connection_to(leader).await {
-        Ok(conn) => conn,
-        Err(e) => return flights.into_iter().map(|f| (f, e.clone())).collect(),
-    };
-    if inner.config.acks == Acks::None {
-        match conn
-            .send_no_response(&request, Some(PRODUCE_MAX_VERSION))
-            .await
-        {
-            Ok(()) => flights.into_iter().for_each(|f| f.succeed(inner, -1, -1)),
-            Err(e) => return flights.into_iter().map(|f| (f, e.clone())).collect(),
-        }
-        return Vec::new();
-    }
-    let response = match conn.send(&request, Some(PRODUCE_MAX_VERSION)).await {
-        Ok(r) => r,
-        Err(e) => return flights.into_iter().map(|f| (f, e.clone())).collect(),
-    };
-    let mut retry = Vec::new();
-    for flight in flights {
-        let answer = response
-            .responses
-            .iter()
-            .filter(|t| t.name.0.as_str() == flight.topic)
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == flight.partition);
-        let Some(answer) = answer else {
-            let e = ClientError::Malformed {
-                api: kafka_protocol::messages::ApiKey::Produce,
-                addr: conn.addr().to_owned(),
-                reason: format!("no answer for {}-{}", flight.topic, flight.partition),
-            };
-            flight.fail(inner, e);
-            continue;
-        };
-        if answer.error_code == 0 {
-            flight.succeed(inner, answer.base_offset, answer.log_append_time_ms);
-            continue;
-        }
-        let error = ClientError::broker(
-            format!("producing to {}-{}", flight.topic, flight.partition),
-            answer.error_code,
-            answer.error_message.as_ref().map(|m| m.as_str().to_owned()),
-        );
-        if error.is_retriable() {
-            retry.push((flight, error));
-        } else {
-            flight.fail(inner, error);
-        }
-    }
-    retry
 }
