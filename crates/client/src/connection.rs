@@ -235,6 +235,29 @@ impl Connection {
         version: i16,
         timeout_ms: u64,
     ) -> Result<R::Response> {
+        self.submit_at(request, version, timeout_ms).await?.await
+    }
+
+    /// Queues `request` at the highest common version (at most `cap`) and returns, once it has its place in
+    /// the connection's write order, a future of the response. Requests submitted one after the other go out
+    /// in that order (the idempotent producer relies on it: a partition's batches must reach the broker in
+    /// sequence order).
+    pub async fn submit<R: Request>(
+        &self,
+        request: &R,
+        cap: Option<i16>,
+    ) -> Result<ResponseFuture<R::Response>> {
+        let version = self.version_for::<R>(cap)?;
+        self.submit_at(request, version, self.request_timeout_ms)
+            .await
+    }
+
+    async fn submit_at<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout_ms: u64,
+    ) -> Result<ResponseFuture<R::Response>> {
         let api = api_key::<R>()?;
         let (correlation_id, frame) = self.encode(request, version)?;
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -245,22 +268,35 @@ impl Connection {
             })
             .await
             .map_err(|_| self.closed_error())?;
-        let frame = match tokio::time::timeout(Duration::from_millis(timeout_ms), reply_rx).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(self.closed_error()),
-            Err(_) => {
-                // Kafka clients drop a connection whose request timed out: later responses are suspect.
-                self.dead.store(true, Ordering::Relaxed);
-                return Err(ClientError::Timeout {
-                    api,
-                    addr: self.addr.clone(),
-                    timeout_ms,
-                });
-            }
-        };
-        decode_response::<R>(api, version, frame, &self.addr)
+        let addr = self.addr.clone();
+        let dead = self.dead.clone();
+        Ok(Box::pin(async move {
+            let closed = |addr: &str| ClientError::Connection {
+                addr: addr.to_owned(),
+                reason: "connection closed".into(),
+            };
+            let frame =
+                match tokio::time::timeout(Duration::from_millis(timeout_ms), reply_rx).await {
+                    Ok(Ok(result)) => result?,
+                    Ok(Err(_)) => return Err(closed(&addr)),
+                    Err(_) => {
+                        // Kafka clients drop a connection whose request timed out: later responses are
+                        // suspect.
+                        dead.store(true, Ordering::Relaxed);
+                        return Err(ClientError::Timeout {
+                            api,
+                            addr,
+                            timeout_ms,
+                        });
+                    }
+                };
+            decode_response::<R>(api, version, frame, &addr)
+        }))
     }
 }
+
+/// The response to a request [submitted](Connection::submit) to a connection.
+pub type ResponseFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>;
 
 fn api_key<R: Request>() -> Result<ApiKey> {
     ApiKey::try_from(R::KEY).map_err(|_| ClientError::Config(format!("unknown api key {}", R::KEY)))

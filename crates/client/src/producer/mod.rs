@@ -275,6 +275,8 @@ struct Inner {
     idle: Notify,
     /// The transactional state and its coordinator (`None` without a `transactional.id`).
     transactions: Option<transactions::Transactions>,
+    /// Send tasks put their requests on the connections in drain order.
+    turnstile: sender::Turnstile,
 }
 
 /// An async Kafka producer. Cloning shares it.
@@ -335,6 +337,7 @@ impl Producer {
             pending: AtomicU32::new(0),
             idle: Notify::new(),
             transactions,
+            turnstile: sender::Turnstile::new(),
         });
         tokio::spawn(sender::sender_loop(inner.clone()));
         Ok(Producer { inner })

@@ -10,19 +10,61 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName, TransactionalId};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, TopicName, TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::accumulator::{Batch, DrainConfig, Drained, RetryState};
 use super::transaction_manager::ProducerIdAndEpoch;
 use super::{transactions, Acks, Inner};
+use crate::connection::ResponseFuture;
 use crate::consumer::TopicPartition;
 use crate::error::{ClientError, Result};
 use crate::records::{encode_batch, stamp_batch};
 
 /// The highest Produce version this client sends (v13 switches to topic ids).
 const PRODUCE_MAX_VERSION: i16 = 12;
+
+/// Hands out the turn to put requests on the connections, in drain order. Send tasks encode their batches in
+/// parallel, but a partition's batches must reach the broker in sequence order: a broker that does not know
+/// the producer takes any first sequence, so a later batch overtaking the first would be accepted and the
+/// first refused.
+pub(super) struct Turnstile {
+    next: parking_lot::Mutex<u64>,
+    turned: tokio::sync::Notify,
+}
+
+impl Turnstile {
+    pub(super) fn new() -> Turnstile {
+        Turnstile {
+            next: parking_lot::Mutex::new(0),
+            turned: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until `ticket` is next; the turn passes on when the returned guard is dropped.
+    async fn wait(&self, ticket: u64) -> Turn<'_> {
+        loop {
+            let turned = self.turned.notified();
+            if *self.next.lock() == ticket {
+                return Turn(self);
+            }
+            turned.await;
+        }
+    }
+}
+
+/// The turn to submit requests; passes to the next ticket when dropped (also on an early return).
+struct Turn<'a>(&'a Turnstile);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.next.lock() += 1;
+        self.0.turned.notify_waiters();
+    }
+}
 
 /// What the sender must start or finish after looking at the state (outside the lock).
 #[derive(Default)]
@@ -95,6 +137,8 @@ pub(super) async fn sender_loop(inner: Arc<Inner>) {
         delivery_timeout: Duration::from_millis(inner.config.delivery_timeout_ms),
         flushing,
     };
+    // Tickets for the turnstile, in drain order.
+    let mut next_ticket: u64 = 0;
     loop {
         // `send` reads partition counts from the cache without checking its age; keep it fresh here
         // (`metadata.max.age.ms`) so added partitions are noticed.
@@ -168,8 +212,10 @@ pub(super) async fn sender_loop(inner: Arc<Inner>) {
         }
         if !drained.is_empty() {
             let inner = inner.clone();
+            let ticket = next_ticket;
+            next_ticket += 1;
             tokio::spawn(async move {
-                send_batches(&inner, drained).await;
+                send_batches(&inner, drained, ticket).await;
                 drop(permit);
                 inner.wake.notify_one();
             });
@@ -208,9 +254,9 @@ enum Answer {
     },
 }
 
-/// Encodes (first send) or restamps (a sequence rewritten after an epoch bump) each batch, sends them to
-/// their leaders, and applies the answers.
-async fn send_batches(inner: &Arc<Inner>, drained: Vec<Drained>) {
+/// Encodes (first send) or restamps (a sequence rewritten after an epoch bump) each batch, puts the requests
+/// on the connections in its turn, and applies the answers.
+async fn send_batches(inner: &Arc<Inner>, drained: Vec<Drained>, ticket: u64) {
     let mut flights = Vec::with_capacity(drained.len());
     let mut answers: Vec<(Drained, Answer)> = Vec::new();
     for mut d in drained {
@@ -239,31 +285,43 @@ async fn send_batches(inner: &Arc<Inner>, drained: Vec<Drained>) {
             )),
         }
     }
-    let metadata = inner.client.metadata();
-    let mut by_leader: HashMap<i32, Vec<Drained>> = HashMap::new();
-    for d in flights {
-        match metadata.leader(&d.topic, d.partition) {
-            Some(leader) => by_leader.entry(leader).or_default().push(d),
-            None => {
-                let error = ClientError::broker(
-                    format!("topic {} partition {}", d.topic, d.partition),
-                    ResponseError::LeaderNotAvailable.code(),
-                    None,
-                );
-                answers.push((
-                    d,
-                    Answer::Failed {
-                        error,
-                        log_start_offset: -1,
-                    },
-                ));
+    let mut submitted = Vec::new();
+    {
+        let _turn = inner.turnstile.wait(ticket).await;
+        let metadata = inner.client.metadata();
+        let mut by_leader: HashMap<i32, Vec<Drained>> = HashMap::new();
+        for d in flights {
+            match metadata.leader(&d.topic, d.partition) {
+                Some(leader) => by_leader.entry(leader).or_default().push(d),
+                None => {
+                    let error = ClientError::broker(
+                        format!("topic {} partition {}", d.topic, d.partition),
+                        ResponseError::LeaderNotAvailable.code(),
+                        None,
+                    );
+                    answers.push((
+                        d,
+                        Answer::Failed {
+                            error,
+                            log_start_offset: -1,
+                        },
+                    ));
+                }
+            }
+        }
+        for (leader, flights) in by_leader {
+            match submit(inner, leader, flights).await {
+                Submitted::Waiting(flights, response) => submitted.push((flights, response)),
+                Submitted::Answered(mut done) => answers.append(&mut done),
             }
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for (leader, flights) in by_leader {
-        let inner = inner.clone();
-        tasks.spawn(async move { produce_to(&inner, leader, flights).await });
+    for (flights, response) in submitted {
+        tasks.spawn(async move {
+            let response = response.await;
+            answer_all(flights, response)
+        });
     }
     while let Some(result) = tasks.join_next().await {
         if let Ok(mut part) = result {
@@ -392,25 +450,30 @@ fn apply_answers(inner: &Inner, answers: Vec<(Drained, Answer)>) -> Vec<String> 
     refresh.into_iter().collect()
 }
 
-async fn produce_to(
-    inner: &Arc<Inner>,
-    leader: i32,
-    flights: Vec<Drained>,
-) -> Vec<(Drained, Answer)> {
-    let failed_all = |flights: Vec<Drained>, error: ClientError| {
-        flights
-            .into_iter()
-            .map(|f| {
-                (
-                    f,
-                    Answer::Failed {
-                        error: error.clone(),
-                        log_start_offset: -1,
-                    },
-                )
-            })
-            .collect()
-    };
+/// A Produce request put on a leader's connection, or its batches' answers when it could not be (or needs
+/// none: acks=0).
+enum Submitted {
+    Waiting(Vec<Drained>, ResponseFuture<ProduceResponse>),
+    Answered(Vec<(Drained, Answer)>),
+}
+
+fn failed_all(flights: Vec<Drained>, error: &ClientError) -> Vec<(Drained, Answer)> {
+    flights
+        .into_iter()
+        .map(|f| {
+            (
+                f,
+                Answer::Failed {
+                    error: error.clone(),
+                    log_start_offset: -1,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Builds the Produce request of `flights` and queues it on the leader's connection.
+async fn submit(inner: &Arc<Inner>, leader: i32, flights: Vec<Drained>) -> Submitted {
     let mut topics: Vec<TopicProduceData> = Vec::new();
     for f in &flights {
         let data = PartitionProduceData::default()
@@ -439,31 +502,41 @@ async fn produce_to(
         .with_topic_data(topics);
     let conn = match inner.client.connection_to(leader).await {
         Ok(conn) => conn,
-        Err(e) => return failed_all(flights, e),
+        Err(e) => return Submitted::Answered(failed_all(flights, &e)),
     };
     if inner.config.acks == Acks::None {
-        return match conn
-            .send_no_response(&request, Some(PRODUCE_MAX_VERSION))
-            .await
-        {
-            Ok(()) => flights
-                .into_iter()
-                .map(|f| {
-                    (
-                        f,
-                        Answer::Written {
-                            base_offset: -1,
-                            log_append_time_ms: -1,
-                        },
-                    )
-                })
-                .collect(),
-            Err(e) => failed_all(flights, e),
-        };
+        return Submitted::Answered(
+            match conn
+                .send_no_response(&request, Some(PRODUCE_MAX_VERSION))
+                .await
+            {
+                Ok(()) => flights
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            f,
+                            Answer::Written {
+                                base_offset: -1,
+                                log_append_time_ms: -1,
+                            },
+                        )
+                    })
+                    .collect(),
+                Err(e) => failed_all(flights, &e),
+            },
+        );
     }
-    let response = match conn.send(&request, Some(PRODUCE_MAX_VERSION)).await {
+    match conn.submit(&request, Some(PRODUCE_MAX_VERSION)).await {
+        Ok(response) => Submitted::Waiting(flights, response),
+        Err(e) => Submitted::Answered(failed_all(flights, &e)),
+    }
+}
+
+/// Each batch's answer from its partition's entry of the Produce response.
+fn answer_all(flights: Vec<Drained>, response: Result<ProduceResponse>) -> Vec<(Drained, Answer)> {
+    let response = match response {
         Ok(r) => r,
-        Err(e) => return failed_all(flights, e),
+        Err(e) => return failed_all(flights, &e),
     };
     let mut out = Vec::with_capacity(flights.len());
     for flight in flights {
@@ -477,7 +550,7 @@ async fn produce_to(
             None => Answer::Failed {
                 error: ClientError::Malformed {
                     api: ApiKey::Produce,
-                    addr: conn.addr().to_owned(),
+                    addr: format!("the leader of {}-{}", flight.topic, flight.partition),
                     reason: format!("no answer for {}-{}", flight.topic, flight.partition),
                 },
                 log_start_offset: -1,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use sluice_client::admin::NewTopic;
 use sluice_client::{Admin, ClientConfig};
 pub use sluice_testkit::TestBroker;
