@@ -52,6 +52,8 @@ pub struct Broker {
     pub fetch_purgatory: crate::purgatory::FetchPurgatory,
     /// The group coordinator (consumer groups and committed offsets on `__consumer_offsets`).
     pub groups: crate::group_coordinator::GroupCoordinator,
+    /// The transaction coordinator (transactional ids and their transactions on `__transaction_state`).
+    pub txns: crate::txn_coordinator::TxnCoordinator,
     /// Requests to the active controller (another node's CONTROLLER listener when this node is not it).
     pub controller_channel: crate::controller_channel::ControllerChannel,
     /// Registration with the controller and heartbeats (a cluster's brokers; the embedded single node registers
@@ -151,6 +153,7 @@ impl Broker {
             crate::fetch_session::FetchSessionCache::from_config(&config),
         );
         let groups = crate::group_coordinator::GroupCoordinator::new(&config);
+        let txns = crate::txn_coordinator::TxnCoordinator::new(&config);
         let controller_channel =
             crate::controller_channel::ControllerChannel::new(controller.clone(), config.clone());
         let now = crate::apis::now_ms();
@@ -177,6 +180,7 @@ impl Broker {
             fetch_sessions,
             fetch_purgatory: crate::purgatory::FetchPurgatory::default(),
             groups,
+            txns,
             producer_ids,
             handler_panics: AtomicU64::new(0),
         });
@@ -185,6 +189,7 @@ impl Broker {
             return Ok(broker);
         }
         crate::group_coordinator::GroupCoordinator::start(&broker);
+        crate::txn_coordinator::TxnCoordinator::start(&broker);
         // Registration and heartbeats: without them the controller would fence this broker after
         // `broker.session.timeout.ms`. The embedded single node is its own active controller and unfences itself at
         // once, so it is unfenced before anything is served; a cluster's node waits in `Server::start`, once its
@@ -229,6 +234,7 @@ impl Broker {
         self.lifecycle.stop().await;
         // Group timers append to `__consumer_offsets`: stop them before the logs close.
         self.groups.stop().await;
+        self.txns.stop().await;
         let logs = self.logs.clone();
         tokio::task::spawn_blocking(move || logs.shutdown())
             .await

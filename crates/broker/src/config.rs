@@ -375,6 +375,26 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "min.insync.replicas of `__transaction_state`.",
     ),
     key(
+        "transaction.max.timeout.ms",
+        Some("900000"),
+        "Largest transaction.timeout.ms a transactional producer may ask for (larger: INVALID_TRANSACTION_TIMEOUT).",
+    ),
+    key(
+        "transactional.id.expiration.ms",
+        Some("604800000"),
+        "A transactional id with no transaction for this long is forgotten.",
+    ),
+    key(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Some("10000"),
+        "How often transactions past their timeout are looked for (and aborted).",
+    ),
+    key(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        Some("3600000"),
+        "How often expired transactional ids are looked for.",
+    ),
+    key(
         "share.coordinator.state.topic.replication.factor",
         Some("1"),
         "Accepted for compatibility (Kafka's stock file sets it); share groups (KIP-932) are not supported.",
@@ -608,6 +628,14 @@ pub struct BrokerConfig {
     pub transaction_state_log_replication_factor: i16,
     /// `transaction.state.log.min.isr`.
     pub transaction_state_log_min_isr: i32,
+    /// `transaction.max.timeout.ms`.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: i64,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.min.session.timeout.ms`.
@@ -1748,6 +1776,16 @@ impl BrokerConfig {
                 "transaction.state.log.replication.factor",
             )?,
             transaction_state_log_min_isr: positive_i32("transaction.state.log.min.isr")?,
+            transaction_max_timeout_ms: positive_i32("transaction.max.timeout.ms")?,
+            transactional_id_expiration_ms: i64::from(positive_i32(
+                "transactional.id.expiration.ms",
+            )?),
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: i64::from(positive_i32(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            )?),
+            transaction_remove_expired_transaction_cleanup_interval_ms: i64::from(positive_i32(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+            )?),
             group_initial_rebalance_delay_ms: group_initial_rebalance_delay_ms.max(0) as u64,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,

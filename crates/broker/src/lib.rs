@@ -10,6 +10,7 @@ pub mod controller;
 pub mod controller_channel;
 pub mod fetch_session;
 pub mod group_coordinator;
+mod internal_topic;
 pub mod isr;
 pub mod lifecycle;
 pub mod network;
@@ -23,6 +24,7 @@ pub mod replication_quota;
 #[cfg(test)]
 mod replication_sim;
 pub mod server;
+pub mod txn_coordinator;
 
 pub use broker::{Broker, BrokerError};
 pub use config::{BrokerConfig, ConfigError, ConfigKey, CONFIG_KEYS};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use sluice_metadata::PartitionRegistration;
-use sluice_storage::{AppendError, AppendInfo, Log, ProducerError};
+use sluice_storage::{AppendError, AppendInfo, AppendOrigin, Log, ProducerError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -429,6 +429,19 @@ impl Partition {
         acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, ProduceError> {
+        self.append_as_leader_from(node_id, batches, acks, now_ms, AppendOrigin::Coordinator)
+    }
+
+    /// [`Partition::append_as_leader`] for batches from `origin`: a client may not write control batches (see
+    /// `Log::append_as_leader_from`).
+    fn append_as_leader_from(
+        &self,
+        node_id: i32,
+        batches: &mut [u8],
+        acks: i16,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, ProduceError> {
         let state = self.state.read();
         if state.role != Role::Leader {
             return Err(ProduceError::NotLeader);
@@ -441,7 +454,7 @@ impl Partition {
         }
         let info = self
             .log
-            .append_as_leader(batches, state.leader_epoch, now_ms)?;
+            .append_as_leader_from(batches, state.leader_epoch, now_ms, origin)?;
         let moved = self.maybe_increment_high_watermark(node_id, &state);
         drop(state);
         if !moved {
@@ -465,7 +478,7 @@ impl Partition {
         acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, ProduceError> {
-        match self.append_as_leader(node_id, batch, acks, now_ms) {
+        match self.append_as_leader_from(node_id, batch, acks, now_ms, AppendOrigin::Client) {
             Ok(info) => Ok(info),
             Err(ProduceError::Append(AppendError::DuplicateSequence {
                 base_offset,

@@ -434,6 +434,9 @@ async fn reconcile_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                 }
                 // Groups whose `__consumer_offsets` partition moved to another leader go with it.
                 broker.groups.unload_lost(&broker);
+                broker.txns.unload_lost(&broker);
+                let b = broker.clone();
+                tokio::spawn(async move { b.txns.load_led(&b).await });
                 apply_log_dir_move_rate(&broker);
             }
             _ = shutdown.changed() => return,

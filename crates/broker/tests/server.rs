@@ -163,8 +163,10 @@ async fn api_versions_every_version_and_fallback() {
         assert_eq!(range(ApiKey::DeleteRecords), Some((0, 2)));
         assert_eq!(range(ApiKey::OffsetForLeaderEpoch), Some((2, 4)));
         assert_eq!(range(ApiKey::InitProducerId), Some((0, 4)));
+        assert_eq!(range(ApiKey::AddPartitionsToTxn), Some((0, 4)));
+        assert_eq!(range(ApiKey::EndTxn), Some((0, 4)));
         // Never advertise what is not implemented.
-        assert_eq!(range(ApiKey::AddPartitionsToTxn), None);
+        assert_eq!(range(ApiKey::DescribeAcls), None);
     }
     // ApiVersions v9 (unknown to us): a v0-format UNSUPPORTED_VERSION answer with ApiVersions' range (KIP-511).
     let mut raw = BytesMut::new();
@@ -724,6 +726,18 @@ fn valid_request(
         ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
         ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
         ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
+        ApiKey::AddPartitionsToTxn => {
+            RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+        }
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
+        ApiKey::EndTxn => RequestKind::EndTxn(EndTxnRequest::default()),
+        ApiKey::WriteTxnMarkers => RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default()),
+        ApiKey::DescribeTransactions => {
+            RequestKind::DescribeTransactions(DescribeTransactionsRequest::default())
+        }
+        ApiKey::ListTransactions => {
+            RequestKind::ListTransactions(ListTransactionsRequest::default())
+        }
         ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
         ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
@@ -1226,17 +1240,19 @@ async fn idempotent_producer_retries_are_deduplicated_and_gaps_refused() {
         "the retry appended nothing"
     );
 
-    // Transactions are not supported.
+    // A transactional id goes to the transaction coordinator; transactional records need one.
     let init: InitProducerIdResponse = call(
         &mut s,
         ApiKey::InitProducerId,
         4,
-        &InitProducerIdRequest::default().with_transactional_id(Some(
-            kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("tx")),
-        )),
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
+                StrBytes::from_static_str("tx"),
+            ))),
     )
     .await;
-    assert_eq!(init.error_code, 53);
+    assert_eq!((init.error_code, init.producer_epoch), (0, 0));
     let mut tx = produce(1, 2, 1);
     let mut bytes = tx.topic_data[0].partition_data[0]
         .records

@@ -42,10 +42,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
-    PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch,
+    NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::messages::{BrokerId, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::MetadataImage;
 use sluice_protocol::response::FileChunk;
@@ -342,14 +342,15 @@ impl PartitionRead {
         }
     }
 
-    /// A successful read. Without transactions the last stable offset is the high watermark.
+    /// A successful read (no aborted transactions listed yet: see [`PartitionRead::with_aborted`]).
     fn records(
         params: &FetchParams,
         partition: i32,
-        high_watermark: i64,
+        offsets: (i64, i64),
         log_start_offset: i64,
         records: Bytes,
     ) -> PartitionRead {
+        let (high_watermark, last_stable_offset) = offsets;
         let records_bytes = records.len();
         PartitionRead {
             stage: ReadStage::Read,
@@ -357,7 +358,7 @@ impl PartitionRead {
                 .with_partition_index(partition)
                 .with_error_code(0)
                 .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
+                .with_last_stable_offset(last_stable_offset)
                 .with_log_start_offset(log_start_offset)
                 .with_aborted_transactions(params.read_committed.then(Vec::new))
                 .with_preferred_read_replica(BrokerId(-1))
@@ -365,6 +366,24 @@ impl PartitionRead {
             records_bytes,
             throttled: false,
         }
+    }
+
+    /// Lists the aborted transactions of the read range (read_committed fetches, Kafka's
+    /// `collectAbortedTransactions`): the consumer drops their records.
+    fn with_aborted(mut self, aborted: Vec<sluice_storage::AbortedTxn>) -> PartitionRead {
+        if !aborted.is_empty() {
+            self.data.aborted_transactions = Some(
+                aborted
+                    .into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect(),
+            );
+        }
+        self
     }
 
     /// A follower's fetch that diverges from this leader's log after `end_offset` of `epoch`: no records, the
@@ -377,10 +396,11 @@ impl PartitionRead {
         epoch: i32,
         end_offset: i64,
     ) -> PartitionRead {
+        // Only followers get a divergence: the last stable offset is not theirs to use.
         let mut read = PartitionRead::records(
             params,
             partition,
-            high_watermark,
+            (high_watermark, high_watermark),
             log_start_offset,
             Bytes::new(),
         );
@@ -518,7 +538,7 @@ fn read_partition(
         let mut read = PartitionRead::records(
             params,
             index,
-            log.high_watermark(),
+            (log.high_watermark(), log.last_stable_offset()),
             log.log_start_offset(),
             Bytes::new(),
         );
@@ -561,6 +581,7 @@ fn read_partition(
         }
     }
     let high_watermark = log.high_watermark();
+    let last_stable_offset = log.last_stable_offset();
     let throttled = params.is_from_follower && partition.is_replication_throttled(Side::Leader);
     if throttled
         && !partition.state().isr.contains(&params.replica_id)
@@ -572,15 +593,14 @@ fn read_partition(
         let mut read = PartitionRead::records(
             params,
             index,
-            high_watermark,
+            (high_watermark, last_stable_offset),
             log.log_start_offset(),
             Bytes::new(),
         );
         read.throttled = true;
         return read;
     }
-    // Without transactions the last stable offset is the high watermark. Followers read up to the log end.
-    let last_stable_offset = high_watermark;
+    // Followers read up to the log end, read_committed consumers up to the last stable offset.
     let upper_bound = if params.is_from_follower {
         log.log_end_offset()
     } else if params.read_committed {
@@ -604,7 +624,7 @@ fn read_partition(
         return PartitionRead::records(
             params,
             index,
-            high_watermark,
+            (high_watermark, last_stable_offset),
             log_start_offset,
             Bytes::new(),
         );
@@ -645,7 +665,26 @@ fn read_partition(
             return PartitionRead::error(ReadStage::Read, index, code);
         }
     };
-    let mut read = PartitionRead::records(params, index, high_watermark, log_start_offset, records);
+    let aborted = if params.read_committed && !params.is_from_follower && !records.is_empty() {
+        match log.aborted_transactions(cp.data.fetch_offset, upper_bound) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(topic, partition = index, error = %e, "reading the transaction index failed");
+                let code = storage_code(params.version, ErrorCode::KafkaStorageError.code());
+                return PartitionRead::error(ReadStage::Read, index, code);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let mut read = PartitionRead::records(
+        params,
+        index,
+        (high_watermark, last_stable_offset),
+        log_start_offset,
+        records,
+    )
+    .with_aborted(aborted);
     read.throttled = throttled;
     read
 }

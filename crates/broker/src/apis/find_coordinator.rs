@@ -1,8 +1,8 @@
 //! FindCoordinator (key 10), v0-v4: the broker that coordinates a group: the leader of its `__consumer_offsets`
 //! partition in the metadata image, with that broker's registered host and port. COORDINATOR_NOT_AVAILABLE when
 //! the partition has no live leader (none, fenced or unregistered), so the client retries. v4 batches keys
-//! (KIP-699). Key type TRANSACTION answers COORDINATOR_NOT_AVAILABLE until the transaction coordinator exists;
-//! other key types are INVALID_REQUEST.
+//! (KIP-699). Key type TRANSACTION finds the leader of the transactional id's `__transaction_state` partition the
+//! same way; other key types are INVALID_REQUEST.
 //!
 //! `__consumer_offsets` is created on first use, as Kafka does (`GroupCoordinator::ensure_topic`: through the local
 //! controller when it is the active one, else a CreateTopics to the active controller), answering
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_coordinator::CONSUMER_OFFSETS_TOPIC;
+use sluice_coordinator::{CONSUMER_OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use sluice_metadata::{BrokerRegistration, MetadataImage};
 use sluice_protocol::ErrorCode;
 
@@ -65,23 +65,38 @@ async fn find_one(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordina
             .with_error_code(e.code())
             .with_error_message(Some(StrBytes::from_string(e.to_string())))
     };
-    match key_type {
-        KEY_TYPE_GROUP => {}
-        KEY_TYPE_TRANSACTION => return failed(key, ErrorCode::CoordinatorNotAvailable),
+    let transaction = match key_type {
+        KEY_TYPE_GROUP => false,
+        KEY_TYPE_TRANSACTION => true,
         _ => return failed(key, ErrorCode::InvalidRequest),
+    };
+    if transaction && key.is_empty() {
+        return failed(key, ErrorCode::InvalidRequest);
     }
-    // `__consumer_offsets` is created on first use, through whichever controller is active.
-    if broker.groups.ensure_topic(broker).await.is_err() {
+    // The internal topic is created on first use, through whichever controller is active.
+    let (ensured, topic, partition) = if transaction {
+        (
+            broker.txns.ensure_topic(broker).await,
+            TRANSACTION_STATE_TOPIC,
+            broker.txns.partition_for(&key),
+        )
+    } else {
+        (
+            broker.groups.ensure_topic(broker).await,
+            CONSUMER_OFFSETS_TOPIC,
+            broker.groups.partition_for(&key),
+        )
+    };
+    if ensured.is_err() {
         return failed(key, ErrorCode::CoordinatorNotAvailable);
     }
-    let partition = broker.groups.partition_for(&key);
     let image = broker.controller.image();
-    let Some(node) = coordinator_node(&image, partition) else {
+    let Some(node) = coordinator_node(&image, topic, partition) else {
         return failed(key, ErrorCode::CoordinatorNotAvailable);
     };
     let (node_id, host, port) = (node.node_id, node.host.clone(), node.port);
     if node_id == broker.config.node_id {
-        if let Err(code) = load(broker, &key).await {
+        if let Err(code) = load(broker, transaction, &key).await {
             return failed(key, code);
         }
     }
@@ -94,19 +109,29 @@ async fn find_one(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordina
         .with_error_message(None)
 }
 
-/// Loads the group's partition on this node (creating `__consumer_offsets` if needed).
-async fn load(broker: &Arc<Broker>, key: &StrBytes) -> Result<(), ErrorCode> {
-    match broker.groups.describe_group(broker, key).await {
-        Ok(_) => Ok(()),
+/// Loads the key's partition on this node (creating the internal topic if needed).
+async fn load(broker: &Arc<Broker>, transaction: bool, key: &StrBytes) -> Result<(), ErrorCode> {
+    let loaded = if transaction {
+        broker.txns.describe(broker, key).await.map(|_| ())
+    } else {
+        broker.groups.describe_group(broker, key).await.map(|_| ())
+    };
+    match loaded {
+        Ok(()) => Ok(()),
         Err(e) if e.code() == ErrorCode::NotCoordinator.code() => Err(ErrorCode::NotCoordinator),
         Err(_) => Err(ErrorCode::CoordinatorNotAvailable),
     }
 }
 
-/// The live leader of `__consumer_offsets` partition `partition`: the coordinator of the groups hashed to it.
-fn coordinator_node(image: &MetadataImage, partition: i32) -> Option<&BrokerRegistration> {
+/// The live leader of partition `partition` of the internal topic `topic`: the coordinator of the keys hashed
+/// to it.
+fn coordinator_node<'a>(
+    image: &'a MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a BrokerRegistration> {
     let leader = image
-        .topic(CONSUMER_OFFSETS_TOPIC)?
+        .topic(topic)?
         .partitions
         .get(usize::try_from(partition).ok()?)?
         .leader;
@@ -163,11 +188,20 @@ mod tests {
         }
         let image = delta.apply();
         assert_eq!(
-            coordinator_node(&image, 0).map(|b| b.host.as_str()),
+            coordinator_node(&image, CONSUMER_OFFSETS_TOPIC, 0).map(|b| b.host.as_str()),
             Some("one")
         );
-        assert!(coordinator_node(&image, 1).is_none(), "fenced leader");
-        assert!(coordinator_node(&image, 2).is_none(), "no leader");
-        assert!(coordinator_node(&image, 3).is_none(), "no such partition");
+        assert!(
+            coordinator_node(&image, CONSUMER_OFFSETS_TOPIC, 1).is_none(),
+            "fenced leader"
+        );
+        assert!(
+            coordinator_node(&image, CONSUMER_OFFSETS_TOPIC, 2).is_none(),
+            "no leader"
+        );
+        assert!(
+            coordinator_node(&image, CONSUMER_OFFSETS_TOPIC, 3).is_none(),
+            "no such partition"
+        );
     }
 }

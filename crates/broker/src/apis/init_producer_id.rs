@@ -1,9 +1,10 @@
 //! InitProducerId (key 22), v0-v4: a new producer id (epoch 0) for an idempotent producer (KIP-98).
 //!
 //! As in Kafka, a non-transactional producer always gets a fresh id; an id and epoch sent by the client (v3+,
-//! KIP-360) are not reused. Transactions are not supported: a request with a transactional id gets
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (fatal for the client, so it stops at once instead of retrying). The
-//! sequence checks that make the producer idempotent are in `Partition::append_producer_batch`.
+//! KIP-360) are not reused. A request with a transactional id goes to the transaction coordinator
+//! (`TxnCoordinator::init_producer_id`): the id's producer id with its epoch bumped, which fences the previous
+//! producer of that id. The sequence checks that make the producer idempotent are in
+//! `Partition::append_producer_batch`.
 //!
 //! Ids come from producer-id blocks the active controller hands out (`producer_ids.rs`), so they are unique
 //! across the cluster. When no block is at hand within [`BLOCK_WAIT`] the answer is COORDINATOR_LOAD_IN_PROGRESS,
@@ -38,10 +39,32 @@ pub(crate) async fn handle(
                 .with_error_code(ErrorCode::InvalidRequest.code())
                 .with_producer_epoch(-1);
         }
-        Some(_) => {
-            return InitProducerIdResponse::default()
-                .with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code())
-                .with_producer_epoch(-1);
+        Some(id) => {
+            let expected = (ctx.api_version >= 3 && request.producer_id.0 >= 0)
+                .then_some((request.producer_id.0, request.producer_epoch));
+            let outcome = broker
+                .txns
+                .init_producer_id(broker, &id.0, request.transaction_timeout_ms, expected)
+                .await;
+            let failed = |code: i16| {
+                InitProducerIdResponse::default()
+                    .with_error_code(code)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+            };
+            return match outcome {
+                Ok(Ok((producer_id, producer_epoch))) => {
+                    tracing::debug!(producer_id, producer_epoch, transactional_id = %id.0,
+                        client = ?ctx.client_id, "transactional producer initialized");
+                    InitProducerIdResponse::default()
+                        .with_producer_id(ProducerId(producer_id))
+                        .with_producer_epoch(producer_epoch)
+                }
+                // KIP-588: clients before v4 know INVALID_PRODUCER_EPOCH, not PRODUCER_FENCED.
+                Ok(Err(e)) if ctx.api_version < 4 => failed(e.for_pre_kip588_client().code()),
+                Ok(Err(e)) => failed(e.code()),
+                Err(e) => failed(e.code()),
+            };
         }
     }
     match broker

@@ -122,11 +122,11 @@ fn list_offset(
     let partition = broker.replicas.partition(topic, index)?;
     check_leader_epoch(current_leader_epoch, partition.leader_epoch())?;
     let log = &partition.log;
-    // A consumer sees up to the high watermark (read_uncommitted) or the last stable offset (read_committed);
-    // without transactions the last stable offset is the high watermark. A replica sees the log end offset.
+    // A consumer sees up to the high watermark (read_uncommitted) or the last stable offset (read_committed). A
+    // replica sees the log end offset.
     let last_fetchable = match (client, isolation_level) {
         (false, _) => log.log_end_offset(),
-        (true, READ_COMMITTED) => last_stable_offset(log),
+        (true, READ_COMMITTED) => log.last_stable_offset(),
         (true, _) => log.high_watermark(),
     };
     let storage_error = |e: sluice_storage::StorageError| {
@@ -208,10 +208,4 @@ fn exact_record(
         };
         (offset >= from && offset < upper && wanted(timestamp_ms)).then_some((timestamp_ms, offset))
     })
-}
-
-/// The last stable offset: the high watermark while transactions are not supported (no open transaction can hold
-/// it back).
-fn last_stable_offset(log: &sluice_storage::Log) -> i64 {
-    log.high_watermark()
 }

@@ -19,6 +19,8 @@ use crate::broker::Broker;
 
 mod forwarding;
 
+pub(crate) mod add_offsets_to_txn;
+pub(crate) mod add_partitions_to_txn;
 pub(crate) mod allocate_producer_ids;
 pub(crate) mod alter_configs;
 pub(crate) mod alter_partition;
@@ -38,7 +40,9 @@ pub(crate) mod describe_groups;
 pub(crate) mod describe_log_dirs;
 pub(crate) mod describe_quorum;
 pub(crate) mod describe_topic_partitions;
+pub(crate) mod describe_transactions;
 pub(crate) mod elect_leaders;
+pub(crate) mod end_txn;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
 pub(crate) mod heartbeat;
@@ -49,6 +53,7 @@ pub(crate) mod leave_group;
 pub(crate) mod list_groups;
 pub(crate) mod list_offsets;
 pub(crate) mod list_partition_reassignments;
+pub(crate) mod list_transactions;
 pub(crate) mod metadata;
 pub(crate) mod offset_commit;
 pub(crate) mod offset_delete;
@@ -58,6 +63,7 @@ pub(crate) mod preferred_replica;
 pub(crate) mod produce;
 pub(crate) mod sync_group;
 pub(crate) mod txn_offset_commit;
+pub(crate) mod write_txn_markers;
 
 /// The kind of listener a request arrived on. Kafka serves the broker-to-controller APIs (BrokerRegistration,
 /// BrokerHeartbeat) only on the controller listener, and forwards admin requests that reach a broker listener
@@ -203,6 +209,12 @@ api_registry! {
     AllocateProducerIds => allocate_producer_ids, 0..=0;
     AlterPartition => alter_partition, 2..=3;
     DescribeTopicPartitions => describe_topic_partitions, 0..=0;
+    AddPartitionsToTxn => add_partitions_to_txn, 0..=4;
+    AddOffsetsToTxn => add_offsets_to_txn, 0..=4;
+    EndTxn => end_txn, 0..=4;
+    WriteTxnMarkers => write_txn_markers, 1..=1;
+    DescribeTransactions => describe_transactions, 0..=0;
+    ListTransactions => list_transactions, 0..=1;
 }
 
 /// APIs served only on the controller listener (Kafka's `"listeners": ["controller"]` in their message specs):

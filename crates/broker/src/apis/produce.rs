@@ -13,9 +13,9 @@
 //! per-record `record_errors` for keyless records on a compacted topic (the one case where records are read, as
 //! Kafka's `LogValidator` does), and for idempotent producers (KIP-98, producer id from InitProducerId)
 //! OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH; a retried batch is answered with its original offsets
-//! (see `Partition::append_producer_batch`). Transactions are not supported: a request with a transactional id gets
-//! INVALID_TXN_STATE for every partition, and transactional records without one get
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as in Kafka.
+//! (see `Partition::append_producer_batch`). Transactional batches (KIP-98) need the request's transactional id
+//! (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as in Kafka); the log tracks their transaction until its marker.
+//! Control batches are the coordinators' (INVALID_RECORD from a client).
 
 use std::sync::Arc;
 
@@ -69,11 +69,6 @@ pub(crate) async fn handle(
             ErrorCode::InvalidRequiredAcks.code(),
             format!("acks must be -1, 0 or 1, not {acks}"),
         ))
-    } else if request.transactional_id.is_some() {
-        Some((
-            ErrorCode::InvalidTxnState.code(),
-            "transactions are not supported by this broker".to_string(),
-        ))
     } else {
         None
     };
@@ -93,6 +88,7 @@ pub(crate) async fn handle(
                         data.records.as_deref(),
                         acks,
                         deadline,
+                        request.transactional_id.is_some(),
                     )
                     .await
                 }
@@ -274,6 +270,7 @@ async fn produce_partition(
     records: Option<&[u8]>,
     acks: i16,
     deadline: tokio::time::Instant,
+    transactional: bool,
 ) -> Outcome {
     let partition: Arc<Partition> = match broker.replicas.partition(topic, index) {
         Ok(p) => p,
@@ -295,15 +292,21 @@ async fn produce_partition(
             return outcome;
         }
     }
-    if records
+    let attributes = records
         .get(batch::ATTRIBUTES_OFFSET..batch::ATTRIBUTES_OFFSET + 2)
-        .is_some_and(|a| i16::from_be_bytes([a[0], a[1]]) & batch::TRANSACTIONAL_FLAG_MASK != 0)
-    {
+        .map_or(0, |a| i16::from_be_bytes([a[0], a[1]]));
+    if attributes & batch::CONTROL_FLAG_MASK != 0 {
+        // Markers are written by transaction coordinators only (WriteTxnMarkers).
+        return Outcome::error(
+            ErrorCode::InvalidRecord.code(),
+            "control records cannot be produced".to_string(),
+        );
+    }
+    if attributes & batch::TRANSACTIONAL_FLAG_MASK != 0 && !transactional {
         // Kafka refuses transactional records without an authorized transactional id.
         return Outcome::error(
             ErrorCode::TransactionalIdAuthorizationFailed.code(),
-            "transactional records need a transactional id; transactions are not supported"
-                .to_string(),
+            "transactional records need a transactional id".to_string(),
         );
     }
     // The one copy: the request frame is shared and immutable, the log rewrites header fields in place.
