@@ -288,7 +288,6 @@ async fn first_delivered(deliveries: Vec<sluice_client::DeliveryFuture>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the broker's transaction coordinator"]
 async fn read_committed_consumers_see_commits_and_never_aborts() {
     let mut broker = TestBroker::start().await;
     broker.create_topic("txn-visibility", 1).await;
@@ -345,7 +344,6 @@ async fn read_committed_consumers_see_commits_and_never_aborts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the broker's transaction coordinator"]
 async fn offsets_sent_to_a_transaction_commit_with_it() {
     let mut broker = TestBroker::start().await;
     broker.create_topic("eos-in", 1).await;
@@ -468,7 +466,6 @@ async fn offsets_sent_to_a_transaction_commit_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the broker's transaction coordinator"]
 async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     let mut broker = TestBroker::start().await;
     broker.create_topic("fenced", 2).await;
@@ -535,6 +532,190 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     assert_eq!(values(&read), ["fresh"]);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producers_writes_fail_and_its_abort_reports_the_fencing() {
+    let mut broker = TestBroker::start().await;
+    broker.create_topic("fenced-produce", 1).await;
+    let first = Producer::new(transactional_config(&broker, "fence-produce"))
+        .await
+        .unwrap();
+    first.init_transactions().await.expect(NEEDS_TXN);
+    first.begin_transaction().unwrap();
+    first
+        .send(ProducerRecord::new("fenced-produce", "before").with_partition(0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let second = Producer::new(transactional_config(&broker, "fence-produce"))
+        .await
+        .unwrap();
+    second.init_transactions().await.unwrap();
+    // The partition is already in the first producer's transaction: its next batch goes straight to the
+    // partition, whose producer state now has the newer epoch. KIP-588: that is abortable, and the abort's
+    // EndTxn learns the fencing from the coordinator.
+    let refused = first
+        .send(ProducerRecord::new("fenced-produce", "after").with_partition(0))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.kafka_error(),
+            Some(KafkaError::InvalidProducerEpoch | KafkaError::ProducerFenced)
+        ),
+        "{refused:?}"
+    );
+    let err = first.commit_transaction().await.unwrap_err();
+    assert!(err.is_abortable() || err.is_fatal(), "{err:?}");
+    let err = first.abort_transaction().await.unwrap_err();
+    assert!(matches!(err, ClientError::ProducerFenced { .. }), "{err:?}");
+    assert!(matches!(
+        first.begin_transaction(),
+        Err(ClientError::ProducerFenced { .. })
+    ));
+    let read = read_all(
+        broker.client_config(),
+        "fenced-produce",
+        IsolationLevel::ReadCommitted,
+        0,
+    )
+    .await;
+    assert!(read.is_empty(), "{:?}", values(&read));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_record_makes_the_transaction_abortable_and_the_abort_bumps_the_epoch() {
+    let mut broker = TestBroker::start().await;
+    let admin = sluice_client::Admin::new(broker.client_config())
+        .await
+        .unwrap();
+    admin
+        .create_topic(sluice_client::admin::NewTopic {
+            name: "small".into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            configs: vec![("max.message.bytes".into(), "1000".into())],
+        })
+        .await
+        .unwrap();
+    let producer = Producer::new(transactional_config(&broker, "bump-me"))
+        .await
+        .unwrap();
+    producer.init_transactions().await.expect(NEEDS_TXN);
+    let before = producer.producer_id_and_epoch();
+    // An empty transaction ends without EndTxn.
+    producer.begin_transaction().unwrap();
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(producer.producer_id_and_epoch(), before);
+
+    producer.begin_transaction().unwrap();
+    let big = producer
+        .send(ProducerRecord::new("small", vec![b'x'; 4000]).with_partition(0))
+        .await
+        .unwrap();
+    let err = big.await.unwrap_err();
+    assert_eq!(
+        err.kafka_error(),
+        Some(KafkaError::MessageTooLarge),
+        "{err:?}"
+    );
+    assert_eq!(
+        producer.transaction_state(),
+        TransactionState::AbortableError
+    );
+    let err = producer
+        .send(ProducerRecord::new("small", "more").with_partition(0))
+        .await
+        .unwrap_err();
+    assert!(err.is_abortable(), "{err:?}");
+    assert!(producer
+        .commit_transaction()
+        .await
+        .unwrap_err()
+        .is_abortable());
+    producer.abort_transaction().await.unwrap();
+    // KIP-360: InitProducerId with the current id and epoch bumped the epoch; the producer goes on.
+    let after = producer.producer_id_and_epoch();
+    assert_eq!(after.producer_id, before.producer_id);
+    assert_eq!(after.epoch, before.epoch + 1, "{before:?} -> {after:?}");
+    assert_eq!(producer.transaction_state(), TransactionState::Ready);
+    producer.begin_transaction().unwrap();
+    producer
+        .send(ProducerRecord::new("small", "ok").with_partition(0))
+        .await
+        .unwrap();
+    producer.commit_transaction().await.unwrap();
+    let read = read_all(
+        broker.client_config(),
+        "small",
+        IsolationLevel::ReadCommitted,
+        1,
+    )
+    .await;
+    assert_eq!(values(&read), ["ok"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_drops_what_a_librdkafka_transaction_aborted() {
+    let Some(python) = python() else { return };
+    let mut broker = TestBroker::start().await;
+    broker.create_topic("from-librdkafka", 1).await;
+    let out = run_python(
+        python,
+        vec![
+            "-c".into(),
+            PY_TRANSACTIONS.into(),
+            broker.bootstrap(),
+            "from-librdkafka".into(),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "librdkafka's transactions failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = read_all(
+        broker.client_config(),
+        "from-librdkafka",
+        IsolationLevel::ReadCommitted,
+        6,
+    )
+    .await;
+    assert_eq!(values(&read), ["c0", "c1", "c2", "c3", "c4", "c5"]);
+    let read = read_all(
+        broker.client_config(),
+        "from-librdkafka",
+        IsolationLevel::ReadUncommitted,
+        9,
+    )
+    .await;
+    assert_eq!(read.len(), 9, "{:?}", values(&read));
+    broker.shutdown().await;
+}
+
+/// A librdkafka transactional producer: c0..c2 committed, a0..a2 aborted, c3..c5 committed, on partition 0.
+const PY_TRANSACTIONS: &str = r#"
+import sys
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "librdkafka-txn", "linger.ms": 5})
+p.init_transactions(30)
+for prefix, start, commit in (("c", 0, True), ("a", 0, False), ("c", 3, True)):
+    p.begin_transaction()
+    for i in range(start, start + 3):
+        p.produce(topic, value="%s%d" % (prefix, i), partition=0)
+    p.flush(30)
+    if commit:
+        p.commit_transaction(30)
+    else:
+        p.abort_transaction(30)
+"#;
 
 /// Reads `n` records of partition 0 with `isolation.level=read_committed` and prints each value on a line.
 const PY_READ_COMMITTED: &str = r#"

@@ -109,8 +109,10 @@ fn chores(inner: &Inner) -> Chores {
     let Some(tm) = state.txn.as_mut() else {
         return chores;
     };
-    // InitProducerId lazily, once a batch waits for it.
-    if !state.init_in_flight
+    // InitProducerId lazily, once a batch waits for it (and a pending epoch bump before the next drain).
+    let due = !tm.producer_id_and_epoch().is_valid() || tm.epoch_bump_required();
+    if due
+        && !state.init_in_flight
         && state
             .batches
             .values()

@@ -418,7 +418,6 @@ impl TransactionManager {
         self.transaction_started
     }
 
-    #[cfg(test)]
     pub(crate) fn epoch_bump_required(&self) -> bool {
         self.epoch_bump_required
     }
@@ -579,7 +578,7 @@ impl TransactionManager {
         producer: ProducerIdAndEpoch,
         is_epoch_bump: bool,
     ) {
-        tracing::info!(
+        tracing::debug!(
             producer_id = producer.producer_id,
             epoch = producer.epoch,
             "producer id set"
